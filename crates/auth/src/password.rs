@@ -1,0 +1,517 @@
+//! Password hashing (Argon2id, RFC 9106) and the password policy.
+//!
+//! Hashing is CPU- and memory-bound (19 MiB per hash at the OWASP parameters), so it never
+//! runs on the async runtime: each hash runs in `spawn_blocking` behind a fair semaphore
+//! with one permit per core, which bounds memory under a login flood and keeps the runtime
+//! free for token checks. A bounded wait queue turns overload into a fast 503 instead of
+//! unbounded latency.
+//!
+//! Unknown users are checked against a dummy hash with the same parameters, so a login for
+//! a user that does not exist costs the same time as a wrong password for one that does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::error::{AuthError, Result};
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl HashParams {
+    /// The OWASP Password Storage Cheat Sheet minimum for Argon2id: m = 19 MiB, t = 2, p = 1.
+    pub const OWASP: Self = Self {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// Cheap parameters for tests only (a hash in well under a millisecond).
+    pub const INSECURE_FOR_TESTS: Self = Self {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    fn to_argon2(self) -> Result<Params> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| AuthError::Internal(format!("invalid Argon2 parameters: {e}")))
+    }
+}
+
+/// The rules a new password must meet (OWASP ASVS V2.1): a length range, not the username,
+/// not one of the 10,000 most common passwords, and a minimum zxcvbn strength.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length in characters.
+    pub min_length: usize,
+    /// Maximum length in characters (bounds hashing and strength-estimation cost).
+    pub max_length: usize,
+    /// Minimum zxcvbn score, 0 (anything) to 4 (very strong); 3 by default.
+    pub min_strength: u8,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 12,
+            max_length: 256,
+            min_strength: 3,
+        }
+    }
+}
+
+/// The most common passwords, shipped in the binary (see `data/README.md`).
+static COMMON_PASSWORDS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        include_str!("../data/common-passwords.txt")
+            .lines()
+            .collect()
+    });
+
+impl PasswordPolicy {
+    /// Checks a new password; the error says what to change. Strength estimation costs up
+    /// to a few milliseconds for long passwords: call it off the async runtime
+    /// ([`PasswordPolicy::check_blocking`]).
+    ///
+    /// # Errors
+    /// [`AuthError::WeakPassword`] with a message a user can act on.
+    pub fn check(&self, password: &str, username: Option<&str>) -> Result<()> {
+        let len = password.chars().count();
+        if len < self.min_length {
+            return Err(AuthError::WeakPassword(format!(
+                "password is too short: use at least {} characters (it has {len})",
+                self.min_length
+            )));
+        }
+        if len > self.max_length {
+            return Err(AuthError::WeakPassword(format!(
+                "password is too long: use at most {} characters",
+                self.max_length
+            )));
+        }
+        let lower = password.to_lowercase();
+        if let Some(u) = username.filter(|u| u.len() >= 3)
+            && lower.contains(&u.to_lowercase())
+        {
+            return Err(AuthError::WeakPassword(
+                "password must not contain the username".into(),
+            ));
+        }
+        if COMMON_PASSWORDS.contains(lower.as_str()) {
+            return Err(AuthError::WeakPassword(
+                "password is one of the 10,000 most common passwords; choose one nobody else uses"
+                    .into(),
+            ));
+        }
+        if self.min_strength > 0 {
+            let inputs: Vec<&str> = username.into_iter().collect();
+            let estimate = zxcvbn::zxcvbn(password, &inputs);
+            let score = u8::from(estimate.score());
+            if score < self.min_strength {
+                let mut msg = format!(
+                    "password is too easy to guess (strength {score} of 4, at least {} needed)",
+                    self.min_strength
+                );
+                if let Some(f) = estimate.feedback() {
+                    if let Some(w) = f.warning() {
+                        msg.push_str(&format!(": {w}"));
+                    }
+                    let tips: Vec<String> =
+                        f.suggestions().iter().map(ToString::to_string).collect();
+                    if !tips.is_empty() {
+                        msg.push_str(&format!(". {}", tips.join(" ")));
+                    }
+                }
+                if !msg.ends_with('.') {
+                    msg.push('.');
+                }
+                msg.push_str(" Longer passphrases of unrelated words work well.");
+                return Err(AuthError::WeakPassword(msg));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`PasswordPolicy::check`] on the blocking pool.
+    ///
+    /// # Errors
+    /// As [`PasswordPolicy::check`].
+    pub async fn check_blocking(
+        &self,
+        password: Zeroizing<String>,
+        username: Option<String>,
+    ) -> Result<()> {
+        let policy = self.clone();
+        tokio::task::spawn_blocking(move || policy.check(&password, username.as_deref()))
+            .await
+            .map_err(|e| AuthError::Internal(format!("password policy task failed: {e}")))?
+    }
+}
+
+/// True if `hash` is a password hash Tessera can verify: Argon2 PHC strings, and bcrypt
+/// (`$2a$`, `$2b$`, `$2y$`) for users imported from other systems (verified once, then
+/// rehashed with Argon2id).
+#[must_use]
+pub fn is_supported_hash(hash: &str) -> bool {
+    if is_bcrypt(hash) {
+        return bcrypt_shape(hash);
+    }
+    PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+}
+
+fn is_bcrypt(hash: &str) -> bool {
+    hash.starts_with("$2a$")
+        || hash.starts_with("$2b$")
+        || hash.starts_with("$2y$")
+        || hash.starts_with("$2x$")
+}
+
+/// The highest bcrypt cost accepted on import: each step doubles the work, and cost 16
+/// already holds a hashing slot for seconds per login attempt.
+pub const MAX_BCRYPT_COST: u32 = 15;
+
+fn bcrypt_shape(hash: &str) -> bool {
+    // $2b$12$ + 22 salt chars + 31 hash chars
+    let b = hash.as_bytes();
+    b.len() == 60
+        && hash
+            .get(4..6)
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|cost| (4..=MAX_BCRYPT_COST).contains(&cost))
+        && b.get(6) == Some(&b'$')
+        && b.get(7..).is_some_and(|r| {
+            r.iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'/')
+        })
+}
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// The password matched.
+    pub matches: bool,
+    /// It matched, but the stored hash uses other parameters: store a fresh hash.
+    pub needs_rehash: bool,
+}
+
+/// Hashes and verifies passwords off the async runtime, with bounded concurrency.
+#[derive(Debug)]
+pub struct PasswordHasher {
+    params: HashParams,
+    permits: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    dummy_hash: String,
+}
+
+impl PasswordHasher {
+    /// A hasher running at most `concurrency` hashes at once, with at most `max_waiting`
+    /// requests queued behind them. Computes the dummy hash once (blocking, at startup).
+    ///
+    /// # Errors
+    /// [`AuthError::Internal`] for invalid parameters.
+    pub fn new(params: HashParams, concurrency: usize, max_waiting: usize) -> Result<Self> {
+        let mut dummy_pw = [0u8; 32];
+        tessera_jose::crypto::fill_random(&mut dummy_pw).map_err(AuthError::internal)?;
+        let dummy_hash = hash_blocking(params, &dummy_pw)?;
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
+            dummy_hash,
+        })
+    }
+
+    /// The parameters new hashes use.
+    #[must_use]
+    pub fn params(&self) -> HashParams {
+        self.params
+    }
+
+    /// Requests currently waiting for a hashing slot.
+    #[must_use]
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Hashes a new password (PHC string).
+    ///
+    /// # Errors
+    /// [`AuthError::Unavailable`] when the queue is full.
+    pub async fn hash(&self, password: Zeroizing<String>) -> Result<String> {
+        let params = self.params;
+        self.run(move || hash_blocking(params, password.as_bytes()))
+            .await?
+    }
+
+    /// Verifies `password` against `hash`, or against the dummy hash when `hash` is `None`
+    /// (unknown user), so both paths cost the same.
+    ///
+    /// # Errors
+    /// [`AuthError::Unavailable`] when the queue is full.
+    pub async fn verify(
+        &self,
+        password: Zeroizing<String>,
+        hash: Option<&str>,
+    ) -> Result<Verification> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
+        let params = self.params;
+        let v = self
+            .run(move || verify_blocking(params, password.as_bytes(), &hash))
+            .await??;
+        Ok(Verification {
+            matches: v.matches && known,
+            needs_rehash: v.needs_rehash && known,
+        })
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        // A free slot is taken at once (tokio's semaphore hands released permits to waiters
+        // first, so this never jumps the queue). Otherwise wait, but only behind a bounded
+        // number of others: refuse fast rather than queue without limit.
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let depth = self.waiting.fetch_add(1, Ordering::SeqCst);
+                let _guard = WaitGuard(&self.waiting);
+                if depth >= self.max_waiting {
+                    return Err(AuthError::Unavailable(
+                        "too many logins in progress; retry shortly",
+                    ));
+                }
+                Arc::clone(&self.permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| AuthError::Unavailable("password hashing is shutting down"))?
+            }
+        };
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(f)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("password hashing task failed: {e}")))
+    }
+}
+
+struct WaitGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn argon2(params: HashParams) -> Result<Argon2<'static>> {
+    Ok(Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params.to_argon2()?,
+    ))
+}
+
+fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String> {
+    let salt = tessera_jose::crypto::random_array::<16>().map_err(AuthError::internal)?;
+    argon2(params)?
+        .hash_password_with_salt(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Internal(format!("password hashing failed: {e}")))
+}
+
+fn verify_blocking(params: HashParams, password: &[u8], stored: &str) -> Result<Verification> {
+    if is_bcrypt(stored) {
+        // Legacy import: bcrypt truncates at 72 bytes, exactly as the systems that made these
+        // hashes did. A match is always rehashed to Argon2id.
+        let matches = bcrypt::verify(password, stored).unwrap_or(false);
+        return Ok(Verification {
+            matches,
+            needs_rehash: matches,
+        });
+    }
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        // An unparseable stored hash never matches; it is logged, not surfaced.
+        tracing::error!(target: "tessera::auth", "stored password hash is not a valid PHC string");
+        return Ok(Verification {
+            matches: false,
+            needs_rehash: false,
+        });
+    };
+    let matches = argon2(params)?.verify_password(password, &parsed).is_ok();
+    let current = argon2(params)?;
+    let needs_rehash = matches && !uses_params(&parsed, &current, params);
+    Ok(Verification {
+        matches,
+        needs_rehash,
+    })
+}
+
+fn uses_params(hash: &PasswordHash, _current: &Argon2<'_>, params: HashParams) -> bool {
+    if hash.algorithm.as_str() != "argon2id" || hash.version != Some(0x13) {
+        return false;
+    }
+    match Params::try_from(hash) {
+        Ok(p) => {
+            p.m_cost() == params.memory_kib
+                && p.t_cost() == params.iterations
+                && p.p_cost() == params.parallelism
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw(s: &str) -> Zeroizing<String> {
+        Zeroizing::new(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 2, 16).unwrap();
+        let hash = h.hash(pw("correct horse battery")).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        let ok = h
+            .verify(pw("correct horse battery"), Some(&hash))
+            .await
+            .unwrap();
+        assert!(ok.matches && !ok.needs_rehash);
+        assert!(!h.verify(pw("wrong"), Some(&hash)).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn unknown_users_never_match_even_with_the_dummy_password() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        assert!(!h.verify(pw(""), None).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn changed_parameters_ask_for_a_rehash() {
+        let old = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        let hash = old.hash(pw("a long enough password")).await.unwrap();
+        let newer = PasswordHasher::new(
+            HashParams {
+                memory_kib: 128,
+                iterations: 1,
+                parallelism: 1,
+            },
+            1,
+            16,
+        )
+        .unwrap();
+        let v = newer
+            .verify(pw("a long enough password"), Some(&hash))
+            .await
+            .unwrap();
+        assert!(v.matches && v.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn garbage_hashes_never_match() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        assert!(!h.verify(pw("x"), Some("not a hash")).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_not_waited_on() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 0).unwrap();
+        assert!(h.hash(pw("a free slot is used at once")).await.is_ok());
+        let _busy = Arc::clone(&h.permits).try_acquire_owned().unwrap();
+        assert!(matches!(
+            h.hash(pw("x")).await,
+            Err(AuthError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn policy_messages_say_what_to_change() {
+        let p = PasswordPolicy::default();
+        let e = p.check("short", None).unwrap_err().to_string();
+        assert!(e.contains("at least 12"), "{e}");
+        let e = p
+            .check("alice-in-wonderland-99", Some("alice"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("username"), "{e}");
+        assert!(
+            p.check("correct horse battery staple", Some("alice"))
+                .is_ok()
+        );
+        assert!(p.check(&"x".repeat(257), None).is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_length() {
+        let p = PasswordPolicy {
+            min_length: 6,
+            ..PasswordPolicy::default()
+        };
+        let e = p.check("qwertyuiop", None).unwrap_err().to_string();
+        assert!(e.contains("most common"), "{e}");
+        let e = PasswordPolicy::default()
+            .check("1qaz2wsx3edc", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("most common"), "{e}");
+    }
+
+    #[test]
+    fn weak_but_long_passwords_get_strength_feedback() {
+        let e = PasswordPolicy::default()
+            .check("aaaaaaaaaaaaaaaa", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("too easy to guess") && e.contains("strength"),
+            "{e}"
+        );
+        let e = PasswordPolicy::default()
+            .check("Password123456", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("too easy to guess") || e.contains("common"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn imported_bcrypt_hashes_verify_and_ask_for_a_rehash() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        // passlib's default for the tutorial's CryptContext(schemes=["bcrypt"]).
+        let hash = bcrypt::hash_with_salt("secret-from-passlib", 4, [7u8; 16])
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoB);
+        assert!(is_supported_hash(&hash));
+        let v = h
+            .verify(pw("secret-from-passlib"), Some(&hash))
+            .await
+            .unwrap();
+        assert!(v.matches && v.needs_rehash);
+        assert!(!h.verify(pw("wrong"), Some(&hash)).await.unwrap().matches);
+        assert!(!is_supported_hash("$2b$12$short"));
+        assert!(!is_supported_hash("plaintext"));
+        // A cost beyond the bound would let one imported row hold a hashing slot for minutes.
+        let costly = format!("$2b$31${}", hash.get(7..).unwrap());
+        assert!(!is_supported_hash(&costly));
+        let cheap = format!("$2b$03${}", hash.get(7..).unwrap());
+        assert!(!is_supported_hash(&cheap));
+    }
+}

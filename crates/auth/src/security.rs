@@ -1,0 +1,839 @@
+//! Account security: TOTP second factor (RFC 6238) with recovery codes, the per-username
+//! lockout, password changes and self-service session management.
+//!
+//! Lockout (OWASP Authentication Cheat Sheet, "Account Lockout"): failures are counted per
+//! *username*, whether or not it exists, so a lockout tells an attacker nothing. After
+//! `lockout_threshold` failures within `failure_window`, attempts are refused for
+//! `lockout_base`, doubling with each further failure up to `lockout_max` (bounded: nobody is
+//! locked out for long). Attempts during a lock are not counted. An admin can unlock, and an
+//! account with a second factor can always log in with password + code, which an attacker
+//! guessing passwords cannot produce.
+
+use serde::Serialize;
+use totp_rs::{Algorithm as TotpAlgorithm, Builder as TotpBuilder, Totp};
+use zeroize::Zeroizing;
+
+use crate::error::{AuthError, Result};
+use crate::model::{MfaChallenge, RequestMeta, Session, SessionId, User, UserId};
+use crate::service::{AccessContext, Actor, Auth, ClientPolicy, SecondFactor, TokenResponse};
+use crate::store::Store;
+
+/// Limits on failed attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityPolicy {
+    /// Failures (within the window) before the first lock.
+    pub lockout_threshold: i64,
+    /// Length of the first lock in seconds; each further failure doubles it.
+    pub lockout_base: i64,
+    /// Longest lock in seconds.
+    pub lockout_max: i64,
+    /// Failures older than this many seconds are forgotten.
+    pub failure_window: i64,
+    /// Lifetime of an MFA login challenge in seconds.
+    pub mfa_token_ttl: i64,
+    /// Wrong codes one challenge tolerates before it is burnt.
+    pub mfa_challenge_attempts: i64,
+}
+
+impl Default for SecurityPolicy {
+    fn default() -> Self {
+        Self {
+            lockout_threshold: 5,
+            lockout_base: 60,
+            lockout_max: 3600,
+            failure_window: 3600,
+            mfa_token_ttl: 300,
+            mfa_challenge_attempts: 5,
+        }
+    }
+}
+
+impl SecurityPolicy {
+    /// The lock, in seconds, after `failures` consecutive failures (0 when below the
+    /// threshold).
+    #[must_use]
+    pub fn lock_for(&self, failures: i64) -> i64 {
+        if failures < self.lockout_threshold {
+            return 0;
+        }
+        let doublings = u32::try_from((failures - self.lockout_threshold).min(30)).unwrap_or(30);
+        self.lockout_base
+            .saturating_mul(1i64 << doublings)
+            .min(self.lockout_max)
+    }
+}
+
+/// What `POST /users/me/mfa/totp` returns: the secret for manual entry and the
+/// `otpauth://` URI for authenticator apps (render it as a QR code).
+#[derive(Debug, Clone, Serialize)]
+pub struct TotpEnrollment {
+    /// The secret, base32 without padding.
+    pub secret: String,
+    /// `otpauth://totp/...` (Key Uri Format).
+    pub otpauth_uri: String,
+}
+
+/// Number of recovery codes issued at enrolment.
+pub const RECOVERY_CODES: usize = 10;
+
+/// The grant type completing a login with a second factor.
+pub const MFA_GRANT_TYPE: &str = "urn:tessera:params:oauth:grant-type:mfa-otp";
+
+const ISSUER: &str = "Tessera";
+
+fn totp(secret: &[u8], account: &str) -> Result<Totp> {
+    TotpBuilder::new()
+        .with_algorithm(TotpAlgorithm::SHA1)
+        .with_digits(6)
+        .with_skew(1)
+        .with_step_duration(30)
+        .with_secret(secret.to_vec())
+        .with_account_name(account.replace(':', "_"))
+        .with_issuer(Some(ISSUER))
+        .build()
+        .map_err(|e| AuthError::Internal(format!("TOTP: {e}")))
+}
+
+/// Base32 (RFC 4648, no padding) of `bytes`.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        buf = (buf << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(
+                ALPHABET
+                    .get(((buf >> bits) & 31) as usize)
+                    .copied()
+                    .unwrap_or(b'A'),
+            ));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(
+            ALPHABET
+                .get(((buf << (5 - bits)) & 31) as usize)
+                .copied()
+                .unwrap_or(b'A'),
+        ));
+    }
+    out
+}
+
+/// A recovery code as the user types it: case, spaces and dashes do not matter.
+fn normalize_recovery(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+impl<S: Store> Auth<S> {
+    fn recovery_hash(&self, code: &str) -> [u8; 32] {
+        tessera_jose::crypto::hmac_sha256(
+            self.recovery_pepper.as_slice(),
+            normalize_recovery(code).as_bytes(),
+        )
+    }
+
+    fn seal_totp(&self, user: UserId, secret: &[u8]) -> Result<Vec<u8>> {
+        self.totp_sealing
+            .seal(user.to_string().as_bytes(), secret)
+            .map_err(AuthError::internal)
+    }
+
+    fn open_totp(&self, user: UserId, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.totp_sealing
+            .open(user.to_string().as_bytes(), sealed)
+            .map_err(AuthError::internal)
+    }
+
+    /// Counts a failure against a throttle key and locks it when the threshold is reached
+    /// (audited as `lockout`).
+    pub(crate) async fn count_failure(
+        &self,
+        key: &str,
+        meta: &RequestMeta,
+        user: Option<&User>,
+        username: Option<&str>,
+        client_id: Option<&str>,
+    ) {
+        let policy = &self.config().security;
+        let now = self.now();
+        match self
+            .store()
+            .record_failure(key, now, now - policy.failure_window)
+            .await
+        {
+            Ok(failures) => {
+                let lock = policy.lock_for(failures);
+                if lock > 0 {
+                    if let Err(e) = self.store().set_locked_until(key, now + lock).await {
+                        tracing::warn!(target: "tessera::auth", error = %e, "could not store a lockout");
+                    }
+                    tracing::warn!(target: "tessera::auth", failures, lock_seconds = lock, "too many failed attempts; locked");
+                    self.audit(meta, "lockout", "locked", user, username.map(str::to_owned), client_id, serde_json::json!({"failures": failures, "seconds": lock, "key": key.split(':').next().unwrap_or_default()})).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "tessera::auth", error = %e, "could not count a failed attempt")
+            }
+        }
+    }
+
+    /// Creates a single-use, short-lived challenge for the second factor.
+    pub(crate) async fn start_mfa_challenge(
+        &self,
+        user: &User,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<String> {
+        let token = crate::tokens::new_refresh_token()?;
+        let now = self.now();
+        let challenge = MfaChallenge {
+            user_id: user.id,
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            created_at: now,
+            expires_at: now + self.config().security.mfa_token_ttl,
+            attempts: 0,
+        };
+        self.store()
+            .insert_mfa_challenge(&crate::tokens::refresh_token_hash(&token), &challenge)
+            .await?;
+        Ok(token)
+    }
+
+    /// Completes a login with a TOTP code or a recovery code
+    /// (`grant_type=urn:tessera:params:oauth:grant-type:mfa-otp`). Tokens carry
+    /// `amr: ["pwd", "otp"]` (or `["pwd", "mfa"]` with a recovery code).
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidGrant`] for an unknown, expired, used or foreign challenge or a
+    /// wrong code; [`AuthError::TooManyAttempts`]; [`AuthError::InvalidRequest`] without a code.
+    pub async fn mfa_grant(
+        &self,
+        mfa_token: &str,
+        otp: Option<&str>,
+        recovery_code: Option<&str>,
+        client: &ClientPolicy,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse> {
+        let factor = match (otp, recovery_code) {
+            (Some(code), None) => SecondFactor::Otp(Zeroizing::new(code.to_owned())),
+            (None, Some(code)) => SecondFactor::RecoveryCode(Zeroizing::new(code.to_owned())),
+            _ => {
+                return Err(AuthError::InvalidRequest(
+                    "send exactly one of `otp` and `recovery_code`".into(),
+                ));
+            }
+        };
+        let invalid = AuthError::InvalidGrant("mfa_token is invalid, expired or already used");
+        if !crate::tokens::looks_like_refresh_token(mfa_token) {
+            return Err(invalid);
+        }
+        let hash = crate::tokens::refresh_token_hash(mfa_token);
+        let now = self.now();
+        let Some(challenge) = self.store().find_mfa_challenge(&hash, now).await? else {
+            return Err(invalid);
+        };
+        if challenge.client_id != client.id {
+            return Err(invalid);
+        }
+        let mfa_key = format!("mfa:{}", challenge.user_id);
+        if let Some(t) = self.store().find_throttle(&mfa_key).await?
+            && t.locked_until > now
+        {
+            return Err(AuthError::TooManyAttempts {
+                retry_after: t.locked_until - now,
+            });
+        }
+        let user = match self.store().find_user_by_id(challenge.user_id).await? {
+            Some(u) if !u.disabled => u,
+            Some(_) => return Err(AuthError::AccountDisabled),
+            None => return Err(invalid),
+        };
+        if !self.check_second_factor(&user, &factor).await? {
+            let attempts = self.store().fail_mfa_challenge(&hash).await?;
+            if attempts >= self.config().security.mfa_challenge_attempts {
+                // Burn the challenge: the password must be entered again.
+                self.store().consume_mfa_challenge(&hash, now).await?;
+            }
+            self.mfa_failure(&user, &factor, &client.id, meta).await;
+            return Err(AuthError::InvalidGrant(
+                "the code is wrong, expired or already used",
+            ));
+        }
+        if !self.store().consume_mfa_challenge(&hash, now).await? {
+            return Err(invalid);
+        }
+        let response = self
+            .finish_mfa_login(
+                &user,
+                &factor,
+                &challenge.client_id,
+                &challenge.scope,
+                meta,
+                false,
+            )
+            .await?;
+        Ok(response)
+    }
+
+    /// A login with the second factor sent along with a correct password (one step, no
+    /// challenge). `None` when the code is wrong (counted against the user's
+    /// second-factor throttle) or, during a lockout, when that throttle is locked too.
+    ///
+    /// # Errors
+    /// [`AuthError::TooManyAttempts`] outside a lockout; storage failures.
+    pub(crate) async fn second_factor_login(
+        &self,
+        user: &User,
+        factor: &SecondFactor,
+        client_id: &str,
+        scope: &str,
+        meta: &RequestMeta,
+        during_lockout: bool,
+    ) -> Result<Option<TokenResponse>> {
+        let now = self.now();
+        if let Some(t) = self
+            .store()
+            .find_throttle(&format!("mfa:{}", user.id))
+            .await?
+            && t.locked_until > now
+        {
+            if during_lockout {
+                return Ok(None);
+            }
+            return Err(AuthError::TooManyAttempts {
+                retry_after: t.locked_until - now,
+            });
+        }
+        if !self.check_second_factor(user, factor).await? {
+            self.mfa_failure(user, factor, client_id, meta).await;
+            return Ok(None);
+        }
+        self.finish_mfa_login(user, factor, client_id, scope, meta, during_lockout)
+            .await
+            .map(Some)
+    }
+
+    /// Checks (and for a TOTP code records, for a recovery code consumes) a second factor.
+    async fn check_second_factor(&self, user: &User, factor: &SecondFactor) -> Result<bool> {
+        match factor {
+            SecondFactor::Otp(code) => self.accept_totp(user, code, false).await,
+            SecondFactor::RecoveryCode(code) => Ok(self
+                .store()
+                .use_recovery_code(user.id, &self.recovery_hash(code), self.now())
+                .await?),
+        }
+    }
+
+    /// Counts and audits a wrong second factor.
+    async fn mfa_failure(
+        &self,
+        user: &User,
+        factor: &SecondFactor,
+        client_id: &str,
+        meta: &RequestMeta,
+    ) {
+        self.count_failure(
+            &format!("mfa:{}", user.id),
+            meta,
+            Some(user),
+            None,
+            Some(client_id),
+        )
+        .await;
+        self.audit(
+            meta,
+            "mfa",
+            "failure",
+            Some(user),
+            None,
+            Some(client_id),
+            serde_json::json!({"method": factor.method()}),
+        )
+        .await;
+    }
+
+    /// Both factors passed: clears the throttles and starts the session. Tokens carry
+    /// `amr: ["pwd", "otp"]`, or `["pwd", "mfa"]` with a recovery code (RFC 8176 §2).
+    async fn finish_mfa_login(
+        &self,
+        user: &User,
+        factor: &SecondFactor,
+        client_id: &str,
+        scope: &str,
+        meta: &RequestMeta,
+        during_lockout: bool,
+    ) -> Result<TokenResponse> {
+        self.store()
+            .clear_throttle(&format!("mfa:{}", user.id))
+            .await?;
+        self.store()
+            .clear_throttle(&format!("user:{}", user.username))
+            .await?;
+        let amr = match factor {
+            SecondFactor::Otp(_) => vec!["pwd".into(), "otp".into()],
+            SecondFactor::RecoveryCode(_) => vec!["pwd".into(), "mfa".into()],
+        };
+        let response = self
+            .start_session(user, client_id, scope, amr, meta)
+            .await?;
+        let mut detail = serde_json::json!({"mfa": factor.method()});
+        if during_lockout && let Some(o) = detail.as_object_mut() {
+            o.insert("during_lockout".into(), serde_json::Value::Bool(true));
+        }
+        self.audit(
+            meta,
+            "login",
+            "success",
+            Some(user),
+            None,
+            Some(client_id),
+            detail,
+        )
+        .await;
+        Ok(response)
+    }
+
+    /// Checks a TOTP code (±1 step of skew) against the active (or, with `pending`, the
+    /// enrolment) secret and records its step, so each code works once (RFC 6238 §5.2).
+    async fn accept_totp(&self, user: &User, code: &str, pending: bool) -> Result<bool> {
+        let Some(state) = self.store().find_totp(user.id).await? else {
+            return Ok(false);
+        };
+        let sealed = if pending { state.pending } else { state.secret };
+        let Some(sealed) = sealed else {
+            return Ok(false);
+        };
+        let secret = self.open_totp(user.id, &sealed)?;
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let Some(step) = totp(&secret, user.username.as_str())?.check(&code, now) else {
+            return Ok(false);
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if pending {
+            return Ok(step > state.last_step);
+        }
+        self.store()
+            .advance_totp_step(user.id, step)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Starts TOTP enrolment: a fresh 160-bit secret, kept (sealed) as pending until a first
+    /// code confirms it.
+    ///
+    /// # Errors
+    /// [`AuthError::AlreadyExists`] if TOTP is already on.
+    pub async fn begin_totp(&self, user: &User, meta: &RequestMeta) -> Result<TotpEnrollment> {
+        if user.totp_enabled {
+            return Err(AuthError::AlreadyExists(
+                "TOTP enrolment (disable it first)",
+            ));
+        }
+        let secret = Zeroizing::new(
+            tessera_jose::crypto::random_array::<20>().map_err(AuthError::internal)?,
+        );
+        let sealed = self.seal_totp(user.id, secret.as_slice())?;
+        if !self.store().set_totp_pending(user.id, &sealed).await? {
+            return Err(AuthError::NotFound("user"));
+        }
+        let t = totp(secret.as_slice(), user.username.as_str())?;
+        self.audit(
+            meta,
+            "mfa_enrolment_started",
+            "success",
+            Some(user),
+            None,
+            None,
+            serde_json::json!({}),
+        )
+        .await;
+        Ok(TotpEnrollment {
+            secret: base32(secret.as_slice()),
+            otpauth_uri: t.to_url().map_err(|e| AuthError::Internal(e.to_string()))?,
+        })
+    }
+
+    /// Confirms enrolment with a current code: TOTP is on from now, and the returned
+    /// recovery codes (shown once, stored as keyed hashes) each work once.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidRequest`] without a pending enrolment or with a wrong code.
+    pub async fn confirm_totp(
+        &self,
+        user: &User,
+        code: &str,
+        meta: &RequestMeta,
+    ) -> Result<Vec<String>> {
+        let state = self
+            .store()
+            .find_totp(user.id)
+            .await?
+            .ok_or(AuthError::NotFound("user"))?;
+        let Some(pending) = state.pending.clone() else {
+            return Err(AuthError::InvalidRequest(
+                "no TOTP enrolment in progress; start one first".into(),
+            ));
+        };
+        let secret = self.open_totp(user.id, &pending)?;
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let Some(step) = totp(&secret, user.username.as_str())?.check(&code, now) else {
+            self.audit(
+                meta,
+                "mfa_enrolment",
+                "failure",
+                Some(user),
+                None,
+                None,
+                serde_json::json!({"reason": "wrong_code"}),
+            )
+            .await;
+            return Err(AuthError::InvalidRequest(
+                "the code is wrong or expired; enter the current code from your authenticator app"
+                    .into(),
+            ));
+        };
+        let mut codes = Vec::with_capacity(RECOVERY_CODES);
+        let mut hashes = Vec::with_capacity(RECOVERY_CODES);
+        for _ in 0..RECOVERY_CODES {
+            // 50 random bits each, as XXXXX-XXXXX.
+            let raw =
+                base32(&tessera_jose::crypto::random_array::<7>().map_err(AuthError::internal)?);
+            let code = format!(
+                "{}-{}",
+                raw.get(..5).unwrap_or_default(),
+                raw.get(5..10).unwrap_or_default()
+            );
+            hashes.push(self.recovery_hash(&code));
+            codes.push(code);
+        }
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if !self
+            .store()
+            .activate_totp(user.id, &pending, step, &hashes)
+            .await?
+        {
+            return Err(AuthError::InvalidRequest(
+                "the enrolment changed meanwhile; start again".into(),
+            ));
+        }
+        self.audit(
+            meta,
+            "mfa_enabled",
+            "success",
+            Some(user),
+            None,
+            None,
+            serde_json::json!({"method": "totp"}),
+        )
+        .await;
+        Ok(codes)
+    }
+
+    /// Turns TOTP off; needs the password and a current code.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidCredentials`] for a wrong password or code.
+    pub async fn disable_totp(
+        &self,
+        user: &User,
+        password: Zeroizing<String>,
+        code: &str,
+        meta: &RequestMeta,
+    ) -> Result<()> {
+        if !user.totp_enabled {
+            return Err(AuthError::InvalidRequest("TOTP is not enabled".into()));
+        }
+        let pw_ok = self
+            .hasher()
+            .verify(password, Some(&user.password_hash))
+            .await?
+            .matches;
+        let code_ok = pw_ok && self.accept_totp(user, code, false).await?;
+        if !code_ok {
+            self.audit(
+                meta,
+                "mfa_disable",
+                "failure",
+                Some(user),
+                None,
+                None,
+                serde_json::json!({}),
+            )
+            .await;
+            return Err(AuthError::InvalidCredentials);
+        }
+        self.store().disable_totp(user.id).await?;
+        self.audit(
+            meta,
+            "mfa_disabled",
+            "success",
+            Some(user),
+            None,
+            None,
+            serde_json::json!({}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Admin reset of a user's second factor (audited).
+    ///
+    /// # Errors
+    /// [`AuthError::NotFound`].
+    pub async fn reset_mfa(&self, user: &User, actor: &Actor, meta: &RequestMeta) -> Result<()> {
+        if !self.store().disable_totp(user.id).await? {
+            return Err(AuthError::NotFound("user"));
+        }
+        self.audit(
+            meta,
+            "mfa_reset",
+            "success",
+            Some(user),
+            None,
+            None,
+            actor.detail_with([]),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Unused recovery codes left for a user.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn recovery_codes_left(&self, user: &User) -> Result<u64> {
+        Ok(self.store().count_recovery_codes(user.id).await?)
+    }
+
+    /// Lifts a lockout (admin), for the username's password attempts and the user's codes.
+    /// Returns whether there was anything to lift.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn unlock(&self, user: &User, actor: &Actor, meta: &RequestMeta) -> Result<bool> {
+        let a = self
+            .store()
+            .clear_throttle(&format!("user:{}", user.username))
+            .await?;
+        let b = self
+            .store()
+            .clear_throttle(&format!("mfa:{}", user.id))
+            .await?;
+        self.audit(
+            meta,
+            "unlocked",
+            "success",
+            Some(user),
+            None,
+            None,
+            actor.detail_with([]),
+        )
+        .await;
+        Ok(a || b)
+    }
+
+    /// When a username is locked until, if it is.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn locked_until(&self, username: &str) -> Result<Option<i64>> {
+        let now = self.now();
+        Ok(self
+            .store()
+            .find_throttle(&format!("user:{}", username.to_lowercase()))
+            .await?
+            .map(|t| t.locked_until)
+            .filter(|t| *t > now))
+    }
+
+    /// The caller changes their own password: the current one is required, and every other
+    /// session ends (the caller's stays).
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidCredentials`] for a wrong current password;
+    /// [`AuthError::WeakPassword`].
+    pub async fn change_password(
+        &self,
+        ctx: &AccessContext,
+        current: Zeroizing<String>,
+        new: Zeroizing<String>,
+        meta: &RequestMeta,
+    ) -> Result<()> {
+        let user = self.user_of(ctx).await?;
+        if !self
+            .hasher()
+            .verify(current, Some(&user.password_hash))
+            .await?
+            .matches
+        {
+            self.audit(
+                meta,
+                "password_change",
+                "failure",
+                Some(&user),
+                None,
+                None,
+                serde_json::json!({"reason": "wrong_current_password"}),
+            )
+            .await;
+            return Err(AuthError::InvalidCredentials);
+        }
+        let keep = ctx
+            .session_id
+            .as_deref()
+            .and_then(|s| SessionId::parse(s).ok());
+        let actor = Actor::User {
+            id: ctx.user_id.clone(),
+            username: ctx.username.clone(),
+        };
+        self.set_password(&user, new, keep, &actor, meta).await
+    }
+
+    /// The user behind an access token.
+    ///
+    /// # Errors
+    /// [`AuthError::NotFound`] (deleted since), [`AuthError::Forbidden`] for a client token.
+    pub async fn user_of(&self, ctx: &AccessContext) -> Result<User> {
+        if ctx.is_client {
+            return Err(AuthError::Forbidden("a client's own token has no user"));
+        }
+        let id = UserId::parse(&ctx.user_id)?;
+        match self.store().find_user_by_id(id).await? {
+            Some(u) if !u.disabled => Ok(u),
+            _ => Err(AuthError::NotFound("user")),
+        }
+    }
+
+    /// The caller's live sessions.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn own_sessions(&self, ctx: &AccessContext) -> Result<Vec<Session>> {
+        let user = self.user_of(ctx).await?;
+        self.list_sessions(Some(&user)).await
+    }
+
+    /// Ends one of the caller's own sessions.
+    ///
+    /// # Errors
+    /// [`AuthError::NotFound`] for an unknown session or someone else's.
+    pub async fn revoke_own_session(
+        &self,
+        ctx: &AccessContext,
+        id: SessionId,
+        meta: &RequestMeta,
+    ) -> Result<()> {
+        let user = self.user_of(ctx).await?;
+        match self.store().find_session(id).await? {
+            Some(s) if s.user_id == user.id && s.revoked_at.is_none() => {}
+            _ => return Err(AuthError::NotFound("session")),
+        }
+        let actor = Actor::User {
+            id: ctx.user_id.clone(),
+            username: ctx.username.clone(),
+        };
+        self.revoke_session(id, "user", &actor, meta).await?;
+        Ok(())
+    }
+
+    /// Imports a user with an existing password hash (Argon2 PHC, or bcrypt from passlib
+    /// and similar systems, upgraded to Argon2id at the first login).
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidRequest`] for an unsupported hash or a bad name/role;
+    /// [`AuthError::AlreadyExists`].
+    pub async fn import_user(
+        &self,
+        username: &str,
+        hash: &str,
+        roles: &[String],
+        actor: &Actor,
+    ) -> Result<User> {
+        if !crate::password::is_supported_hash(hash) {
+            return Err(AuthError::InvalidRequest(format!(
+                "unsupported password hash: expected bcrypt ($2a$/$2b$/$2y$, cost 04 to {}) or an Argon2 PHC string",
+                crate::password::MAX_BCRYPT_COST
+            )));
+        }
+        let username = crate::model::Username::parse(username)?;
+        let roles = crate::model::Role::parse_all(roles)?;
+        let now = self.now();
+        let user = User {
+            id: UserId::new(),
+            username,
+            password_hash: hash.to_owned(),
+            roles,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            password_changed_at: now,
+            totp_enabled: false,
+        };
+        self.store()
+            .insert_user(&user)
+            .await
+            .map_err(|e| match e.kind() {
+                crate::store::StoreErrorKind::Conflict => AuthError::AlreadyExists("user"),
+                _ => AuthError::Storage(e),
+            })?;
+        self.audit(
+            &RequestMeta::default(),
+            "user_imported",
+            "success",
+            Some(&user),
+            None,
+            None,
+            actor.detail_with([]),
+        )
+        .await;
+        Ok(user)
+    }
+}
+
+impl SecondFactor {
+    /// How it is named in the audit log.
+    fn method(&self) -> &'static str {
+        match self {
+            Self::Otp(_) => "otp",
+            Self::RecoveryCode(_) => "recovery_code",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockout_backs_off_exponentially_and_is_bounded() {
+        let p = SecurityPolicy::default();
+        assert_eq!(p.lock_for(4), 0);
+        assert_eq!(p.lock_for(5), 60);
+        assert_eq!(p.lock_for(6), 120);
+        assert_eq!(p.lock_for(10), 1920);
+        assert_eq!(p.lock_for(11), 3600);
+        assert_eq!(p.lock_for(1000), 3600);
+    }
+
+    #[test]
+    fn base32_matches_rfc_4648() {
+        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+        assert_eq!(base32(b"f"), "MY");
+    }
+
+    #[test]
+    fn recovery_codes_ignore_case_and_dashes() {
+        assert_eq!(normalize_recovery("ab12c-de34f"), "AB12CDE34F");
+        assert_eq!(normalize_recovery(" AB12C DE34F "), "AB12CDE34F");
+    }
+}

@@ -1,0 +1,437 @@
+//! The axum extractors and their rejection (RFC 6750 §3).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum_core::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::de::DeserializeOwned;
+use tessera_jose::NoCustomClaims;
+
+use crate::error::Error;
+use crate::verifier::{Authenticated, Verifier};
+
+/// The rejection of every extractor here: a 401, 403 or 503 in the RFC 6750 shape.
+///
+/// * no token: 401 with a bare `WWW-Authenticate: Bearer realm="..."` (RFC 6750 §3.1: no
+///   error code when the request carried no credentials);
+/// * a bad, expired or revoked token: 401 `error="invalid_token"`, one generic text for
+///   every reason;
+/// * a valid token without the role or scope: 403 `error="insufficient_scope"`;
+/// * no key set could ever be fetched: 503 `temporarily_unavailable` with `Retry-After`.
+///
+/// The body is `{"error": ..., "error_description": ...}`. The precise reason goes only to
+/// `tracing::debug!` (target `tessera::auth`) and is available from [`AuthRejection::error`].
+#[derive(Debug)]
+pub struct AuthRejection {
+    error: Error,
+    realm: Arc<str>,
+}
+
+const INVALID_TOKEN_TEXT: &str = "the access token is invalid, expired or revoked";
+
+impl AuthRejection {
+    pub(crate) fn new(error: Error, realm: Arc<str>) -> Self {
+        tracing::debug!(target: "tessera::auth", reason = %error, "bearer token rejected");
+        Self { error, realm }
+    }
+
+    /// The precise reason (for logs; never send it to the client).
+    #[must_use]
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The status this rejection answers with.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match &self.error {
+            Error::MissingRole { .. } | Error::MissingScope { .. } => StatusCode::FORBIDDEN,
+            e if e.is_token_rejection() => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        let realm = &self.realm;
+        let status = self.status();
+        let (code, description, challenge) = match &self.error {
+            Error::MissingToken => (
+                "invalid_token",
+                "missing bearer token".to_owned(),
+                Some(format!("Bearer realm=\"{realm}\"")),
+            ),
+            Error::MissingRole { .. } | Error::MissingScope { .. } => {
+                let text = self.error.to_string();
+                let scope = match &self.error {
+                    Error::MissingScope { scope } => format!(", scope=\"{}\"", quoted(scope)),
+                    _ => String::new(),
+                };
+                let challenge = format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{}\"{scope}",
+                    quoted(&text)
+                );
+                ("insufficient_scope", text, Some(challenge))
+            }
+            e if e.is_token_rejection() => (
+                "invalid_token",
+                INVALID_TOKEN_TEXT.to_owned(),
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{INVALID_TOKEN_TEXT}\""
+                )),
+            ),
+            _ => (
+                "temporarily_unavailable",
+                "token verification is temporarily unavailable".to_owned(),
+                None,
+            ),
+        };
+        let body = serde_json::json!({ "error": code, "error_description": description });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, c);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        (status, headers, body.to_string()).into_response()
+    }
+}
+
+impl std::fmt::Display for AuthRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for AuthRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Role names and scopes are set by the application, but keep the header well-formed.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .filter(|c| *c != '"' && *c != '\\')
+        .collect()
+}
+
+/// The bearer token of a request: `Ok(None)` without an `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::MalformedAuthorization {
+            reason: "more than one Authorization header",
+        });
+    }
+    let value = value.to_str().map_err(|_| Error::MalformedAuthorization {
+        reason: "not visible ASCII",
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Error::MissingToken);
+    }
+    let token = token.trim_matches(' ');
+    // RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let body = token.trim_end_matches('=');
+    if body.is_empty()
+        || !body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+    {
+        return Err(Error::MalformedAuthorization {
+            reason: "not a b64token (RFC 6750 §2.1)",
+        });
+    }
+    Ok(Some(token))
+}
+
+async fn authenticate<C: DeserializeOwned>(
+    verifier: &Verifier,
+    parts: &Parts,
+) -> Result<Option<Authenticated<C>>, AuthRejection> {
+    let reject = |e| AuthRejection::new(e, Arc::clone(&verifier.challenge().realm));
+    let Some(token) = bearer(&parts.headers).map_err(reject)? else {
+        return Ok(None);
+    };
+    verifier.verify::<C>(token).await.map(Some).map_err(reject)
+}
+
+/// Requires a valid bearer token; `C` receives the custom claims.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use serde::Deserialize;
+/// use tessera_axum::{Authenticated, Verifier};
+///
+/// #[derive(Deserialize)]
+/// struct Profile {
+///     preferred_username: String,
+/// }
+///
+/// async fn me(user: Authenticated<Profile>) -> String {
+///     format!("hello {}", user.preferred_username)
+/// }
+///
+/// # async fn run() -> Result<(), tessera_axum::Error> {
+/// let verifier = Verifier::builder()
+///     .issuer_url("https://auth.example.com")
+///     .audience("https://auth.example.com")
+///     .build()?;
+/// let app: Router = Router::new().route("/me", get(me)).with_state(verifier);
+/// # Ok(()) }
+/// ```
+impl<S, C> FromRequestParts<S> for Authenticated<C>
+where
+    Verifier: FromRef<S>,
+    S: Send + Sync,
+    C: DeserializeOwned + Send + Sync + 'static,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let verifier = Verifier::from_ref(state);
+        match authenticate(&verifier, parts).await? {
+            Some(user) => Ok(user),
+            None => Err(AuthRejection::new(
+                Error::MissingToken,
+                Arc::clone(&verifier.challenge().realm),
+            )),
+        }
+    }
+}
+
+/// `Option<Authenticated<C>>`: `None` when the request has no `Authorization` header; a
+/// header that is present but does not hold a valid bearer token is still rejected.
+impl<S, C> OptionalFromRequestParts<S> for Authenticated<C>
+where
+    Verifier: FromRef<S>,
+    S: Send + Sync,
+    C: DeserializeOwned + Send + Sync + 'static,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        authenticate(&Verifier::from_ref(state), parts).await
+    }
+}
+
+/// A role name for [`RequireRole`]. Declare one with [`crate::role!`].
+pub trait RoleName: Send + Sync + 'static {
+    /// The role, as it appears in the token's `role` or `roles` claims.
+    const ROLE: &'static str;
+}
+
+/// A scope for [`RequireScope`]. Declare one with [`crate::scope!`].
+pub trait ScopeName: Send + Sync + 'static {
+    /// The scope, as it appears in the token's `scope` claim.
+    const SCOPE: &'static str;
+}
+
+/// Declares a [`RoleName`]: `tessera_axum::role!(pub Admin = "admin");`.
+#[macro_export]
+macro_rules! role {
+    ($vis:vis $name:ident = $role:literal) => {
+        #[doc = concat!("The `", $role, "` role.")]
+        #[derive(Debug, Clone, Copy)]
+        $vis struct $name;
+        impl $crate::RoleName for $name {
+            const ROLE: &'static str = $role;
+        }
+    };
+}
+
+/// Declares a [`ScopeName`]: `tessera_axum::scope!(pub OrdersRead = "orders:read");`.
+#[macro_export]
+macro_rules! scope {
+    ($vis:vis $name:ident = $scope:literal) => {
+        #[doc = concat!("The `", $scope, "` scope.")]
+        #[derive(Debug, Clone, Copy)]
+        $vis struct $name;
+        impl $crate::ScopeName for $name {
+            const SCOPE: &'static str = $scope;
+        }
+    };
+}
+
+/// A valid token that carries role `R` (else 403 `insufficient_scope`). Dereferences to the
+/// [`Authenticated`] user.
+///
+/// ```
+/// use tessera_axum::RequireRole;
+///
+/// tessera_axum::role!(Admin = "admin");
+///
+/// async fn delete_everything(admin: RequireRole<Admin>) -> String {
+///     format!("as you wish, {}", admin.subject().unwrap_or("?"))
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequireRole<R, C = NoCustomClaims> {
+    user: Authenticated<C>,
+    _role: PhantomData<fn() -> R>,
+}
+
+/// A valid token granted scope `S` (else 403 `insufficient_scope`). Dereferences to the
+/// [`Authenticated`] user.
+#[derive(Debug, Clone)]
+pub struct RequireScope<S, C = NoCustomClaims> {
+    user: Authenticated<C>,
+    _scope: PhantomData<fn() -> S>,
+}
+
+impl<R, C> RequireRole<R, C> {
+    /// The authenticated user.
+    #[must_use]
+    pub fn into_inner(self) -> Authenticated<C> {
+        self.user
+    }
+}
+
+impl<S, C> RequireScope<S, C> {
+    /// The authenticated user.
+    #[must_use]
+    pub fn into_inner(self) -> Authenticated<C> {
+        self.user
+    }
+}
+
+impl<R, C> std::ops::Deref for RequireRole<R, C> {
+    type Target = Authenticated<C>;
+
+    fn deref(&self) -> &Authenticated<C> {
+        &self.user
+    }
+}
+
+impl<S, C> std::ops::Deref for RequireScope<S, C> {
+    type Target = Authenticated<C>;
+
+    fn deref(&self) -> &Authenticated<C> {
+        &self.user
+    }
+}
+
+impl<St, R, C> FromRequestParts<St> for RequireRole<R, C>
+where
+    Verifier: FromRef<St>,
+    St: Send + Sync,
+    R: RoleName,
+    C: DeserializeOwned + Send + Sync + 'static,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let user =
+            <Authenticated<C> as FromRequestParts<St>>::from_request_parts(parts, state).await?;
+        user.require_role(R::ROLE)?;
+        Ok(Self {
+            user,
+            _role: PhantomData,
+        })
+    }
+}
+
+impl<St, S, C> FromRequestParts<St> for RequireScope<S, C>
+where
+    Verifier: FromRef<St>,
+    St: Send + Sync,
+    S: ScopeName,
+    C: DeserializeOwned + Send + Sync + 'static,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let user =
+            <Authenticated<C> as FromRequestParts<St>>::from_request_parts(parts, state).await?;
+        user.require_scope(S::SCOPE)?;
+        Ok(Self {
+            user,
+            _scope: PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_credentials_are_parsed_strictly() {
+        assert_eq!(bearer(&HeaderMap::new()), Ok(None));
+        assert_eq!(bearer(&headers(&["Bearer abc.def"])), Ok(Some("abc.def")));
+        assert_eq!(bearer(&headers(&["bearer abc=="])), Ok(Some("abc==")));
+        assert_eq!(bearer(&headers(&["Basic abc"])), Err(Error::MissingToken));
+        assert!(matches!(
+            bearer(&headers(&["Bearer "])),
+            Err(Error::MalformedAuthorization { .. })
+        ));
+        assert!(matches!(
+            bearer(&headers(&["Bearer a b"])),
+            Err(Error::MalformedAuthorization { .. })
+        ));
+        assert!(matches!(
+            bearer(&headers(&["Bearer a", "Bearer b"])),
+            Err(Error::MalformedAuthorization { .. })
+        ));
+    }
+
+    #[test]
+    fn rejections_follow_rfc_6750() {
+        let realm: Arc<str> = "api".into();
+        let r = AuthRejection::new(Error::MissingToken, Arc::clone(&realm)).into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"api\""
+        );
+        let r = AuthRejection::new(Error::Revoked { reason: "session" }, Arc::clone(&realm))
+            .into_response();
+        assert_eq!(r.status(), 401);
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.contains("error=\"invalid_token\""));
+        assert!(!challenge.contains("session"));
+        let r = AuthRejection::new(
+            Error::MissingScope {
+                scope: "orders:read".into(),
+            },
+            Arc::clone(&realm),
+        )
+        .into_response();
+        assert_eq!(r.status(), 403);
+        assert!(
+            r.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("scope=\"orders:read\"")
+        );
+        let r = AuthRejection::new(Error::KeysUnavailable, realm).into_response();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+}

@@ -1,0 +1,246 @@
+//! Bounded HTTP fetches from the issuer: URL policy, redirect policy, size and time limits.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::HeaderMap;
+use reqwest::Url;
+
+use crate::error::Error;
+
+/// How many same-origin redirects a fetch may follow.
+const MAX_REDIRECTS: usize = 3;
+
+/// Builds the HTTP client used for every fetch: connect and total timeouts, and redirects
+/// followed only within the origin of the first URL.
+pub(crate) fn client(
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<reqwest::Client, Error> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if !same_origin {
+            attempt.error("redirect to another origin refused")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    reqwest::Client::builder()
+        .redirect(policy)
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .user_agent(concat!("tessera-axum/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Parses a URL we are configured to fetch and applies the scheme policy: `https`, or plain
+/// `http` to a loopback host only (a local issuer in development and tests).
+pub(crate) fn parse_url(text: &str, setting: &str) -> Result<Url, Error> {
+    let url = Url::parse(text).map_err(|e| Error::config(format!("`{setting}`: {e}")))?;
+    check_scheme(&url)?;
+    Ok(url)
+}
+
+/// The scheme policy of [`parse_url`] for URLs found in documents.
+pub(crate) fn check_scheme(url: &Url) -> Result<(), Error> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err(Error::UrlRefused {
+            url: url.to_string(),
+            reason: "plain http is allowed only to loopback hosts",
+        }),
+        _ => Err(Error::UrlRefused {
+            url: url.to_string(),
+            reason: "only https URLs are fetched",
+        }),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Credentials for a fetch: HTTP Basic as RFC 6749 §2.3.1 spells it (each part
+/// form-urlencoded before base64).
+pub(crate) struct Basic<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) secret: &'a str,
+}
+
+/// GETs `url` and returns the headers and body of a 200 answer, reading at most `limit`
+/// bytes.
+pub(crate) async fn get(
+    http: &reqwest::Client,
+    url: &Url,
+    limit: usize,
+    accept: &str,
+    basic: Option<Basic<'_>>,
+) -> Result<(HeaderMap, Vec<u8>), Error> {
+    let mut req = http.get(url.clone()).header(http::header::ACCEPT, accept);
+    if let Some(b) = basic {
+        req = req.header(http::header::AUTHORIZATION, basic_header(&b));
+    }
+    let fetch_error = |e: reqwest::Error| Error::Fetch {
+        url: url.to_string(),
+        reason: error_chain(&e),
+    };
+    let mut res = req.send().await.map_err(fetch_error)?;
+    if res.status() != reqwest::StatusCode::OK {
+        return Err(Error::Status {
+            url: url.to_string(),
+            status: res.status().as_u16(),
+        });
+    }
+    let too_large = || Error::TooLarge {
+        url: url.to_string(),
+        limit,
+    };
+    if res
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))
+    {
+        return Err(too_large());
+    }
+    let headers = res.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(fetch_error)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((headers, body))
+}
+
+fn basic_header(b: &Basic<'_>) -> String {
+    use base64::Engine as _;
+    let pair = format!("{}:{}", form_encode(b.id), form_encode(b.secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 Appendix B).
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*') {
+            out.push(char::from(b));
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The error and its sources on one line (reqwest's top-level text alone says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The freshness lifetime a response allows (RFC 9111 §5.2.2.1 `max-age`), in seconds;
+/// `Some(0)` for `no-store`/`no-cache`, `None` when the header says nothing usable.
+pub(crate) fn max_age(headers: &HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let Ok(text) = value.to_str() else { continue };
+        for directive in text.split(',') {
+            let directive = directive.trim();
+            let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+                return Some(0);
+            }
+            if name.eq_ignore_ascii_case("max-age")
+                && let Ok(secs) = arg.trim().trim_matches('"').parse::<u64>()
+            {
+                found = Some(secs);
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(http::header::CACHE_CONTROL, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cache_control_max_age_is_read_leniently() {
+        assert_eq!(max_age(&headers(&["public, max-age=300"])), Some(300));
+        assert_eq!(max_age(&headers(&["MAX-AGE = \"60\""])), Some(60));
+        assert_eq!(max_age(&headers(&["public", "max-age=5"])), Some(5));
+        assert_eq!(max_age(&headers(&["max-age=5, no-cache"])), Some(0));
+        assert_eq!(max_age(&headers(&["no-store"])), Some(0));
+        assert_eq!(max_age(&headers(&["max-age=-1"])), None);
+        assert_eq!(max_age(&headers(&["public"])), None);
+        assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_https_or_loopback_http_is_fetched() {
+        assert!(parse_url("https://auth.example", "x").is_ok());
+        assert!(parse_url("http://127.0.0.1:8080", "x").is_ok());
+        assert!(parse_url("http://localhost:8080", "x").is_ok());
+        assert!(parse_url("http://[::1]:8080", "x").is_ok());
+        assert!(matches!(
+            parse_url("http://auth.example", "x"),
+            Err(Error::UrlRefused { .. })
+        ));
+        assert!(matches!(
+            parse_url("file:///etc/passwd", "x"),
+            Err(Error::UrlRefused { .. })
+        ));
+        assert!(matches!(
+            parse_url("not a url", "x"),
+            Err(Error::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn basic_credentials_are_form_encoded_first() {
+        assert_eq!(form_encode("a b:c%"), "a+b%3Ac%25");
+        let h = basic_header(&Basic {
+            id: "svc",
+            secret: "s:1",
+        });
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(h.trim_start_matches("Basic "))
+            .unwrap();
+        assert_eq!(raw, b"svc:s%3A1");
+    }
+}

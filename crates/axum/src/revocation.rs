@@ -1,0 +1,367 @@
+//! The revocation-feed client: polls the issuer's `GET /revocations?since=` and replays the
+//! events with the server's own semantics (`tessera_auth::revocation`):
+//!
+//! * `jti`: that one token;
+//! * `session`: every token whose `sid` claim is the subject;
+//! * `user`: every token of that user (`uid`, else `sub`) issued at or before `created_at`.
+//!
+//! Each event is forgotten after its `expires_at`, when every token it could affect has
+//! expired. The cursor moves only after a page has been applied, so after an error the next
+//! poll resumes from the last event seen: nothing is skipped.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::error::{Error, truncate};
+use crate::fetch;
+
+/// How to follow an issuer's revocation feed.
+///
+/// ```
+/// use std::time::Duration;
+/// use tessera_axum::RevocationFeed;
+///
+/// let feed = RevocationFeed::new("orders-api", "the client secret")
+///     .poll_interval(Duration::from_millis(1500));
+/// # let _ = feed;
+/// ```
+#[derive(Clone)]
+pub struct RevocationFeed {
+    pub(crate) url: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) poll_interval: Duration,
+    pub(crate) page_size: u32,
+}
+
+impl std::fmt::Debug for RevocationFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationFeed")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RevocationFeed {
+    /// Follows the feed as a confidential client (HTTP Basic, RFC 6749 §2.3.1). The URL
+    /// defaults to `{issuer_url}/revocations`; the poll interval to 1 s.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Self {
+            url: None,
+            client_id: client_id.into(),
+            client_secret: SecretString::from(client_secret.into()),
+            poll_interval: Duration::from_secs(1),
+            page_size: 500,
+        }
+    }
+
+    /// The feed URL, when it is not `{issuer_url}/revocations`.
+    #[must_use]
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// How often to poll: the longest a revocation takes to reach this verifier.
+    #[must_use]
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Events asked for per request (1–1000, default 500).
+    #[must_use]
+    pub fn page_size(mut self, n: u32) -> Self {
+        self.page_size = n;
+        self
+    }
+}
+
+/// Why a token is revoked, for logs.
+pub(crate) const TOKEN: &str = "token";
+pub(crate) const SESSION: &str = "session";
+pub(crate) const USER: &str = "user";
+
+#[derive(Debug, Default)]
+struct State {
+    jtis: HashMap<String, i64>,
+    sessions: HashMap<String, i64>,
+    /// user → (tokens issued at or before this are revoked, forget after)
+    users: HashMap<String, (i64, i64)>,
+}
+
+/// One event as the feed sends it.
+#[derive(Debug, Deserialize)]
+struct Event {
+    id: i64,
+    kind: String,
+    subject: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    events: Vec<Event>,
+    cursor: i64,
+}
+
+/// The replayed revocation state and the poller's position in the feed.
+#[derive(Debug)]
+pub(crate) struct Revocations {
+    url: Url,
+    client_id: String,
+    client_secret: SecretString,
+    poll_interval: Duration,
+    page_size: u32,
+    http: reqwest::Client,
+    state: RwLock<State>,
+    cursor: AtomicI64,
+    polls: AtomicU64,
+    failures: AtomicU64,
+    /// Unix time of the last successful poll (`i64::MIN` before the first).
+    last_sync: AtomicI64,
+}
+
+impl Revocations {
+    pub(crate) fn new(
+        feed: RevocationFeed,
+        url: Url,
+        http: reqwest::Client,
+    ) -> Result<Self, Error> {
+        if feed.poll_interval.is_zero() {
+            return Err(Error::config("`poll_interval` must be positive"));
+        }
+        if !(1..=1000).contains(&feed.page_size) {
+            return Err(Error::config("`page_size` must be between 1 and 1000"));
+        }
+        Ok(Self {
+            url,
+            client_id: feed.client_id,
+            client_secret: feed.client_secret,
+            poll_interval: feed.poll_interval,
+            page_size: feed.page_size,
+            http,
+            state: RwLock::new(State::default()),
+            cursor: AtomicI64::new(0),
+            polls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_sync: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    /// Which revocation applies to a token, if any. `user` is `uid`, else `sub`.
+    pub(crate) fn check(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        user: Option<&str>,
+        iat: i64,
+    ) -> Option<&'static str> {
+        let Ok(s) = self.state.read() else {
+            // A writer panicked mid-update: fail closed.
+            return Some(TOKEN);
+        };
+        if jti.is_some_and(|j| s.jtis.contains_key(j)) {
+            return Some(TOKEN);
+        }
+        if sid.is_some_and(|sid| s.sessions.contains_key(sid)) {
+            return Some(SESSION);
+        }
+        if user
+            .and_then(|u| s.users.get(u))
+            .is_some_and(|(not_after, _)| iat <= *not_after)
+        {
+            return Some(USER);
+        }
+        None
+    }
+
+    fn apply(&self, events: &[Event]) {
+        let Ok(mut s) = self.state.write() else {
+            return;
+        };
+        for e in events {
+            match e.kind.as_str() {
+                "jti" => {
+                    let exp = s.jtis.entry(e.subject.clone()).or_insert(e.expires_at);
+                    *exp = (*exp).max(e.expires_at);
+                }
+                "session" => {
+                    let exp = s.sessions.entry(e.subject.clone()).or_insert(e.expires_at);
+                    *exp = (*exp).max(e.expires_at);
+                }
+                "user" => {
+                    let entry = s
+                        .users
+                        .entry(e.subject.clone())
+                        .or_insert((e.created_at, e.expires_at));
+                    entry.0 = entry.0.max(e.created_at);
+                    entry.1 = entry.1.max(e.expires_at);
+                }
+                other => {
+                    tracing::debug!(kind = %truncate(other, 32), id = e.id, "unknown revocation kind ignored");
+                }
+            }
+        }
+    }
+
+    /// Forgets events whose tokens have all expired.
+    fn prune(&self, now: i64) {
+        if let Ok(mut s) = self.state.write() {
+            s.jtis.retain(|_, exp| *exp > now);
+            s.sessions.retain(|_, exp| *exp > now);
+            s.users.retain(|_, (_, exp)| *exp > now);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state
+            .read()
+            .map_or(0, |s| s.jtis.len() + s.sessions.len() + s.users.len())
+    }
+
+    pub(crate) fn cursor(&self) -> i64 {
+        self.cursor.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn last_sync(&self) -> Option<i64> {
+        Some(self.last_sync.load(Ordering::Acquire)).filter(|t| *t != i64::MIN)
+    }
+
+    /// Pulls every page after the cursor and applies it. Returns the number of events.
+    pub(crate) async fn sync(&self, now: i64) -> Result<usize, Error> {
+        let mut total = 0;
+        loop {
+            let n = self.poll_page().await?;
+            total += n;
+            if n < usize::try_from(self.page_size).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        self.prune(now);
+        self.last_sync.store(now, Ordering::Release);
+        Ok(total)
+    }
+
+    async fn poll_page(&self) -> Result<usize, Error> {
+        let since = self.cursor();
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .append_pair("since", &since.to_string())
+            .append_pair("limit", &self.page_size.to_string());
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        let basic = fetch::Basic {
+            id: &self.client_id,
+            secret: self.client_secret.expose_secret(),
+        };
+        let (_, body) = fetch::get(
+            &self.http,
+            &url,
+            1024 * 1024,
+            "application/json",
+            Some(basic),
+        )
+        .await?;
+        let page: Page = serde_json::from_slice(&body).map_err(|e| Error::InvalidDocument {
+            url: self.url.to_string(),
+            reason: truncate(&e.to_string(), 160),
+        })?;
+        self.apply(&page.events);
+        let last = page.events.iter().map(|e| e.id).max().unwrap_or(since);
+        // The server's cursor is the last id it sent (or our `since`); never move backwards.
+        self.cursor
+            .store(since.max(last).max(page.cursor), Ordering::Release);
+        Ok(page.events.len())
+    }
+}
+
+/// The poller: syncs at start, then every `poll_interval`; errors are logged and the next
+/// poll resumes from the cursor. Runs until aborted.
+pub(crate) async fn run_poller(
+    revocations: std::sync::Arc<Revocations>,
+    clock: std::sync::Arc<dyn Clock>,
+) {
+    loop {
+        if let Err(e) = revocations.sync(clock.now()).await {
+            revocations.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, cursor = revocations.cursor(), "revocation feed poll failed; retrying");
+        }
+        tokio::time::sleep(revocations.poll_interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revocations() -> Revocations {
+        Revocations::new(
+            RevocationFeed::new("c", "s"),
+            Url::parse("http://127.0.0.1/revocations").unwrap(),
+            reqwest::Client::new(),
+        )
+        .unwrap()
+    }
+
+    fn ev(id: i64, kind: &str, subject: &str, created_at: i64, expires_at: i64) -> Event {
+        Event {
+            id,
+            kind: kind.into(),
+            subject: subject.into(),
+            created_at,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn each_kind_revokes_what_it_names() {
+        let r = revocations();
+        r.apply(&[
+            ev(1, "jti", "j1", 10, 100),
+            ev(2, "session", "s1", 10, 100),
+            ev(3, "user", "u1", 50, 100),
+            ev(4, "future-kind", "x", 0, 100),
+        ]);
+        assert_eq!(r.check(Some("j1"), None, Some("u"), 0), Some(TOKEN));
+        assert_eq!(r.check(Some("j2"), Some("s1"), Some("u"), 0), Some(SESSION));
+        assert_eq!(r.check(Some("j2"), Some("s2"), Some("u1"), 50), Some(USER));
+        assert_eq!(r.check(Some("j2"), Some("s2"), Some("u1"), 51), None);
+        assert_eq!(r.check(None, None, None, 0), None);
+        assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn events_are_forgotten_after_they_expire() {
+        let r = revocations();
+        r.apply(&[ev(1, "jti", "old", 0, 10), ev(2, "jti", "new", 0, 100)]);
+        r.prune(50);
+        assert_eq!(r.check(Some("old"), None, None, 0), None);
+        assert_eq!(r.check(Some("new"), None, None, 0), Some(TOKEN));
+    }
+
+    #[test]
+    fn a_later_user_event_moves_the_cut_off_forward_only() {
+        let r = revocations();
+        r.apply(&[ev(1, "user", "u", 50, 100), ev(2, "user", "u", 40, 90)]);
+        assert_eq!(r.check(None, None, Some("u"), 50), Some(USER));
+        assert_eq!(r.check(None, None, Some("u"), 51), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! The revocation feed: against the fake issuer for failures, then end to end with a real
+//! Tessera server, a verifier following its feed, and revocations made on the server
+//! reaching the verifier within seconds.
+
+use std::time::{Duration, Instant};
+
+use tessera_auth::Actor;
+use tessera_axum::{Error, RevocationFeed, Verifier};
+use tessera_jose::NoCustomClaims;
+use tessera_testkit::{TestApp, spawn_app};
+
+use crate::{Issuer, es256, eventually, sign, unix_now};
+
+const PASSWORD: &str = "a long enough password";
+
+#[tokio::test]
+async fn after_a_failed_poll_the_feed_resumes_from_the_same_cursor() {
+    let key = es256("k1");
+    let issuer = Issuer::start(&[]).await;
+    let v = Verifier::builder()
+        .key(key.verifying_key())
+        .accept_any_typ()
+        .revocation_feed(
+            RevocationFeed::new("svc", "feed-secret")
+                .url(format!("{}/revocations", issuer.base))
+                .poll_interval(Duration::from_secs(3600)),
+        )
+        .build()
+        .unwrap();
+    let now = unix_now();
+    let token = |jti: &str| {
+        sign(
+            &key,
+            &serde_json::json!({"sub": "u", "jti": jti, "exp": now + 300}),
+            None,
+        )
+    };
+    issuer.revoke("jti", "a", now);
+    assert_eq!(v.sync_revocations().await.unwrap(), 1);
+    assert_eq!(v.stats().feed_cursor, 1);
+
+    issuer.set_failing(true);
+    issuer.revoke("jti", "b", now);
+    assert!(v.sync_revocations().await.is_err());
+    assert_eq!(
+        v.stats().feed_cursor,
+        1,
+        "the cursor does not move on errors"
+    );
+    // What was known stays known; the new event is not there yet.
+    assert!(v.verify::<NoCustomClaims>(&token("a")).await.is_err());
+    v.verify::<NoCustomClaims>(&token("b")).await.unwrap();
+
+    issuer.set_failing(false);
+    assert_eq!(
+        v.sync_revocations().await.unwrap(),
+        1,
+        "only the missed event"
+    );
+    assert_eq!(v.stats().feed_cursor, 2);
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&token("b")).await.unwrap_err(),
+        Error::Revoked { reason: "token" }
+    );
+    // Wrong credentials are an error too, not an empty feed.
+    *issuer.state.feed_secret.lock().unwrap() = "rotated".into();
+    assert!(matches!(
+        v.sync_revocations().await,
+        Err(Error::Status { status: 401, .. })
+    ));
+}
+
+/// A verifier for `app`'s tokens, following its feed as the confidential client `svc`.
+async fn verifier_for(app: &TestApp) -> Verifier {
+    let (_, secret) = app
+        .state
+        .auth
+        .create_client("svc", &["feed".to_owned()], true, &Actor::System)
+        .await
+        .unwrap();
+    let v = Verifier::builder()
+        .issuer_url(&app.base)
+        .audience(&app.base)
+        .revocation_feed(
+            RevocationFeed::new("svc", secret.unwrap().to_string())
+                .poll_interval(Duration::from_millis(250)),
+        )
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    v
+}
+
+/// Waits (at most 5 s) until the verifier refuses `token`; returns how long it took.
+async fn refused_within(v: &Verifier, token: &str) -> Duration {
+    let start = Instant::now();
+    let refused = eventually(Duration::from_secs(5), async || {
+        matches!(
+            v.verify::<NoCustomClaims>(token).await,
+            Err(Error::Revoked { .. })
+        )
+    })
+    .await;
+    assert!(refused, "the revocation never reached the verifier");
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_logout_on_the_server_reaches_the_verifier_within_seconds() {
+    let app = spawn_app().await;
+    let v = verifier_for(&app).await;
+    app.create_user("alice", PASSWORD, &["user"]).await;
+    let tokens = app.login("alice", PASSWORD).await;
+    let user = v
+        .verify::<NoCustomClaims>(&tokens.access_token)
+        .await
+        .unwrap();
+    assert_eq!(user.roles(), ["user"]);
+    assert!(user.session_id().is_some());
+
+    let res = app
+        .client
+        .post(app.url("/logout"))
+        .bearer_auth(&tokens.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let took = refused_within(&v, &tokens.access_token).await;
+    eprintln!("logout reached the verifier in {took:?}");
+    assert!(v.stats().feed_cursor > 0);
+}
+
+#[tokio::test]
+async fn a_detected_refresh_token_theft_reaches_the_verifier() {
+    let app = spawn_app().await;
+    let v = verifier_for(&app).await;
+    app.create_user("bob", PASSWORD, &["user"]).await;
+    let first = app.login("bob", PASSWORD).await;
+    let stolen = first.refresh_token.clone().unwrap();
+    // The legitimate client rotates twice; the thief then replays the first refresh token.
+    let second: tessera_testkit::Tokens = app.refresh(&stolen).await.json().await.unwrap();
+    let third: tessera_testkit::Tokens = app
+        .refresh(second.refresh_token.as_deref().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    v.verify::<NoCustomClaims>(&third.access_token)
+        .await
+        .unwrap();
+    let replay = app.refresh(&stolen).await;
+    assert_eq!(replay.status(), 400, "reuse is detected");
+    refused_within(&v, &third.access_token).await;
+}
+
+#[tokio::test]
+async fn disabling_a_user_revokes_every_token_they_hold() {
+    let app = spawn_app().await;
+    let v = verifier_for(&app).await;
+    app.create_user("carol", PASSWORD, &["user"]).await;
+    let a = app.login("carol", PASSWORD).await;
+    let b = app.login("carol", PASSWORD).await;
+    v.verify::<NoCustomClaims>(&a.access_token).await.unwrap();
+    let admin = app.admin_login().await;
+    let res = app
+        .client
+        .post(app.url("/admin/users/carol/disable"))
+        .bearer_auth(&admin.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    refused_within(&v, &a.access_token).await;
+    refused_within(&v, &b.access_token).await;
+    // The admin's own token is untouched.
+    v.verify::<NoCustomClaims>(&admin.access_token)
+        .await
+        .unwrap();
+}

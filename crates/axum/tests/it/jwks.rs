@@ -1,0 +1,324 @@
+//! The remote key cache against a fake issuer whose every fetch is counted.
+//!
+//! Time-dependent rules (cooldown, freshness) run on a `ManualClock`; the only real waits
+//! are the background refresh (min TTL 1 s) and the slow answer of the single-flight test.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tessera_axum::{Error, JwksOptions, Verifier};
+use tessera_jose::NoCustomClaims;
+
+use crate::{Issuer, ManualClock, es256, eventually, sign, unix_now};
+
+fn claims(iss: &str) -> Value {
+    let now = unix_now();
+    json!({"iss": iss, "sub": "u", "exp": now + 600, "iat": now})
+}
+
+fn options() -> JwksOptions {
+    let mut o = JwksOptions::default();
+    o.min_ttl = Duration::from_secs(60);
+    o.max_ttl = Duration::from_secs(3600);
+    o.unknown_kid_cooldown = Duration::from_secs(30);
+    o.retry_interval = Duration::from_secs(3600);
+    o
+}
+
+async fn verifier(issuer: &Issuer, clock: &ManualClock, opts: JwksOptions) -> Verifier {
+    Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .issuer(&issuer.base)
+        .jwks_options(opts)
+        .clock(clock.shared())
+        .token_cache_capacity(0)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn keys_are_discovered_from_the_issuer_and_iss_is_then_required() {
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = Verifier::builder()
+        .issuer_url(&issuer.base)
+        .build()
+        .unwrap();
+    let good = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&good).await.unwrap();
+    assert_eq!(issuer.state.discovery_fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(v.key_status().unwrap().kids, ["k1"]);
+    let foreign = sign(&k1, &claims("https://other.test"), Some("at+jwt"));
+    assert!(matches!(
+        v.verify::<NoCustomClaims>(&foreign).await,
+        Err(Error::Token(tessera_jose::Error::IssuerMismatch { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn a_jwks_uri_on_another_origin_or_a_lying_issuer_is_refused() {
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    // `localhost` and `127.0.0.1` are different origins.
+    let elsewhere = issuer.jwks_uri().replace("127.0.0.1", "localhost");
+    *issuer.state.jwks_uri.lock().unwrap() = Some(elsewhere.clone());
+    let v = Verifier::builder()
+        .issuer_url(&issuer.base)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        v.refresh_keys().await,
+        Err(Error::UrlRefused { .. })
+    ));
+    assert_eq!(issuer.jwks_fetches(), 0);
+
+    let mut allow = JwksOptions::default();
+    allow.allow_foreign_jwks_uri = true;
+    let v = Verifier::builder()
+        .issuer_url(&issuer.base)
+        .jwks_options(allow)
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    assert_eq!(v.key_status().unwrap().jwks_uri, elsewhere);
+
+    *issuer.state.jwks_uri.lock().unwrap() = None;
+    *issuer.state.issuer.lock().unwrap() = Some("https://impostor.test".into());
+    let v = Verifier::builder()
+        .issuer_url(&issuer.base)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        v.refresh_keys().await,
+        Err(Error::IssuerMismatch { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_on_its_first_unknown_kid() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    let fetches = issuer.jwks_fetches();
+    issuer.set_keys(&[&k1, &k2]);
+    clock.advance(31);
+    let t2 = sign(&k2, &claims(&issuer.base), Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&t2).await.unwrap();
+    assert_eq!(issuer.jwks_fetches(), fetches + 1);
+    assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
+}
+
+#[tokio::test]
+async fn unknown_kids_trigger_at_most_one_fetch_per_cooldown() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    clock.advance(31);
+    let before = issuer.jwks_fetches();
+    for i in 0..50 {
+        let forged = sign(
+            &es256(&format!("random-{i}")),
+            &claims(&issuer.base),
+            Some("at+jwt"),
+        );
+        assert!(matches!(
+            v.verify::<NoCustomClaims>(&forged).await,
+            Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+        ));
+    }
+    assert_eq!(
+        issuer.jwks_fetches(),
+        before + 1,
+        "one fetch for 50 unknown kids"
+    );
+    clock.advance(29);
+    let forged = sign(&es256("late"), &claims(&issuer.base), Some("at+jwt"));
+    assert!(v.verify::<NoCustomClaims>(&forged).await.is_err());
+    assert_eq!(issuer.jwks_fetches(), before + 1, "still cooling down");
+    clock.advance(2);
+    assert!(v.verify::<NoCustomClaims>(&forged).await.is_err());
+    assert_eq!(issuer.jwks_fetches(), before + 2, "cooldown over");
+}
+
+#[tokio::test]
+async fn when_the_issuer_is_down_the_last_good_keys_keep_working() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    issuer.set_failing(true);
+    clock.advance(4000); // far past max_ttl: the keys are stale
+    assert!(matches!(
+        v.refresh_keys().await,
+        Err(Error::Status { status: 500, .. })
+    ));
+    assert!(v.key_status().unwrap().fresh_until < clock.now());
+    // Re-signing with a shifted clock keeps the token valid at the new time.
+    let mut c = claims(&issuer.base);
+    c["exp"] = json!(clock.now() + 600);
+    c["iat"] = json!(clock.now());
+    let token_now = sign(&k1, &c, Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&token_now).await.unwrap();
+    let _ = token;
+    assert!(v.stats().jwks_fetch_failures >= 1);
+    // Recovery: the next refresh replaces the stale set.
+    issuer.set_failing(false);
+    v.refresh_keys().await.unwrap();
+    assert!(v.key_status().unwrap().fresh_until > clock.now());
+}
+
+#[tokio::test]
+async fn with_no_keys_ever_fetched_requests_get_unavailable_not_invalid() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    issuer.set_failing(true);
+    let v = verifier(&issuer, &clock, options()).await;
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&token).await.unwrap_err(),
+        Error::KeysUnavailable
+    );
+    issuer.set_failing(false);
+    clock.advance(31);
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_requests_that_need_keys_share_one_fetch() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    issuer.set_delay(Duration::from_millis(300));
+    let v = verifier(&issuer, &clock, options()).await;
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (v, t) = (v.clone(), token.clone());
+            tokio::spawn(async move { v.verify::<NoCustomClaims>(&t).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        issuer.jwks_fetches(),
+        1,
+        "the background fetch served all 32"
+    );
+}
+
+#[tokio::test]
+async fn cache_control_is_honoured_within_the_configured_bounds() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    let cases = [
+        (Some("public, max-age=300"), 300),
+        (Some("max-age=5"), 60),
+        (Some("max-age=999999"), 3600),
+        (Some("no-store"), 60),
+        (None, 300),
+    ];
+    for (header, expected) in cases {
+        issuer.set_cache_control(header);
+        v.refresh_keys().await.unwrap();
+        let s = v.key_status().unwrap();
+        assert_eq!(s.fresh_until - s.fetched_at, expected, "{header:?}");
+    }
+}
+
+#[tokio::test]
+async fn keys_are_refreshed_in_the_background_before_they_expire() {
+    let k1 = es256("k1");
+    let k2 = es256("k2");
+    let issuer = Issuer::start(&[&k1]).await;
+    issuer.set_cache_control(Some("max-age=1"));
+    let mut o = options();
+    o.min_ttl = Duration::from_secs(1);
+    // No demand fetch can help: only the background task can find k2.
+    o.unknown_kid_cooldown = Duration::from_secs(3600);
+    let v = Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .jwks_options(o)
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    issuer.set_keys(&[&k2]);
+    let found = eventually(Duration::from_secs(3), async || {
+        v.key_status().is_some_and(|s| s.kids == ["k2"])
+    })
+    .await;
+    assert!(found, "the background refresh replaced the key set");
+}
+
+#[tokio::test]
+async fn oversized_answers_and_cross_origin_redirects_are_refused() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let big = Verifier::builder()
+        .jwks_uri(format!("{}/big", issuer.base))
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    assert!(matches!(
+        big.refresh_keys().await,
+        Err(Error::TooLarge { limit: 262_144, .. })
+    ));
+    let redirected = Verifier::builder()
+        .jwks_uri(format!("{}/redirect", issuer.base))
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let err = redirected.refresh_keys().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Fetch { reason, .. } if reason.contains("another origin")),
+        "{err}"
+    );
+    assert_eq!(issuer.jwks_fetches(), 0);
+}
+
+#[tokio::test]
+async fn a_published_shared_secret_is_never_used() {
+    let clock = ManualClock::new();
+    let issuer = Issuer::start(&[]).await;
+    *issuer.state.jwks.lock().unwrap() =
+        r#"{"keys":[{"kty":"oct","kid":"h","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#.into();
+    let v = verifier(&issuer, &clock, options()).await;
+    assert!(matches!(
+        v.refresh_keys().await,
+        Err(Error::InvalidDocument { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_jwks_document_read_by_the_application_is_a_static_key_source() {
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let jwks = tessera_jose::JwkSet {
+        keys: vec![k1.to_public_jwk().unwrap(), k2.to_public_jwk().unwrap()],
+    }
+    .to_json();
+    let v = Verifier::builder()
+        .jwks_json(&jwks)
+        .issuer("https://issuer.test")
+        .build()
+        .unwrap();
+    for key in [&k1, &k2] {
+        let t = sign(key, &claims("https://issuer.test"), Some("at+jwt"));
+        v.verify::<NoCustomClaims>(&t).await.unwrap();
+    }
+    assert!(v.key_status().is_none(), "nothing is fetched");
+    assert!(matches!(
+        Verifier::builder().jwks_json("{\"keys\": 1}").build(),
+        Err(Error::Config { .. })
+    ));
+}

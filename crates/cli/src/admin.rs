@@ -1,0 +1,702 @@
+//! Administration commands: they open the configured database directly (server running
+//! or not) and go through the same domain service as the HTTP API, so the rules, audit
+//! events and revocations are identical. A running server picks revocations up within a
+//! second.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use tessera_auth::model::{RequestMeta, SessionId, User};
+use tessera_auth::{Actor, AuthError, SystemClock};
+use tessera_server::AppState;
+use zeroize::Zeroizing;
+
+use crate::Cli;
+use crate::exit::Failure;
+use crate::tokens::GenerateArgs;
+
+/// `tessera users ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Create a user (the password is prompted for, or read with --password-stdin)
+    Add {
+        /// Username
+        name: String,
+        /// Role (repeatable; the first is the primary role)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List users
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user
+    Show {
+        /// Username or id
+        name: String,
+    },
+    /// Replace a user's roles
+    SetRoles {
+        /// Username or id
+        name: String,
+        /// The new roles (none to clear)
+        roles: Vec<String>,
+    },
+    /// Disable a user: ends every session and refuses every token already issued
+    Disable {
+        /// Username or id
+        name: String,
+    },
+    /// Enable a disabled user
+    Enable {
+        /// Username or id
+        name: String,
+    },
+    /// Set a user's password (ends every session)
+    Passwd {
+        /// Username or id
+        name: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Delete a user and their sessions
+    Delete {
+        /// Username or id
+        name: String,
+    },
+    /// Lift a login lockout (failed passwords or second-factor codes)
+    Unlock {
+        /// Username or id
+        name: String,
+    },
+    /// Turn a user's TOTP second factor off and delete their recovery codes (for a lost
+    /// authenticator; the user enrols again after signing in)
+    ResetMfa {
+        /// Username or id
+        name: String,
+    },
+    /// Import users with existing password hashes from a JSON-lines file
+    ///
+    /// One object per line: {"username": "alice", "hash": "$2b$12$...", "roles": ["admin"]}
+    /// (`roles` optional). bcrypt hashes (passlib and similar) and Argon2 PHC strings are
+    /// accepted; a bcrypt user's password is rehashed with Argon2id at their first login.
+    /// Every line is checked before anything is written: one bad line imports nothing.
+    Import {
+        /// The file (`-` for stdin)
+        file: PathBuf,
+        /// Skip users that already exist instead of refusing the whole import
+        #[arg(long)]
+        skip_existing: bool,
+        /// Check the file and report what would be imported, without writing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Where a new password comes from. Never from an argument (it would land in shell
+/// history and `ps`).
+#[derive(Debug, Args)]
+pub(crate) struct PasswordSource {
+    /// Read the password from the first line of stdin
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// `tessera keys ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// List signing keys and their lifecycle state
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new signing key (published now, signing after keys.publish_ahead)
+    Rotate {
+        /// Start signing with it immediately
+        #[arg(long)]
+        now: bool,
+    },
+    /// Print the public JWKS
+    ExportJwks,
+    /// Revoke a signing key at once: every token it signed stops verifying
+    Revoke {
+        /// Key id
+        kid: String,
+    },
+    /// Generate a key file for any algorithm (offline; does not touch the server's keys)
+    Generate(GenerateArgs),
+}
+
+/// `tessera sessions ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum SessionsCommand {
+    /// List live sessions
+    List {
+        /// Only this user's sessions
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one session (its refresh token and access tokens)
+    Revoke {
+        /// Session id
+        id: String,
+    },
+    /// Revoke every session of a user
+    RevokeAll {
+        /// Username or id
+        name: String,
+    },
+}
+
+/// `tessera clients ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientsCommand {
+    /// Register an OAuth client (a confidential client's secret is shown once)
+    Add {
+        /// Client id (letters, digits, `. _ -`)
+        name: String,
+        /// Scope the client may be granted (repeatable)
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Give the client a secret (required for client_credentials)
+        #[arg(long)]
+        confidential: bool,
+    },
+    /// List clients
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client
+    Delete {
+        /// Client id
+        name: String,
+    },
+}
+
+pub(crate) async fn open(cli: &Cli) -> Result<AppState, Failure> {
+    let config = cli.load_config(None)?;
+    let (state, _warnings) = tessera_server::open(config, std::sync::Arc::new(SystemClock))
+        .await
+        .map_err(|e| Failure::refused(e.to_string()))?;
+    Ok(state)
+}
+
+/// Maps a domain error to an exit code: refusals are 1, bad input is 2.
+pub(crate) fn fail(e: AuthError) -> Failure {
+    match e {
+        AuthError::InvalidRequest(m) => Failure::usage(m),
+        AuthError::WeakPassword(m) => Failure::refused(format!("{m}; choose another password")),
+        AuthError::AlreadyExists(what) => Failure::refused(format!("{what} already exists")),
+        AuthError::NotFound(what) => Failure::refused(format!("{what} not found")),
+        AuthError::InvalidClient(m) => Failure::refused(m),
+        other => Failure::refused(other.to_string()),
+    }
+}
+
+pub(crate) const CLI: Actor = Actor::Cli;
+
+pub(crate) fn meta() -> RequestMeta {
+    RequestMeta {
+        ip: None,
+        user_agent: Some("tessera-cli".into()),
+        request_id: None,
+    }
+}
+
+fn read_password(src: &PasswordSource, confirm: bool) -> Result<Zeroizing<String>, Failure> {
+    if src.password_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure::refused(format!("cannot read the password from stdin: {e}")))?;
+        let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+        if trimmed.is_empty() {
+            return Err(Failure::usage("stdin held no password"));
+        }
+        return Ok(trimmed);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(
+            "no terminal to prompt on: pipe the password in with --password-stdin",
+        ));
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password("Password: ")
+            .map_err(|e| Failure::refused(format!("cannot read the password: {e}")))?,
+    );
+    if confirm {
+        let second = Zeroizing::new(
+            rpassword::prompt_password("Repeat password: ")
+                .map_err(|e| Failure::refused(format!("cannot read the password: {e}")))?,
+        );
+        if *first != *second {
+            return Err(Failure::refused(
+                "the passwords do not match; nothing was changed",
+            ));
+        }
+    }
+    Ok(first)
+}
+
+pub(crate) fn time(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn opt_time(t: Option<i64>) -> String {
+    t.map_or_else(|| "-".to_owned(), time)
+}
+
+/// Prints rows as an aligned table.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn user_json(u: &User) -> serde_json::Value {
+    serde_json::json!({
+        "id": u.id.to_string(),
+        "username": u.username.to_string(),
+        "roles": u.roles,
+        "disabled": u.disabled,
+        "totp_enabled": u.totp_enabled,
+        "created_at": time(u.created_at),
+        "updated_at": time(u.updated_at),
+        "password_changed_at": time(u.password_changed_at),
+    })
+}
+
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).map_err(|e| Failure::refused(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// `tessera users ...`
+pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> {
+    // Read the password before opening the database, so a prompt is not delayed.
+    let password = match cmd {
+        UsersCommand::Add { password, .. } | UsersCommand::Passwd { password, .. } => {
+            Some(read_password(password, true)?)
+        }
+        _ => None,
+    };
+    // Likewise the import file: a missing file is reported before the database is opened.
+    let import_lines = match cmd {
+        UsersCommand::Import { file, .. } => Some(crate::import::read(file)?),
+        _ => None,
+    };
+    let state = open(cli).await?;
+    let auth = &state.auth;
+    match cmd {
+        UsersCommand::Add { name, roles, .. } => {
+            let pw = password.unwrap_or_default();
+            let u = auth
+                .create_user(name, pw, roles, &CLI, &meta())
+                .await
+                .map_err(fail)?;
+            println!("created user {} ({})", u.username, u.id);
+        }
+        UsersCommand::List { json } => {
+            let users = auth.list_users().await.map_err(fail)?;
+            if *json {
+                print_json(&serde_json::Value::Array(
+                    users.iter().map(user_json).collect(),
+                ))?;
+            } else {
+                let rows: Vec<Vec<String>> = users
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.username.to_string(),
+                            u.roles
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            if u.disabled {
+                                "disabled".into()
+                            } else {
+                                "active".into()
+                            },
+                            time(u.created_at),
+                            u.id.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["USERNAME", "ROLES", "STATUS", "CREATED", "ID"], &rows);
+            }
+        }
+        UsersCommand::Show { name } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            let sessions = auth.list_sessions(Some(&u)).await.map_err(fail)?;
+            let locked_until = auth.locked_until(u.username.as_str()).await.map_err(fail)?;
+            let mut v = user_json(&u);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("live_sessions".into(), serde_json::json!(sessions.len()));
+                o.insert(
+                    "locked_until".into(),
+                    serde_json::json!(locked_until.map(time)),
+                );
+            }
+            print_json(&v)?;
+        }
+        UsersCommand::SetRoles { name, roles } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = auth
+                .set_roles(&u, roles, &CLI, &meta())
+                .await
+                .map_err(fail)?;
+            println!(
+                "{} now has roles: {} (tokens pick this up at their next refresh)",
+                u.username,
+                if u.roles.is_empty() {
+                    "(none)".into()
+                } else {
+                    u.roles
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        }
+        UsersCommand::Disable { name } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            auth.set_disabled(&u, true, &CLI, &meta())
+                .await
+                .map_err(fail)?;
+            println!(
+                "disabled {}; every session and token of theirs is revoked",
+                u.username
+            );
+        }
+        UsersCommand::Enable { name } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            auth.set_disabled(&u, false, &CLI, &meta())
+                .await
+                .map_err(fail)?;
+            println!("enabled {}", u.username);
+        }
+        UsersCommand::Passwd { name, .. } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            auth.set_password(&u, password.unwrap_or_default(), None, &CLI, &meta())
+                .await
+                .map_err(fail)?;
+            println!(
+                "password of {} changed; their sessions were ended",
+                u.username
+            );
+        }
+        UsersCommand::Delete { name } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            auth.delete_user(&u, &CLI, &meta()).await.map_err(fail)?;
+            println!("deleted {}", u.username);
+        }
+        UsersCommand::Unlock { name } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            if auth.unlock(&u, &CLI, &meta()).await.map_err(fail)? {
+                println!("unlocked {}: failed-attempt counters cleared", u.username);
+            } else {
+                println!("{} was not locked; nothing to lift", u.username);
+            }
+        }
+        UsersCommand::ResetMfa { name } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            if !u.totp_enabled {
+                return Err(Failure::refused(format!(
+                    "{} has no second factor to reset",
+                    u.username
+                )));
+            }
+            auth.reset_mfa(&u, &CLI, &meta()).await.map_err(fail)?;
+            println!(
+                "second factor of {} turned off and recovery codes deleted; they sign in with the password and can enrol again",
+                u.username
+            );
+        }
+        UsersCommand::Import {
+            skip_existing,
+            dry_run,
+            ..
+        } => {
+            let report = crate::import::run(
+                &state,
+                import_lines.unwrap_or_default(),
+                *skip_existing,
+                *dry_run,
+            )
+            .await?;
+            println!("{report}");
+        }
+    }
+    state.db().close().await;
+    Ok(())
+}
+
+/// `tessera keys ...` (except `generate`, which is offline).
+pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
+    let state = open(cli).await?;
+    let auth = &state.auth;
+    match cmd {
+        KeysCommand::List { json } => {
+            let ring = auth.key_ring();
+            if *json {
+                let keys: Vec<serde_json::Value> = ring
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "kid": k.kid, "alg": k.alg, "state": k.state.as_str(),
+                            "created": time(k.created_at), "activates": time(k.activates_at),
+                            "retires": k.retires_at.map(time), "expires": k.expires_at.map(time),
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::Value::Array(keys))?;
+            } else if ring.keys.is_empty() {
+                println!(
+                    "no stored keys: tokens are signed with {} from `signing.secret`",
+                    ring.signer.algorithm()
+                );
+            } else {
+                let rows: Vec<Vec<String>> = ring
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.kid.clone(),
+                            k.alg.clone(),
+                            k.state.as_str().to_owned(),
+                            time(k.created_at),
+                            time(k.activates_at),
+                            opt_time(k.retires_at),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["KID", "ALG", "STATE", "CREATED", "ACTIVATES", "RETIRES"],
+                    &rows,
+                );
+            }
+        }
+        KeysCommand::Rotate { now } => {
+            let info = auth.rotate_keys(*now, &CLI).await.map_err(fail)?;
+            println!(
+                "created key {} ({}), {} at {}; running servers pick it up within a second",
+                info.kid,
+                info.alg,
+                if *now {
+                    "signing from now"
+                } else {
+                    "published now, signing"
+                },
+                time(info.activates_at)
+            );
+        }
+        KeysCommand::ExportJwks => println!("{}", auth.key_ring().jwks_json),
+        KeysCommand::Revoke { kid } => {
+            auth.revoke_key(kid, &CLI).await.map_err(fail)?;
+            println!(
+                "revoked key {kid}: tokens it signed are refused (running servers within a second); signing uses {}",
+                auth.key_ring().signer.kid().unwrap_or("-")
+            );
+        }
+        KeysCommand::Generate(_) => {}
+    }
+    state.db().close().await;
+    Ok(())
+}
+
+/// `tessera sessions ...`
+pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Failure> {
+    let state = open(cli).await?;
+    let auth = &state.auth;
+    match cmd {
+        SessionsCommand::List { user, json } => {
+            let user = match user {
+                Some(u) => Some(auth.find_user(u).await.map_err(fail)?),
+                None => None,
+            };
+            let sessions = auth.list_sessions(user.as_ref()).await.map_err(fail)?;
+            let names = auth.list_users().await.map_err(fail)?;
+            let name_of = |id: &tessera_auth::model::UserId| {
+                names
+                    .iter()
+                    .find(|u| u.id == *id)
+                    .map_or_else(|| id.to_string(), |u| u.username.to_string())
+            };
+            if *json {
+                let v: Vec<serde_json::Value> = sessions
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "id": s.id.to_string(), "user": name_of(&s.user_id), "client_id": s.client_id,
+                            "created": time(s.created_at), "last_used": time(s.last_used_at),
+                            "idle_expires": time(s.idle_expires_at), "absolute_expires": time(s.absolute_expires_at),
+                            "ip": s.ip, "user_agent": s.user_agent,
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::Value::Array(v))?;
+            } else {
+                let rows: Vec<Vec<String>> = sessions
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.to_string(),
+                            name_of(&s.user_id),
+                            s.client_id.clone(),
+                            time(s.created_at),
+                            time(s.last_used_at),
+                            s.ip.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "USER", "CLIENT", "CREATED", "LAST USED", "IP"],
+                    &rows,
+                );
+            }
+        }
+        SessionsCommand::Revoke { id } => {
+            let id = SessionId::parse(id).map_err(|_| {
+                Failure::usage(format!(
+                    "`{id}` is not a session id (see `tessera sessions list`)"
+                ))
+            })?;
+            match auth
+                .revoke_session(id, "cli", &CLI, &meta())
+                .await
+                .map_err(fail)?
+            {
+                Some(_) => println!("revoked session {id}"),
+                None => return Err(Failure::refused(format!("no live session {id}"))),
+            }
+        }
+        SessionsCommand::RevokeAll { name } => {
+            let u = auth.find_user(name).await.map_err(fail)?;
+            let n = auth
+                .revoke_all_sessions(&u, &CLI, &meta())
+                .await
+                .map_err(fail)?;
+            println!("revoked {n} session(s) of {}", u.username);
+        }
+    }
+    state.db().close().await;
+    Ok(())
+}
+
+/// `tessera clients ...`
+pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failure> {
+    let state = open(cli).await?;
+    let auth = &state.auth;
+    match cmd {
+        ClientsCommand::Add {
+            name,
+            scopes,
+            confidential,
+        } => {
+            let (client, secret) = auth
+                .create_client(name, scopes, *confidential, &CLI)
+                .await
+                .map_err(fail)?;
+            println!(
+                "created {} client {} with scopes: {}",
+                if client.confidential {
+                    "confidential"
+                } else {
+                    "public"
+                },
+                client.id,
+                if client.scopes.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    client.scopes.join(" ")
+                }
+            );
+            if let Some(secret) = secret {
+                println!("client_secret: {}", secret.as_str());
+                eprintln!(
+                    "The secret is shown only once and stored hashed; keep it somewhere safe."
+                );
+            }
+        }
+        ClientsCommand::List { json } => {
+            let clients = auth.list_clients().await.map_err(fail)?;
+            if *json {
+                let v: Vec<serde_json::Value> = clients
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "client_id": c.id.to_string(), "scopes": c.scopes,
+                            "confidential": c.confidential, "created": time(c.created_at),
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::Value::Array(v))?;
+            } else {
+                let rows: Vec<Vec<String>> = clients
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.id.to_string(),
+                            if c.confidential {
+                                "confidential".into()
+                            } else {
+                                "public".into()
+                            },
+                            c.scopes.join(" "),
+                            time(c.created_at),
+                        ]
+                    })
+                    .collect();
+                table(&["CLIENT_ID", "TYPE", "SCOPES", "CREATED"], &rows);
+            }
+        }
+        ClientsCommand::Delete { name } => {
+            auth.delete_client(name, &CLI).await.map_err(fail)?;
+            println!("deleted client {name}");
+        }
+    }
+    state.db().close().await;
+    Ok(())
+}

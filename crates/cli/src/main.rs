@@ -1,0 +1,237 @@
+//! `tessera`: the server and its command line (STYLE §1: the composition root).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{CommandFactory as _, Parser, Subcommand};
+use tessera_auth::SystemClock;
+use tessera_server::config::{Config, Sources};
+
+mod admin;
+mod audit;
+mod exit;
+mod import;
+mod tokens;
+
+use exit::Failure;
+
+/// Tessera: a JWT authentication server and toolkit.
+///
+/// Configuration comes from defaults, then `--config FILE` (TOML), then `TESSERA_*`
+/// environment variables (`TESSERA_SIGNING__ALG=ES256` sets `signing.alg`; `*_FILE`
+/// variants read secrets from files), then these flags.
+///
+/// Exit codes: 0 success, 1 operation refused or failed, 2 usage or configuration error.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Directory for the embedded database and generated keys [env: TESSERA_DATA_DIR] [default: ./tessera-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL (postgres://... for PostgreSQL) [env: TESSERA_DATABASE_URL] [default: SQLite in the data dir]
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// TOML configuration file
+    #[arg(long, global = true, value_name = "FILE", env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing buys nothing"
+)]
+enum Command {
+    /// Run the authentication server
+    Serve {
+        /// Address to listen on [env: TESSERA_LISTEN] [default: 127.0.0.1:8080]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Validate the configuration and print it resolved, with secrets redacted
+    CheckConfig,
+    /// Manage users (works on the database, server running or not)
+    #[command(subcommand)]
+    Users(admin::UsersCommand),
+    /// Manage signing keys, or generate a key file
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// List and revoke login sessions
+    #[command(subcommand)]
+    Sessions(admin::SessionsCommand),
+    /// Manage OAuth clients
+    #[command(subcommand)]
+    Clients(admin::ClientsCommand),
+    /// Read and check the tamper-evident audit log
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Encode, decode and verify tokens (offline, no server needed)
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
+    /// Print shell completions
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Cli {
+    fn sources(&self, listen: Option<&str>) -> Sources {
+        let mut overrides = Vec::new();
+        if let Some(d) = &self.data_dir {
+            overrides.push(("data_dir".to_owned(), d.display().to_string()));
+        }
+        if let Some(u) = &self.database_url {
+            overrides.push(("database_url".to_owned(), u.clone()));
+        }
+        if let Some(l) = listen {
+            overrides.push(("listen".to_owned(), l.to_owned()));
+        }
+        Sources {
+            file: self.config.clone(),
+            env: std::env::vars().collect(),
+            overrides,
+        }
+    }
+
+    /// The resolved configuration, or a usage failure (exit 2) naming the key.
+    pub(crate) fn load_config(&self, listen: Option<&str>) -> Result<Config, Failure> {
+        Config::load(&self.sources(listen))
+            .map_err(|e| Failure::usage(format!("configuration error: {e}")))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Serve { listen } => serve(&cli, listen.as_deref()).await,
+        Command::CheckConfig => {
+            let config = cli.load_config(None)?;
+            let text = serde_json::to_string_pretty(&config.describe())
+                .context("printing the configuration")?;
+            println!("{text}");
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Users(cmd) => admin::users(&cli, cmd).await,
+        Command::Keys(admin::KeysCommand::Generate(args)) => tokens::generate_key(args),
+        Command::Keys(cmd) => admin::keys(&cli, cmd).await,
+        Command::Sessions(cmd) => admin::sessions(&cli, cmd).await,
+        Command::Clients(cmd) => admin::clients(&cli, cmd).await,
+        Command::Audit(cmd) => audit::run(&cli, cmd).await,
+        Command::Token(cmd) => tokens::run(cmd).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "tessera",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cli: &Cli, listen: Option<&str>) -> Result<(), Failure> {
+    let config = cli.load_config(listen)?;
+    tessera_server::telemetry::init(config.log_format).map_err(Failure::refused)?;
+    let addr = config.listen;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Failure::refused(format!(
+            "cannot listen on {addr}: {e} (is another server running? set --listen or TESSERA_LISTEN)"
+        ))
+    })?;
+    let mut config = config;
+    if !config.public_url_explicit {
+        // Follow the address actually bound (port 0 picks a free one).
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Failure::refused(e.to_string()))?;
+        config.set_public_addr(bound);
+    }
+    let prepared = tessera_server::prepare(config, Arc::new(SystemClock))
+        .await
+        .map_err(|e| Failure::refused(e.to_string()))?;
+    for w in &prepared.warnings {
+        tracing::warn!("{w}");
+    }
+    let state = prepared.state;
+    if let Some(b) = &prepared.bootstrap {
+        match &b.generated_password {
+            Some(pw) => eprintln!(
+                "\n  Created the first admin user.\n    username: {}\n    password: {}\n  This password is shown only once. Log in:\n    curl -s -X POST {}/token -d username={} -d password=<password>\n",
+                b.username,
+                pw.as_str(),
+                state.config.public_url,
+                b.username
+            ),
+            None => eprintln!(
+                "\n  Created the first admin user `{}` with the password from TESSERA_BOOTSTRAP_ADMIN_PASSWORD.\n",
+                b.username
+            ),
+        }
+    }
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::refused(e.to_string()))?;
+    tracing::info!(
+        listen = %local,
+        issuer = %state.config.issuer,
+        database = state.db().backend(),
+        alg = %state.auth.signing_algorithm(),
+        "tessera is ready"
+    );
+    eprintln!(
+        "Tessera listening on http://{local} (issuer {})",
+        state.config.issuer
+    );
+    tessera_server::run(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| Failure::refused(format!("server error: {e}")))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

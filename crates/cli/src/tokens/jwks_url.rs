@@ -1,0 +1,144 @@
+//! `--jwks-url`: fetch a JWK Set over HTTP(S), bounded in time and size, never following a
+//! redirect to another host (a verifier must not let anyone else choose its keys).
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::redirect::{Attempt, Policy};
+use tessera_jose::JwkSet;
+
+use super::verify::Explain;
+use crate::exit::Failure;
+
+/// Connect and whole-request timeout.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest JWKS accepted.
+const MAX_BYTES: usize = 1024 * 1024;
+/// Same-host redirects followed at most.
+const MAX_REDIRECTS: usize = 5;
+
+/// Fetches and parses the JWK Set at `url`. Every failure is exit 2: the key source is
+/// part of the command's configuration.
+pub(super) async fn fetch(url: &str, explain: &Explain) -> Result<JwkSet, Failure> {
+    let parsed = Url::parse(url)
+        .map_err(|e| Failure::usage(format!("--jwks-url `{url}` is not a URL: {e}")))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| Failure::usage(format!("--jwks-url `{url}` has no host")))?
+        .to_owned();
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            if !is_loopback(&host) {
+                eprintln!(
+                    "warning: fetching keys over plain http from {host}: anyone on the path \
+                     can substitute them; use https"
+                );
+            }
+        }
+        other => {
+            return Err(Failure::usage(format!(
+                "--jwks-url must be an http:// or https:// URL, not {other}://"
+            )));
+        }
+    }
+    let scheme = parsed.scheme().to_owned();
+    let origin = (host.clone(), parsed.port_or_known_default());
+    let policy = Policy::custom(move |attempt: Attempt<'_>| {
+        let next = attempt.url();
+        let same_origin =
+            next.host_str() == Some(origin.0.as_str()) && next.port_or_known_default() == origin.1;
+        // A redirect may not leave the host, nor downgrade https to http.
+        let downgrade = scheme == "https" && next.scheme() != "https";
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if same_origin && !downgrade {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    });
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT)
+        .redirect(policy)
+        .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Failure::refused(format!("cannot start the HTTP client: {e}")))?;
+    explain.info(format!("fetching the JWKS from {url}"));
+    let mut response = client
+        .get(parsed)
+        .header("accept", "application/jwk-set+json, application/json")
+        .send()
+        .await
+        .map_err(|e| fetch_error(url, &e))?;
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("(no location)")
+            .chars()
+            .take(200)
+            .collect::<String>();
+        return Err(Failure::usage(format!(
+            "{url} redirects to {location}, another host or scheme, which is not followed; \
+             pass that URL directly if you trust it"
+        )));
+    }
+    if !status.is_success() {
+        return Err(Failure::usage(format!(
+            "fetching {url} returned HTTP {status}; check the URL"
+        )));
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BYTES as u64)
+    {
+        return Err(too_large(url));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| fetch_error(url, &e))? {
+        if body.len() + chunk.len() > MAX_BYTES {
+            return Err(too_large(url));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    explain.info(format!("received {} bytes (HTTP {status})", body.len()));
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Failure::usage(format!("{url} did not return a JWK Set (not UTF-8 text)")))?;
+    JwkSet::from_json(text)
+        .map_err(|e| Failure::usage(format!("{url} did not return a JWK Set: {e}")))
+}
+
+fn too_large(url: &str) -> Failure {
+    Failure::usage(format!(
+        "{url} returned more than 1 MiB, which is not a plausible JWK Set; check the URL"
+    ))
+}
+
+fn fetch_error(url: &str, e: &reqwest::Error) -> Failure {
+    let mut message = if e.is_timeout() {
+        format!("fetching {url} timed out after {} s", TIMEOUT.as_secs())
+    } else {
+        format!("cannot fetch {url}: {e}")
+    };
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    Failure::usage(format!("{message}; check the URL and the network"))
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}

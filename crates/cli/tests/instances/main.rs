@@ -1,0 +1,278 @@
+//! Several real `tessera serve` processes on one PostgreSQL database, as behind a load
+//! balancer: revocations, refresh rotation and key rotation must behave as one server.
+//! Skipped loudly without PostgreSQL unless `TESSERA_REQUIRE_POSTGRES=1` (CI).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failure should panic with context"
+)]
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tessera_testkit::pg::TestDatabase;
+use tessera_testkit::process::ServeProcess;
+
+const ISSUER: &str = "http://auth.tessera.test";
+const ADMIN_PASSWORD: &str = "three instances share one database";
+const MASTER_KEY: &str = "51ed51ed51ed51ed51ed51ed51ed51ed51ed51ed51ed51ed51ed51ed51ed51ed";
+
+/// One `tessera serve` process with its own (unused) data directory.
+struct Instance {
+    server: ServeProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Instance {
+    fn start(database_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServeProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_tessera")),
+            dir.path(),
+            &[
+                ("TESSERA_DATABASE_URL", database_url),
+                ("TESSERA_MASTER_KEY", MASTER_KEY),
+                ("TESSERA_ISSUER", ISSUER),
+                ("TESSERA_AUDIENCE", ISSUER),
+                ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+                ("TESSERA_SIGNING__ALG", "ES256"),
+                ("TESSERA_KEYS__PUBLISH_AHEAD", "0"),
+            ],
+        );
+        Self { server, _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+}
+
+async fn json(res: reqwest::Response) -> serde_json::Value {
+    let text = res.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+async fn login(http: &reqwest::Client, i: &Instance) -> serde_json::Value {
+    let res = http
+        .post(i.url("/token"))
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    json(res).await
+}
+
+async fn within<F, Fut>(limit: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_database_behave_as_one_server() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    // Start all three at once: migrations, the first signing key and the first admin must
+    // each happen exactly once.
+    let url = db.url().to_owned();
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let u = url.clone();
+            std::thread::spawn(move || Instance::start(&u))
+        })
+        .collect();
+    let [a, b, c]: [Instance; 3] = starts
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .ok()
+        .unwrap();
+    let http = reqwest::Client::new();
+
+    // One JWKS everywhere.
+    let jwks = |i: &Instance| {
+        let req = http.get(i.url("/.well-known/jwks.json")).send();
+        async move { json(req.await.unwrap()).await }
+    };
+    within(Duration::from_secs(3), || async {
+        jwks(&a).await == jwks(&b).await && jwks(&b).await == jwks(&c).await
+    })
+    .await;
+    assert_eq!(
+        jwks(&a).await["keys"].as_array().unwrap().len(),
+        1,
+        "one first key, not three"
+    );
+
+    // Log in on A, refresh on B: one session across instances.
+    let t = login(&http, &a).await;
+    let r = http
+        .post(b.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = json(r).await;
+    let access = r["access_token"].as_str().unwrap().to_owned();
+    for i in [&a, &b, &c] {
+        assert_eq!(
+            http.get(i.url("/users/me"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+
+    // Revoke on C (logout): refused on A and B within 1 s.
+    let res = http
+        .post(c.url("/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut worst = Duration::ZERO;
+    for i in [&a, &b] {
+        let took = within(Duration::from_secs(1), || async {
+            http.get(i.url("/users/me"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 401
+        })
+        .await;
+        worst = worst.max(took);
+    }
+    eprintln!("cross-instance revocation latency (logout on C, refused on A and B): {worst:?}");
+
+    // The same refresh token sent to A and B at once: one successor, no 5xx.
+    let t = login(&http, &a).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    let calls = (0..6).flat_map(|_| [&a, &b]).map(|i| {
+        http.post(i.url("/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.as_str()),
+            ])
+            .send()
+    });
+    let mut successors = HashSet::new();
+    for res in futures_util::future::join_all(calls).await {
+        let res = res.unwrap();
+        assert_eq!(res.status(), 200);
+        successors.insert(
+            json(res).await["refresh_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(successors.len(), 1);
+
+    // Key rotation on B: the same JWKS on all three, new tokens signed with the new key
+    // everywhere, old tokens still valid.
+    let old = login(&http, &c).await;
+    let res = http
+        .post(b.url("/admin/keys/rotate?now=true"))
+        .bearer_auth(old["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let kid = json(res).await["kid"].as_str().unwrap().to_owned();
+    within(Duration::from_secs(2), || async {
+        let (ja, jb, jc) = (jwks(&a).await, jwks(&b).await, jwks(&c).await);
+        ja == jb && jb == jc && ja.to_string().contains(&kid)
+    })
+    .await;
+    for i in [&a, &b, &c] {
+        within(Duration::from_secs(2), || async {
+            let t = login(&http, i).await;
+            let header = t["access_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .next()
+                .unwrap()
+                .to_owned();
+            let header: serde_json::Value =
+                serde_json::from_slice(&tessera_jose::base64url::decode(header).unwrap()).unwrap();
+            header["kid"] == kid.as_str()
+        })
+        .await;
+        let status = http
+            .get(i.url("/users/me"))
+            .bearer_auth(old["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            status,
+            200,
+            "a token of the retired key still verifies on {}",
+            i.server.base()
+        );
+    }
+
+    // Every connection killed (as in a database restart): each instance recovers alone.
+    db.terminate_connections().await;
+    let fresh = within(Duration::from_secs(10), || async {
+        http.post(a.url("/token"))
+            .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    eprintln!("instance A served logins again {fresh:?} after its connections were killed");
+    let t = login(&http, &b).await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let res = http
+        .post(b.url("/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    within(Duration::from_secs(3), || async {
+        http.get(c.url("/users/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 401
+    })
+    .await;
+}

@@ -1,0 +1,561 @@
+//! Administration through the binary, on a real data directory: users (including import,
+//! unlock and MFA reset), keys, sessions, clients, and the audit log (`audit list`,
+//! `audit verify` detecting an edited, a deleted and a cut-off row). Where a command's
+//! effect shows only at login, a real `tessera serve` runs on the same data directory.
+
+use std::path::Path;
+
+use serde_json::Value;
+use sqlx::Connection as _;
+use tempfile::TempDir;
+use tessera_testkit::process::ServeProcess;
+
+use crate::common::{Run, tessera};
+
+const ADMIN_PW: &str = "bootstrap phrase for the cli tests";
+const PW: &str = "copper lantern meadow 42";
+const PW2: &str = "violet gramophone harbour";
+
+/// One data directory shared by the commands and servers of a test.
+struct Data {
+    dir: TempDir,
+}
+
+impl Data {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = tessera();
+        cmd.arg("--data-dir")
+            .arg(self.path())
+            .args(args)
+            .env_remove("TESSERA_DATABASE_URL")
+            .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// `tessera --data-dir DIR ARGS`.
+    fn run(&self, args: &[&str]) -> Run {
+        self.command(args).output().unwrap().into()
+    }
+
+    /// Same, with `stdin`.
+    fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        self.command(args)
+            .write_stdin(stdin.to_owned())
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    fn add_user(&self, name: &str, roles: &[&str]) {
+        let mut args = vec!["users", "add", name, "--password-stdin"];
+        for r in roles {
+            args.extend(["--role", r]);
+        }
+        self.run_stdin(&args, &format!("{PW}\n")).success();
+    }
+
+    fn serve(&self) -> ServeProcess {
+        ServeProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_tessera")),
+            self.path(),
+            &[("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)],
+        )
+    }
+
+    /// A direct connection to the SQLite file, as someone with file access would have.
+    async fn sql(&self) -> sqlx::SqliteConnection {
+        let url = format!("sqlite://{}", self.path().join("tessera.db").display());
+        sqlx::SqliteConnection::connect(&url).await.unwrap()
+    }
+
+    async fn execute(&self, sql: &'static str) -> u64 {
+        let mut c = self.sql().await;
+        sqlx::query(sql)
+            .execute(&mut c)
+            .await
+            .unwrap()
+            .rows_affected()
+    }
+}
+
+async fn password_grant(server: &ServeProcess, form: &[(&str, &str)]) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(server.url("/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+async fn login(server: &ServeProcess, user: &str, pw: &str) -> (u16, Value) {
+    password_grant(server, &[("username", user), ("password", pw)]).await
+}
+
+fn stdout_json_lines(run: &Run) -> Vec<Value> {
+    run.stdout_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn users_are_created_listed_changed_and_deleted_with_meaningful_exit_codes() {
+    let d = Data::new();
+    d.add_user("alice", &["editor", "viewer"]);
+    // Exit 1: refused. Exit 2: bad input. One line on stderr that says what to do.
+    d.run_stdin(
+        &["users", "add", "alice", "--password-stdin"],
+        &format!("{PW}\n"),
+    )
+    .fails(1, "user already exists");
+    d.run_stdin(&["users", "add", "bob", "--password-stdin"], "password1\n")
+        .fails(1, "choose another password");
+    d.run_stdin(
+        &["users", "add", "bad name!", "--password-stdin"],
+        &format!("{PW}\n"),
+    )
+    .fails(2, "username may contain only");
+    d.run(&["users", "add", "carol"])
+        .fails(2, "--password-stdin");
+
+    let list = d.run(&["users", "list", "--json"]).success().json();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    // The bootstrap admin is created by `tessera serve`, not by administration commands.
+    assert_eq!(names, ["alice"]);
+    let table = d.run(&["users", "list"]).success().stdout_text();
+    assert!(table.starts_with("USERNAME"), "{table}");
+    assert!(table.contains("editor,viewer"), "{table}");
+
+    let show = d.run(&["users", "show", "alice"]).success().json();
+    assert_eq!(show["roles"], serde_json::json!(["editor", "viewer"]));
+    assert_eq!(show["disabled"], false);
+    assert_eq!(show["totp_enabled"], false);
+    assert_eq!(show["locked_until"], Value::Null);
+
+    d.run(&["users", "set-roles", "alice", "admin"]).success();
+    d.run(&["users", "disable", "alice"]).success();
+    let show = d.run(&["users", "show", "alice"]).success().json();
+    assert_eq!(
+        (show["roles"].clone(), show["disabled"].clone()),
+        (serde_json::json!(["admin"]), Value::Bool(true))
+    );
+    d.run(&["users", "enable", "alice"]).success();
+    d.run_stdin(
+        &["users", "passwd", "alice", "--password-stdin"],
+        &format!("{PW2}\n"),
+    )
+    .success();
+    d.run(&["users", "delete", "alice"]).success();
+    d.run(&["users", "show", "alice"])
+        .fails(1, "user not found");
+    d.run(&["users", "unlock", "nobody"])
+        .fails(1, "user not found");
+}
+
+#[tokio::test]
+async fn keys_sessions_and_clients_are_administered_while_the_server_runs() {
+    let d = Data::new();
+    d.add_user("alice", &[]);
+    let server = d.serve();
+    let (status, tokens) = login(&server, "alice", PW).await;
+    assert_eq!(status, 200);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    let sessions = d
+        .run(&["sessions", "list", "--user", "alice", "--json"])
+        .success()
+        .json();
+    let id = sessions[0]["id"].as_str().unwrap().to_owned();
+    d.run(&["sessions", "revoke", &id]).success();
+    d.run(&["sessions", "revoke", &id])
+        .fails(1, "no live session");
+    d.run(&["sessions", "revoke", "not-an-id"])
+        .fails(2, "is not a session id");
+    // The running server learns of the revocation from the database within a second.
+    let http = reqwest::Client::new();
+    let mut refused = false;
+    for _ in 0..40 {
+        let res = http
+            .get(server.url("/users/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        refused,
+        "a session revoked by the CLI is refused by the server"
+    );
+
+    let before = d.run(&["keys", "list", "--json"]).success().json();
+    assert_eq!(before.as_array().unwrap().len(), 1);
+    d.run(&["keys", "rotate", "--now"]).success();
+    let after = d.run(&["keys", "list", "--json"]).success().json();
+    assert_eq!(after.as_array().unwrap().len(), 2);
+    let jwks: Value =
+        serde_json::from_str(&d.run(&["keys", "export-jwks"]).success().stdout_text()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    assert!(
+        jwks.to_string().find("\"d\"").is_none(),
+        "no private members"
+    );
+    d.run(&["keys", "revoke", "no-such-kid"])
+        .fails(1, "not found");
+
+    let created = d
+        .run(&[
+            "clients",
+            "add",
+            "reports",
+            "--scope",
+            "reports:read",
+            "--confidential",
+        ])
+        .success()
+        .stdout_text();
+    let secret = created
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .unwrap()
+        .to_owned();
+    let (status, body) = password_grant(
+        &server,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "reports"),
+            ("client_secret", &secret),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let clients = d.run(&["clients", "list", "--json"]).success().json();
+    assert!(clients.to_string().contains("reports"));
+    d.run(&["clients", "delete", "reports"]).success();
+    d.run(&["clients", "delete", "reports"])
+        .fails(1, "not found");
+}
+
+#[tokio::test]
+async fn imports_check_every_line_first_then_users_log_in_with_their_old_passwords() {
+    let d = Data::new();
+    // passlib's CryptContext(schemes=["bcrypt"]) writes $2b$ hashes like these.
+    let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
+    let good = format!(
+        "{}\n{}\n",
+        serde_json::json!({"username": "legacy-ann", "hash": hash("ann's old password"), "roles": ["editor"]}),
+        serde_json::json!({"username": "legacy-ben", "hash": hash("ben's old password")}),
+    );
+    let bad = format!(
+        "{good}{}\nnot json\n",
+        serde_json::json!({"username": "legacy-cy", "hash": "5f4dcc3b5aa765d61d8327deb882cf99"})
+    );
+    let dir = crate::common::Dir::new();
+    let bad_file = dir.write("bad.jsonl", &bad);
+    let good_file = dir.write("good.jsonl", &good);
+
+    let run = d.run(&["users", "import", &bad_file]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nothing was imported"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("line 3:") && run.stderr.contains("bcrypt"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("line 4:"), "{}", run.stderr);
+    d.run(&["users", "show", "legacy-ann"])
+        .fails(1, "not found");
+    d.run(&["users", "import", "/no/such/file.jsonl"])
+        .fails(2, "cannot read /no/such/file.jsonl");
+
+    let dry = d
+        .run(&["users", "import", "--dry-run", &good_file])
+        .success();
+    assert!(dry.stdout_text().contains("would import 2 user(s)"));
+    d.run(&["users", "show", "legacy-ann"])
+        .fails(1, "not found");
+
+    let done = d.run(&["users", "import", &good_file]).success();
+    assert!(
+        done.stdout_text().starts_with("imported 2 user(s)"),
+        "{}",
+        done.stdout_text()
+    );
+    let again = d.run(&["users", "import", &good_file]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again
+            .stderr
+            .contains("already exists (pass --skip-existing"),
+        "{}",
+        again.stderr
+    );
+    let skipped = d
+        .run_stdin(&["users", "import", "--skip-existing", "-"], &good)
+        .success();
+    assert!(
+        skipped
+            .stdout_text()
+            .contains("skipped 2 that already exist")
+    );
+    assert_eq!(
+        d.run(&["users", "show", "legacy-ann"]).success().json()["roles"],
+        serde_json::json!(["editor"])
+    );
+
+    // They log in with their old passwords, and the bcrypt hash is replaced by Argon2id.
+    let server = d.serve();
+    assert_eq!(
+        login(&server, "legacy-ann", "wrong password here").await.0,
+        400
+    );
+    assert_eq!(
+        login(&server, "legacy-ann", "ann's old password").await.0,
+        200
+    );
+    let mut c = d.sql().await;
+    let stored: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'legacy-ann'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    assert_eq!(
+        login(&server, "legacy-ann", "ann's old password").await.0,
+        200
+    );
+
+    let events = stdout_json_lines(
+        &d.run(&["audit", "list", "--json", "--user", "legacy-ann"])
+            .success(),
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"user_imported"), "{kinds:?}");
+    assert!(kinds.contains(&"login"));
+}
+
+#[tokio::test]
+async fn an_admin_lifts_a_lockout_and_resets_a_lost_second_factor() {
+    let d = Data::new();
+    d.add_user("dora", &[]);
+    let server = d.serve();
+    for _ in 0..5 {
+        assert_eq!(login(&server, "dora", "not her password").await.0, 400);
+    }
+    let (status, body) = login(&server, "dora", PW).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed attempts")
+    );
+    let show = d.run(&["users", "show", "dora"]).success().json();
+    assert!(show["locked_until"].is_string(), "{show}");
+    let unlocked = d.run(&["users", "unlock", "dora"]).success();
+    assert!(unlocked.stdout_text().starts_with("unlocked dora"));
+    assert_eq!(login(&server, "dora", PW).await.0, 200);
+    let again = d.run(&["users", "unlock", "dora"]).success();
+    assert!(again.stdout_text().contains("was not locked"));
+
+    // Enrol TOTP over HTTP, as the user would.
+    d.run(&["users", "reset-mfa", "dora"])
+        .fails(1, "has no second factor");
+    let (_, tokens) = login(&server, "dora", PW).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let enrol: Value = http
+        .post(server.url("/users/me/mfa/totp"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(enrol["secret"].as_str().unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let res = http
+        .post(server.url("/users/me/mfa/totp/confirm"))
+        .bearer_auth(access)
+        .json(&serde_json::json!({"code": totp.generate_current().to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, body) = login(&server, "dora", PW).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("mfa_required"))
+    );
+    assert_eq!(
+        d.run(&["users", "show", "dora"]).success().json()["totp_enabled"],
+        true
+    );
+
+    let reset = d.run(&["users", "reset-mfa", "dora"]).success();
+    assert!(reset.stdout_text().contains("turned off"));
+    assert_eq!(login(&server, "dora", PW).await.0, 200);
+    let events = stdout_json_lines(
+        &d.run(&["audit", "list", "--json", "--user", "dora"])
+            .success(),
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for expected in ["lockout", "unlocked", "mfa_reset"] {
+        assert!(
+            kinds.contains(&expected),
+            "{expected} missing from {kinds:?}"
+        );
+    }
+    let reset_event = events.iter().find(|e| e["event"] == "mfa_reset").unwrap();
+    assert_eq!(reset_event["user_agent"], "tessera-cli");
+}
+
+#[tokio::test]
+async fn audit_verify_finds_an_edited_a_deleted_and_a_cut_off_row() {
+    let d = Data::new();
+    for name in ["erin", "fred", "gina"] {
+        d.add_user(name, &[]);
+    }
+    let ok = d.run(&["audit", "verify"]).success().stdout_text();
+    assert!(ok.starts_with("audit log intact: "), "{ok}");
+    let head = ok.trim_end().rsplit("head ").next().unwrap().to_owned();
+    let rows: usize = ok
+        .trim_start_matches("audit log intact: ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(rows, 3, "three users created: {ok}");
+    d.run(&["audit", "verify", "--expect-head", &head])
+        .success();
+    d.run(&["audit", "verify", "--expect-head", "banana"])
+        .fails(2, "is not ID:HASH");
+
+    // Listing: a table, JSON lines, filters, and clear errors.
+    let table = d.run(&["audit", "list"]).success().stdout_text();
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("user_created"), "{table}");
+    let fred = stdout_json_lines(
+        &d.run(&["audit", "list", "--json", "--user", "fred"])
+            .success(),
+    );
+    assert_eq!(fred.len(), 1);
+    assert_eq!(fred[0]["username"], "fred");
+    let recent = stdout_json_lines(
+        &d.run(&["audit", "list", "--json", "--limit", "2"])
+            .success(),
+    );
+    assert_eq!(recent.len(), 2);
+    assert_eq!(
+        recent[1]["username"], "gina",
+        "the most recent rows, oldest first"
+    );
+    assert!(
+        stdout_json_lines(
+            &d.run(&["audit", "list", "--json", "--since", "1h"])
+                .success()
+        )
+        .len()
+            >= 3
+    );
+    assert!(
+        stdout_json_lines(
+            &d.run(&["audit", "list", "--json", "--since", "2000-01-01T00:00:00Z"])
+                .success()
+        )
+        .len()
+            >= 3
+    );
+    d.run(&["audit", "list", "--since", "yesterday"])
+        .fails(2, "is not a time");
+    d.run(&["audit", "list", "--user", "nobody"])
+        .fails(1, "no user `nobody`");
+
+    // The database itself refuses edits...
+    let mut c = d.sql().await;
+    let err = sqlx::query("UPDATE audit_log SET outcome = 'failure' WHERE id = 2")
+        .execute(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    // ...but someone with the file can drop the guards; the chain still tells.
+    d.execute("DROP TRIGGER audit_log_no_update").await;
+    d.execute("DROP TRIGGER audit_log_no_delete").await;
+
+    assert_eq!(
+        d.execute("UPDATE audit_log SET outcome = 'failure' WHERE id = 2")
+            .await,
+        1
+    );
+    let broken = d.run(&["audit", "verify"]).fails(1, "audit log BROKEN");
+    assert!(
+        broken.stderr.contains("row 2 does not match its hash"),
+        "{}",
+        broken.stderr
+    );
+    assert!(
+        broken.stderr.contains("Intact rows: 1"),
+        "{}",
+        broken.stderr
+    );
+    d.execute("UPDATE audit_log SET outcome = 'success' WHERE id = 2")
+        .await;
+    d.run(&["audit", "verify"]).success();
+
+    assert_eq!(d.execute("DELETE FROM audit_log WHERE id = 2").await, 1);
+    let broken = d.run(&["audit", "verify"]).fails(1, "audit log BROKEN");
+    assert!(
+        broken.stderr.contains("row 3 does not link"),
+        "{}",
+        broken.stderr
+    );
+
+    // Cutting rows off the end leaves a valid chain; only a recorded head reveals it.
+    let d = Data::new();
+    d.add_user("hank", &[]);
+    d.add_user("iris", &[]);
+    let ok = d.run(&["audit", "verify"]).success().stdout_text();
+    let head = ok.trim_end().rsplit("head ").next().unwrap().to_owned();
+    d.execute("DROP TRIGGER audit_log_no_delete").await;
+    d.execute("DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)")
+        .await;
+    d.run(&["audit", "verify"]).success();
+    d.run(&["audit", "verify", "--expect-head", &head])
+        .fails(1, "rows were cut off the end");
+}

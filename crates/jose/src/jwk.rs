@@ -1,0 +1,565 @@
+//! JSON Web Keys (RFC 7517, RFC 7518 §6, RFC 8037 §2) and thumbprints (RFC 7638).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::algorithm::{Algorithm, KeyKind};
+use crate::base64url;
+use crate::crypto::{self, PrivateParts, PublicParts};
+use crate::error::{Error, Result};
+
+/// A private or secret JWK member: redacted in `Debug`, zeroized on drop, compared in
+/// constant time.
+#[derive(Clone)]
+pub struct JwkSecret(Zeroizing<String>);
+
+impl Serialize for JwkSecret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for JwkSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
+
+impl JwkSecret {
+    /// Wraps a base64url string.
+    #[must_use]
+    pub fn new(value: String) -> Self {
+        Self(Zeroizing::new(value))
+    }
+
+    /// The base64url text. Every call site is a place where secret material is read.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JwkSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl PartialEq for JwkSecret {
+    fn eq(&self, other: &Self) -> bool {
+        crypto::constant_time_eq(
+            &crypto::sha256(self.0.as_bytes()),
+            &crypto::sha256(other.0.as_bytes()),
+        )
+    }
+}
+
+impl Eq for JwkSecret {}
+
+/// A JSON Web Key as it appears on the wire.
+///
+/// Members are kept in their base64url form; turning a JWK into a usable key
+/// ([`crate::VerifyingKey::from_jwk`], [`crate::SigningKey::from_jwk`]) decodes and validates
+/// them. Unknown members are ignored (RFC 7517 §4); a member named twice is an error.
+/// `Debug` never shows private members.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Key type: `RSA`, `EC`, `OKP` or `oct` (RFC 7517 §4.1).
+    pub kty: String,
+    /// Intended use: `sig` or `enc` (RFC 7517 §4.2).
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
+    /// Permitted operations (RFC 7517 §4.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<String>>,
+    /// The algorithm the key is for (RFC 7517 §4.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Key id (RFC 7517 §4.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// Curve for `EC` and `OKP` keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// EC x coordinate or OKP public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// EC y coordinate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// RSA modulus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA public exponent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// Private exponent (RSA) or private key (EC, OKP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d: Option<JwkSecret>,
+    /// RSA first prime factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<JwkSecret>,
+    /// RSA second prime factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<JwkSecret>,
+    /// RSA first factor CRT exponent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<JwkSecret>,
+    /// RSA second factor CRT exponent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dq: Option<JwkSecret>,
+    /// RSA first CRT coefficient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qi: Option<JwkSecret>,
+    /// RSA other primes (multi-prime keys are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oth: Option<serde_json::Value>,
+    /// Symmetric key value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<JwkSecret>,
+}
+
+impl fmt::Debug for Jwk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwk")
+            .field("kty", &self.kty)
+            .field("use", &self.key_use)
+            .field("key_ops", &self.key_ops)
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("crv", &self.crv)
+            .field("private", &self.is_private())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a key is about to be used for, for `use`/`key_ops` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Sign,
+    Verify,
+}
+
+impl Jwk {
+    /// Parses one JWK from JSON.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the text is not a JWK object or names a member twice.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::invalid_key(format!("not a valid JWK: {e}")))
+    }
+
+    /// Serializes to compact JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        // Invariant: a struct of strings always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// True if the JWK carries private or secret material (`d` or `k`).
+    #[must_use]
+    pub fn is_private(&self) -> bool {
+        self.d.is_some()
+            || self.k.is_some()
+            || self.p.is_some()
+            || self.q.is_some()
+            || self.dp.is_some()
+            || self.dq.is_some()
+            || self.qi.is_some()
+            || self.oth.is_some()
+    }
+
+    /// A copy without any private member, suitable for publishing.
+    ///
+    /// # Errors
+    /// [`Error::KeyUsage`] for `oct` keys, which have no public half.
+    pub fn to_public(&self) -> Result<Self> {
+        if self.kty == "oct" {
+            return Err(Error::key_usage(
+                "a symmetric (oct) key has no public part to publish",
+            ));
+        }
+        Ok(Self {
+            kty: self.kty.clone(),
+            key_use: self.key_use.clone(),
+            key_ops: self
+                .key_ops
+                .as_ref()
+                .map(|ops| ops.iter().filter(|o| *o == "verify").cloned().collect()),
+            alg: self.alg.clone(),
+            kid: self.kid.clone(),
+            crv: self.crv.clone(),
+            x: self.x.clone(),
+            y: self.y.clone(),
+            n: self.n.clone(),
+            e: self.e.clone(),
+            ..Self::default()
+        })
+    }
+
+    /// The algorithm named by `alg`, if present.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedAlgorithm`] when `alg` names something this crate does not
+    /// implement for signatures (e.g. `A256GCM`, `RSA1_5`, `none`).
+    pub fn algorithm(&self) -> Result<Option<Algorithm>> {
+        self.alg.as_deref().map(str::parse).transpose()
+    }
+
+    /// The RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order,
+    /// base64url-encoded. Tessera uses it as the default `kid`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when a required member is missing or `kty` is unknown.
+    pub fn thumbprint(&self) -> Result<String> {
+        let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        let need = |m: &Option<String>, name: &str| {
+            m.as_deref()
+                .map(q)
+                .ok_or_else(|| Error::invalid_key(format!("{} JWK is missing `{name}`", self.kty)))
+        };
+        // RFC 7638 §3.2: required members only, sorted, no whitespace.
+        let canonical = match self.kty.as_str() {
+            "RSA" => format!(
+                r#"{{"e":{},"kty":"RSA","n":{}}}"#,
+                need(&self.e, "e")?,
+                need(&self.n, "n")?
+            ),
+            "EC" => format!(
+                r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
+                need(&self.crv, "crv")?,
+                need(&self.x, "x")?,
+                need(&self.y, "y")?
+            ),
+            "OKP" => format!(
+                r#"{{"crv":{},"kty":"OKP","x":{}}}"#,
+                need(&self.crv, "crv")?,
+                need(&self.x, "x")?
+            ),
+            "oct" => {
+                let k = self
+                    .k
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid_key("oct JWK is missing `k`"))?;
+                let canonical = Zeroizing::new(format!(r#"{{"k":{},"kty":"oct"}}"#, q(k.expose())));
+                return Ok(base64url::encode(crypto::sha256(canonical.as_bytes())));
+            }
+            other => {
+                return Err(Error::invalid_key(format!(
+                    "unknown key type `{}`",
+                    crate::error::truncate(other, 16)
+                )));
+            }
+        };
+        Ok(base64url::encode(crypto::sha256(canonical.as_bytes())))
+    }
+
+    /// Checks `use` and `key_ops` (RFC 7517 §4.2, §4.3) for `op`.
+    pub(crate) fn check_usage(&self, op: Operation) -> Result<()> {
+        if let Some(u) = &self.key_use
+            && u != "sig"
+        {
+            return Err(Error::key_usage(format!(
+                "JWK `use` is `{}`, not `sig`",
+                crate::error::truncate(u, 16)
+            )));
+        }
+        if let Some(ops) = &self.key_ops {
+            for (i, o) in ops.iter().enumerate() {
+                if ops.iter().skip(i + 1).any(|other| other == o) {
+                    return Err(Error::key_usage("JWK `key_ops` lists an operation twice"));
+                }
+            }
+            let wanted = match op {
+                Operation::Sign => "sign",
+                Operation::Verify => "verify",
+            };
+            if !ops.iter().any(|o| o == wanted) {
+                return Err(Error::key_usage(format!(
+                    "JWK `key_ops` does not permit `{wanted}`"
+                )));
+            }
+            // `use` and `key_ops` together must agree (RFC 7517 §4.3).
+            if self.key_use.is_some() && ops.iter().any(|o| o != "sign" && o != "verify") {
+                return Err(Error::key_usage("JWK `use` and `key_ops` disagree"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves the algorithm for this key: the JWK's `alg`, the caller's, or the one the
+    /// curve implies. A disagreement between the JWK and the caller is an error, never a
+    /// silent choice.
+    pub(crate) fn resolve_algorithm(&self, requested: Option<Algorithm>) -> Result<Algorithm> {
+        let own = self.algorithm()?;
+        let alg = match (own, requested) {
+            (Some(a), Some(r)) if a != r => {
+                return Err(Error::KeyAlgorithmMismatch {
+                    key: a.to_string(),
+                    requested: r.to_string(),
+                });
+            }
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => match (self.kty.as_str(), self.crv.as_deref()) {
+                ("EC" | "OKP", Some(crv)) => Algorithm::for_curve(crv).ok_or_else(|| {
+                    Error::invalid_key(format!(
+                        "unsupported curve `{}`",
+                        crate::error::truncate(crv, 16)
+                    ))
+                })?,
+                _ => {
+                    return Err(Error::invalid_key(format!(
+                        "{} JWK has no `alg`; say which algorithm it is for",
+                        crate::error::truncate(&self.kty, 16)
+                    )));
+                }
+            },
+        };
+        let kty_ok = matches!(
+            (alg.key_kind(), self.kty.as_str()),
+            (KeyKind::Hmac, "oct")
+                | (KeyKind::Rsa, "RSA")
+                | (KeyKind::Ec, "EC")
+                | (KeyKind::Okp, "OKP")
+        );
+        if !kty_ok {
+            return Err(Error::KeyAlgorithmMismatch {
+                key: format!("a `{}` key", crate::error::truncate(&self.kty, 16)),
+                requested: alg.to_string(),
+            });
+        }
+        if let Some(crv) = &self.crv {
+            if alg.curve() != Some(crv.as_str()) {
+                return Err(Error::KeyAlgorithmMismatch {
+                    key: format!("curve `{}`", crate::error::truncate(crv, 16)),
+                    requested: alg.to_string(),
+                });
+            }
+        } else if alg.curve().is_some() {
+            return Err(Error::invalid_key(format!(
+                "{} JWK is missing `crv`",
+                self.kty
+            )));
+        }
+        Ok(alg)
+    }
+
+    pub(crate) fn public_parts(&self, alg: Algorithm) -> Result<PublicParts> {
+        match alg.key_kind() {
+            KeyKind::Rsa => {
+                if self.oth.is_some() {
+                    return Err(Error::invalid_key(
+                        "multi-prime RSA keys (`oth`) are not supported",
+                    ));
+                }
+                Ok(PublicParts::Rsa {
+                    n: member(&self.n, "n")?,
+                    e: member(&self.e, "e")?,
+                })
+            }
+            KeyKind::Ec => {
+                let c = alg.ec_coordinate_len().unwrap_or_default();
+                let x = member(&self.x, "x")?;
+                let y = member(&self.y, "y")?;
+                // RFC 7518 §6.2.1.2: coordinates are the full size of the curve's field.
+                if x.len() != c || y.len() != c {
+                    return Err(Error::invalid_key(format!(
+                        "EC coordinates must be {c} bytes each for {alg}"
+                    )));
+                }
+                Ok(PublicParts::Ec { alg, x, y })
+            }
+            KeyKind::Okp => Ok(PublicParts::Ed25519 {
+                x: member(&self.x, "x")?,
+            }),
+            KeyKind::Hmac => Err(Error::key_usage("a symmetric key has no public part")),
+        }
+    }
+
+    pub(crate) fn private_parts(&self, alg: Algorithm) -> Result<PrivateParts> {
+        match alg.key_kind() {
+            KeyKind::Rsa => Ok(PrivateParts::Rsa([
+                secret(&self.d, "d")?,
+                secret(&self.p, "p")?,
+                secret(&self.q, "q")?,
+                secret(&self.dp, "dp")?,
+                secret(&self.dq, "dq")?,
+                secret(&self.qi, "qi")?,
+            ])),
+            KeyKind::Ec => Ok(PrivateParts::Ec {
+                d: secret(&self.d, "d")?,
+            }),
+            KeyKind::Okp => Ok(PrivateParts::Ed25519 {
+                d: secret(&self.d, "d")?,
+            }),
+            KeyKind::Hmac => Err(Error::key_usage("a symmetric key has no private part")),
+        }
+    }
+
+    pub(crate) fn hmac_secret(&self) -> Result<Zeroizing<Vec<u8>>> {
+        secret(&self.k, "k")
+    }
+
+    /// Builds the JWK for public numbers.
+    pub(crate) fn from_public_parts(parts: &PublicParts) -> Self {
+        match parts {
+            PublicParts::Rsa { n, e } => Self {
+                kty: "RSA".into(),
+                n: Some(base64url::encode(n)),
+                e: Some(base64url::encode(e)),
+                ..Self::default()
+            },
+            PublicParts::Ec { alg, x, y } => Self {
+                kty: "EC".into(),
+                crv: alg.curve().map(str::to_owned),
+                x: Some(base64url::encode(x)),
+                y: Some(base64url::encode(y)),
+                ..Self::default()
+            },
+            PublicParts::Ed25519 { x } => Self {
+                kty: "OKP".into(),
+                crv: Some("Ed25519".into()),
+                x: Some(base64url::encode(x)),
+                ..Self::default()
+            },
+        }
+    }
+
+    /// Adds private numbers to a public JWK.
+    pub(crate) fn with_private_parts(mut self, parts: &PrivateParts) -> Self {
+        let s = |v: &Zeroizing<Vec<u8>>| Some(JwkSecret::new(base64url::encode(v.as_slice())));
+        match parts {
+            PrivateParts::Rsa([d, p, q, dp, dq, qi]) => {
+                self.d = s(d);
+                self.p = s(p);
+                self.q = s(q);
+                self.dp = s(dp);
+                self.dq = s(dq);
+                self.qi = s(qi);
+            }
+            PrivateParts::Ec { d } | PrivateParts::Ed25519 { d } => self.d = s(d),
+        }
+        self
+    }
+}
+
+fn member(m: &Option<String>, name: &str) -> Result<Vec<u8>> {
+    let v = m
+        .as_deref()
+        .ok_or_else(|| Error::invalid_key(format!("JWK is missing `{name}`")))?;
+    base64url::decode(v)
+        .ok_or_else(|| Error::invalid_key(format!("JWK member `{name}` is not valid base64url")))
+}
+
+fn secret(m: &Option<JwkSecret>, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let v = m
+        .as_ref()
+        .ok_or_else(|| Error::invalid_key(format!("JWK is missing `{name}`")))?;
+    base64url::decode(v.expose())
+        .map(Zeroizing::new)
+        .ok_or_else(|| Error::invalid_key(format!("JWK member `{name}` is not valid base64url")))
+}
+
+/// A JWK Set (RFC 7517 §5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+impl JwkSet {
+    /// Parses a JWK Set from JSON.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the text is not a JWK Set.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json)
+            .map_err(|e| Error::invalid_key(format!("not a valid JWK Set: {e}")))
+    }
+
+    /// Serializes to compact JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A copy for publishing: private members removed and symmetric keys dropped, so a
+    /// public JWKS can never leak secret material.
+    #[must_use]
+    pub fn to_public(&self) -> Self {
+        Self {
+            keys: self
+                .keys
+                .iter()
+                .filter_map(|k| k.to_public().ok())
+                .collect(),
+        }
+    }
+
+    /// The key with this `kid`, if any.
+    #[must_use]
+    pub fn find(&self, kid: &str) -> Option<&Jwk> {
+        self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 7638 §3.1 example.
+    const RFC7638_KEY: &str = r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#;
+
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        let jwk = Jwk::from_json(RFC7638_KEY).unwrap();
+        assert_eq!(
+            jwk.thumbprint().unwrap(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        assert!(Jwk::from_json(r#"{"kty":"oct","k":"AAAA","k":"BBBB"}"#).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_private_members() {
+        let jwk = Jwk::from_json(r#"{"kty":"oct","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQ"}"#).unwrap();
+        let dbg = format!("{jwk:?}");
+        assert!(!dbg.contains("c2Vj"), "{dbg}");
+    }
+
+    #[test]
+    fn public_copy_has_no_private_members_and_drops_oct() {
+        let set = JwkSet::from_json(
+            r#"{"keys":[{"kty":"oct","k":"AAAA"},{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}]}"#,
+        )
+        .unwrap();
+        let public = set.to_public();
+        assert_eq!(public.keys.len(), 1);
+        assert!(!public.keys[0].is_private());
+        assert!(!public.to_json().contains("\"d\""));
+    }
+
+    #[test]
+    fn usage_rules() {
+        let mut jwk = Jwk {
+            kty: "EC".into(),
+            ..Jwk::default()
+        };
+        assert!(jwk.check_usage(Operation::Verify).is_ok());
+        jwk.key_use = Some("enc".into());
+        assert!(jwk.check_usage(Operation::Verify).is_err());
+        jwk.key_use = None;
+        jwk.key_ops = Some(vec!["encrypt".into(), "decrypt".into()]);
+        assert!(jwk.check_usage(Operation::Verify).is_err());
+        jwk.key_ops = Some(vec!["verify".into(), "verify".into()]);
+        assert!(jwk.check_usage(Operation::Verify).is_err());
+        jwk.key_ops = Some(vec!["sign".into(), "verify".into()]);
+        assert!(jwk.check_usage(Operation::Sign).is_ok());
+    }
+}

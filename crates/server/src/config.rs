@@ -1,0 +1,1209 @@
+//! Configuration, in two stages (STYLE §5).
+//!
+//! Stage 1, [`RawConfig`]: layers merged in order — defaults in code, then an optional TOML
+//! file, then `TESSERA_*` environment variables (`__` separates nesting levels:
+//! `TESSERA_SIGNING__ALG` is `signing.alg`) — and any secret may come from a file named by
+//! `<key>_file` / `TESSERA_<KEY>_FILE`. Unknown keys are errors that name the key.
+//!
+//! Stage 2, [`Config::resolve`]: the semantic checks (durations in range, algorithm and
+//! secret consistent, URLs well formed), each error naming the offending key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tessera_auth::password::{HashParams, PasswordPolicy};
+use tessera_auth::{ClientPolicy, Profile};
+use tessera_jose::{Algorithm, SigningKey};
+use zeroize::Zeroizing;
+
+/// A configuration error; the message names the key and says what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Keys whose values are secrets: never printed, and loadable from `<key>_file`.
+const SECRET_KEYS: &[&str] = &[
+    "database_url",
+    "bootstrap_admin_password",
+    "master_key",
+    "signing.secret",
+];
+
+/// Environment variables with the `TESSERA_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["TESSERA_CONFIG", "TESSERA_LOG"];
+
+/// Prefixes (after `TESSERA_`) reserved for the test and CI harness (`TESSERA_TEST_DATABASE_URL`,
+/// `TESSERA_REQUIRE_POSTGRES`...): a server started from a test script inherits them, and they
+/// must not be mistaken for (unknown) configuration keys.
+const NON_CONFIG_PREFIXES: &[&str] = &["TEST_", "REQUIRE_"];
+
+/// Stage 1: the merged layers, as typed but unchecked values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<SecretString>,
+    public_url: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    profile: Option<String>,
+    access_token_ttl: Option<DurationValue>,
+    refresh_token_ttl: Option<DurationValue>,
+    session_max_age: Option<DurationValue>,
+    refresh_grace_period: Option<DurationValue>,
+    leeway: Option<DurationValue>,
+    registration: Option<String>,
+    bootstrap_admin_password: Option<SecretString>,
+    master_key: Option<SecretString>,
+    log_format: Option<String>,
+    default_scopes: Option<ListValue>,
+    signing: Option<RawSigning>,
+    keys: Option<RawKeys>,
+    limits: Option<RawLimits>,
+    database: Option<RawDatabase>,
+    trusted_proxies: Option<NumberValue>,
+    rate_limits: Option<RawRateLimits>,
+    password: Option<RawPassword>,
+    lockout: Option<RawLockout>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    token_per_minute: Option<NumberValue>,
+    mfa_per_minute: Option<NumberValue>,
+    registration_per_minute: Option<NumberValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassword {
+    min_length: Option<NumberValue>,
+    min_strength: Option<NumberValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLockout {
+    threshold: Option<NumberValue>,
+    base: Option<DurationValue>,
+    max: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    alg: Option<String>,
+    secret: Option<SecretString>,
+    rsa_bits: Option<NumberValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    publish_ahead: Option<DurationValue>,
+    jwks_max_age: Option<DurationValue>,
+    rotate_every: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<NumberValue>,
+    max_concurrent_hashes: Option<NumberValue>,
+    max_queued_logins: Option<NumberValue>,
+    request_timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    max_connections: Option<NumberValue>,
+}
+
+/// A duration: an integer number of seconds, or a string like `90s`, `15m`, `12h`, `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub i64);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Int(i64),
+            Str(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Int(n) if n >= 0 => Ok(Self(n)),
+            Repr::Int(_) => Err(serde::de::Error::custom("a duration must not be negative")),
+            Repr::Str(s) => parse_duration(&s)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `30`, `30s`, `15m`, `12h`, `30d`, `2w`.
+///
+/// # Errors
+/// A message describing the accepted forms.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 900, 90s, 15m, 12h, 30d"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}`; use s, m, h, d or w"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// A non-negative integer, given as a TOML integer or (from the environment) a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NumberValue(u64);
+
+impl<'de> Deserialize<'de> for NumberValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Int(u64),
+            Str(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Int(n) => Ok(Self(n)),
+            Repr::Str(s) => s.trim().parse().map(Self).map_err(|_| {
+                serde::de::Error::custom(format!("`{s}` is not a non-negative integer"))
+            }),
+        }
+    }
+}
+
+/// A list of strings: a TOML array, or (from the environment) a space- or comma-separated
+/// string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListValue(Vec<String>);
+
+impl<'de> Deserialize<'de> for ListValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            List(Vec<String>),
+            Str(String),
+        }
+        Ok(Self(match Repr::deserialize(d)? {
+            Repr::List(v) => v,
+            Repr::Str(s) => s
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }))
+    }
+}
+
+/// Where the configuration layers come from.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// The TOML file (`--config`), if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables (normally `std::env::vars()`).
+    pub env: Vec<(String, String)>,
+    /// Command-line overrides, as dotted keys (`listen`, `data_dir`, `database_url`).
+    pub overrides: Vec<(String, String)>,
+}
+
+impl RawConfig {
+    /// Merges the layers: TOML file, then environment, then command-line overrides; then
+    /// reads `<secret>_file` indirections.
+    ///
+    /// # Errors
+    /// Unreadable or invalid files, unknown keys (named), type errors (with the key).
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = &sources.file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+            table = text.parse::<toml::Table>().map_err(|e| {
+                err(format!(
+                    "config file {} is not valid TOML: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        // Which environment variable set which key, to name it in errors.
+        let mut from_env: Vec<(String, String)> = Vec::new();
+        for (name, value) in &sources.env {
+            let Some(rest) = name.strip_prefix("TESSERA_") else {
+                continue;
+            };
+            if NON_CONFIG_ENV.contains(&name.as_str())
+                || NON_CONFIG_PREFIXES.iter().any(|p| rest.starts_with(p))
+            {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(err(format!(
+                    "environment variable {name} is not a valid configuration key"
+                )));
+            }
+            set_path(&mut table, &path, toml::Value::String(value.clone()))
+                .map_err(|e| err(format!("{e} (from environment variable {name})")))?;
+            let mut dotted = path.join(".");
+            if let Some(base) = dotted.strip_suffix("_file") {
+                dotted = base.to_owned();
+            }
+            from_env.push((dotted, name.clone()));
+        }
+        for (key, value) in &sources.overrides {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            set_path(&mut table, &path, toml::Value::String(value.clone()))?;
+        }
+        resolve_secret_files(&mut table)?;
+        let de = toml::Value::Table(table);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let origin = from_env
+                .iter()
+                .find(|(key, _)| *key == path)
+                .map(|(_, var)| format!(" (from environment variable {var})"))
+                .unwrap_or_default();
+            if path == "." || path.is_empty() {
+                err(format!("invalid configuration: {inner}"))
+            } else {
+                err(format!(
+                    "invalid configuration key `{path}`{origin}: {inner}"
+                ))
+            }
+        })
+    }
+}
+
+fn set_path(
+    table: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+) -> Result<(), ConfigError> {
+    let Some((last, parents)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut t = table;
+    for p in parents {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| err(format!("configuration key `{p}` is not a section")))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+fn table_at<'a>(t: &'a mut toml::Table, path: &[&str]) -> Option<&'a mut toml::Table> {
+    match path.split_first() {
+        None => Some(t),
+        Some((first, rest)) => table_at(t.get_mut(*first)?.as_table_mut()?, rest),
+    }
+}
+
+fn resolve_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
+    for key in SECRET_KEYS {
+        let path: Vec<&str> = key.split('.').collect();
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let Some(t) = table_at(table, parents) else {
+            continue;
+        };
+        let file_key = format!("{last}_file");
+        if let Some(v) = t.remove(&file_key) {
+            let file = v
+                .as_str()
+                .ok_or_else(|| err(format!("configuration key `{key}_file` must be a path")))?;
+            if t.contains_key(*last) {
+                return Err(err(format!(
+                    "both `{key}` and `{key}_file` are set; keep one"
+                )));
+            }
+            let content = std::fs::read_to_string(file)
+                .map_err(|e| err(format!("cannot read `{key}_file` ({file}): {e}")))?;
+            let content = content.strip_suffix('\n').unwrap_or(&content);
+            let content = content.strip_suffix('\r').unwrap_or(content);
+            t.insert((*last).to_owned(), toml::Value::String(content.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which database to use.
+#[derive(Clone)]
+pub enum DatabaseConfig {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A database URL (PostgreSQL, or an explicit `sqlite:` URL).
+    Url(SecretString),
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            Self::Url(_) => f.write_str("Url(<redacted>)"),
+        }
+    }
+}
+
+/// Where the signing keys come from.
+#[derive(Clone)]
+pub enum SigningConfig {
+    /// An HMAC secret from configuration.
+    Hmac(SigningKey),
+    /// Asymmetric keys generated and stored in the database.
+    Stored {
+        /// Algorithm.
+        alg: Algorithm,
+        /// RSA modulus size.
+        rsa_bits: usize,
+    },
+}
+
+impl fmt::Debug for SigningConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Hmac(k) => f.debug_tuple("Hmac").field(&k.algorithm()).finish(),
+            Self::Stored { alg, rsa_bits } => f
+                .debug_struct("Stored")
+                .field("alg", alg)
+                .field("rsa_bits", rsa_bits)
+                .finish(),
+        }
+    }
+}
+
+impl SigningConfig {
+    /// The signing algorithm.
+    #[must_use]
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::Hmac(k) => k.algorithm(),
+            Self::Stored { alg, .. } => *alg,
+        }
+    }
+}
+
+/// Stage 2: the checked configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory (SQLite file, generated master key).
+    pub data_dir: PathBuf,
+    /// Database.
+    pub database: DatabaseConfig,
+    /// Public base URL (no trailing slash).
+    pub public_url: String,
+    /// False when `public_url` was derived from `listen` (it then follows the address
+    /// actually bound, e.g. with port 0).
+    pub public_url_explicit: bool,
+    /// Token issuer.
+    pub issuer: String,
+    /// Token audience.
+    pub audience: String,
+    /// Token profile.
+    pub profile: Profile,
+    /// Access-token lifetime (s).
+    pub access_token_ttl: i64,
+    /// Refresh idle lifetime (s).
+    pub refresh_token_ttl: i64,
+    /// Absolute session lifetime (s).
+    pub session_max_age: i64,
+    /// Refresh grace window (s).
+    pub refresh_grace_period: i64,
+    /// Verification leeway (s).
+    pub leeway: u64,
+    /// Open self-registration.
+    pub registration_open: bool,
+    /// Bootstrap admin password.
+    pub bootstrap_admin_password: Option<SecretString>,
+    /// Master key (32 bytes), if configured; otherwise one is generated in the data dir.
+    pub master_key: Option<SecretString>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Signing keys.
+    pub signing: SigningConfig,
+    /// Publish-ahead delay for new keys (s).
+    pub key_publish_ahead: i64,
+    /// JWKS `max-age` (s).
+    pub jwks_max_age: i64,
+    /// Automatic rotation period of stored signing keys (s); 0 disables it.
+    pub key_rotate_every: i64,
+    /// Scopes of the default public client.
+    pub default_scopes: Vec<String>,
+    /// Maximum request body for form/JSON endpoints.
+    pub max_body_bytes: usize,
+    /// Concurrent password hashes.
+    pub max_concurrent_hashes: usize,
+    /// Logins allowed to wait for a hashing slot.
+    pub max_queued_logins: usize,
+    /// Per-request timeout (s).
+    pub request_timeout: u64,
+    /// Database pool size (PostgreSQL).
+    pub db_max_connections: u32,
+    /// Argon2id parameters (not a file/env setting: OWASP in production, cheap in tests).
+    pub hash_params: HashParams,
+    /// Password policy.
+    pub password_policy: PasswordPolicy,
+    /// Lockout and second-factor limits.
+    pub security: tessera_auth::security::SecurityPolicy,
+    /// Reverse proxies in front of the server whose `X-Forwarded-For` entries are trusted
+    /// (0: use the socket address).
+    pub trusted_proxies: usize,
+    /// Requests per minute and client IP on `/token` (0: no limit).
+    pub rate_token_per_minute: u32,
+    /// Second-factor requests per minute and client IP (0: no limit).
+    pub rate_mfa_per_minute: u32,
+    /// Registrations per minute and client IP (0: no limit).
+    pub rate_registration_per_minute: u32,
+}
+
+/// The id of the built-in public client used by the tutorial flow.
+pub const DEFAULT_CLIENT_ID: &str = "tessera";
+
+impl Config {
+    /// Loads and resolves in one step.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`] of either stage.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        Self::resolve(RawConfig::load(sources)?)
+    }
+
+    /// Stage 2: applies defaults and checks every value.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key.
+    pub fn resolve(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            err(format!(
+                "`listen` = `{listen_text}` is not an address like 127.0.0.1:8080"
+            ))
+        })?;
+        let data_dir = raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        let database = match raw.database_url {
+            Some(url) => {
+                let u = url.expose_secret();
+                if !(u.starts_with("postgres://")
+                    || u.starts_with("postgresql://")
+                    || u.starts_with("sqlite:"))
+                {
+                    return Err(err(
+                        "`database_url` must start with postgres://, postgresql:// or sqlite:",
+                    ));
+                }
+                DatabaseConfig::Url(url)
+            }
+            None => DatabaseConfig::Sqlite(data_dir.join("tessera.db")),
+        };
+        let public_url_explicit = raw.public_url.is_some();
+        let public_url = match raw.public_url {
+            Some(u) => check_url("public_url", &u)?,
+            None => {
+                let host = if listen.ip().is_unspecified() {
+                    "localhost".to_owned()
+                } else {
+                    listen.ip().to_string()
+                };
+                let host = if listen.is_ipv6() && !listen.ip().is_unspecified() {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                format!("http://{host}:{}", listen.port())
+            }
+        };
+        let issuer = match raw.issuer {
+            Some(i) => check_url("issuer", &i)?,
+            None => public_url.clone(),
+        };
+        let audience = raw.audience.unwrap_or_else(|| issuer.clone());
+        if audience.is_empty() {
+            return Err(err("`audience` must not be empty"));
+        }
+        let profile = match raw.profile.as_deref().unwrap_or("standard") {
+            "standard" => Profile::Standard,
+            "tutorial" => Profile::Tutorial,
+            other => {
+                return Err(err(format!(
+                    "`profile` = `{other}`: use `standard` or `tutorial`"
+                )));
+            }
+        };
+        let secs = |v: Option<DurationValue>, default: i64| v.map_or(default, |d| d.0);
+        let access_token_ttl = secs(raw.access_token_ttl, 15 * 60);
+        let refresh_token_ttl = secs(raw.refresh_token_ttl, 14 * 86_400);
+        let session_max_age = secs(raw.session_max_age, 30 * 86_400);
+        let refresh_grace_period = secs(raw.refresh_grace_period, 10);
+        let leeway = secs(raw.leeway, 30);
+        if !(30..=86_400).contains(&access_token_ttl) {
+            return Err(err(
+                "`access_token_ttl` must be between 30s and 24h (short-lived access tokens are the point)",
+            ));
+        }
+        if refresh_token_ttl < 60 {
+            return Err(err("`refresh_token_ttl` must be at least 60s"));
+        }
+        if session_max_age < refresh_token_ttl.min(access_token_ttl) || session_max_age < 60 {
+            return Err(err(
+                "`session_max_age` must be at least 60s and not shorter than the access token",
+            ));
+        }
+        if !(0..=300).contains(&refresh_grace_period) {
+            return Err(err("`refresh_grace_period` must be between 0 (off) and 5m"));
+        }
+        if leeway > 300 {
+            return Err(err("`leeway` must be at most 5m"));
+        }
+        let registration_open = match raw.registration.as_deref().unwrap_or("closed") {
+            "closed" => false,
+            "open" => true,
+            other => {
+                return Err(err(format!(
+                    "`registration` = `{other}`: use `closed` or `open`"
+                )));
+            }
+        };
+        let log_format = match raw.log_format.as_deref().unwrap_or("human") {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(err(format!(
+                    "`log_format` = `{other}`: use `human` or `json`"
+                )));
+            }
+        };
+        let signing = resolve_signing(raw.signing.unwrap_or_default(), profile)?;
+        let keys = raw.keys.unwrap_or_default();
+        let key_publish_ahead = secs(keys.publish_ahead, 300);
+        let jwks_max_age = secs(keys.jwks_max_age, 300);
+        let key_rotate_every = secs(keys.rotate_every, 30 * 86_400);
+        if key_rotate_every != 0
+            && (key_rotate_every < 3600 || key_rotate_every < 2 * key_publish_ahead)
+        {
+            return Err(err(
+                "`keys.rotate_every` must be 0 (off) or at least 1h and twice `keys.publish_ahead`",
+            ));
+        }
+        let limits = raw.limits.unwrap_or_default();
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let num = |v: Option<NumberValue>, default: u64| v.map_or(default, |n| n.0);
+        let max_body_bytes =
+            usize::try_from(num(limits.max_body_bytes, 16 * 1024)).unwrap_or(usize::MAX);
+        if !(1024..=1024 * 1024).contains(&max_body_bytes) {
+            return Err(err(
+                "`limits.max_body_bytes` must be between 1024 and 1048576",
+            ));
+        }
+        let max_concurrent_hashes =
+            usize::try_from(num(limits.max_concurrent_hashes, cores as u64)).unwrap_or(cores);
+        if !(1..=256).contains(&max_concurrent_hashes) {
+            return Err(err(
+                "`limits.max_concurrent_hashes` must be between 1 and 256",
+            ));
+        }
+        let max_queued_logins =
+            usize::try_from(num(limits.max_queued_logins, 1024)).unwrap_or(1024);
+        let request_timeout = u64::try_from(secs(limits.request_timeout, 30))
+            .unwrap_or(30)
+            .max(1);
+        let db_max_connections =
+            u32::try_from(num(raw.database.unwrap_or_default().max_connections, 10)).unwrap_or(10);
+        if let Some(p) = &raw.bootstrap_admin_password {
+            PasswordPolicy::default()
+                .check(p.expose_secret(), Some("admin"))
+                .map_err(|e| err(format!("`bootstrap_admin_password`: {e}")))?;
+        }
+        if let Some(mk) = &raw.master_key {
+            decode_master_key(mk.expose_secret()).map_err(|e| err(format!("`master_key`: {e}")))?;
+        }
+        let trusted_proxies = usize::try_from(num(raw.trusted_proxies, 0)).unwrap_or(0);
+        if trusted_proxies > 8 {
+            return Err(err(
+                "`trusted_proxies` is the number of reverse proxies in front of the server (0-8)",
+            ));
+        }
+        let rl = raw.rate_limits.unwrap_or_default();
+        let per_minute =
+            |v: Option<NumberValue>, default: u64, key: &str| -> Result<u32, ConfigError> {
+                u32::try_from(num(v, default))
+                    .ok()
+                    .filter(|n| *n <= 100_000)
+                    .ok_or_else(|| {
+                        err(format!(
+                            "`rate_limits.{key}` must be between 0 (no limit) and 100000"
+                        ))
+                    })
+            };
+        let rate_token_per_minute = per_minute(rl.token_per_minute, 120, "token_per_minute")?;
+        let rate_mfa_per_minute = per_minute(rl.mfa_per_minute, 20, "mfa_per_minute")?;
+        let rate_registration_per_minute =
+            per_minute(rl.registration_per_minute, 10, "registration_per_minute")?;
+        let pw = raw.password.unwrap_or_default();
+        let password_policy = PasswordPolicy {
+            min_length: usize::try_from(num(pw.min_length, 12)).unwrap_or(12),
+            min_strength: u8::try_from(num(pw.min_strength, 3)).unwrap_or(3),
+            ..PasswordPolicy::default()
+        };
+        if !(8..=128).contains(&password_policy.min_length) {
+            return Err(err(
+                "`password.min_length` must be between 8 and 128 (NIST SP 800-63B asks for at least 8)",
+            ));
+        }
+        if password_policy.min_strength > 4 {
+            return Err(err("`password.min_strength` is a zxcvbn score from 0 to 4"));
+        }
+        let lo = raw.lockout.unwrap_or_default();
+        let security = tessera_auth::security::SecurityPolicy {
+            lockout_threshold: i64::try_from(num(lo.threshold, 5)).unwrap_or(5),
+            lockout_base: secs(lo.base, 60),
+            lockout_max: secs(lo.max, 3600),
+            ..tessera_auth::security::SecurityPolicy::default()
+        };
+        if !(1..=100).contains(&security.lockout_threshold)
+            || security.lockout_base < 1
+            || security.lockout_max < security.lockout_base
+            || security.lockout_max > 86_400
+        {
+            return Err(err(
+                "`lockout`: threshold 1-100, base at least 1s, max between base and 24h (a lockout must end)",
+            ));
+        }
+        let default_scopes = raw
+            .default_scopes
+            .map_or_else(|| vec!["profile".to_owned()], |l| l.0);
+        for s in &default_scopes {
+            if s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+            {
+                return Err(err(format!(
+                    "`default_scopes`: `{s}` is not a valid scope token (RFC 6749 §3.3)"
+                )));
+            }
+        }
+        Ok(Self {
+            listen,
+            data_dir,
+            database,
+            public_url,
+            public_url_explicit,
+            issuer,
+            audience,
+            profile,
+            access_token_ttl,
+            refresh_token_ttl,
+            session_max_age,
+            refresh_grace_period,
+            leeway: u64::try_from(leeway).unwrap_or(30),
+            registration_open,
+            bootstrap_admin_password: raw.bootstrap_admin_password,
+            master_key: raw.master_key,
+            log_format,
+            signing,
+            key_publish_ahead,
+            jwks_max_age,
+            key_rotate_every,
+            default_scopes,
+            max_body_bytes,
+            max_concurrent_hashes,
+            max_queued_logins,
+            request_timeout,
+            db_max_connections,
+            hash_params: HashParams::OWASP,
+            password_policy,
+            security,
+            trusted_proxies,
+            rate_token_per_minute,
+            rate_mfa_per_minute,
+            rate_registration_per_minute,
+        })
+    }
+
+    /// A configuration for tests: everything in `data_dir`, port 0, cheap password
+    /// hashing, zero key publish delay. Mutate fields afterwards as needed.
+    ///
+    /// # Panics
+    /// Never: the built-in defaults always resolve.
+    #[must_use]
+    #[allow(
+        clippy::expect_used,
+        reason = "Invariant: the empty configuration always resolves"
+    )]
+    pub fn for_tests(data_dir: &Path) -> Self {
+        let mut c = Self::resolve(RawConfig::default()).expect("defaults resolve");
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.data_dir = data_dir.to_owned();
+        c.database = DatabaseConfig::Sqlite(data_dir.join("tessera.db"));
+        c.hash_params = HashParams::INSECURE_FOR_TESTS;
+        c.key_publish_ahead = 0;
+        c.signing = SigningConfig::Stored {
+            alg: Algorithm::Es256,
+            rsa_bits: 2048,
+        };
+        c
+    }
+
+    /// Points `public_url`, `issuer` and `audience` at an address (after binding port 0).
+    pub fn set_public_addr(&mut self, addr: SocketAddr) {
+        let url = if addr.ip().is_unspecified() {
+            format!("http://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        let audience_followed = self.audience == self.issuer;
+        let issuer_followed = self.issuer == self.public_url;
+        self.public_url = url.clone();
+        if issuer_followed {
+            self.issuer = url;
+        }
+        if audience_followed {
+            self.audience = self.issuer.clone();
+        }
+    }
+
+    /// The resolved configuration with secrets redacted, for `tessera check-config`.
+    #[must_use]
+    pub fn describe(&self) -> BTreeMap<&'static str, serde_json::Value> {
+        use serde_json::json;
+        let redacted = |s: &Option<SecretString>| {
+            if s.is_some() {
+                json!("<redacted>")
+            } else {
+                json!(null)
+            }
+        };
+        let mut m = BTreeMap::new();
+        m.insert("listen", json!(self.listen.to_string()));
+        m.insert("data_dir", json!(self.data_dir.display().to_string()));
+        m.insert(
+            "database",
+            match &self.database {
+                DatabaseConfig::Sqlite(p) => json!(format!("sqlite file {}", p.display())),
+                DatabaseConfig::Url(u) => json!(redact_url(u.expose_secret())),
+            },
+        );
+        m.insert("public_url", json!(self.public_url));
+        m.insert("issuer", json!(self.issuer));
+        m.insert("audience", json!(self.audience));
+        m.insert(
+            "profile",
+            json!(match self.profile {
+                Profile::Standard => "standard",
+                Profile::Tutorial => "tutorial",
+            }),
+        );
+        m.insert("access_token_ttl", json!(self.access_token_ttl));
+        m.insert("refresh_token_ttl", json!(self.refresh_token_ttl));
+        m.insert("session_max_age", json!(self.session_max_age));
+        m.insert("refresh_grace_period", json!(self.refresh_grace_period));
+        m.insert("leeway", json!(self.leeway));
+        m.insert(
+            "registration",
+            json!(if self.registration_open {
+                "open"
+            } else {
+                "closed"
+            }),
+        );
+        m.insert(
+            "bootstrap_admin_password",
+            redacted(&self.bootstrap_admin_password),
+        );
+        m.insert(
+            "master_key",
+            if self.master_key.is_some() {
+                json!("<redacted>")
+            } else {
+                json!(format!(
+                    "generated file {}",
+                    self.master_key_path().display()
+                ))
+            },
+        );
+        m.insert(
+            "log_format",
+            json!(match self.log_format {
+                LogFormat::Human => "human",
+                LogFormat::Json => "json",
+            }),
+        );
+        m.insert(
+            "signing",
+            match &self.signing {
+                SigningConfig::Hmac(k) => {
+                    json!({"alg": k.algorithm().as_str(), "secret": "<redacted>"})
+                }
+                SigningConfig::Stored { alg, rsa_bits } => {
+                    json!({"alg": alg.as_str(), "rsa_bits": rsa_bits})
+                }
+            },
+        );
+        m.insert(
+            "keys",
+            json!({"publish_ahead": self.key_publish_ahead, "jwks_max_age": self.jwks_max_age, "rotate_every": self.key_rotate_every}),
+        );
+        m.insert("default_scopes", json!(self.default_scopes));
+        m.insert(
+            "limits",
+            json!({
+                "max_body_bytes": self.max_body_bytes,
+                "max_concurrent_hashes": self.max_concurrent_hashes,
+                "max_queued_logins": self.max_queued_logins,
+                "request_timeout": self.request_timeout,
+            }),
+        );
+        m.insert(
+            "database_pool",
+            json!({"max_connections": self.db_max_connections}),
+        );
+        m.insert("trusted_proxies", json!(self.trusted_proxies));
+        m.insert(
+            "rate_limits",
+            json!({
+                "token_per_minute": self.rate_token_per_minute,
+                "mfa_per_minute": self.rate_mfa_per_minute,
+                "registration_per_minute": self.rate_registration_per_minute,
+            }),
+        );
+        m.insert(
+            "password",
+            json!({"min_length": self.password_policy.min_length, "min_strength": self.password_policy.min_strength}),
+        );
+        m.insert(
+            "lockout",
+            json!({"threshold": self.security.lockout_threshold, "base": self.security.lockout_base, "max": self.security.lockout_max}),
+        );
+        m
+    }
+
+    /// Where a generated master key is kept.
+    #[must_use]
+    pub fn master_key_path(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+
+    /// The default client policy.
+    #[must_use]
+    pub fn default_client(&self) -> ClientPolicy {
+        ClientPolicy {
+            id: DEFAULT_CLIENT_ID.into(),
+            scopes: self.default_scopes.clone(),
+            confidential: false,
+        }
+    }
+}
+
+fn resolve_signing(raw: RawSigning, profile: Profile) -> Result<SigningConfig, ConfigError> {
+    let alg_text = raw.alg.unwrap_or_else(|| {
+        if profile == Profile::Tutorial {
+            "HS256".into()
+        } else {
+            "RS256".into()
+        }
+    });
+    let alg: Algorithm = alg_text.parse().map_err(|_| {
+        err(format!(
+            "`signing.alg` = `{alg_text}` is not supported; use one of {}",
+            Algorithm::ALL.map(Algorithm::as_str).join(", ")
+        ))
+    })?;
+    if profile == Profile::Tutorial && alg != Algorithm::Hs256 {
+        return Err(err(
+            "`profile` = `tutorial` signs with HS256 (what the tutorial's code verifies); remove `signing.alg` or set it to HS256",
+        ));
+    }
+    let rsa_bits = raw.rsa_bits.map_or(2048, |n| n.0);
+    if ![2048, 3072, 4096].contains(&rsa_bits) {
+        return Err(err("`signing.rsa_bits` must be 2048, 3072 or 4096"));
+    }
+    if alg.is_symmetric() {
+        let secret = raw.secret.ok_or_else(|| {
+            err(format!(
+                "`signing.alg` = `{alg}` needs `signing.secret` (or TESSERA_SIGNING__SECRET / TESSERA_SIGNING__SECRET_FILE): a random secret of at least {} bytes",
+                alg.min_hmac_key_len().unwrap_or(32)
+            ))
+        })?;
+        let bytes = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
+        let key = SigningKey::from_hmac_secret(alg, &bytes).map_err(|e| {
+            err(format!(
+                "`signing.secret`: {e}; generate one with `openssl rand -base64 48`"
+            ))
+        })?;
+        let kid = key
+            .verifying_key()
+            .thumbprint()
+            .map_err(|e| err(e.to_string()))?;
+        Ok(SigningConfig::Hmac(key.with_kid(kid)))
+    } else {
+        if raw.secret.is_some() {
+            return Err(err(format!(
+                "`signing.secret` is only used with HS256/384/512, but `signing.alg` is `{alg}`; remove it"
+            )));
+        }
+        Ok(SigningConfig::Stored {
+            alg,
+            rsa_bits: usize::try_from(rsa_bits).unwrap_or(2048),
+        })
+    }
+}
+
+fn check_url(key: &str, u: &str) -> Result<String, ConfigError> {
+    let trimmed = u.trim_end_matches('/');
+    let ok = (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
+        && trimmed.len() > "https://".len()
+        && !trimmed.contains(char::is_whitespace)
+        && !trimmed.contains(['?', '#']);
+    if ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(err(format!(
+            "`{key}` = `{u}` must be an http(s) URL without query or fragment"
+        )))
+    }
+}
+
+/// Decodes a master key given as base64 (standard or URL-safe, padded or not) or 64 hex
+/// digits.
+///
+/// # Errors
+/// A message saying what form is expected.
+pub fn decode_master_key(text: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let t = text.trim();
+    let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| {
+                t.get(2 * i..2 * i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+    } else {
+        let normalized: String = t
+            .trim_end_matches('=')
+            .chars()
+            .map(|c| match c {
+                '+' => '-',
+                '/' => '_',
+                c => c,
+            })
+            .collect();
+        tessera_jose::base64url::decode(normalized)
+    };
+    let bytes = Zeroizing::new(bytes.ok_or(
+        "must be 32 bytes as base64 or 64 hex digits (generate with `openssl rand -base64 32`)",
+    )?);
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("must be exactly 32 bytes, got {}", bytes.len()))?;
+    Ok(Zeroizing::new(arr))
+}
+
+fn redact_url(u: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:<redacted>@host/db
+    match (u.find("://"), u.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = u.get(s + 3..at).unwrap_or_default();
+            let user = creds.split(':').next().unwrap_or_default();
+            let rest = u.get(at..).unwrap_or_default();
+            let scheme = u.get(..s + 3).unwrap_or_default();
+            if creds.contains(':') {
+                format!("{scheme}{user}:<redacted>{rest}")
+            } else {
+                u.to_owned()
+            }
+        }
+        _ => u.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("tessera-config-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, toml).unwrap();
+        let r = Config::load(&Sources {
+            file: Some(file),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            overrides: vec![],
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.access_token_ttl, 900);
+        assert_eq!(c.signing.algorithm(), Algorithm::Rs256);
+        assert!(!c.registration_open);
+    }
+
+    #[test]
+    fn env_overrides_file_with_nesting() {
+        let c = load(
+            "access_token_ttl = \"5m\"\n[signing]\nalg = \"ES256\"\n",
+            &[
+                ("TESSERA_SIGNING__ALG", "EdDSA"),
+                ("TESSERA_ACCESS_TOKEN_TTL", "600"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.signing.algorithm(), Algorithm::EdDsa);
+        assert_eq!(c.access_token_ttl, 600);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = load("[signing]\nalgo = \"RS256\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signing.algo"), "{e}");
+        let e = load("", &[("TESSERA_NOPE", "1")]).unwrap_err().to_string();
+        assert!(e.contains("nope") && e.contains("TESSERA_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn test_variables_are_not_configuration() {
+        assert!(load("", &[("TESSERA_TEST_DATABASE_URL", "postgres://x")]).is_ok());
+        // CI exports these for the whole run, including the servers its scripts start.
+        assert!(load("", &[("TESSERA_REQUIRE_POSTGRES", "1")]).is_ok());
+        assert!(load("", &[("TESSERA_REQUIRE_PYTHON", "1")]).is_ok());
+    }
+
+    #[test]
+    fn hmac_mode_needs_a_long_secret() {
+        let e = load("[signing]\nalg = \"HS256\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signing.secret"), "{e}");
+        let e = load(
+            "[signing]\nalg = \"HS256\"\nsecret = \"your-very-secret-key\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("signing.secret") && e.contains("32 bytes"),
+            "{e}"
+        );
+        assert!(
+            load(
+                "[signing]\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+                &[]
+            )
+            .is_ok()
+        );
+        let e = load(
+            "[signing]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("only used with HS"), "{e}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("tessera-secret-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("s");
+        std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let c = load(
+            "profile = \"tutorial\"",
+            &[("TESSERA_SIGNING__SECRET_FILE", f.to_str().unwrap())],
+        )
+        .unwrap();
+        assert!(matches!(c.signing, SigningConfig::Hmac(_)));
+        assert_eq!(c.profile, Profile::Tutorial);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn durations_and_ranges() {
+        assert_eq!(parse_duration("15m").unwrap(), 900);
+        assert_eq!(parse_duration("2w").unwrap(), 1_209_600);
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("5y").is_err());
+        let e = load("access_token_ttl = \"1s\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("access_token_ttl"), "{e}");
+        let e = load("access_token_ttl = true", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("access_token_ttl"), "{e}");
+    }
+
+    #[test]
+    fn master_keys_decode_in_common_forms() {
+        assert!(decode_master_key(&"ab".repeat(32)).is_ok());
+        assert!(decode_master_key("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").is_ok());
+        assert!(decode_master_key("short").is_err());
+    }
+
+    #[test]
+    fn urls_in_descriptions_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:<redacted>@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,229 @@
+//! Request extractors that turn rejections into the right error shape.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use tessera_auth::AccessContext;
+use tessera_auth::model::RequestMeta;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Parameters of an `application/x-www-form-urlencoded` OAuth request.
+///
+/// RFC 6749 §3.2: parameters sent without a value are treated as omitted, and a parameter
+/// must not be included more than once; unknown parameters are ignored (§3.1).
+#[derive(Debug)]
+pub struct OAuthForm(Vec<(String, String)>);
+
+impl OAuthForm {
+    /// The value of `name`, or `None` if absent or empty.
+    ///
+    /// # Errors
+    /// `invalid_request` if the parameter is repeated.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, AppError> {
+        let mut found = None;
+        for (k, v) in &self.0 {
+            if k == name {
+                if found.is_some() {
+                    return Err(AppError::invalid_request(format!(
+                        "parameter `{name}` is repeated (RFC 6749 §3.2)"
+                    )));
+                }
+                found = Some(v.as_str());
+            }
+        }
+        Ok(found.filter(|v| !v.is_empty()))
+    }
+
+    /// Like [`OAuthForm::get`] but the parameter is required.
+    ///
+    /// # Errors
+    /// `invalid_request` naming the missing parameter.
+    pub fn require(&self, name: &str) -> Result<&str, AppError> {
+        self.get(name)?.ok_or_else(|| {
+            AppError::invalid_request(format!("missing required parameter `{name}`"))
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for OAuthForm {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(AppError::invalid_request(
+                "the request body must be application/x-www-form-urlencoded (RFC 6749 §3.2)",
+            ));
+        }
+        let axum::Form(pairs) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
+            .await
+            .map_err(|e| {
+                AppError::invalid_request(format!("malformed form body: {}", e.body_text()))
+            })?;
+        Ok(Self(pairs))
+    }
+}
+
+/// A JSON body whose rejections are `invalid_request` errors in our JSON shape.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(e) => Err(AppError::invalid_request(e.body_text())),
+        }
+    }
+}
+
+/// A query string whose rejections are `invalid_request` errors in our JSON shape.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(e) => Err(AppError::invalid_request(e.body_text())),
+        }
+    }
+}
+
+/// Who sent the request: client IP (see [`crate::ratelimit::client_ip`]), user agent and
+/// request id, for sessions, audit and rate limits.
+#[derive(Debug, Clone)]
+pub struct ClientMeta(pub RequestMeta);
+
+impl ClientMeta {
+    /// The client IP as an address (unspecified when unknown).
+    #[must_use]
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.0
+            .ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+}
+
+impl<S> FromRequestParts<S> for ClientMeta
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| *a);
+        let ip = crate::ratelimit::client_ip(&parts.headers, peer, state.config.trusted_proxies)
+            .map(|ip| ip.to_string());
+        let header_text = |h: &HeaderMap, name: &str, max: usize| {
+            h.get(name).and_then(|v| v.to_str().ok()).map(|s| {
+                s.chars()
+                    .filter(|c| !c.is_control())
+                    .take(max)
+                    .collect::<String>()
+            })
+        };
+        Ok(Self(RequestMeta {
+            ip,
+            user_agent: header_text(&parts.headers, "user-agent", 256),
+            request_id: header_text(&parts.headers, "x-request-id", 64),
+        }))
+    }
+}
+
+/// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme is
+/// case-insensitive).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The authenticated caller of a protected endpoint.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub AccessContext);
+
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = bearer_token(&parts.headers).ok_or_else(AppError::missing_token)?;
+        match state.auth.authenticate(token) {
+            Ok(ctx) => Ok(Self(ctx)),
+            Err(e) => {
+                tracing::debug!(target: "tessera::auth", reason = %e, "access token rejected");
+                Err(AppError::invalid_token())
+            }
+        }
+    }
+}
+
+/// An authenticated caller with the `admin` role.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub AccessContext);
+
+impl<S> FromRequestParts<S> for AdminUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let CurrentUser(ctx) = CurrentUser::from_request_parts(parts, state).await?;
+        if ctx.has_role(tessera_auth::model::Role::ADMIN) {
+            Ok(Self(ctx))
+        } else {
+            Err(AppError::insufficient_scope("the admin role is required"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_strict() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "bEaReR abc".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearerabc".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+    }
+}

@@ -1,0 +1,484 @@
+//! `tessera-server`: Tessera's HTTP server.
+//!
+//! Routes, request extraction, the single error-to-response mapping ([`error::AppError`]),
+//! configuration loading ([`config`]) and telemetry. The domain lives in `tessera-auth`;
+//! this crate only speaks HTTP. Entry points: [`prepare`] builds the state from a
+//! [`config::Config`] (opening the database, loading keys, bootstrapping the first admin),
+//! [`app`] builds the router, and [`run`] serves it on a bound listener until a shutdown
+//! future resolves (mini-redis style), which is also how tests start it on port 0.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod ratelimit;
+mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use secrecy::ExposeSecret;
+use tessera_auth::keys::{KeySchedule, KeySource};
+use tessera_auth::password::PasswordHasher;
+use tessera_auth::{Auth, AuthConfig, AuthParts, Bootstrapped, SharedClock};
+use tessera_jose::crypto::{self, SealingKey};
+use tessera_store::Database;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use zeroize::Zeroizing;
+
+use crate::config::{Config, DatabaseConfig, SigningConfig};
+use crate::error::AppError;
+pub use crate::state::AppState;
+
+/// Why the server could not start. The message says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// The prepared server: state plus what the operator must be told once.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Handler state.
+    pub state: AppState,
+    /// Set when this start created the first admin.
+    pub bootstrap: Option<Bootstrapped>,
+    /// Warnings to print at startup (e.g. a generated master key).
+    pub warnings: Vec<String>,
+}
+
+/// Opens the database (migrating it), loads or creates the master key and signing keys,
+/// replays revocations and creates the first admin on an empty database.
+///
+/// # Errors
+/// [`StartError`] saying what failed and how to fix it.
+pub async fn prepare(config: Config, clock: SharedClock) -> Result<Prepared, StartError> {
+    let (state, warnings) = open(config, clock).await?;
+    let bootstrap_pw = state
+        .config
+        .bootstrap_admin_password
+        .as_ref()
+        .map(|p| Zeroizing::new(p.expose_secret().to_owned()));
+    let bootstrap = state
+        .auth
+        .bootstrap_admin(bootstrap_pw)
+        .await
+        .map_err(|e| StartError(format!("cannot create the first admin: {e}")))?;
+    Ok(Prepared {
+        state,
+        bootstrap,
+        warnings,
+    })
+}
+
+/// Like [`prepare`] without creating the first admin: for administrative commands working
+/// on the database directly.
+///
+/// # Errors
+/// [`StartError`] saying what failed and how to fix it.
+pub async fn open(
+    config: Config,
+    clock: SharedClock,
+) -> Result<(AppState, Vec<String>), StartError> {
+    let mut warnings = Vec::new();
+    ensure_data_dir(&config.data_dir)?;
+    let db = match &config.database {
+        DatabaseConfig::Sqlite(path) => Database::open_sqlite(path).await.map_err(|e| {
+            StartError(format!(
+                "cannot open the SQLite database {}: {e} ({})",
+                path.display(),
+                source_text(&e)
+            ))
+        })?,
+        DatabaseConfig::Url(url) => {
+            Database::connect(url.expose_secret(), config.db_max_connections)
+                .await
+                .map_err(|e| {
+                    StartError(format!(
+                        "cannot connect to the database: {e} ({})",
+                        source_text(&e)
+                    ))
+                })?
+        }
+    };
+    let master = load_master_key(&config, &mut warnings)?;
+    if matches!(config.database, DatabaseConfig::Url(_)) && config.master_key.is_none() {
+        warnings.push(
+            "no master_key configured: instances sharing this database must all use the same one; set TESSERA_MASTER_KEY (or _FILE) on every instance".into(),
+        );
+    }
+    let refresh_secret = Zeroizing::new(crypto::hmac_sha256(
+        master.as_slice(),
+        b"tessera/refresh-successor-secret/v1",
+    ));
+    let sealing_key = Zeroizing::new(crypto::hmac_sha256(
+        master.as_slice(),
+        b"tessera/key-sealing/v1",
+    ));
+    let key_source = match &config.signing {
+        SigningConfig::Hmac(k) => KeySource::Hmac(k.clone()),
+        SigningConfig::Stored { alg, rsa_bits } => KeySource::Stored {
+            alg: *alg,
+            rsa_bits: *rsa_bits,
+            sealing: SealingKey::new(sealing_key.as_slice())
+                .map_err(|e| StartError(e.to_string()))?,
+        },
+    };
+    let params = config.hash_params;
+    let (concurrency, queue) = (config.max_concurrent_hashes, config.max_queued_logins);
+    let hasher =
+        tokio::task::spawn_blocking(move || PasswordHasher::new(params, concurrency, queue))
+            .await
+            .map_err(|e| StartError(e.to_string()))?
+            .map_err(|e| StartError(e.to_string()))?;
+    let auth_config = AuthConfig {
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+        profile: config.profile,
+        access_token_ttl: config.access_token_ttl,
+        refresh_idle_ttl: config.refresh_token_ttl,
+        session_max_age: config.session_max_age,
+        refresh_grace: config.refresh_grace_period,
+        leeway: config.leeway,
+        registration_open: config.registration_open,
+        default_client: config.default_client(),
+        password_policy: config.password_policy.clone(),
+        security: config.security.clone(),
+    };
+    let key_schedule = KeySchedule {
+        publish_ahead: config.key_publish_ahead,
+        retain_after_retire: config.access_token_ttl
+            + i64::try_from(config.leeway).unwrap_or(30)
+            + 60,
+        jwks_max_age: config.jwks_max_age,
+    };
+    let auth = Auth::start(AuthParts {
+        store: db,
+        config: auth_config,
+        clock,
+        hasher,
+        key_source,
+        key_schedule,
+        refresh_secret,
+        account_secret: Zeroizing::new(crypto::hmac_sha256(
+            master.as_slice(),
+            b"tessera/account-secret/v1",
+        )),
+    })
+    .await
+    .map_err(|e| StartError(format!("cannot start: {e}")))?;
+    Ok((
+        AppState {
+            auth: Arc::new(auth),
+            limits: Arc::new(ratelimit::RateLimits::new(&config)),
+            config: Arc::new(config),
+        },
+        warnings,
+    ))
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    e.source().map(ToString::to_string).unwrap_or_default()
+}
+
+fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StartError(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    Ok(())
+}
+
+/// The master key from configuration, or from `<data_dir>/master.key`, generated (0600)
+/// on first start.
+fn load_master_key(
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<Zeroizing<[u8; 32]>, StartError> {
+    if let Some(mk) = &config.master_key {
+        return config::decode_master_key(mk.expose_secret())
+            .map_err(|e| StartError(format!("`master_key`: {e}")));
+    }
+    let path = config.master_key_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => config::decode_master_key(&text).map_err(|e| {
+            StartError(format!(
+                "{}: {e}; restore it from backup (without it, stored signing keys cannot be read)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Zeroizing::new(
+                crypto::random_array::<32>().map_err(|e| StartError(e.to_string()))?,
+            );
+            let text = Zeroizing::new(tessera_jose::base64url::encode(key.as_slice()));
+            write_secret_file(&path, text.as_bytes())?;
+            warnings.push(format!(
+                "generated a master key in {} (mode 0600); back it up, or set TESSERA_MASTER_KEY / TESSERA_MASTER_KEY_FILE",
+                path.display()
+            ));
+            Ok(key)
+        }
+        Err(e) => Err(StartError(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn write_secret_file(path: &Path, content: &[u8]) -> Result<(), StartError> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| StartError(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(content)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The router with every route and the middleware stack.
+pub fn app(state: AppState) -> Router {
+    let config = Arc::clone(&state.config);
+    let admin = Router::new()
+        .route(
+            "/users",
+            get(routes::admin::list_users).post(routes::admin::create_user),
+        )
+        .route(
+            "/users/{user}",
+            get(routes::admin::show_user).delete(routes::admin::delete_user),
+        )
+        .route("/users/{user}/roles", put(routes::admin::set_roles))
+        .route("/users/{user}/disable", post(routes::admin::disable_user))
+        .route("/users/{user}/enable", post(routes::admin::enable_user))
+        .route(
+            "/users/{user}/password",
+            post(routes::admin::reset_password),
+        )
+        .route("/users/{user}/unlock", post(routes::admin::unlock_user))
+        .route(
+            "/users/{user}/sessions",
+            delete(routes::admin::revoke_user_sessions),
+        )
+        .route("/users/{user}/mfa/reset", post(routes::admin::reset_mfa))
+        .route("/audit", get(routes::admin::audit))
+        .route("/sessions", get(routes::admin::list_sessions))
+        .route("/sessions/{id}", delete(routes::admin::revoke_session))
+        .route("/keys", get(routes::admin::list_keys))
+        .route("/keys/rotate", post(routes::admin::rotate_keys));
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/token", post(routes::oauth::token))
+        .route("/revoke", post(routes::oauth::revoke))
+        .route("/introspect", post(routes::oauth::introspect))
+        .route("/revocations", get(routes::feed::revocations))
+        .route("/logout", post(routes::oauth::logout))
+        .route("/users/me", get(routes::users::me))
+        .route("/users/me/password", post(routes::account::change_password))
+        .route("/users/me/sessions", get(routes::account::list_sessions))
+        .route(
+            "/users/me/sessions/{id}",
+            delete(routes::account::revoke_session),
+        )
+        .route("/users/me/mfa/totp", post(routes::account::begin_totp))
+        .route(
+            "/users/me/mfa/totp/confirm",
+            post(routes::account::confirm_totp),
+        )
+        .route(
+            "/users/me/mfa/totp/disable",
+            post(routes::account::disable_totp),
+        )
+        .route("/users", post(routes::users::register))
+        .route("/.well-known/jwks.json", get(routes::meta::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(routes::meta::oauth_metadata),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::meta::openid_configuration),
+        )
+        .route("/healthz", get(routes::meta::healthz))
+        .route("/readyz", get(routes::meta::readyz))
+        .nest("/admin", admin)
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
+            "/openapi.json",
+            <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+        ))
+        .fallback(|| async { AppError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here",
+            )
+        })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.request_timeout),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            AppError::internal("handler panicked").into_response()
+        }))
+        .layer(axum::middleware::from_fn(telemetry::log_requests))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish and closes the database. Background upkeep (revocation
+/// sync, key schedule, pruning) runs for as long as the server does.
+///
+/// # Errors
+/// I/O errors from the listener.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let upkeep = tokio::spawn(upkeep(state.clone(), stop_rx));
+    let router = app(state.clone());
+    let result = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = upkeep.await;
+    state.db().close().await;
+    result
+}
+
+/// Periodic work: pull revocations and key changes made elsewhere (at once when PostgreSQL
+/// announces them, and at least every second), rotate keys on schedule, rebuild the key ring
+/// when the schedule says, and prune expired rows.
+async fn upkeep(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if let Some(listener) = state.db().change_listener() {
+        tokio::spawn(listen_for_changes(
+            listener,
+            Arc::clone(&wake),
+            stop.clone(),
+        ));
+    }
+    let interval = Duration::from_secs(1);
+    let mut last_prune = std::time::Instant::now();
+    let mut last_shrink = std::time::Instant::now();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(interval) => {}
+            () = wake.notified() => {}
+        }
+        match state.auth.sync().await {
+            Ok(()) if failing => {
+                tracing::info!("database reachable again; state re-synced");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "background sync failed; serving from memory and retrying every second");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        let now = state.auth.now();
+        if let Err(e) = state
+            .auth
+            .keys()
+            .rotate_if_due(state.db(), now, state.config.key_rotate_every)
+            .await
+        {
+            tracing::warn!(error = %e, "scheduled key rotation failed; will retry");
+        }
+        if last_shrink.elapsed() >= ratelimit::SHRINK_EVERY {
+            last_shrink = std::time::Instant::now();
+            state.limits.shrink();
+        }
+        if last_prune.elapsed() >= Duration::from_secs(600) {
+            last_prune = std::time::Instant::now();
+            match tessera_auth::store::RevocationStore::prune(state.db(), now).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(rows = n, "pruned expired sessions and revocations")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "prune failed"),
+            }
+            if let Err(e) = state.auth.keys().delete_expired(state.db(), now).await {
+                tracing::warn!(error = %e, "deleting expired keys failed");
+            }
+        }
+    }
+}
+
+/// Wakes the upkeep loop whenever another instance changes revocations or keys, and after
+/// every reconnect (notifications sent while disconnected are lost, so it re-syncs).
+async fn listen_for_changes(
+    mut listener: tessera_store::ChangeListener,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = stop.changed() => return,
+            c = listener.changed() => c,
+        };
+        match change {
+            Ok(_) => wake.notify_one(),
+            Err(e) => {
+                tracing::debug!(error = %e, "change listener disconnected; retrying");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `GET /revocations`: the revocation log as a feed, so verifiers in other services
+//! (tessera-axum's `RevocationFeed`) refuse revoked tokens within seconds without calling
+//! `/introspect` per request.
+//!
+//! The log is the server's own (`revocation_events`), replayed by id: a reader asks for the
+//! events after the last id it has seen (`since`), applies them and comes back with the new
+//! cursor. Events already expired (every token they could affect has expired) are left out.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tessera_auth::model::{RevocationEvent, Role};
+use tessera_auth::store::RevocationStore;
+use zeroize::Zeroizing;
+
+use crate::error::AppError;
+use crate::extract::{ApiQuery, bearer_token};
+use crate::state::AppState;
+
+/// Events per page when `limit` is not given.
+const DEFAULT_LIMIT: u32 = 100;
+/// The most events one page may hold.
+const MAX_LIMIT: u32 = 1000;
+
+/// Query parameters of `GET /revocations`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FeedQuery {
+    /// Return events with an id greater than this (the previous answer's `cursor`; 0 or
+    /// absent for the whole live log).
+    #[param(minimum = 0)]
+    since: Option<i64>,
+    /// At most this many events (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// One revocation: what it revokes and until when it matters.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct FeedEvent {
+    /// Monotonic event id.
+    id: i64,
+    /// `jti` (one token), `session` (every token with this `sid`) or `user` (every token of
+    /// the user issued at or before `created_at`).
+    kind: &'static str,
+    /// The `jti`, session id or user id.
+    subject: String,
+    /// When the revocation happened (Unix seconds).
+    created_at: i64,
+    /// After this, every token it could affect has expired: readers may forget it.
+    expires_at: i64,
+}
+
+/// A page of the revocation feed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RevocationFeed {
+    /// Events, oldest first.
+    events: Vec<FeedEvent>,
+    /// The id of the last event returned, or the `since` given: pass it as `since` next.
+    cursor: i64,
+}
+
+impl From<RevocationEvent> for FeedEvent {
+    fn from(e: RevocationEvent) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind.as_str(),
+            subject: e.subject,
+            created_at: e.created_at,
+            expires_at: e.expires_at,
+        }
+    }
+}
+
+/// Client credentials in a form body (RFC 6749 §2.3.1 `client_secret_post`), as an
+/// alternative to HTTP Basic.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "schema only: the handler reads the fields itself")]
+pub(crate) struct FeedCredentials {
+    /// The confidential client's id.
+    client_id: Option<String>,
+    /// Its secret.
+    #[schema(format = Password)]
+    client_secret: Option<String>,
+}
+
+/// `GET /revocations?since=<cursor>&limit=<n>`.
+#[utoipa::path(get, path = "/revocations", tag = "oauth", params(FeedQuery),
+    request_body(content = Option<FeedCredentials>, content_type = "application/x-www-form-urlencoded",
+        description = "Optional: client credentials, when not sent with HTTP Basic"),
+    description = "The revocation log as a feed for resource servers. Caller: a confidential client (HTTP Basic, or client_id/client_secret in an application/x-www-form-urlencoded body) or a bearer token with the admin role.",
+    responses(
+        (status = 200, description = "Events after `since`, oldest first", body = RevocationFeed),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid credentials (invalid_client, invalid_token)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A public client, or a bearer token without the admin role", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn revocations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<FeedQuery>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    authorize(&state, &headers, &body).await?;
+    let since = q.since.unwrap_or(0);
+    if since < 0 {
+        return Err(AppError::invalid_request("`since` must not be negative"));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::invalid_request(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let now = state.auth.now();
+    let events = state
+        .db()
+        .revocations_since(since, now, limit)
+        .await
+        .map_err(|e| AppError::from_api(e.into()))?;
+    let cursor = events.last().map_or(since, |e| e.id.max(since));
+    let page = RevocationFeed {
+        events: events.into_iter().map(FeedEvent::from).collect(),
+        cursor,
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(page)).into_response())
+}
+
+/// The caller must be an admin (bearer token) or a confidential client (HTTP Basic or form
+/// credentials, RFC 6749 §2.3.1).
+async fn authorize(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), AppError> {
+    if let Some(token) = bearer_token(headers) {
+        let ctx = state.auth.authenticate(token).map_err(|e| {
+            tracing::debug!(target: "tessera::auth", reason = %e, "revocation feed caller rejected");
+            AppError::invalid_token()
+        })?;
+        if !ctx.has_role(Role::ADMIN) {
+            return Err(AppError::insufficient_scope(
+                "the revocation feed requires the admin role or client credentials",
+            ));
+        }
+        return Ok(());
+    }
+    let (id, secret) = client_credentials(headers, body)?;
+    let Some(id) = id else {
+        return Err(AppError::missing_token());
+    };
+    let client = state
+        .auth
+        .authenticate_client(Some(&id), secret.as_deref().map(String::as_str))
+        .await
+        .map_err(AppError::from_grant)?;
+    if !client.confidential {
+        return Err(AppError::insufficient_scope(
+            "only confidential clients may read the revocation feed",
+        ));
+    }
+    Ok(())
+}
+
+type Credentials = (Option<String>, Option<Zeroizing<String>>);
+
+/// HTTP Basic, or `client_id`/`client_secret` in a form body; never both.
+fn client_credentials(headers: &HeaderMap, body: &[u8]) -> Result<Credentials, AppError> {
+    let basic =
+        match headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(auth) => {
+                let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+                if scheme.eq_ignore_ascii_case("basic") {
+                    Some(decode_basic(rest).ok_or_else(|| {
+                        AppError::invalid_client("malformed HTTP Basic credentials")
+                    })?)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let (mut form_id, mut form_secret) = (None, None);
+    if is_form && !body.is_empty() {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|_| AppError::invalid_request("malformed form body"))?;
+        for (k, v) in pairs {
+            let slot = match k.as_str() {
+                "client_id" => &mut form_id,
+                "client_secret" => &mut form_secret,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(AppError::invalid_request(format!(
+                    "parameter `{k}` is repeated (RFC 6749 §3.2)"
+                )));
+            }
+            *slot = Some(Zeroizing::new(v)).filter(|v| !v.is_empty());
+        }
+    }
+    match basic {
+        Some((id, secret)) => {
+            if form_secret.is_some() || form_id.is_some() {
+                return Err(AppError::invalid_request(
+                    "use one client authentication method: HTTP Basic or the form, not both",
+                ));
+            }
+            Ok((Some(id), Some(secret).filter(|s| !s.is_empty())))
+        }
+        None => Ok((form_id.map(|s| s.to_string()), form_secret)),
+    }
+}
+
+/// Decodes `base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
+fn decode_basic(b64: &str) -> Option<(String, Zeroizing<String>)> {
+    use base64::Engine as _;
+    let raw = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()?,
+    );
+    let text = std::str::from_utf8(&raw).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let dec = |s: &str| -> Option<Zeroizing<String>> {
+        let pairs = Zeroizing::new(format!("v={s}"));
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&pairs)
+            .ok()?
+            .pop()
+            .map(|(_, v)| Zeroizing::new(v))
+    };
+    Some((dec(id)?.to_string(), dec(secret)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_basic_or_the_form_but_not_both() {
+        use base64::Engine as _;
+        let mut h = HeaderMap::new();
+        let basic = base64::engine::general_purpose::STANDARD.encode("svc:s%3A1");
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Basic {basic}").parse().unwrap(),
+        );
+        let (id, secret) = client_credentials(&h, b"").unwrap();
+        assert_eq!(id.as_deref(), Some("svc"));
+        assert_eq!(secret.as_deref().map(String::as_str), Some("s:1"));
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        assert!(client_credentials(&h, b"client_secret=x").is_err());
+        h.remove(header::AUTHORIZATION);
+        let (id, secret) = client_credentials(&h, b"client_id=svc&client_secret=x").unwrap();
+        assert_eq!(id.as_deref(), Some("svc"));
+        assert_eq!(secret.as_deref().map(String::as_str), Some("x"));
+        assert!(client_credentials(&h, b"client_id=a&client_id=b").is_err());
+    }
+}

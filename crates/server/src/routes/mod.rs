@@ -1,0 +1,75 @@
+//! HTTP handlers, grouped by concern. Handlers are thin: they parse the request, call the
+//! domain service and shape the response.
+
+pub(crate) mod account;
+pub(crate) mod admin;
+pub(crate) mod feed;
+pub(crate) mod meta;
+pub(crate) mod oauth;
+pub(crate) mod users;
+
+use serde::Serialize;
+use tessera_auth::model::{Session, User};
+
+/// A user as the APIs show it (never the password hash).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct UserView {
+    id: String,
+    username: String,
+    role: Option<String>,
+    roles: Vec<String>,
+    disabled: bool,
+    created_at: i64,
+    updated_at: i64,
+    password_changed_at: i64,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            username: u.username.to_string(),
+            role: u.primary_role().map(ToString::to_string),
+            roles: u.roles.iter().map(ToString::to_string).collect(),
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            password_changed_at: u.password_changed_at,
+        }
+    }
+}
+
+/// A session as the APIs show it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionView {
+    id: String,
+    user_id: String,
+    client_id: String,
+    scope: String,
+    created_at: i64,
+    last_used_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<bool>,
+}
+
+impl SessionView {
+    pub(crate) fn new(s: &Session, current: Option<&str>) -> Self {
+        Self {
+            id: s.id.to_string(),
+            user_id: s.user_id.to_string(),
+            client_id: s.client_id.clone(),
+            scope: s.scope.clone(),
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            idle_expires_at: s.idle_expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+            current: current.map(|c| c == s.id.to_string()),
+        }
+    }
+}

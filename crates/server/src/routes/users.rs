@@ -1,0 +1,83 @@
+//! `/users/me` (the tutorial's protected endpoint) and self-registration.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::AppError;
+use crate::extract::{ApiJson, ClientMeta, CurrentUser};
+use crate::routes::UserView;
+use crate::state::AppState;
+
+/// The current user, from the verified token alone (no database round trip).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Me {
+    id: String,
+    username: String,
+    role: Option<String>,
+    roles: Vec<String>,
+    scope: String,
+    client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
+    amr: Vec<String>,
+    expires_at: i64,
+}
+
+/// `GET /users/me`: `{username, role}` as in the tutorial, plus id, roles and token facts.
+#[utoipa::path(get, path = "/users/me", tag = "users",
+    responses((status = 200, description = "The current user", body = Me), (status = 401, description = "Missing, invalid, expired or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A client's own token", body = crate::openapi::ErrorBody)),
+    security(("oauth2" = []), ("bearer" = [])))]
+pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Json<Me>, AppError> {
+    if ctx.is_client {
+        return Err(AppError::insufficient_scope(
+            "this is a client's own token; there is no user",
+        ));
+    }
+    Ok(Json(Me {
+        role: ctx.roles.first().cloned(),
+        id: ctx.user_id,
+        username: ctx.username,
+        roles: ctx.roles,
+        scope: ctx.scope,
+        client_id: ctx.client_id,
+        session_id: ctx.session_id,
+        amr: ctx.amr,
+        expires_at: ctx.expires_at,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct Registration {
+    #[schema(pattern = r"^[A-Za-z0-9._@+-]{1,64}$")]
+    username: String,
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 256)]
+    password: Zeroizing<String>,
+}
+
+/// `POST /users` (only with `registration = "open"`).
+#[utoipa::path(post, path = "/users", tag = "users", request_body = Registration,
+    responses((status = 201, description = "Created", body = UserView), (status = 400, description = "Invalid request", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Registration is closed", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The username is taken", body = crate::openapi::ErrorBody),
+        (status = 422, description = "The password is too weak", body = crate::openapi::ErrorBody),
+        (status = 429, description = "rate_limited (per client IP, with Retry-After)", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    client_meta: ClientMeta,
+    ApiJson(body): ApiJson<Registration>,
+) -> Result<Response, AppError> {
+    state
+        .limits
+        .check(crate::ratelimit::Bucket::Registration, client_meta.ip())?;
+    let meta = client_meta.0;
+    let user = state
+        .auth
+        .register(&body.username, body.password, &meta)
+        .await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))).into_response())
+}

@@ -1,0 +1,603 @@
+//! Account security: TOTP enrolment and MFA logins, lockout, rate limits, password policy
+//! and changes, bcrypt imports, and self-service sessions.
+
+use tessera_auth::Actor;
+use tessera_testkit::{TestApp, spawn_app, spawn_app_with};
+
+use crate::{claims_of, json};
+
+const PW: &str = "violet gramophone harbour";
+
+/// The code an authenticator app shows for `secret` (base32) at `time`.
+fn code_at(secret: &str, time: i64) -> String {
+    let t = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap();
+    t.generate(u64::try_from(time).unwrap()).to_string()
+}
+
+/// Enrols `user` and returns (secret, recovery codes).
+async fn enrol(app: &TestApp, access_token: &str) -> (String, Vec<String>) {
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let e = json(res).await;
+    let secret = e["secret"].as_str().unwrap().to_owned();
+    assert!(
+        e["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Tessera:")
+    );
+    assert!(e["qr_svg"].as_str().unwrap().contains("<svg"));
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp/confirm"))
+        .bearer_auth(access_token)
+        .json(&serde_json::json!({"code": code_at(&secret, app.now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let codes: Vec<String> = json(res).await["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    (secret, codes)
+}
+
+async fn mfa_login(app: &TestApp, user: &str) -> String {
+    let res = app.password_grant(user, PW).await;
+    assert_eq!(res.status(), 403);
+    let body = json(res).await;
+    assert_eq!(body["error"], "mfa_required");
+    body["mfa_token"].as_str().unwrap().to_owned()
+}
+
+async fn mfa_grant(app: &TestApp, token: &str, field: &str, value: &str) -> reqwest::Response {
+    app.post_token(&[
+        ("grant_type", "urn:tessera:params:oauth:grant-type:mfa-otp"),
+        ("mfa_token", token),
+        (field, value),
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn totp_enrolment_and_mfa_login_end_to_end() {
+    let app = spawn_app().await;
+    app.create_user("mallory", PW, &["user"]).await;
+    let first = app.login("mallory", PW).await;
+    let (secret, recovery) = enrol(&app, &first.access_token).await;
+    assert_eq!(recovery.len(), 10);
+    // Enrolling again while on is refused.
+    let again = app
+        .client
+        .post(app.url("/users/me/mfa/totp"))
+        .bearer_auth(&first.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    // The password alone now yields a challenge, not tokens.
+    app.advance(30).await;
+    let token = mfa_login(&app, "mallory").await;
+    let res = mfa_grant(&app, &token, "otp", &code_at(&secret, app.now())).await;
+    assert_eq!(res.status(), 200);
+    let t = json(res).await;
+    assert_eq!(
+        claims_of(t["access_token"].as_str().unwrap())["amr"],
+        serde_json::json!(["pwd", "otp"])
+    );
+    assert!(t["refresh_token"].is_string());
+    // The challenge is single-use.
+    let res = mfa_grant(&app, &token, "otp", &code_at(&secret, app.now())).await;
+    assert_eq!(json(res).await["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_code_works_once_and_skew_is_one_step() {
+    let app = spawn_app().await;
+    app.create_user("niaj", PW, &[]).await;
+    let (secret, _) = enrol(&app, &app.login("niaj", PW).await.access_token).await;
+    app.advance(120).await;
+    let now = app.now();
+    // Replay: the same code in a second login is refused.
+    let code = code_at(&secret, now);
+    assert_eq!(
+        mfa_grant(&app, &mfa_login(&app, "niaj").await, "otp", &code)
+            .await
+            .status(),
+        200
+    );
+    let res = mfa_grant(&app, &mfa_login(&app, "niaj").await, "otp", &code).await;
+    assert_eq!(res.status(), 400, "a code is accepted at most once");
+    // The previous step is accepted only if newer than the last accepted one: move on first.
+    app.advance(60).await;
+    let now = app.now();
+    let token = mfa_login(&app, "niaj").await;
+    assert_eq!(
+        mfa_grant(&app, &token, "otp", &code_at(&secret, now - 60))
+            .await
+            .status(),
+        400,
+        "two steps old"
+    );
+    assert_eq!(
+        mfa_grant(&app, &token, "otp", &code_at(&secret, now - 30))
+            .await
+            .status(),
+        200,
+        "one step of skew"
+    );
+}
+
+#[tokio::test]
+async fn recovery_codes_work_once() {
+    let app = spawn_app().await;
+    app.create_user("olivia", PW, &[]).await;
+    let (_, codes) = enrol(&app, &app.login("olivia", PW).await.access_token).await;
+    let res = mfa_grant(
+        &app,
+        &mfa_login(&app, "olivia").await,
+        "recovery_code",
+        &codes[3].to_lowercase(),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "case and dashes do not matter");
+    assert_eq!(
+        claims_of(json(res).await["access_token"].as_str().unwrap())["amr"],
+        serde_json::json!(["pwd", "mfa"])
+    );
+    let res = mfa_grant(
+        &app,
+        &mfa_login(&app, "olivia").await,
+        "recovery_code",
+        &codes[3],
+    )
+    .await;
+    assert_eq!(res.status(), 400, "single use");
+}
+
+#[tokio::test]
+async fn wrong_codes_burn_the_challenge_and_lock_the_second_factor() {
+    let app = spawn_app_with(|c| c.rate_mfa_per_minute = 0).await;
+    app.create_user("peggy", PW, &[]).await;
+    let (secret, _) = enrol(&app, &app.login("peggy", PW).await.access_token).await;
+    app.advance(60).await;
+    let token = mfa_login(&app, "peggy").await;
+    for _ in 0..5 {
+        assert_eq!(mfa_grant(&app, &token, "otp", "000000").await.status(), 400);
+    }
+    // Burnt after five wrong codes, even with the right one now; and the user's second
+    // factor is locked for a while.
+    let res = mfa_grant(&app, &token, "otp", &code_at(&secret, app.now())).await;
+    assert_eq!(res.status(), 400);
+    let res = mfa_grant(
+        &app,
+        &mfa_login(&app, "peggy").await,
+        "otp",
+        &code_at(&secret, app.now()),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    app.advance(61).await;
+    let res = mfa_grant(
+        &app,
+        &mfa_login(&app, "peggy").await,
+        "otp",
+        &code_at(&secret, app.now()),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "the lock is bounded");
+}
+
+#[tokio::test]
+async fn disabling_totp_needs_the_password_and_a_code_and_admins_can_reset_it() {
+    let app = spawn_app().await;
+    let user = app.create_user("quentin", PW, &[]).await;
+    let t = app.login("quentin", PW).await;
+    let (secret, _) = enrol(&app, &t.access_token).await;
+    app.advance(30).await;
+    let disable = |password: &str, code: String| {
+        app.client
+            .post(app.url("/users/me/mfa/totp/disable"))
+            .bearer_auth(&t.access_token)
+            .json(&serde_json::json!({"password": password, "code": code}))
+            .send()
+    };
+    assert_eq!(
+        disable("wrong password here", code_at(&secret, app.now()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(disable(PW, "123456".into()).await.unwrap().status(), 403);
+    assert_eq!(
+        disable(PW, code_at(&secret, app.now()))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.password_grant("quentin", PW).await.status(),
+        200,
+        "password alone again"
+    );
+    // Admin reset, audited.
+    let t = app.login("quentin", PW).await;
+    enrol(&app, &t.access_token).await;
+    app.state
+        .auth
+        .reset_mfa(&user, &Actor::Cli, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(app.password_grant("quentin", PW).await.status(), 200);
+    use tessera_auth::store::AuditStore as _;
+    let rows = app.state.db().list_audit(0, None, None, 200).await.unwrap();
+    for e in ["mfa_enabled", "mfa_disabled", "mfa_reset"] {
+        assert!(rows.iter().any(|r| r.event.event == e), "{e} audited");
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_a_username_whether_or_not_it_exists() {
+    let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
+    app.create_user("rupert", PW, &[]).await;
+    for name in ["rupert", "no-such-user"] {
+        for _ in 0..5 {
+            assert_eq!(
+                json(app.password_grant(name, "wrong guess 123").await).await["error_description"],
+                "Incorrect username or password"
+            );
+        }
+    }
+    let real = app.password_grant("rupert", PW).await;
+    let ghost = app.password_grant("no-such-user", PW).await;
+    assert_eq!(real.status(), 400);
+    assert_eq!(real.headers()["retry-after"], "60");
+    assert_eq!(ghost.headers()["retry-after"], "60");
+    let (real, ghost) = (json(real).await, json(ghost).await);
+    assert_eq!(real, ghost, "a lockout reveals nothing about the account");
+    assert!(
+        real["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed attempts")
+    );
+    // Bounded: the lock ends; the next failure locks for twice as long.
+    app.advance(60).await;
+    assert_eq!(
+        app.password_grant("rupert", "wrong guess 123")
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.password_grant("rupert", PW).await.headers()["retry-after"],
+        "120"
+    );
+    app.advance(120).await;
+    assert_eq!(
+        app.password_grant("rupert", PW).await.status(),
+        200,
+        "success clears the count"
+    );
+    for _ in 0..5 {
+        let _ = app.password_grant("rupert", "wrong guess 123").await;
+    }
+    // Admins can unlock.
+    let admin = app.admin_login().await;
+    let res = app
+        .client
+        .post(app.url("/admin/users/rupert/unlock"))
+        .bearer_auth(&admin.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.password_grant("rupert", PW).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_locked_account_with_a_second_factor_can_still_log_in_with_it() {
+    let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
+    app.create_user("sybil", PW, &[]).await;
+    let (secret, recovery) = enrol(&app, &app.login("sybil", PW).await.access_token).await;
+    for _ in 0..6 {
+        let _ = app.password_grant("sybil", "wrong guess 123").await;
+    }
+    app.advance(30).await;
+    // During the lock the password alone is no oracle: right and wrong answer alike.
+    let right = app.password_grant("sybil", PW).await;
+    let wrong = app.password_grant("sybil", "wrong guess 456").await;
+    assert_eq!(right.status(), 400);
+    assert_eq!(
+        right.headers()["retry-after"],
+        wrong.headers()["retry-after"]
+    );
+    assert_eq!(json(right).await, json(wrong).await);
+    // Nor is password + wrong code, or wrong password + right code.
+    let one_step = |pw: &'static str, field: &'static str, code: String| {
+        let app = &app;
+        async move {
+            app.post_token(&[("username", "sybil"), ("password", pw), (field, &code)])
+                .await
+        }
+    };
+    let bad_code = one_step(PW, "otp", "000000".into()).await;
+    assert_eq!(bad_code.status(), 400);
+    assert!(
+        json(bad_code).await["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed attempts")
+    );
+    let bad_pw = one_step("wrong guess 789", "otp", code_at(&secret, app.now())).await;
+    assert_eq!(bad_pw.status(), 400);
+    // Both factors in one request get in, with amr pwd+otp, and lift the lock.
+    let res = one_step(PW, "otp", code_at(&secret, app.now())).await;
+    assert_eq!(res.status(), 200);
+    let claims = claims_of(json(res).await["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp"]));
+    assert!(
+        !mfa_login(&app, "sybil").await.is_empty(),
+        "the lock is lifted"
+    );
+    // A recovery code works the same way during a lock.
+    for _ in 0..5 {
+        let _ = app.password_grant("sybil", "wrong guess 123").await;
+    }
+    let res = one_step(PW, "recovery_code", recovery[0].clone()).await;
+    assert_eq!(res.status(), 200);
+    let claims = claims_of(json(res).await["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "mfa"]));
+    // Outside a lock the one-step form works too, and a wrong code is a plain invalid_grant.
+    let res = one_step(PW, "otp", "123456".into()).await;
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    app.advance(30).await;
+    let res = one_step(PW, "otp", code_at(&secret, app.now())).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn rate_limits_count_per_client_ip_through_trusted_proxies_only() {
+    let app = spawn_app_with(|c| {
+        c.rate_token_per_minute = 3;
+        c.trusted_proxies = 1;
+    })
+    .await;
+    let from = |ip: &str| {
+        app.client
+            .post(app.url("/token"))
+            .header("x-forwarded-for", format!("203.0.113.9, {ip}"))
+            .form(&[("username", "x"), ("password", "y")])
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(from("198.51.100.1").await.unwrap().status(), 400);
+    }
+    let limited = from("198.51.100.1").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(json(limited).await["error"], "rate_limited");
+    assert_eq!(
+        from("198.51.100.2").await.unwrap().status(),
+        400,
+        "another client has its own budget"
+    );
+
+    // Without trusted proxies the header is ignored: everything is the socket's address.
+    let direct = spawn_app_with(|c| c.rate_token_per_minute = 2).await;
+    for ip in ["1.1.1.1", "2.2.2.2"] {
+        let res = direct
+            .client
+            .post(direct.url("/token"))
+            .header("x-forwarded-for", ip)
+            .form(&[("username", "x"), ("password", "y")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+    }
+    let res = direct
+        .client
+        .post(direct.url("/token"))
+        .header("x-forwarded-for", "3.3.3.3")
+        .form(&[("username", "x"), ("password", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        429,
+        "a spoofed X-Forwarded-For does not buy a new budget"
+    );
+}
+
+#[tokio::test]
+async fn password_policy_messages_say_what_to_change() {
+    let app = spawn_app_with(|c| c.registration_open = true).await;
+    let register = |pw: &str| {
+        app.client
+            .post(app.url("/users"))
+            .json(&serde_json::json!({"username": "trent", "password": pw}))
+            .send()
+    };
+    let cases = [
+        ("short", "at least 12"),
+        ("trent-is-my-name-2024", "username"),
+        ("1qaz2wsx3edc", "most common"),
+        ("aaaaaaaaaaaaaaaa", "too easy to guess"),
+    ];
+    for (pw, expected) in cases {
+        let res = register(pw).await.unwrap();
+        assert_eq!(res.status(), 422, "{pw}");
+        let msg = json(res).await["error_description"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(msg.contains(expected), "{pw}: {msg}");
+    }
+    assert_eq!(
+        register("correct horse battery staple")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn imported_bcrypt_users_log_in_and_are_upgraded_to_argon2id() {
+    let app = spawn_app().await;
+    let hash = bcrypt::hash("their old passlib password", 4).unwrap();
+    app.state
+        .auth
+        .import_user("legacy", &hash, &["user".into()], &Actor::Cli)
+        .await
+        .unwrap();
+    assert!(
+        app.state
+            .auth
+            .import_user("other", "plaintext", &[], &Actor::Cli)
+            .await
+            .is_err()
+    );
+    let t = app.login("legacy", "their old passlib password").await;
+    assert_eq!(
+        json(app.me(&t.access_token).await).await["username"],
+        "legacy"
+    );
+    let stored = app
+        .state
+        .auth
+        .find_user("legacy")
+        .await
+        .unwrap()
+        .password_hash;
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    app.login("legacy", "their old passlib password").await;
+}
+
+#[tokio::test]
+async fn users_see_and_end_their_own_sessions() {
+    let app = spawn_app().await;
+    app.create_user("uma", PW, &[]).await;
+    let phone = app.login("uma", PW).await;
+    let laptop = app
+        .client
+        .post(app.url("/token"))
+        .header("user-agent", "laptop-browser/1.0")
+        .form(&[("username", "uma"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    let laptop = json(laptop).await;
+    let list = json(
+        app.get_auth("/users/me/sessions", &phone.access_token)
+            .await,
+    )
+    .await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let current: Vec<bool> = list
+        .iter()
+        .map(|s| s["current"].as_bool().unwrap())
+        .collect();
+    assert_eq!(current.iter().filter(|c| **c).count(), 1);
+    let other = list
+        .iter()
+        .find(|s| !s["current"].as_bool().unwrap())
+        .unwrap();
+    assert_eq!(other["user_agent"], "laptop-browser/1.0");
+    assert_eq!(other["ip"], "127.0.0.1");
+    assert!(other["idle_expires_at"].is_i64() && other["absolute_expires_at"].is_i64());
+    let res = app
+        .client
+        .delete(app.url(&format!(
+            "/users/me/sessions/{}",
+            other["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&phone.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        app.me(laptop["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    // Someone else's session is not yours to end.
+    let admin = app.admin_login().await;
+    let admin_sid = claims_of(&admin.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .client
+        .delete(app.url(&format!("/users/me/sessions/{admin_sid}")))
+        .bearer_auth(&phone.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(app.me(&admin.access_token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_every_other_session() {
+    let app = spawn_app().await;
+    app.create_user("victor", PW, &[]).await;
+    let here = app.login("victor", PW).await;
+    let elsewhere = app.login("victor", PW).await;
+    let change = |current: &str, new: &str| {
+        app.client
+            .post(app.url("/users/me/password"))
+            .bearer_auth(&here.access_token)
+            .json(&serde_json::json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    assert_eq!(
+        change("not my password", "amber lighthouse symphony")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(change(PW, "password").await.unwrap().status(), 422);
+    assert_eq!(
+        change(PW, "amber lighthouse symphony")
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(app.me(&elsewhere.access_token).await.status(), 401);
+    assert_eq!(
+        app.refresh(elsewhere.refresh_token.as_deref().unwrap())
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.me(&here.access_token).await.status(),
+        200,
+        "this session stays"
+    );
+    app.login("victor", "amber lighthouse symphony").await;
+}

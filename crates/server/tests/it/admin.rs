@@ -1,0 +1,270 @@
+//! The admin API and self-registration.
+
+use tessera_testkit::{spawn_app, spawn_app_with};
+
+use crate::json;
+
+#[tokio::test]
+async fn admins_manage_users_end_to_end() {
+    let app = spawn_app().await;
+    let admin = app.admin_login().await.access_token;
+    let c = &app.client;
+    let res = c
+        .post(app.url("/admin/users"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"username": "Grace", "password": "violet gramophone harbour", "roles": ["editor", "user"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let created = json(res).await;
+    assert_eq!(created["username"], "grace");
+    assert_eq!(created["role"], "editor");
+    assert!(created.get("password_hash").is_none());
+    let dup = c
+        .post(app.url("/admin/users"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"username": "grace", "password": "another long password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 409);
+    let list = json(
+        c.get(app.url("/admin/users"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "grace"]);
+    let shown = json(
+        c.get(app.url("/admin/users/grace"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let by_id = json(
+        c.get(app.url(&format!("/admin/users/{}", shown["id"].as_str().unwrap())))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(shown, by_id);
+    let roles = c
+        .put(app.url("/admin/users/grace/roles"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"roles": ["user"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(roles).await["roles"], serde_json::json!(["user"]));
+    let grace = app.login("grace", "violet gramophone harbour").await;
+    assert_eq!(
+        json(app.me(&grace.access_token).await).await["role"],
+        "user"
+    );
+    let res = c
+        .post(app.url("/admin/users/grace/password"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"password": "short"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(
+        json(res).await["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("at least 12")
+    );
+    let res = c
+        .post(app.url("/admin/users/grace/disable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["disabled"], true);
+    assert_eq!(app.me(&grace.access_token).await.status(), 401);
+    let sessions = json(
+        c.get(app.url("/admin/sessions?user=grace"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(sessions, serde_json::json!([]));
+    let res = c
+        .delete(app.url("/admin/users/grace"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = c
+        .get(app.url("/admin/users/grace"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(json(res).await["error"], "not_found");
+}
+
+#[tokio::test]
+async fn admins_list_and_revoke_sessions() {
+    let app = spawn_app().await;
+    let admin = app.admin_login().await.access_token;
+    app.create_user("heidi", "violet gramophone harbour", &[])
+        .await;
+    let heidi = app.login("heidi", "violet gramophone harbour").await;
+    let sessions = json(
+        app.client
+            .get(app.url("/admin/sessions?user=heidi"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = sessions[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    let res = app
+        .client
+        .delete(app.url(&format!("/admin/sessions/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.me(&heidi.access_token).await.status(), 401);
+    let res = app
+        .client
+        .delete(app.url(&format!("/admin/sessions/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    // Sign heidi out everywhere.
+    let a = app.login("heidi", "violet gramophone harbour").await;
+    let b = app.login("heidi", "violet gramophone harbour").await;
+    let res = app
+        .client
+        .delete(app.url("/admin/users/heidi/sessions"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["revoked_sessions"], 2);
+    for t in [&a, &b] {
+        assert_eq!(app.me(&t.access_token).await.status(), 401);
+        assert_eq!(
+            app.refresh(t.refresh_token.as_deref().unwrap())
+                .await
+                .status(),
+            400
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_role() {
+    let app = spawn_app().await;
+    app.create_user("ivan", "violet gramophone harbour", &["user"])
+        .await;
+    let ivan = app.login("ivan", "violet gramophone harbour").await;
+    let res = app.get_auth("/admin/users", &ivan.access_token).await;
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"insufficient_scope\"")
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/admin/users"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn admins_cannot_delete_themselves() {
+    let app = spawn_app().await;
+    let admin = app.admin_login().await.access_token;
+    let res = app
+        .client
+        .delete(app.url("/admin/users/admin"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn registration_is_closed_by_default() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.url("/users"))
+        .json(&serde_json::json!({"username": "judy", "password": "violet gramophone harbour"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "registration_closed");
+}
+
+#[tokio::test]
+async fn open_registration_creates_plain_users() {
+    let app = spawn_app_with(|c| c.registration_open = true).await;
+    let res = app
+        .client
+        .post(app.url("/users"))
+        .json(&serde_json::json!({"username": "judy", "password": "violet gramophone harbour"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(json(res).await["roles"], serde_json::json!(["user"]));
+    let weak = app
+        .client
+        .post(app.url("/users"))
+        .json(&serde_json::json!({"username": "kim", "password": "kim"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(weak.status(), 422);
+    let bad = app
+        .client
+        .post(app.url("/users"))
+        .json(&serde_json::json!({"username": "no spaces", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let t = app.login("judy", "violet gramophone harbour").await;
+    assert_eq!(
+        app.get_auth("/admin/users", &t.access_token).await.status(),
+        403
+    );
+}

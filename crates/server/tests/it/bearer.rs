@@ -1,0 +1,110 @@
+//! Protected resources and RFC 6750 §3 challenges.
+
+use tessera_jose::{Algorithm, Claims, NumericDate, SigningKey};
+use tessera_testkit::spawn_app;
+
+use crate::{claims_of, json};
+
+async fn challenge(res: reqwest::Response) -> (u16, String, serde_json::Value) {
+    let status = res.status().as_u16();
+    let h = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, h, json(res).await)
+}
+
+#[tokio::test]
+async fn a_missing_token_gets_a_bare_challenge() {
+    let app = spawn_app().await;
+    let (s, h, b) = challenge(app.client.get(app.url("/users/me")).send().await.unwrap()).await;
+    assert_eq!(s, 401);
+    assert_eq!(h, "Bearer realm=\"tessera\"");
+    assert_eq!(b["detail"], "Could not validate credentials");
+    let (s, h, _) = challenge(
+        app.client
+            .get(app.url("/users/me"))
+            .basic_auth("admin", Some("x"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, h.as_str()), (401, "Bearer realm=\"tessera\""));
+}
+
+#[tokio::test]
+async fn invalid_tokens_get_invalid_token() {
+    let app = spawn_app().await;
+    for token in [
+        "garbage",
+        "a.b.c",
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.",
+    ] {
+        let (s, h, b) = challenge(app.me(token).await).await;
+        assert_eq!(s, 401, "{token}");
+        assert!(
+            h.starts_with("Bearer realm=\"tessera\", error=\"invalid_token\""),
+            "{h}"
+        );
+        assert_eq!(b["error"], "invalid_token");
+    }
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused_after_the_leeway() {
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    app.advance(900 + 29).await;
+    assert_eq!(
+        app.me(&t.access_token).await.status(),
+        200,
+        "within the 30 s leeway"
+    );
+    app.advance(1).await;
+    assert_eq!(app.me(&t.access_token).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_token_signed_by_another_key_with_the_same_kid_is_refused() {
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let mut header_kid = String::new();
+    let h = crate::header_of(&t.access_token);
+    header_kid.push_str(h["kid"].as_str().unwrap());
+    let forger = SigningKey::generate(Algorithm::Es256)
+        .unwrap()
+        .with_kid(header_kid);
+    let claims: Claims<'_, serde_json::Map<String, serde_json::Value>> = {
+        let c = claims_of(&t.access_token);
+        let mut custom = c.as_object().unwrap().clone();
+        for k in ["iss", "sub", "aud", "exp", "iat", "jti", "nbf"] {
+            custom.remove(k);
+        }
+        let mut claims = Claims::new(custom);
+        claims.registered.iss = Some(c["iss"].as_str().unwrap().to_owned().into());
+        claims.registered.sub = Some(c["sub"].as_str().unwrap().to_owned().into());
+        claims.registered.aud = Some(tessera_jose::Audience::One(
+            c["aud"].as_str().unwrap().to_owned().into(),
+        ));
+        claims.registered.exp = Some(NumericDate(c["exp"].as_i64().unwrap()));
+        claims.registered.iat = Some(NumericDate(c["iat"].as_i64().unwrap()));
+        claims.registered.jti = Some("forged".into());
+        claims
+    };
+    let forged = forger.sign_jwt(&claims, Some("at+jwt")).unwrap();
+    assert_eq!(app.me(&forged).await.status(), 401);
+}
+
+#[tokio::test]
+async fn users_me_answers_from_the_token_with_the_session() {
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let me = json(app.me(&t.access_token).await).await;
+    assert_eq!(me["client_id"], "tessera");
+    assert_eq!(me["amr"], serde_json::json!(["pwd"]));
+    assert_eq!(me["session_id"], claims_of(&t.access_token)["sid"]);
+    let res = app.me(&t.access_token).await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+}

@@ -1,0 +1,155 @@
+//! JWKS (RFC 7517) and the metadata documents (RFC 8414, OpenID Connect Discovery).
+
+use tessera_jose::{JwkSet, KeySet, NoCustomClaims, Validation};
+use tessera_testkit::spawn_app;
+
+use crate::json;
+
+#[tokio::test]
+async fn the_jwks_has_public_keys_only_and_verifies_our_tokens() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/jwk-set+json");
+    let cc = res.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(cc.starts_with("public, max-age="), "{cc}");
+    let text = res.text().await.unwrap();
+    for private in [
+        "\"d\"", "\"p\"", "\"q\"", "\"dp\"", "\"dq\"", "\"qi\"", "\"k\"",
+    ] {
+        assert!(!text.contains(private), "JWKS leaks {private}: {text}");
+    }
+    let jwks = JwkSet::from_json(&text).unwrap();
+    assert_eq!(jwks.keys.len(), 1);
+    let key = &jwks.keys[0];
+    assert_eq!(key.key_use.as_deref(), Some("sig"));
+    assert_eq!(key.alg.as_deref(), Some("ES256"));
+    assert_eq!(
+        key.kid.as_deref(),
+        Some(key.thumbprint().unwrap().as_str()),
+        "kid is the RFC 7638 thumbprint"
+    );
+    let set = KeySet::from_jwks(&jwks).unwrap();
+    let t = app.admin_login().await;
+    let v = Validation::new()
+        .with_issuer(app.base.clone())
+        .with_audience(app.base.clone())
+        .with_required_typ("at+jwt");
+    set.verify_jwt::<NoCustomClaims>(&t.access_token, &v, app.now())
+        .unwrap();
+}
+
+#[tokio::test]
+async fn authorization_server_metadata_has_what_clients_need() {
+    let app = spawn_app().await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let m = json(app.client.get(app.url(path)).send().await.unwrap()).await;
+        assert_eq!(m["issuer"], app.base, "{path}");
+        assert_eq!(m["token_endpoint"], app.url("/token"));
+        assert_eq!(m["revocation_endpoint"], app.url("/revoke"));
+        assert_eq!(m["introspection_endpoint"], app.url("/introspect"));
+        assert_eq!(m["jwks_uri"], app.url("/.well-known/jwks.json"));
+        assert_eq!(
+            m["grant_types_supported"],
+            serde_json::json!(["password", "refresh_token", "client_credentials"])
+        );
+        assert!(
+            m["token_endpoint_auth_methods_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&"none".into())
+        );
+        assert!(m["scopes_supported"].is_array());
+        assert!(m["response_types_supported"].is_array());
+    }
+    let oidc = json(
+        app.client
+            .get(app.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(oidc["userinfo_endpoint"], app.url("/users/me"));
+    assert_eq!(
+        oidc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
+    assert_eq!(
+        oidc["subject_types_supported"],
+        serde_json::json!(["public"])
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let h = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    let r = json(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(r["status"], "ready");
+    assert_eq!(r["database"], "sqlite");
+}
+
+async fn openapi_document() -> serde_json::Value {
+    let app = spawn_app().await;
+    json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn optional_query_parameters_are_documented_as_optional_and_in_the_query() {
+    let doc = openapi_document().await;
+    for (path, method) in [
+        ("/logout", "post"),
+        ("/admin/audit", "get"),
+        ("/admin/sessions", "get"),
+        ("/admin/keys/rotate", "post"),
+        ("/revocations", "get"),
+    ] {
+        let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
+        assert!(!params.is_empty(), "{method} {path}");
+        for p in params {
+            assert_eq!(p["in"], "query", "{method} {path}: {p}");
+            assert_ne!(p["required"], true, "{method} {path}: {p}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn operations_document_the_errors_extractors_and_middleware_give() {
+    let doc = openapi_document().await;
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has_input = op.get("requestBody").is_some()
+                || op["parameters"].as_array().is_some_and(|p| !p.is_empty());
+            if has_input {
+                assert!(responses.contains_key("400"), "{method} {path}: 400");
+            }
+            let from_memory = matches!(
+                path.as_str(),
+                "/healthz" | "/users/me" | "/.well-known/jwks.json"
+            ) || path.starts_with("/.well-known/");
+            if !from_memory {
+                assert!(responses.contains_key("503"), "{method} {path}: 503");
+            }
+        }
+    }
+    assert!(doc["paths"]["/token"]["post"]["responses"]["429"].is_object());
+}

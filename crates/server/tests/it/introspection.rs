@@ -1,0 +1,91 @@
+//! `POST /introspect` (RFC 7662).
+
+use tessera_testkit::spawn_app;
+
+use crate::json;
+
+async fn introspect(
+    app: &tessera_testkit::TestApp,
+    caller: &str,
+    token: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/introspect"))
+        .bearer_auth(caller)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn admins_see_active_access_and_refresh_tokens() {
+    let app = spawn_app().await;
+    let admin = app.admin_login().await;
+    let r = json(introspect(&app, &admin.access_token, &admin.access_token).await).await;
+    assert_eq!(r["active"], true);
+    assert_eq!(r["token_type"], "access_token");
+    assert_eq!(r["username"], "admin");
+    assert_eq!(r["client_id"], "tessera");
+    assert_eq!(r["iss"], app.base);
+    let r = json(
+        introspect(
+            &app,
+            &admin.access_token,
+            admin.refresh_token.as_deref().unwrap(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(r["active"], true);
+    assert_eq!(r["token_type"], "refresh_token");
+}
+
+#[tokio::test]
+async fn revoked_rotated_and_junk_tokens_are_inactive() {
+    let app = spawn_app().await;
+    let admin = app.admin_login().await;
+    let other = app.admin_login().await;
+    let rt = other.refresh_token.clone().unwrap();
+    let _ = app.refresh(&rt).await;
+    let r = json(introspect(&app, &admin.access_token, &rt).await).await;
+    assert_eq!(
+        r,
+        serde_json::json!({"active": false}),
+        "a rotated refresh token is inactive"
+    );
+    app.client
+        .post(app.url("/revoke"))
+        .form(&[("token", &other.access_token)])
+        .send()
+        .await
+        .unwrap();
+    let r = json(introspect(&app, &admin.access_token, &other.access_token).await).await;
+    assert_eq!(r, serde_json::json!({"active": false}));
+    let r = json(introspect(&app, &admin.access_token, "junk").await).await;
+    assert_eq!(r, serde_json::json!({"active": false}));
+}
+
+#[tokio::test]
+async fn introspection_requires_an_admin_caller() {
+    let app = spawn_app().await;
+    app.create_user("frank", "violet gramophone harbour", &["user"])
+        .await;
+    let frank = app.login("frank", "violet gramophone harbour").await;
+    let res = introspect(&app, &frank.access_token, &frank.access_token).await;
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    let res = app
+        .client
+        .post(app.url("/introspect"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

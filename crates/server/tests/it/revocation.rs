@@ -1,0 +1,213 @@
+//! `/revoke` (RFC 7009), `/logout`, and the revocations that follow account changes.
+
+use tessera_auth::Actor;
+use tessera_testkit::{ADMIN_PASSWORD, spawn_app};
+
+use crate::json;
+
+async fn revoke(app: &tessera_testkit::TestApp, form: &[(&str, &str)]) -> reqwest::Response {
+    app.client
+        .post(app.url("/revoke"))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn revoking_an_access_token_kills_only_that_token() {
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let res = revoke(
+        &app,
+        &[
+            ("token", &t.access_token),
+            ("token_type_hint", "access_token"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.me(&t.access_token).await.status(), 401);
+    // The session lives on: its refresh token still works and yields a fresh access token.
+    let rt = t.refresh_token.unwrap();
+    let fresh = json(app.refresh(&rt).await).await;
+    assert_eq!(
+        app.me(fresh["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_kills_its_session_and_access_tokens() {
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let rt = t.refresh_token.unwrap();
+    assert_eq!(revoke(&app, &[("token", &rt)]).await.status(), 200);
+    assert_eq!(app.refresh(&rt).await.status(), 400);
+    assert_eq!(
+        app.me(&t.access_token).await.status(),
+        401,
+        "jti denylist via the session"
+    );
+}
+
+#[tokio::test]
+async fn unknown_tokens_revoke_successfully_and_bad_hints_do_not() {
+    let app = spawn_app().await;
+    assert_eq!(
+        revoke(&app, &[("token", "never-issued")]).await.status(),
+        200
+    );
+    assert_eq!(revoke(&app, &[("token", "a.b.c")]).await.status(), 200);
+    let res = revoke(&app, &[("token", "x"), ("token_type_hint", "id_token")]).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["error"], "unsupported_token_type");
+    let res = revoke(&app, &[]).await;
+    assert_eq!(json(res).await["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn logout_ends_the_current_session() {
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let other = app.admin_login().await;
+    let res = app
+        .client
+        .post(app.url("/logout"))
+        .bearer_auth(&t.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["revoked_sessions"], 1);
+    assert_eq!(app.me(&t.access_token).await.status(), 401);
+    assert_eq!(
+        app.refresh(t.refresh_token.as_deref().unwrap())
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.me(&other.access_token).await.status(),
+        200,
+        "other sessions survive"
+    );
+}
+
+#[tokio::test]
+async fn logout_all_ends_every_session_of_the_user() {
+    let app = spawn_app().await;
+    app.create_user("carol", "violet gramophone harbour", &[])
+        .await;
+    let a = app.admin_login().await;
+    let b = app.admin_login().await;
+    let carol = app.login("carol", "violet gramophone harbour").await;
+    let res = app
+        .client
+        .post(app.url("/logout?all=true"))
+        .bearer_auth(&a.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["revoked_sessions"], 2);
+    for t in [&a, &b] {
+        assert_eq!(app.me(&t.access_token).await.status(), 401);
+        assert_eq!(
+            app.refresh(t.refresh_token.as_deref().unwrap())
+                .await
+                .status(),
+            400
+        );
+    }
+    assert_eq!(app.me(&carol.access_token).await.status(), 200);
+    // A new login works right away.
+    let again = app.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(app.me(&again.access_token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn disabling_a_user_kills_every_token_and_session() {
+    let app = spawn_app().await;
+    let user = app
+        .create_user("dave", "violet gramophone harbour", &[])
+        .await;
+    let t = app.login("dave", "violet gramophone harbour").await;
+    app.state
+        .auth
+        .set_disabled(&user, true, &Actor::System, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(app.me(&t.access_token).await.status(), 401);
+    assert_eq!(
+        app.refresh(t.refresh_token.as_deref().unwrap())
+            .await
+            .status(),
+        400
+    );
+    app.state
+        .auth
+        .set_disabled(&user, false, &Actor::System, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.me(&t.access_token).await.status(),
+        401,
+        "old tokens stay dead after re-enabling"
+    );
+    app.advance(1).await;
+    let fresh = app.login("dave", "violet gramophone harbour").await;
+    assert_eq!(app.me(&fresh.access_token).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_every_session() {
+    let app = spawn_app().await;
+    let user = app
+        .create_user("erin", "violet gramophone harbour", &[])
+        .await;
+    let t = app.login("erin", "violet gramophone harbour").await;
+    app.state
+        .auth
+        .set_password(
+            &user,
+            zeroize::Zeroizing::new("amber lighthouse symphony".into()),
+            None,
+            &Actor::Cli,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.me(&t.access_token).await.status(), 401);
+    assert_eq!(
+        app.refresh(t.refresh_token.as_deref().unwrap())
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.password_grant("erin", "violet gramophone harbour")
+            .await
+            .status(),
+        400
+    );
+    app.advance(1).await;
+    app.login("erin", "amber lighthouse symphony").await;
+}
+
+#[tokio::test]
+async fn revocations_survive_a_restart() {
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    assert_eq!(
+        revoke(&app, &[("token", &t.access_token)]).await.status(),
+        200
+    );
+    // A second service on the same database replays the revocation log at start.
+    let config = (*app.state.config).clone();
+    let again = tessera_server::prepare(config, std::sync::Arc::new(app.clock.clone()))
+        .await
+        .unwrap();
+    assert!(again.state.auth.authenticate(&t.access_token).is_err());
+}

@@ -1,0 +1,223 @@
+//! `POST /token`: requests and every RFC 6749 §5.2 error shape.
+
+use tessera_testkit::{ADMIN_PASSWORD, spawn_app};
+
+use crate::json;
+
+async fn error_of(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    assert_eq!(
+        res.headers()["cache-control"],
+        "no-store",
+        "errors are not cached either"
+    );
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    (status, json(res).await)
+}
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_get_the_same_answer() {
+    let app = spawn_app().await;
+    let (s1, b1) = error_of(app.password_grant("admin", "wrong password!!").await).await;
+    let (s2, b2) = error_of(app.password_grant("nobody-here", "wrong password!!").await).await;
+    let (s3, b3) = error_of(app.password_grant("not a valid/name", "x").await).await;
+    assert_eq!(
+        (s1, &b1),
+        (
+            400,
+            &serde_json::json!({"error": "invalid_grant", "error_description": "Incorrect username or password"})
+        )
+    );
+    assert_eq!((s1, &b1), (s2, &b2));
+    assert_eq!((s1, &b1), (s3, &b3));
+}
+
+#[tokio::test]
+async fn missing_parameters_are_invalid_request() {
+    let app = spawn_app().await;
+    let (s, b) = error_of(app.post_token(&[("username", "admin")]).await).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["error"], "invalid_request");
+    assert!(
+        b["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("`password`")
+    );
+    let (s, b) = error_of(app.post_token(&[("password", "x")]).await).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
+    let (s, b) = error_of(app.post_token(&[("grant_type", "refresh_token")]).await).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
+}
+
+#[tokio::test]
+async fn repeated_parameters_are_refused() {
+    let app = spawn_app().await;
+    let (s, b) = error_of(
+        app.post_token(&[
+            ("username", "admin"),
+            ("username", "other"),
+            ("password", ADMIN_PASSWORD),
+        ])
+        .await,
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
+}
+
+#[tokio::test]
+async fn only_form_bodies_are_accepted() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.url("/token"))
+        .json(&serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = error_of(res).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_request")));
+    let res = app
+        .client
+        .post(app.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("%%%=&&=")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+}
+
+#[tokio::test]
+async fn unsupported_grant_types_are_named() {
+    let app = spawn_app().await;
+    for g in [
+        "authorization_code",
+        "client_credentials_typo",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    ] {
+        let (s, b) = error_of(app.post_token(&[("grant_type", g)]).await).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (400, Some("unsupported_grant_type")),
+            "{g}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn client_secrets_and_unknown_clients_are_invalid_client() {
+    let app = spawn_app().await;
+    let res = app
+        .post_token(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("client_id", "tessera"),
+            ("client_secret", "guess"),
+        ])
+        .await;
+    assert_eq!(res.headers()["www-authenticate"], "Basic realm=\"tessera\"");
+    let (s, b) = error_of(res).await;
+    assert_eq!((s, b["error"].as_str()), (401, Some("invalid_client")));
+    let (s, b) = error_of(
+        app.post_token(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("client_id", "someone-else"),
+        ])
+        .await,
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (401, Some("invalid_client")));
+    // The built-in public client, named explicitly, in the form or via HTTP Basic.
+    assert_eq!(
+        app.post_token(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("client_id", "tessera")
+        ])
+        .await
+        .status(),
+        200
+    );
+    let res = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth("tessera", Some(""))
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn scopes_are_limited_to_the_clients() {
+    let app = spawn_app().await;
+    let (s, b) = error_of(
+        app.post_token(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("scope", "profile admin:all"),
+        ])
+        .await,
+    )
+    .await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_scope")));
+    let body = json(
+        app.post_token(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("scope", "profile profile"),
+        ])
+        .await,
+    )
+    .await;
+    assert_eq!(body["scope"], "profile");
+}
+
+#[tokio::test]
+async fn disabled_users_cannot_log_in() {
+    let app = spawn_app().await;
+    let user = app
+        .create_user("bob", "violet gramophone harbour", &[])
+        .await;
+    app.state
+        .auth
+        .set_disabled(
+            &user,
+            true,
+            &tessera_auth::Actor::System,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let (s, b) = error_of(app.password_grant("bob", "violet gramophone harbour").await).await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid_grant")));
+}
+
+#[tokio::test]
+async fn failed_and_successful_logins_are_audited() {
+    use tessera_auth::store::AuditStore as _;
+    let app = spawn_app().await;
+    let _ = app.password_grant("admin", "wrong wrong wrong").await;
+    let _ = app.login("admin", ADMIN_PASSWORD).await;
+    let rows = app.state.db().list_audit(0, None, None, 100).await.unwrap();
+    let logins: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r.event.event == "login")
+        .map(|r| {
+            (
+                r.event.outcome.as_str(),
+                r.event.username.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(logins, [("failure", "admin"), ("success", "admin")]);
+    assert!(tessera_auth::audit::verify_chain(vec![0; 32], &rows).is_ok());
+}

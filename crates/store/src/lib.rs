@@ -1,0 +1,1262 @@
+//! `tessera-store`: SQLite and PostgreSQL implementations of `tessera-auth`'s storage traits.
+//!
+//! One set of SQL statements serves both backends (`$n` placeholders work on both, times are
+//! integers, ids are text), instantiated per backend by a macro so each gets concrete,
+//! non-boxed code; only transaction start and one lock differ. SQLite (embedded, one
+//! file) is the zero-configuration default; PostgreSQL serves several instances sharing one
+//! database. There is deliberately no `Any` driver (it cannot decode every type and hides
+//! per-backend behaviour).
+//!
+//! Migrations are embedded and run at start: PostgreSQL takes an advisory lock so
+//! concurrent starts are safe; SQLite's file lock serializes them.
+//!
+//! Logs read by id cursor (revocation events, the audit chain) must never show an id
+//! before every smaller id is committed. SQLite has one writer at a time; on PostgreSQL
+//! audit appends take an advisory lock, and revocation-event inserts take another from a
+//! trigger (migration 0003), always as the transaction's last lock.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tessera_auth::model::{
+    AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent, RevocationKind, Role,
+    Session, SessionId, StoredKey, Throttle, TotpState, User, UserId, Username,
+};
+use tessera_auth::store::{
+    AuditStore, ChainFn, ClientStore, KeyStore, MetaStore, RevocationStore, RotateGuard,
+    RotateOutcome, RotateRequest, SecurityStore, SessionStore, Store, StoreError, StoreErrorKind,
+    StoreResult, UserStore,
+};
+
+mod rows;
+
+use rows::{AuditRow, ClientRow, KeyRow, RevocationRow, SessionRow, TokenRow, UserRow};
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Whichever backend the configuration selected.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// Embedded SQLite (single instance).
+    Sqlite(SqliteStore),
+    /// PostgreSQL (many instances).
+    Postgres(PgStore),
+}
+
+/// How long a query waits for a connection or a lock before reporting "unavailable".
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Database {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Unavailable`] if the file cannot be opened; migration failures.
+    pub async fn open_sqlite(path: &Path) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(ACQUIRE_TIMEOUT);
+        Self::sqlite_with(opts).await
+    }
+
+    async fn sqlite_with(opts: SqliteConnectOptions) -> StoreResult<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
+        Ok(Self::Sqlite(SqliteStore { pool }))
+    }
+
+    /// Connects to `url`: `postgres://…`/`postgresql://…` or `sqlite:…`, and migrates.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Unavailable`] if the database cannot be reached;
+    /// [`StoreErrorKind::Other`] for an unsupported URL or a failed migration.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .map_err(map_err)?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
+            Ok(Self::Postgres(PgStore { pool }))
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(ACQUIRE_TIMEOUT);
+            Self::sqlite_with(opts).await
+        } else {
+            Err(StoreError::new(
+                StoreErrorKind::Other,
+                "unsupported database URL: use postgres://... or sqlite:...",
+            ))
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The PostgreSQL pool, for LISTEN/NOTIFY.
+    #[must_use]
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match self {
+            Self::Postgres(p) => Some(&p.pool),
+            Self::Sqlite(_) => None,
+        }
+    }
+
+    /// Closes every connection, waiting for in-flight queries.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.pool.close().await,
+            Self::Postgres(p) => p.pool.close().await,
+        }
+    }
+}
+
+/// What changed in the shared database, as announced by PostgreSQL `NOTIFY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A revocation event was appended.
+    Revocations,
+    /// Signing keys changed.
+    Keys,
+    /// The listening connection was (re)established: notifications sent while it was down
+    /// are lost, so re-read everything.
+    Reconnected,
+}
+
+/// Listens for changes made by other instances (and the CLI) on a shared PostgreSQL
+/// database, via `LISTEN`/`NOTIFY` (the triggers are in the migrations).
+pub struct ChangeListener {
+    pool: PgPool,
+    listener: Option<sqlx::postgres::PgListener>,
+}
+
+impl std::fmt::Debug for ChangeListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeListener")
+            .field("connected", &self.listener.is_some())
+            .finish()
+    }
+}
+
+impl ChangeListener {
+    /// Waits for the next change. After a connection loss the next call reconnects and
+    /// returns [`Change::Reconnected`].
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Unavailable`] when the database cannot be reached; call again
+    /// (after a pause) to retry.
+    pub async fn changed(&mut self) -> StoreResult<Change> {
+        if self.listener.is_none() {
+            let mut l = sqlx::postgres::PgListener::connect_with(&self.pool)
+                .await
+                .map_err(map_err)?;
+            l.listen_all(["tessera_revocations", "tessera_keys"])
+                .await
+                .map_err(map_err)?;
+            self.listener = Some(l);
+            return Ok(Change::Reconnected);
+        }
+        let Some(l) = self.listener.as_mut() else {
+            return Ok(Change::Reconnected);
+        };
+        match l.try_recv().await {
+            Ok(Some(n)) if n.channel() == "tessera_keys" => Ok(Change::Keys),
+            Ok(Some(_)) => Ok(Change::Revocations),
+            // The connection was lost; sqlx reconnects on the next receive.
+            Ok(None) => Ok(Change::Reconnected),
+            Err(e) => {
+                self.listener = None;
+                Err(map_err(e))
+            }
+        }
+    }
+}
+
+impl Database {
+    /// A change listener, for PostgreSQL; `None` for SQLite (a single instance sees its own
+    /// writes, and the CLI's are picked up by polling).
+    #[must_use]
+    pub fn change_listener(&self) -> Option<ChangeListener> {
+        self.pg_pool().map(|p| ChangeListener {
+            pool: p.clone(),
+            listener: None,
+        })
+    }
+}
+
+/// Maps driver errors to the domain's opaque kinds.
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    let kind = match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreErrorKind::Conflict,
+        // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout; PostgreSQL connection
+        // exceptions (class 08), admin/crash shutdown and "cannot connect now" (57P0x), too
+        // many connections (53300), and a database refusing connections (55000).
+        sqlx::Error::Database(db)
+            if matches!(
+                db.code().as_deref(),
+                Some("5" | "6" | "517" | "53300" | "55000" | "57P01" | "57P02" | "57P03")
+            ) || db.code().is_some_and(|c| c.starts_with("08")) =>
+        {
+            StoreErrorKind::Unavailable
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => StoreErrorKind::Unavailable,
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => StoreErrorKind::Unavailable,
+        sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_) => StoreErrorKind::Corrupt,
+        _ => StoreErrorKind::Other,
+    };
+    StoreError::new(kind, e)
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::new(StoreErrorKind::Corrupt, format!("stored {what} is invalid"))
+}
+
+fn roles_json(roles: &[Role]) -> String {
+    serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
+}
+
+fn strings_json(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// Sessions that ended this long ago are deleted by `prune`.
+const SESSION_RETENTION_SECS: i64 = 7 * 24 * 3600;
+
+const USER_COLUMNS: &str = "id, username, password_hash, roles, disabled, created_at, updated_at, password_changed_at, (totp_secret IS NOT NULL) AS totp_enabled";
+
+/// Implements every storage trait for a backend. `$begin` starts a write transaction
+/// (SQLite takes the write lock up front with `BEGIN IMMEDIATE` so a transaction never has
+/// to upgrade a read lock); `$audit_lock` serializes audit-chain appends across
+/// connections (PostgreSQL needs an advisory lock; SQLite's write lock already does it).
+macro_rules! sql_store {
+    ($store:ident, begin = $begin:literal, ping = $ping:literal, audit_lock = $audit_lock:expr, key_lock = $key_lock:expr) => {
+        impl UserStore for $store {
+            async fn insert_user(&self, u: &User) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at, password_changed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(u.id.to_string())
+                .bind(u.username.as_str())
+                .bind(&u.password_hash)
+                .bind(roles_json(&u.roles))
+                .bind(u.disabled)
+                .bind(u.created_at)
+                .bind(u.updated_at)
+                .bind(u.password_changed_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn find_user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
+                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1")))
+                    .bind(username.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(User::try_from)
+                    .transpose()
+            }
+
+            async fn find_user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
+                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(User::try_from)
+                    .transpose()
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<User>> {
+                sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users ORDER BY username")))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .into_iter()
+                    .map(User::try_from)
+                    .collect()
+            }
+
+            async fn count_users(&self) -> StoreResult<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn update_user_roles(&self, id: UserId, roles: &[Role], now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3")
+                    .bind(roles_json(roles))
+                    .bind(now)
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn update_user_disabled(&self, id: UserId, disabled: bool, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
+                    .bind(disabled)
+                    .bind(now)
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn update_password_hash(&self, id: UserId, hash: &str, now: i64, password_changed: bool) -> StoreResult<bool> {
+                let r = if password_changed {
+                    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2, password_changed_at = $2 WHERE id = $3")
+                } else {
+                    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                }
+                .bind(hash)
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+
+        impl SessionStore for $store {
+            async fn create_session(&self, s: &Session, refresh_hash: &[u8; 32]) -> StoreResult<()> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, client_id, scope, amr, created_at, last_used_at, idle_expires_at,
+                                           absolute_expires_at, revoked_at, revoke_reason, ip, user_agent)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)",
+                )
+                .bind(s.id.to_string())
+                .bind(s.user_id.to_string())
+                .bind(&s.client_id)
+                .bind(&s.scope)
+                .bind(strings_json(&s.amr))
+                .bind(s.created_at)
+                .bind(s.last_used_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.ip)
+                .bind(&s.user_agent)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, used_at, successor_hash) VALUES ($1, $2, $3, NULL, NULL)")
+                    .bind(&refresh_hash[..])
+                    .bind(s.id.to_string())
+                    .bind(s.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                // The compare-and-set that makes rotation atomic: only one request can move
+                // `used_at` from NULL, on any instance (PostgreSQL re-checks the predicate
+                // after waiting for a concurrent updater).
+                let claimed = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1, successor_hash = $2
+                     WHERE hash = $3 AND used_at IS NULL
+                       AND session_id IN (SELECT id FROM sessions WHERE client_id = $4)",
+                )
+                    .bind(req.now)
+                    .bind(&req.successor_hash[..])
+                    .bind(&req.parent_hash[..])
+                    .bind(&req.client_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected()
+                    == 1;
+                let token: Option<TokenRow> = sqlx::query_as(
+                    "SELECT session_id, used_at, successor_hash FROM refresh_tokens WHERE hash = $1",
+                )
+                .bind(&req.parent_hash[..])
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(token) = token else {
+                    return Ok(RotateOutcome::Invalid("refresh token is invalid or expired"));
+                };
+                let session: Option<SessionRow> = sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
+                    .bind(&token.session_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let Some(session) = session.map(Session::try_from).transpose()? else {
+                    return Ok(RotateOutcome::Invalid("refresh token is invalid or expired"));
+                };
+                if session.client_id != req.client_id {
+                    // RFC 6749 §6: another client's token. Not reuse: nothing changes.
+                    return Ok(RotateOutcome::Invalid("refresh token was issued to another client"));
+                }
+                if !session.is_live(req.now) {
+                    // Nothing to change: rolling back also undoes the claim above.
+                    return Ok(RotateOutcome::Invalid("refresh token is invalid or expired"));
+                }
+                if claimed {
+                    sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, used_at, successor_hash) VALUES ($1, $2, $3, NULL, NULL)")
+                        .bind(&req.successor_hash[..])
+                        .bind(&token.session_id)
+                        .bind(req.now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    // The idle expiry moves; the absolute expiry never does.
+                    let idle = req.now.saturating_add(req.idle_ttl_secs).min(session.absolute_expires_at);
+                    sqlx::query("UPDATE sessions SET last_used_at = $1, idle_expires_at = $2 WHERE id = $3")
+                        .bind(req.now)
+                        .bind(idle)
+                        .bind(&token.session_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(RotateOutcome::Rotated(Session { last_used_at: req.now, idle_expires_at: idle, ..session }));
+                }
+                // Already rotated: a retry within the grace window (same successor, still
+                // unused), or reuse.
+                let rotated_at = token.used_at.unwrap_or(i64::MIN);
+                let in_window = req.grace_secs > 0
+                    && req.now.saturating_sub(rotated_at) <= req.grace_secs
+                    && token.successor_hash.as_deref() == Some(&req.successor_hash[..]);
+                if in_window {
+                    let successor_used: Option<Option<i64>> = sqlx::query_scalar("SELECT used_at FROM refresh_tokens WHERE hash = $1")
+                        .bind(&req.successor_hash[..])
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    if matches!(successor_used, Some(None)) {
+                        tx.commit().await.map_err(map_err)?;
+                        return Ok(RotateOutcome::GraceRetry(session));
+                    }
+                }
+                // RFC 9700 §4.14.2: reuse of a rotated token revokes the whole family.
+                sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = 'refresh_reuse' WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(req.now)
+                    .bind(&token.session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
+                    .bind(&token.session_id)
+                    .bind(req.now)
+                    .bind(req.revocation_expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(RotateOutcome::Reused(Session {
+                    revoked_at: Some(req.now),
+                    revoke_reason: Some("refresh_reuse".into()),
+                    ..session
+                }))
+            }
+
+            async fn find_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+                sqlx::query_as::<_, SessionRow>("SELECT * FROM sessions WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(Session::try_from)
+                    .transpose()
+            }
+
+            async fn find_refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<(Session, Option<i64>)>> {
+                let token: Option<TokenRow> =
+                    sqlx::query_as("SELECT session_id, used_at, successor_hash FROM refresh_tokens WHERE hash = $1")
+                        .bind(&hash[..])
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                let Some(token) = token else { return Ok(None) };
+                let session = sqlx::query_as::<_, SessionRow>("SELECT * FROM sessions WHERE id = $1")
+                    .bind(&token.session_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(Session::try_from)
+                    .transpose()?;
+                Ok(session.map(|s| (s, token.used_at)))
+            }
+
+            async fn list_live_sessions(&self, user: Option<UserId>, now: i64) -> StoreResult<Vec<Session>> {
+                sqlx::query_as::<_, SessionRow>(
+                    "SELECT * FROM sessions
+                     WHERE revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1
+                       AND ($2 IS NULL OR user_id = $2)
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .bind(now)
+                .bind(user.map(|u| u.to_string()))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?
+                .into_iter()
+                .map(Session::try_from)
+                .collect()
+            }
+
+            async fn revoke_session(&self, id: SessionId, now: i64, reason: &str, event_expires_at: i64) -> StoreResult<Option<Session>> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                let changed = sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(reason)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                if changed == 0 {
+                    return Ok(None);
+                }
+                sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
+                    .bind(id.to_string())
+                    .bind(now)
+                    .bind(event_expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let s = sqlx::query_as::<_, SessionRow>("SELECT * FROM sessions WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .map(Session::try_from)
+                    .transpose()?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(s)
+            }
+
+            async fn revoke_user_sessions(
+                &self,
+                user: UserId,
+                keep: Option<SessionId>,
+                now: i64,
+                reason: &str,
+                event_expires_at: i64,
+                revoke_user_tokens: bool,
+            ) -> StoreResult<u64> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                let keep = keep.map(|k| k.to_string());
+                // One statement, and all of it before the first revocation event: on
+                // PostgreSQL inserting an event takes the revocation-order lock (migration
+                // 0003), which must be the last lock a transaction takes. `RETURNING` also
+                // yields exactly the sessions this call revoked, even against a concurrent
+                // `revoke_session`.
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = $2
+                     WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id <> $4)
+                     RETURNING id",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(user.to_string())
+                .bind(&keep)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                for id in &ids {
+                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
+                        .bind(id)
+                        .bind(now)
+                        .bind(event_expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                if revoke_user_tokens {
+                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('user', $1, $2, $3)")
+                        .bind(user.to_string())
+                        .bind(now)
+                        .bind(event_expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+            }
+        }
+
+        impl RevocationStore for $store {
+            async fn append_revocation(&self, kind: RevocationKind, subject: &str, created_at: i64, expires_at: i64) -> StoreResult<i64> {
+                sqlx::query_scalar("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id")
+                    .bind(kind.as_str())
+                    .bind(subject)
+                    .bind(created_at)
+                    .bind(expires_at)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn revocations_since(&self, after: i64, now: i64, limit: u32) -> StoreResult<Vec<RevocationEvent>> {
+                sqlx::query_as::<_, RevocationRow>(
+                    "SELECT id, kind, subject, created_at, expires_at FROM revocation_events
+                     WHERE id > $1 AND expires_at > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(after)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?
+                .into_iter()
+                .map(RevocationEvent::try_from)
+                .collect()
+            }
+
+            async fn prune(&self, now: i64) -> StoreResult<u64> {
+                let events = sqlx::query("DELETE FROM revocation_events WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                let challenges = sqlx::query("DELETE FROM mfa_challenges WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                let throttles = sqlx::query("DELETE FROM login_throttle WHERE locked_until <= $1 AND last_failure_at < $2")
+                    .bind(now)
+                    .bind(now - 86_400)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                let horizon = now - SESSION_RETENTION_SECS;
+                let sessions = sqlx::query(
+                    "DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1",
+                )
+                .bind(horizon)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(events + sessions + challenges + throttles)
+            }
+        }
+
+        impl KeyStore for $store {
+            async fn rotate_signing_key(&self, new: &StoredKey, retain_after_retire: i64, guard: RotateGuard) -> StoreResult<bool> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                if let Some(lock) = $key_lock {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
+                }
+                let now = new.created_at;
+                let blocking: i64 = match guard {
+                    RotateGuard::Always => 0,
+                    RotateGuard::NoPendingKey => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM signing_keys
+                         WHERE revoked_at IS NULL AND activates_at > $1 AND (retires_at IS NULL OR retires_at > $1)",
+                    )
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?,
+                    RotateGuard::NoUsableKey => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM signing_keys
+                         WHERE revoked_at IS NULL AND (retires_at IS NULL OR retires_at > $1)
+                           AND (expires_at IS NULL OR expires_at > $1)",
+                    )
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?,
+                };
+                if blocking > 0 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE signing_keys SET retires_at = $1, expires_at = $2
+                     WHERE retires_at IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)",
+                )
+                .bind(new.activates_at)
+                .bind(new.activates_at.saturating_add(retain_after_retire))
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, sealed_private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&new.kid)
+                .bind(&new.alg)
+                .bind(&new.sealed_private_key)
+                .bind(&new.public_jwk)
+                .bind(new.created_at)
+                .bind(new.activates_at)
+                .bind(new.retires_at)
+                .bind(new.expires_at)
+                .bind(new.revoked_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn insert_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, sealed_private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.sealed_private_key)
+                .bind(&k.public_jwk)
+                .bind(k.created_at)
+                .bind(k.activates_at)
+                .bind(k.retires_at)
+                .bind(k.expires_at)
+                .bind(k.revoked_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn list_signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+                Ok(sqlx::query_as::<_, KeyRow>("SELECT * FROM signing_keys ORDER BY created_at, activates_at, kid")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .into_iter()
+                    .map(StoredKey::from)
+                    .collect())
+            }
+
+            async fn update_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE signing_keys SET activates_at = $1, retires_at = $2, expires_at = $3, revoked_at = $4 WHERE kid = $5")
+                    .bind(k.activates_at)
+                    .bind(k.retires_at)
+                    .bind(k.expires_at)
+                    .bind(k.revoked_at)
+                    .bind(&k.kid)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                    .bind(kid)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+
+        impl ClientStore for $store {
+            async fn insert_client(&self, c: &Client) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO clients (id, secret_hash, scopes, confidential, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(c.id.as_str())
+                .bind(&c.secret_hash)
+                .bind(strings_json(&c.scopes))
+                .bind(c.confidential)
+                .bind(c.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn find_client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
+                sqlx::query_as::<_, ClientRow>("SELECT id, secret_hash, scopes, confidential, created_at FROM clients WHERE id = $1")
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .map(Client::try_from)
+                    .transpose()
+            }
+
+            async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+                sqlx::query_as::<_, ClientRow>("SELECT id, secret_hash, scopes, confidential, created_at FROM clients ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .into_iter()
+                    .map(Client::try_from)
+                    .collect()
+            }
+
+            async fn delete_client(&self, id: &ClientId) -> StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM clients WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+
+        impl SecurityStore for $store {
+            async fn find_totp(&self, user: UserId) -> StoreResult<Option<TotpState>> {
+                let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>, i64)> =
+                    sqlx::query_as("SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE id = $1")
+                        .bind(user.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                Ok(row.map(|(secret, pending, last_step)| TotpState { secret, pending, last_step }))
+            }
+
+            async fn set_totp_pending(&self, user: UserId, sealed: &[u8]) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
+                    .bind(sealed)
+                    .bind(user.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn activate_totp(&self, user: UserId, sealed: &[u8], step: i64, recovery_hashes: &[[u8; 32]]) -> StoreResult<bool> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                let r = sqlx::query(
+                    "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1
+                     WHERE id = $2 AND totp_pending = $3",
+                )
+                .bind(step)
+                .bind(user.to_string())
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(user.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for h in recovery_hashes {
+                    sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, NULL)")
+                        .bind(user.to_string())
+                        .bind(&h[..])
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn disable_totp(&self, user: UserId) -> StoreResult<bool> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                let r = sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = 0 WHERE id = $1")
+                    .bind(user.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(user.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1 AND totp_secret IS NOT NULL")
+                    .bind(step)
+                    .bind(user.to_string())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn use_recovery_code(&self, user: UserId, hash: &[u8; 32], now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(user.to_string())
+                    .bind(&hash[..])
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn count_recovery_codes(&self, user: UserId) -> StoreResult<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+                    .bind(user.to_string())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn insert_mfa_challenge(&self, hash: &[u8; 32], c: &MfaChallenge) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO mfa_challenges (token_hash, user_id, client_id, scope, created_at, expires_at, attempts, used_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+                )
+                .bind(&hash[..])
+                .bind(c.user_id.to_string())
+                .bind(&c.client_id)
+                .bind(&c.scope)
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .bind(c.attempts)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn find_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<Option<MfaChallenge>> {
+                let row: Option<(String, String, String, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT user_id, client_id, scope, created_at, expires_at, attempts FROM mfa_challenges
+                     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(&hash[..])
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.map(|(user_id, client_id, scope, created_at, expires_at, attempts)| {
+                    Ok(MfaChallenge {
+                        user_id: UserId::parse(&user_id).map_err(|_| corrupt("challenge user id"))?,
+                        client_id,
+                        scope,
+                        created_at,
+                        expires_at,
+                        attempts,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn fail_mfa_challenge(&self, hash: &[u8; 32]) -> StoreResult<i64> {
+                let n: Option<i64> = sqlx::query_scalar("UPDATE mfa_challenges SET attempts = attempts + 1 WHERE token_hash = $1 RETURNING attempts")
+                    .bind(&hash[..])
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(n.unwrap_or(i64::MAX))
+            }
+
+            async fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(&hash[..])
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>> {
+                let row: Option<(i64, i64, i64)> = sqlx::query_as("SELECT failures, locked_until, last_failure_at FROM login_throttle WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(|(failures, locked_until, last_failure_at)| Throttle { failures, locked_until, last_failure_at }))
+            }
+
+            async fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64> {
+                sqlx::query_scalar(
+                    "INSERT INTO login_throttle (key, failures, locked_until, last_failure_at) VALUES ($1, 1, 0, $2)
+                     ON CONFLICT (key) DO UPDATE SET
+                         failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END,
+                         last_failure_at = $2
+                     RETURNING failures",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(window_start)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)
+            }
+
+            async fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()> {
+                // Only ever lengthens a lock: concurrent failures past the threshold each
+                // set one (longer for the later count), and the shorter must not win by
+                // landing last. Unlocking is `clear_throttle`.
+                sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2 AND locked_until < $1")
+                    .bind(until)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn clear_throttle(&self, key: &str) -> StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+
+        impl MetaStore for $store {
+            async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()> {
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+        }
+
+        impl AuditStore for $store {
+            async fn append_audit(&self, e: &AuditEvent, chain: ChainFn) -> StoreResult<i64> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
+                if let Some(lock) = $audit_lock {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
+                }
+                let prev: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let prev = prev.unwrap_or_else(|| vec![0u8; 32]);
+                let hash = chain(&prev, e);
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO audit_log (at, event, outcome, user_id, username, client_id, ip, user_agent, request_id, detail, prev_hash, hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                )
+                .bind(e.at)
+                .bind(&e.event)
+                .bind(&e.outcome)
+                .bind(&e.user_id)
+                .bind(&e.username)
+                .bind(&e.client_id)
+                .bind(&e.ip)
+                .bind(&e.user_agent)
+                .bind(&e.request_id)
+                .bind(e.detail.to_string())
+                .bind(&prev)
+                .bind(&hash[..])
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(id)
+            }
+
+            async fn list_audit(&self, after: i64, user_id: Option<&str>, since: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+                sqlx::query_as::<_, AuditRow>(
+                    "SELECT * FROM audit_log
+                     WHERE id > $1 AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR at >= $3)
+                     ORDER BY id LIMIT $4",
+                )
+                .bind(after)
+                .bind(user_id)
+                .bind(since)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?
+                .into_iter()
+                .map(AuditRecord::try_from)
+                .collect()
+            }
+        }
+
+        impl Store for $store {
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query($ping).execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+sql_store!(
+    SqliteStore,
+    begin = "BEGIN IMMEDIATE",
+    // Readiness means "can write": `SELECT 1` never touches the file, and in WAL mode reads
+    // go on while another process holds the write lock (a long VACUUM, a backup tool, a
+    // stuck `sqlite3` shell) and every login and refresh fails. This statement changes
+    // nothing but takes the write lock like any write, so it fails (SQLITE_BUSY after the
+    // busy timeout) exactly when writes do. One autocommit statement: nothing is left open
+    // if the caller gives up waiting.
+    ping = "UPDATE meta SET value = value WHERE 0",
+    audit_lock = None::<&'static str>,
+    key_lock = None::<&'static str>
+);
+sql_store!(
+    PgStore,
+    begin = "BEGIN",
+    ping = "SELECT 1",
+    audit_lock = Some("SELECT pg_advisory_xact_lock(7411020001)"),
+    key_lock = Some("SELECT pg_advisory_xact_lock(7411020003)")
+);
+
+/// Forwards every trait method to the selected backend.
+macro_rules! delegate {
+    ($($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* })*) => {
+        $(impl $trait for Database {
+            $(async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    Self::Sqlite(s) => s.$name($($arg),*).await,
+                    Self::Postgres(p) => p.$name($($arg),*).await,
+                }
+            })*
+        })*
+    };
+}
+
+delegate! {
+    UserStore {
+        fn insert_user(&self, user: &User) -> StoreResult<()>;
+        fn find_user_by_username(&self, username: &Username) -> StoreResult<Option<User>>;
+        fn find_user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
+        fn list_users(&self) -> StoreResult<Vec<User>>;
+        fn count_users(&self) -> StoreResult<u64>;
+        fn update_user_roles(&self, id: UserId, roles: &[Role], now: i64) -> StoreResult<bool>;
+        fn update_user_disabled(&self, id: UserId, disabled: bool, now: i64) -> StoreResult<bool>;
+        fn update_password_hash(&self, id: UserId, hash: &str, now: i64, password_changed: bool) -> StoreResult<bool>;
+        fn delete_user(&self, id: UserId) -> StoreResult<bool>;
+    }
+    SessionStore {
+        fn create_session(&self, session: &Session, refresh_hash: &[u8; 32]) -> StoreResult<()>;
+        fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome>;
+        fn find_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+        fn find_refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<(Session, Option<i64>)>>;
+        fn list_live_sessions(&self, user: Option<UserId>, now: i64) -> StoreResult<Vec<Session>>;
+        fn revoke_session(&self, id: SessionId, now: i64, reason: &str, event_expires_at: i64) -> StoreResult<Option<Session>>;
+        fn revoke_user_sessions(&self, user: UserId, keep: Option<SessionId>, now: i64, reason: &str, event_expires_at: i64, revoke_user_tokens: bool) -> StoreResult<u64>;
+    }
+    RevocationStore {
+        fn append_revocation(&self, kind: RevocationKind, subject: &str, created_at: i64, expires_at: i64) -> StoreResult<i64>;
+        fn revocations_since(&self, after: i64, now: i64, limit: u32) -> StoreResult<Vec<RevocationEvent>>;
+        fn prune(&self, now: i64) -> StoreResult<u64>;
+    }
+    KeyStore {
+        fn rotate_signing_key(&self, new: &StoredKey, retain_after_retire: i64, guard: RotateGuard) -> StoreResult<bool>;
+        fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+        fn list_signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+        fn update_signing_key(&self, key: &StoredKey) -> StoreResult<bool>;
+        fn delete_signing_key(&self, kid: &str) -> StoreResult<bool>;
+    }
+    ClientStore {
+        fn insert_client(&self, client: &Client) -> StoreResult<()>;
+        fn find_client(&self, id: &ClientId) -> StoreResult<Option<Client>>;
+        fn list_clients(&self) -> StoreResult<Vec<Client>>;
+        fn delete_client(&self, id: &ClientId) -> StoreResult<bool>;
+    }
+    SecurityStore {
+        fn find_totp(&self, user: UserId) -> StoreResult<Option<TotpState>>;
+        fn set_totp_pending(&self, user: UserId, sealed: &[u8]) -> StoreResult<bool>;
+        fn activate_totp(&self, user: UserId, sealed: &[u8], step: i64, recovery_hashes: &[[u8; 32]]) -> StoreResult<bool>;
+        fn disable_totp(&self, user: UserId) -> StoreResult<bool>;
+        fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
+        fn use_recovery_code(&self, user: UserId, hash: &[u8; 32], now: i64) -> StoreResult<bool>;
+        fn count_recovery_codes(&self, user: UserId) -> StoreResult<u64>;
+        fn insert_mfa_challenge(&self, hash: &[u8; 32], challenge: &MfaChallenge) -> StoreResult<()>;
+        fn find_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<Option<MfaChallenge>>;
+        fn fail_mfa_challenge(&self, hash: &[u8; 32]) -> StoreResult<i64>;
+        fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<bool>;
+        fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>>;
+        fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64>;
+        fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()>;
+        fn clear_throttle(&self, key: &str) -> StoreResult<bool>;
+    }
+    MetaStore {
+        fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
+        fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+    }
+    AuditStore {
+        fn append_audit(&self, event: &AuditEvent, chain: ChainFn) -> StoreResult<i64>;
+        fn list_audit(&self, after: i64, user_id: Option<&str>, since: Option<i64>, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+    }
+    Store {
+        fn ping(&self) -> StoreResult<()>;
+    }
+}
