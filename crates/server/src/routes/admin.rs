@@ -38,9 +38,9 @@ pub(crate) struct NewUser {
     username: String,
     #[schema(value_type = String, format = Password, min_length = 8, max_length = 256)]
     password: Zeroizing<String>,
-    /// Role names: 1-64 lowercase letters, digits and `_ - : .`.
+    /// Role names (at most 32): 1-64 lowercase letters, digits and `_ - : .`.
     #[serde(default)]
-    #[schema(inline, value_type = Vec<crate::openapi::RoleName>)]
+    #[schema(inline, value_type = Vec<crate::openapi::RoleName>, max_items = 32)]
     roles: Vec<String>,
 }
 
@@ -82,8 +82,8 @@ pub(crate) async fn show_user(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Roles {
-    /// Role names: 1-64 lowercase letters, digits and `_ - : .`.
-    #[schema(inline, value_type = Vec<crate::openapi::RoleName>)]
+    /// Role names (at most 32): 1-64 lowercase letters, digits and `_ - : .`.
+    #[schema(inline, value_type = Vec<crate::openapi::RoleName>, max_items = 32)]
     roles: Vec<String>,
 }
 

@@ -7,7 +7,6 @@
 //! cursor. Events already expired (every token they could affect has expired) are left out.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -75,23 +74,9 @@ impl From<RevocationEvent> for FeedEvent {
     }
 }
 
-/// Client credentials in a form body (RFC 6749 §2.3.1 `client_secret_post`), as an
-/// alternative to HTTP Basic.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[allow(dead_code, reason = "schema only: the handler reads the fields itself")]
-pub(crate) struct FeedCredentials {
-    /// The confidential client's id.
-    client_id: Option<String>,
-    /// Its secret.
-    #[schema(format = Password)]
-    client_secret: Option<String>,
-}
-
 /// `GET /revocations?since=<cursor>&limit=<n>`.
 #[utoipa::path(get, path = "/revocations", tag = "oauth", params(FeedQuery),
-    request_body(content = Option<FeedCredentials>, content_type = "application/x-www-form-urlencoded",
-        description = "Optional: client credentials, when not sent with HTTP Basic"),
-    description = "The revocation log as a feed for resource servers. Caller: a confidential client (HTTP Basic, or client_id/client_secret in an application/x-www-form-urlencoded body) or a bearer token with the admin role.",
+    description = "The revocation log as a feed for resource servers. Caller: a confidential client (HTTP Basic) or a bearer token with the admin role. The request has no body.",
     responses(
         (status = 200, description = "Events after `since`, oldest first", body = RevocationFeed),
         (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
@@ -103,9 +88,20 @@ pub(crate) async fn revocations(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<FeedQuery>,
-    body: Bytes,
 ) -> Result<Response, AppError> {
-    authorize(&state, &headers, &body).await?;
+    // Content in a GET has no defined semantics (RFC 9110 §9.3.1), and client credentials
+    // in a body are for POST requests (RFC 6749 §2.3.1 recommends HTTP Basic): refuse a body
+    // instead of guessing what it was meant to say.
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Err(AppError::invalid_request(
+            "GET /revocations takes no body: send client credentials with HTTP Basic",
+        ));
+    }
+    authorize(&state, &headers).await?;
     let since = q.since.unwrap_or(0);
     if since < 0 {
         return Err(AppError::invalid_request("`since` must not be negative"));
@@ -130,9 +126,9 @@ pub(crate) async fn revocations(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(page)).into_response())
 }
 
-/// The caller must be an admin (bearer token) or a confidential client (HTTP Basic or form
-/// credentials, RFC 6749 §2.3.1).
-async fn authorize(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), AppError> {
+/// The caller must be an admin (bearer token) or a confidential client (HTTP Basic,
+/// RFC 6749 §2.3.1).
+async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     if let Some(token) = bearer_token(headers) {
         let ctx = state.auth.authenticate(token).map_err(|e| {
             tracing::debug!(target: "tessera::auth", reason = %e, "revocation feed caller rejected");
@@ -145,7 +141,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result
         }
         return Ok(());
     }
-    let (id, secret) = client_credentials(headers, body)?;
+    let (id, secret) = client_credentials(headers)?;
     let Some(id) = id else {
         return Err(AppError::missing_token());
     };
@@ -164,62 +160,21 @@ async fn authorize(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result
 
 type Credentials = (Option<String>, Option<Zeroizing<String>>);
 
-/// HTTP Basic, or `client_id`/`client_secret` in a form body; never both.
-fn client_credentials(headers: &HeaderMap, body: &[u8]) -> Result<Credentials, AppError> {
-    let basic =
-        match headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(auth) => {
-                let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
-                if scheme.eq_ignore_ascii_case("basic") {
-                    Some(decode_basic(rest).ok_or_else(|| {
-                        AppError::invalid_client("malformed HTTP Basic credentials")
-                    })?)
-                } else {
-                    None
-                }
-            }
-            None => None,
-        };
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
+/// HTTP Basic credentials, if the `Authorization` header carries them.
+fn client_credentials(headers: &HeaderMap) -> Result<Credentials, AppError> {
+    let Some(auth) = headers
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    let (mut form_id, mut form_secret) = (None, None);
-    if is_form && !body.is_empty() {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-            .map_err(|_| AppError::invalid_request("malformed form body"))?;
-        for (k, v) in pairs {
-            let slot = match k.as_str() {
-                "client_id" => &mut form_id,
-                "client_secret" => &mut form_secret,
-                _ => continue,
-            };
-            if slot.is_some() {
-                return Err(AppError::invalid_request(format!(
-                    "parameter `{k}` is repeated (RFC 6749 §3.2)"
-                )));
-            }
-            *slot = Some(Zeroizing::new(v)).filter(|v| !v.is_empty());
-        }
+    else {
+        return Ok((None, None));
+    };
+    let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok((None, None));
     }
-    match basic {
-        Some((id, secret)) => {
-            if form_secret.is_some() || form_id.is_some() {
-                return Err(AppError::invalid_request(
-                    "use one client authentication method: HTTP Basic or the form, not both",
-                ));
-            }
-            Ok((Some(id), Some(secret).filter(|s| !s.is_empty())))
-        }
-        None => Ok((form_id.map(|s| s.to_string()), form_secret)),
-    }
+    let (id, secret) = decode_basic(rest)
+        .ok_or_else(|| AppError::invalid_client("malformed HTTP Basic credentials"))?;
+    Ok((Some(id), Some(secret).filter(|s| !s.is_empty())))
 }
 
 /// Decodes `base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
@@ -247,26 +202,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_come_from_basic_or_the_form_but_not_both() {
+    fn credentials_come_from_http_basic() {
         use base64::Engine as _;
         let mut h = HeaderMap::new();
+        assert!(matches!(client_credentials(&h), Ok((None, None))));
         let basic = base64::engine::general_purpose::STANDARD.encode("svc:s%3A1");
         h.insert(
             header::AUTHORIZATION,
             format!("Basic {basic}").parse().unwrap(),
         );
-        let (id, secret) = client_credentials(&h, b"").unwrap();
+        let (id, secret) = client_credentials(&h).unwrap();
         assert_eq!(id.as_deref(), Some("svc"));
         assert_eq!(secret.as_deref().map(String::as_str), Some("s:1"));
-        h.insert(
-            header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
-        assert!(client_credentials(&h, b"client_secret=x").is_err());
-        h.remove(header::AUTHORIZATION);
-        let (id, secret) = client_credentials(&h, b"client_id=svc&client_secret=x").unwrap();
-        assert_eq!(id.as_deref(), Some("svc"));
-        assert_eq!(secret.as_deref().map(String::as_str), Some("x"));
-        assert!(client_credentials(&h, b"client_id=a&client_id=b").is_err());
+        h.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert!(client_credentials(&h).is_err());
     }
 }

@@ -133,12 +133,25 @@ async fn only_confidential_clients_and_admins_may_read_the_feed() {
     let admin = app.admin_login().await;
     let res = app.get_auth("/revocations", &admin.access_token).await;
     assert_eq!(res.status(), 200);
+    // The feed takes no body: client credentials travel in HTTP Basic only.
+    let res = app
+        .client
+        .get(app.url("/revocations"))
+        .bearer_auth(&admin.access_token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("client_id=svc&client_secret={secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["error"], "invalid_request");
 
     let res = app.get_auth("/revocations", "not.a.token").await;
     assert_eq!(res.status(), 401);
     assert_eq!(json(res).await["error"], "invalid_token");
 
-    // client_secret_post style: the credentials in a form body.
+    // client_secret_post style (credentials in a form body) is for POST requests; a GET
+    // with a body is refused, not guessed at.
     let form = app
         .client
         .get(app.url("/revocations"))
@@ -146,7 +159,8 @@ async fn only_confidential_clients_and_admins_may_read_the_feed() {
         .send()
         .await
         .unwrap();
-    assert_eq!(form.status(), 200);
+    assert_eq!(form.status(), 400);
+    assert_eq!(json(form).await["error"], "invalid_request");
 }
 
 #[tokio::test]
