@@ -138,10 +138,10 @@ include-path = "/logout"
 headers = { Authorization = "Bearer $logout_token" }
 
 # ...and 400 where the protocol answers a well-formed request with wrong secrets: the token
-# endpoint's invalid_grant (RFC 6749 §5.2: wrong password, unknown refresh token) and the
-# TOTP endpoints' wrong code or wrong state.
+# endpoint's invalid_grant (RFC 6749 §5.2: wrong password, unknown refresh token), the same
+# answers of cookie mode's POST /session, and the TOTP endpoints' wrong code or wrong state.
 [[operations]]
-include-path-regex = "^/(token|users/me/mfa/totp/confirm|users/me/mfa/totp/disable)$"
+include-path-regex = "^/(token|session|users/me/mfa/totp/confirm|users/me/mfa/totp/disable)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
 EOF
 

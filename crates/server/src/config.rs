@@ -74,6 +74,13 @@ pub struct RawConfig {
     rate_limits: Option<RawRateLimits>,
     password: Option<RawPassword>,
     lockout: Option<RawLockout>,
+    cors: Option<RawCors>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Option<ListValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -498,6 +505,10 @@ pub struct Config {
     pub rate_mfa_per_minute: u32,
     /// Registrations per minute and client IP (0: no limit).
     pub rate_registration_per_minute: u32,
+    /// Origins (`scheme://host[:port]`) allowed to make credentialed cross-origin requests
+    /// (CORS with `Access-Control-Allow-Credentials`), also trusted by the CSRF check. Never
+    /// `*`.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The id of the built-in public client used by the tutorial flow.
@@ -728,6 +739,14 @@ impl Config {
                 )));
             }
         }
+        let cors_allowed_origins = raw
+            .cors
+            .unwrap_or_default()
+            .allowed_origins
+            .map_or_else(Vec::new, |l| l.0);
+        for o in &cors_allowed_origins {
+            check_origin(o)?;
+        }
         Ok(Self {
             listen,
             data_dir,
@@ -763,6 +782,7 @@ impl Config {
             rate_token_per_minute,
             rate_mfa_per_minute,
             rate_registration_per_minute,
+            cors_allowed_origins,
         })
     }
 
@@ -913,6 +933,10 @@ impl Config {
             }),
         );
         m.insert(
+            "cors",
+            json!({"allowed_origins": self.cors_allowed_origins}),
+        );
+        m.insert(
             "password",
             json!({"min_length": self.password_policy.min_length, "min_strength": self.password_policy.min_strength}),
         );
@@ -937,6 +961,33 @@ impl Config {
             scopes: self.default_scopes.clone(),
             confidential: false,
         }
+    }
+}
+
+/// A CORS origin as browsers send it in `Origin` (RFC 6454 §6.2): `http(s)://host[:port]`,
+/// lowercase, no path or trailing slash. `*` is refused: credentialed CORS must name its
+/// origins (Fetch standard, CORS protocol and credentials).
+fn check_origin(o: &str) -> Result<(), ConfigError> {
+    if o == "*" || o.contains('*') {
+        return Err(err(
+            "`cors.allowed_origins`: `*` is not allowed (credentials are sent); list each origin like https://app.example.com",
+        ));
+    }
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"));
+    let ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && !host.contains(['/', '?', '#', '@', ' '])
+            && host == host.to_ascii_lowercase()
+            && host.is_ascii()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "`cors.allowed_origins`: `{o}` is not an origin like https://app.example.com (scheme and lowercase host, optional port, no path or trailing slash)"
+        )))
     }
 }
 
@@ -1117,6 +1168,39 @@ mod tests {
         assert!(e.contains("signing.algo"), "{e}");
         let e = load("", &[("TESSERA_NOPE", "1")]).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("TESSERA_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn cors_origins_are_checked_and_never_a_wildcard() {
+        let c = load(
+            "[cors]\nallowed_origins = [\"https://app.example.com\", \"http://localhost:3000\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        let c = load(
+            "",
+            &[("TESSERA_CORS__ALLOWED_ORIGINS", "https://a.example")],
+        )
+        .unwrap();
+        assert_eq!(c.cors_allowed_origins, ["https://a.example"]);
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "https://a.example/",
+            "a.example",
+            "https://A.example",
+        ] {
+            let e = load(&format!("[cors]\nallowed_origins = [\"{bad}\"]\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cors.allowed_origins"), "{bad}: {e}");
+        }
+        let e = load("[cors]\norigins = []\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("cors.origins"), "{e}");
     }
 
     #[test]

@@ -304,6 +304,34 @@ impl AppError {
         self
     }
 
+    /// Replaces the description (same status and code).
+    #[must_use]
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// The description sent to the client.
+    #[must_use]
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The `Retry-After` seconds, if any.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    /// The `mfa_token` of an `mfa_required` answer.
+    #[must_use]
+    pub fn mfa_token(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .filter(|(k, _)| *k == "mfa_token")
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The HTTP status.
     #[must_use]
     pub fn status(&self) -> StatusCode {

@@ -9,6 +9,7 @@ use tessera_auth::AccessContext;
 use tessera_auth::model::RequestMeta;
 
 use crate::error::AppError;
+use crate::session;
 use crate::state::AppState;
 
 /// Parameters of an `application/x-www-form-urlencoded` OAuth request.
@@ -165,7 +166,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The authenticated caller of a protected endpoint.
+/// The authenticated caller of a protected endpoint: an `Authorization: Bearer` header, or
+/// in cookie mode the `__Host-tessera_at` cookie. When both are sent the header wins (and the
+/// cookie is ignored): an explicit credential says what the caller means, and a request with
+/// a Bearer header cannot be a forged browser request. A cookie-authenticated request that
+/// changes state must pass the CSRF check (`X-CSRF-Token` header; see [`crate::session`]).
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub AccessContext);
 
@@ -178,18 +183,29 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let token = bearer_token(&parts.headers).ok_or_else(AppError::missing_token)?;
-        match state.auth.authenticate(token) {
-            Ok(ctx) => Ok(Self(ctx)),
-            Err(e) => {
-                tracing::debug!(target: "tessera::auth", reason = %e, "access token rejected");
-                Err(AppError::invalid_token())
-            }
+        if let Some(token) = bearer_token(&parts.headers) {
+            return authenticate(&state, token).map(Self);
         }
+        let token = session::cookie(&parts.headers, session::ACCESS_COOKIE)
+            .ok_or_else(AppError::missing_token)?;
+        let ctx = authenticate(&state, token)?;
+        if !session::is_safe(&parts.method) {
+            session::check_csrf(&state.csrf, &parts.method, &parts.uri, &parts.headers, None)
+                .await?;
+        }
+        Ok(Self(ctx))
     }
 }
 
-/// An authenticated caller with the `admin` role.
+fn authenticate(state: &AppState, token: &str) -> Result<AccessContext, AppError> {
+    state.auth.authenticate(token).map_err(|e| {
+        tracing::debug!(target: "tessera::auth", reason = %e, "access token rejected");
+        AppError::invalid_token()
+    })
+}
+
+/// An authenticated caller with the `admin` role. Bearer header only: the admin API is for
+/// tools, and keeping cookies out of it keeps it out of reach of CSRF altogether.
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub AccessContext);
 
@@ -201,7 +217,9 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let CurrentUser(ctx) = CurrentUser::from_request_parts(parts, state).await?;
+        let state = AppState::from_ref(state);
+        let token = bearer_token(&parts.headers).ok_or_else(AppError::missing_token)?;
+        let ctx = authenticate(&state, token)?;
         if ctx.has_role(tessera_auth::model::Role::ADMIN) {
             Ok(Self(ctx))
         } else {

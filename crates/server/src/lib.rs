@@ -13,6 +13,7 @@ pub mod extract;
 pub mod openapi;
 pub mod ratelimit;
 mod routes;
+pub mod session;
 pub mod state;
 pub mod telemetry;
 
@@ -35,6 +36,7 @@ use tessera_jose::crypto::{self, SealingKey};
 use tessera_store::Database;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -181,8 +183,10 @@ pub async fn open(
     })
     .await
     .map_err(|e| StartError(format!("cannot start: {e}")))?;
+    let csrf = session::CsrfGuard::new(&config.cors_allowed_origins).map_err(StartError)?;
     Ok((
         AppState {
+            csrf: Arc::new(csrf),
             auth: Arc::new(auth),
             limits: Arc::new(ratelimit::RateLimits::new(&config)),
             config: Arc::new(config),
@@ -295,6 +299,31 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}", delete(routes::admin::revoke_session))
         .route("/keys", get(routes::admin::list_keys))
         .route("/keys/rotate", post(routes::admin::rotate_keys));
+    let pages = Router::new()
+        .route(
+            "/login",
+            get(routes::pages::login_page).post(routes::pages::login_submit),
+        )
+        .route("/login/mfa", post(routes::pages::login_submit))
+        .route("/account", get(routes::pages::account_page))
+        .route("/account/logout", post(routes::pages::logout))
+        .route("/account/password", post(routes::pages::change_password))
+        .route(
+            "/account/sessions/{id}/revoke",
+            post(routes::pages::revoke_session),
+        )
+        .route(
+            "/account/sessions/revoke-all",
+            post(routes::pages::revoke_all),
+        )
+        .route("/account/totp", post(routes::pages::begin_totp))
+        .route("/account/totp/confirm", post(routes::pages::confirm_totp))
+        .route("/account/totp/disable", post(routes::pages::disable_totp))
+        .route("/assets/tessera.css", get(routes::pages::stylesheet))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::pages::page_headers,
+        ));
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/token", post(routes::oauth::token))
@@ -302,6 +331,9 @@ pub fn app(state: AppState) -> Router {
         .route("/introspect", post(routes::oauth::introspect))
         .route("/revocations", get(routes::feed::revocations))
         .route("/logout", post(routes::oauth::logout))
+        .route("/session", post(routes::session::create))
+        .route("/session/refresh", post(routes::session::refresh))
+        .route("/session/logout", post(routes::session::logout))
         .route("/users/me", get(routes::users::me))
         .route("/users/me/password", post(routes::account::change_password))
         .route("/users/me/sessions", get(routes::account::list_sessions))
@@ -331,6 +363,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::meta::healthz))
         .route("/readyz", get(routes::meta::readyz))
         .nest("/admin", admin)
+        .merge(pages)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
             "/openapi.json",
             <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
@@ -343,6 +376,7 @@ pub fn app(state: AppState) -> Router {
                 "this method is not allowed here",
             )
         })
+        .layer(cors(&config.cors_allowed_origins))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
@@ -367,6 +401,32 @@ pub fn app(state: AppState) -> Router {
             header::COOKIE,
         ]))
         .with_state(state)
+}
+
+/// CORS for the configured origins only, with credentials (cookie mode from another origin
+/// of the same site). No origins configured: no CORS headers at all (same-origin only).
+/// Never `*`: config resolution refuses it, and a wildcard cannot carry credentials anyway.
+fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    use axum::http::Method;
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    tower::util::Either::Left(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(session::CSRF_HEADER),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets

@@ -29,6 +29,9 @@ use crate::routes;
         routes::oauth::introspect,
         routes::feed::revocations,
         routes::oauth::logout,
+        routes::session::create,
+        routes::session::refresh,
+        routes::session::logout,
         routes::users::me,
         routes::users::register,
         routes::account::change_password,
@@ -62,6 +65,7 @@ use crate::routes;
     modifiers(&SecuritySchemes, &CommonResponses),
     tags(
         (name = "oauth", description = "OAuth 2.0 endpoints"),
+        (name = "session", description = "Cookie mode for browsers: HttpOnly session cookies and CSRF protection"),
         (name = "users", description = "The current user and registration"),
         (name = "admin", description = "Administration (admin role)"),
         (name = "discovery", description = "Keys, metadata and health"),
@@ -201,6 +205,36 @@ pub(crate) struct TokenRequest {
     /// Client secret, for confidential clients (or use HTTP Basic).
     #[schema(format = Password)]
     client_secret: Option<String>,
+}
+
+/// `POST /session` form fields: a password sign-in (optionally with a one-step second
+/// factor), or the second step of an MFA sign-in (`mfa_token` with `otp` or `recovery_code`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "schema only: the handler reads the form field by field"
+)]
+pub(crate) struct SessionRequest {
+    /// The username (password step).
+    username: Option<String>,
+    /// The password (password step).
+    #[schema(format = Password)]
+    password: Option<String>,
+    /// The `mfa_token` of an `mfa_required` answer (second step).
+    mfa_token: Option<String>,
+    /// A TOTP code.
+    otp: Option<String>,
+    /// A single-use recovery code instead of `otp`.
+    #[schema(format = Password)]
+    recovery_code: Option<String>,
+}
+
+/// The CSRF token as a form field (or send the `X-CSRF-Token` header instead).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code, reason = "schema only")]
+pub(crate) struct CsrfForm {
+    /// The value of the `__Host-tessera_csrf` cookie.
+    csrf_token: Option<String>,
 }
 
 /// A token response (RFC 6749 §5.1).

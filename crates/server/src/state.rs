@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Per-client-IP rate limits.
     pub limits: Arc<crate::ratelimit::RateLimits>,
+    /// The Fetch-Metadata/`Origin` half of the CSRF defence for cookie mode.
+    pub csrf: Arc<crate::session::CsrfGuard>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -6,6 +6,8 @@ pub(crate) mod admin;
 pub(crate) mod feed;
 pub(crate) mod meta;
 pub(crate) mod oauth;
+pub(crate) mod pages;
+pub(crate) mod session;
 pub(crate) mod users;
 
 use serde::Serialize;

@@ -15,6 +15,7 @@
 //! - `keys`: signing-key rotation.
 //! - `account`: MFA, lockout, rate limits, password policy and changes, sessions.
 //! - `admin`: the admin API and registration.
+//! - `session`: cookie mode (`/session*`), CSRF, cookie + Bearer, CORS.
 //! - `robustness`: malformed input never yields a 5xx.
 #![allow(
     clippy::unwrap_used,
@@ -36,6 +37,7 @@ mod postgres;
 mod refresh;
 mod revocation;
 mod robustness;
+mod session;
 mod token_endpoint;
 mod tutorial;
 

@@ -1,0 +1,357 @@
+//! Cookie mode: `POST /session`, `POST /session/refresh`, `POST /session/logout`.
+//!
+//! The same grants as `POST /token` (the password grant with an optional one-step second
+//! factor, the MFA grant, the refresh grant with rotation and reuse detection), answered with
+//! cookies instead of tokens in the body. See [`crate::session`] for the cookies and the
+//! CSRF model.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tessera_auth::model::RequestMeta;
+use tessera_auth::{AccessContext, AuthError, PasswordGrant, SecondFactor, TokenResponse};
+use zeroize::Zeroizing;
+
+use crate::error::AppError;
+use crate::extract::{ApiQuery, ClientMeta, OAuthForm};
+use crate::ratelimit::Bucket;
+use crate::session::{self, REFRESH_COOKIE};
+use crate::state::AppState;
+
+/// What a sign-in presents: the password (with an optional one-step second factor), or the
+/// second step of an MFA login.
+pub(crate) enum SignIn {
+    /// Username and password.
+    Password {
+        username: String,
+        password: Zeroizing<String>,
+        second_factor: Option<SecondFactor>,
+    },
+    /// `mfa_token` from the `mfa_required` answer, and a code.
+    Mfa {
+        mfa_token: String,
+        otp: Option<String>,
+        recovery_code: Option<String>,
+    },
+}
+
+/// Runs a sign-in through the same service calls as `POST /token` (rate limits included).
+/// Pages and the JSON endpoint share it.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    meta: &ClientMeta,
+    step: SignIn,
+) -> Result<TokenResponse, AppError> {
+    state.limits.check(Bucket::Token, meta.ip())?;
+    let client = state
+        .auth
+        .authenticate_client(None, None)
+        .await
+        .map_err(AppError::from_grant)?;
+    let res = match step {
+        SignIn::Password {
+            username,
+            password,
+            second_factor,
+        } => {
+            let grant = PasswordGrant {
+                username,
+                password,
+                scope: None,
+                client,
+                second_factor,
+            };
+            state.auth.password_grant(grant, &meta.0).await
+        }
+        SignIn::Mfa {
+            mfa_token,
+            otp,
+            recovery_code,
+        } => {
+            state.limits.check(Bucket::Mfa, meta.ip())?;
+            state
+                .auth
+                .mfa_grant(
+                    &mfa_token,
+                    otp.as_deref(),
+                    recovery_code.as_deref(),
+                    &client,
+                    &meta.0,
+                )
+                .await
+        }
+    };
+    res.map_err(|e| match e {
+        AuthError::MfaRequired { .. } => AppError::from_grant(e).with_description(
+            "a second factor is required: send mfa_token with otp (or recovery_code) to POST /session",
+        ),
+        other => AppError::from_grant(other),
+    })
+}
+
+/// The `Set-Cookie` values for a token response, and the CSRF token they carry. The CSRF
+/// token is new at sign-in (no fixation across sessions) and kept on refresh (open forms in
+/// other tabs stay valid).
+pub(crate) fn cookies_for(
+    state: &AppState,
+    tokens: &TokenResponse,
+    keep_csrf: Option<&str>,
+) -> Result<(Vec<HeaderValue>, String), AppError> {
+    let csrf = match keep_csrf {
+        Some(c) => c.to_owned(),
+        None => session::new_csrf_token()?,
+    };
+    let refresh_ttl = state
+        .config
+        .refresh_token_ttl
+        .min(state.config.session_max_age);
+    let cookies = session::session_cookies(
+        &tokens.access_token,
+        tokens.expires_in,
+        tokens.refresh_token.as_deref().map(|rt| (rt, refresh_ttl)),
+        &csrf,
+    );
+    Ok((cookies, csrf))
+}
+
+/// Adds `Set-Cookie` headers to a response.
+pub(crate) fn with_cookies(mut res: Response, cookies: Vec<HeaderValue>) -> Response {
+    for c in cookies {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    res
+}
+
+/// A cookie-mode sign-in or refresh succeeded; the tokens are in the cookies.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionStarted {
+    /// Seconds until the access cookie expires (refresh before then).
+    expires_in: i64,
+    /// Granted scope.
+    scope: String,
+    /// The CSRF token (also in the `__Host-tessera_csrf` cookie): echo it in `X-CSRF-Token`.
+    csrf_token: String,
+}
+
+/// `POST /session`: sign in and receive the session cookies.
+#[utoipa::path(post, path = "/session", tag = "session",
+    request_body(content = crate::openapi::SessionRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Signed in: `__Host-tessera_at`, `__Secure-tessera_rt` and `__Host-tessera_csrf` are set", body = SessionStarted),
+        (status = 400, description = "invalid_request, invalid_grant (wrong credentials, locked, wrong code)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "mfa_required (with mfa_token), or csrf_failed (cross-origin)", body = crate::openapi::ErrorBody),
+        (status = 429, description = "rate_limited (per client IP, with Retry-After)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "temporarily_unavailable", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Response, AppError> {
+    // Login CSRF: no session exists yet, so no double-submit token either; the Fetch-Metadata
+    // / Origin check stops a cross-site form from signing the browser in as the attacker.
+    if !state.csrf.allows(&method, &uri, &headers).await {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "cross-origin request refused (Sec-Fetch-Site/Origin)",
+        ));
+    }
+    let step = step_from_form(&form)?;
+    let tokens = sign_in(&state, &meta, step).await?;
+    let (cookies, csrf_token) = cookies_for(&state, &tokens, None)?;
+    let body = SessionStarted {
+        expires_in: tokens.expires_in,
+        scope: tokens.scope,
+        csrf_token,
+    };
+    Ok(with_cookies(Json(body).into_response(), cookies))
+}
+
+fn step_from_form(form: &OAuthForm) -> Result<SignIn, AppError> {
+    let otp = form.get("otp")?;
+    let recovery = form.get("recovery_code")?;
+    if otp.is_some() && recovery.is_some() {
+        return Err(AppError::invalid_request(
+            "send at most one of `otp` and `recovery_code`",
+        ));
+    }
+    if let Some(mfa_token) = form.get("mfa_token")? {
+        return Ok(SignIn::Mfa {
+            mfa_token: mfa_token.to_owned(),
+            otp: otp.map(str::to_owned),
+            recovery_code: recovery.map(str::to_owned),
+        });
+    }
+    let second_factor = otp
+        .map(|c| SecondFactor::Otp(Zeroizing::new(c.to_owned())))
+        .or_else(|| recovery.map(|c| SecondFactor::RecoveryCode(Zeroizing::new(c.to_owned()))));
+    Ok(SignIn::Password {
+        username: form.require("username")?.to_owned(),
+        password: Zeroizing::new(form.require("password")?.to_owned()),
+        second_factor,
+    })
+}
+
+/// `POST /session/refresh`: rotate the refresh cookie and renew the access cookie.
+#[utoipa::path(post, path = "/session/refresh", tag = "session",
+    request_body(content = crate::openapi::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    params(("x-csrf-token" = Option<String>, Header, description = "The CSRF token (or the csrf_token form field)")),
+    responses(
+        (status = 200, description = "Renewed: new access and refresh cookies", body = SessionStarted),
+        (status = 400, description = "invalid_grant: no, expired, revoked or reused refresh cookie (the cookies are cleared; a reused token revokes the session)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "csrf_failed", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    ClientMeta(meta): ClientMeta,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let form = optional_form(&headers, &body)?;
+    session::check_csrf(
+        &state.csrf,
+        &method,
+        &uri,
+        &headers,
+        field(&form, session::CSRF_FIELD),
+    )
+    .await?;
+    let Some(rt) = session::cookie(&headers, REFRESH_COOKIE) else {
+        return Err(AppError::from_grant(AuthError::InvalidGrant(
+            "no refresh cookie: sign in again",
+        )));
+    };
+    let client = state
+        .auth
+        .authenticate_client(None, None)
+        .await
+        .map_err(AppError::from_grant)?;
+    match state.auth.refresh_grant(rt, None, &client, &meta).await {
+        Ok(tokens) => {
+            let keep = session::cookie(&headers, session::CSRF_COOKIE);
+            let (cookies, csrf_token) = cookies_for(&state, &tokens, keep)?;
+            let body = SessionStarted {
+                expires_in: tokens.expires_in,
+                scope: tokens.scope,
+                csrf_token,
+            };
+            Ok(with_cookies(Json(body).into_response(), cookies))
+        }
+        Err(e) => {
+            // RFC 9700 §4.14.2: a reused refresh token has revoked the session; either way
+            // this browser's cookies are dead, so delete them.
+            let res = AppError::from_grant(e).into_response();
+            Ok(with_cookies(res, session::clearing_cookies()))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogoutQuery {
+    /// End every session of the user, not only this one.
+    #[serde(default)]
+    all: bool,
+}
+
+/// `POST /session/logout`: end the session (`?all=true`: every session of the user) and
+/// delete the cookies.
+#[utoipa::path(post, path = "/session/logout", tag = "session", params(LogoutQuery,
+        ("x-csrf-token" = Option<String>, Header, description = "The CSRF token (or the csrf_token form field)")),
+    request_body(content = crate::openapi::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 204, description = "Signed out; every session cookie is deleted (Max-Age=0)"),
+        (status = 403, description = "csrf_failed", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    ClientMeta(meta): ClientMeta,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<LogoutQuery>,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let form = optional_form(&headers, &body)?;
+    session::check_csrf(
+        &state.csrf,
+        &method,
+        &uri,
+        &headers,
+        field(&form, session::CSRF_FIELD),
+    )
+    .await?;
+    end_session(&state, &headers, q.all, &meta).await?;
+    let res = StatusCode::NO_CONTENT.into_response();
+    Ok(with_cookies(res, session::clearing_cookies()))
+}
+
+/// Ends the browser's session: through the access cookie when it is still valid (its `sid`
+/// and `jti` die), and through the refresh cookie in any case (RFC 7009 revocation of the
+/// refresh token ends its session), so an expired access cookie does not leave the session
+/// alive. With `all`, every session of the user ends (needs a valid access cookie).
+pub(crate) async fn end_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    all: bool,
+    meta: &RequestMeta,
+) -> Result<(), AppError> {
+    let ctx: Option<AccessContext> = session::cookie(headers, session::ACCESS_COOKIE)
+        .and_then(|t| state.auth.authenticate(t).ok());
+    if all && ctx.is_none() {
+        return Err(AppError::invalid_token());
+    }
+    if let Some(ctx) = &ctx {
+        state.auth.logout(ctx, all, meta).await?;
+    }
+    if let Some(rt) = session::cookie(headers, REFRESH_COOKIE) {
+        state
+            .auth
+            .revoke_token(
+                rt,
+                Some("refresh_token"),
+                Some(crate::config::DEFAULT_CLIENT_ID),
+                meta,
+            )
+            .await
+            .map_err(AppError::from_api)?;
+    }
+    Ok(())
+}
+
+/// Form fields of an optional `application/x-www-form-urlencoded` body (empty without one).
+pub(crate) fn optional_form(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, AppError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form || body.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| AppError::invalid_request(format!("malformed form body: {e}")))
+}
+
+/// The first value of `name` in a form, if non-empty.
+pub(crate) fn field<'f>(form: &'f [(String, String)], name: &str) -> Option<&'f str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}

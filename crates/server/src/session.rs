@@ -1,0 +1,286 @@
+//! Browser sessions: the cookies of cookie mode and the CSRF defences that come with them.
+//!
+//! Cookie mode keeps tokens out of reach of page scripts (an XSS cannot read an `HttpOnly`
+//! cookie). Three cookies, all `Secure` and `SameSite=Strict`:
+//!
+//! | cookie | `HttpOnly` | `Path` | holds |
+//! |---|---|---|---|
+//! | [`ACCESS_COOKIE`] `__Host-tessera_at` | yes | `/` | the access token (Max-Age = its lifetime) |
+//! | [`REFRESH_COOKIE`] `__Secure-tessera_rt` | yes | `/session` | the refresh token |
+//! | [`CSRF_COOKIE`] `__Host-tessera_csrf` | **no** | `/` | the double-submit CSRF token |
+//!
+//! The refresh cookie is scoped to `/session` (so it is sent to `/session/refresh` and
+//! `/session/logout` and to nothing else an application serves); a `Path` other than `/` rules
+//! out the `__Host-` prefix, so it carries `__Secure-`. It goes to `/session/logout` too
+//! because logout must end the session even after the access token has expired.
+//!
+//! CSRF (every state-changing request authenticated by cookie): first the Fetch-Metadata /
+//! `Origin` check of tower-http's `csrf` layer (the scheme of Go 1.25's
+//! `CrossOriginProtection`), then a double-submit token — the [`CSRF_COOKIE`] value echoed in
+//! the `X-CSRF-Token` header or a `csrf_token` form field, compared in constant time. The
+//! first stops modern browsers' cross-site requests outright; the second also covers
+//! browsers that send neither `Sec-Fetch-Site` nor `Origin` (which the layer lets through)
+//! and proxies that rewrite `Host`. Requests authenticated by an `Authorization: Bearer`
+//! header are exempt: a browser never attaches that header on its own.
+
+use std::convert::Infallible;
+
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use tower::{Layer as _, ServiceExt as _};
+use tower_http::csrf::CsrfLayer;
+
+use crate::error::AppError;
+
+/// The access-token cookie (`__Host-`: Secure, no `Domain`, `Path=/`).
+pub const ACCESS_COOKIE: &str = "__Host-tessera_at";
+/// The refresh-token cookie, scoped to [`REFRESH_PATH`].
+pub const REFRESH_COOKIE: &str = "__Secure-tessera_rt";
+/// The double-submit CSRF cookie, readable by page scripts on purpose.
+pub const CSRF_COOKIE: &str = "__Host-tessera_csrf";
+/// The header that echoes the CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The form field that echoes the CSRF token.
+pub const CSRF_FIELD: &str = "csrf_token";
+/// `Path` of the refresh cookie.
+pub const REFRESH_PATH: &str = "/session";
+/// Lifetime of the CSRF cookie without a session (the login page), seconds.
+const CSRF_ANONYMOUS_MAX_AGE: i64 = 3600;
+
+/// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4), if present
+/// and non-empty. The first occurrence wins; `__Host-` names cannot be planted by sibling
+/// subdomains, so a duplicate is an old cookie of ours at worst.
+#[must_use]
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value: always `Secure` and `SameSite=Strict`.
+fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, http_only: bool) -> HeaderValue {
+    let http_only = if http_only { "; HttpOnly" } else { "" };
+    let text = format!(
+        "{name}={value}; Path={path}; Max-Age={}; Secure{http_only}; SameSite=Strict",
+        max_age.max(0)
+    );
+    // Invariant-free: token values are base64url or JWS compact (visible ASCII); should
+    // one ever not be, the cookie is cleared rather than a panic raised.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| {
+        HeaderValue::from_static("__Host-tessera_at=; Path=/; Max-Age=0; Secure; HttpOnly")
+    })
+}
+
+/// The cookies that start or renew a session: access, refresh (when issued) and CSRF.
+#[must_use]
+pub fn session_cookies(
+    access_token: &str,
+    access_ttl: i64,
+    refresh: Option<(&str, i64)>,
+    csrf: &str,
+) -> Vec<HeaderValue> {
+    let mut v = vec![set_cookie(
+        ACCESS_COOKIE,
+        access_token,
+        "/",
+        access_ttl,
+        true,
+    )];
+    if let Some((rt, ttl)) = refresh {
+        v.push(set_cookie(REFRESH_COOKIE, rt, REFRESH_PATH, ttl, true));
+    }
+    // The CSRF cookie lives as long as the refresh cookie can (it is needed to refresh).
+    let csrf_ttl = refresh.map_or(access_ttl, |(_, t)| t);
+    v.push(set_cookie(CSRF_COOKIE, csrf, "/", csrf_ttl, false));
+    v
+}
+
+/// The CSRF cookie alone, for a visitor without a session (the login form).
+#[must_use]
+pub fn anonymous_csrf_cookie(csrf: &str) -> HeaderValue {
+    set_cookie(CSRF_COOKIE, csrf, "/", CSRF_ANONYMOUS_MAX_AGE, false)
+}
+
+/// `Set-Cookie` values that delete every session cookie (`Max-Age=0`, same name, path and
+/// attributes as when set, RFC 6265 §3.1).
+#[must_use]
+pub fn clearing_cookies() -> Vec<HeaderValue> {
+    vec![
+        set_cookie(ACCESS_COOKIE, "", "/", 0, true),
+        set_cookie(REFRESH_COOKIE, "", REFRESH_PATH, 0, true),
+        set_cookie(CSRF_COOKIE, "", "/", 0, false),
+    ]
+}
+
+/// A fresh CSRF token: 256 random bits, base64url.
+///
+/// # Errors
+/// 500 if the system RNG fails.
+pub fn new_csrf_token() -> Result<String, AppError> {
+    let bytes = tessera_jose::crypto::random_array::<32>()
+        .map_err(|e| AppError::internal(format!("rng: {e}")))?;
+    Ok(tessera_jose::base64url::encode(bytes))
+}
+
+/// The Fetch-Metadata / `Origin` half of the CSRF defence: tower-http's `csrf` middleware,
+/// run as a check on a request's method, target and headers.
+#[derive(Clone, Debug)]
+pub struct CsrfGuard {
+    layer: CsrfLayer,
+}
+
+impl CsrfGuard {
+    /// A guard trusting the request's own origin and `trusted_origins` (the configured CORS
+    /// origins).
+    ///
+    /// # Errors
+    /// A message naming an origin the layer cannot match.
+    pub fn new(trusted_origins: &[String]) -> Result<Self, String> {
+        let mut layer = CsrfLayer::new();
+        for o in trusted_origins {
+            layer = layer
+                .add_trusted_origin(o)
+                .map_err(|e| format!("`cors.allowed_origins`: {e}"))?;
+        }
+        Ok(Self { layer })
+    }
+
+    /// Whether tower-http's layer lets the request through: safe methods, `Sec-Fetch-Site:
+    /// same-origin|none`, a trusted or same-host `Origin`, or neither header.
+    pub async fn allows(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
+        let mut req = Request::new(());
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers.clone();
+        let ok =
+            tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+        match self.layer.layer(ok).oneshot(req).await {
+            Ok(res) => res.status() != StatusCode::FORBIDDEN,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The full CSRF check for a cookie-authenticated, state-changing request: the
+/// Fetch-Metadata/`Origin` check, then the double-submit token (`X-CSRF-Token` header, else
+/// the `csrf_token` form field passed as `form_token`) against the CSRF cookie, in constant
+/// time.
+///
+/// # Errors
+/// 403 `csrf_failed` saying which part failed.
+pub async fn check_csrf(
+    guard: &CsrfGuard,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    form_token: Option<&str>,
+) -> Result<(), AppError> {
+    if !guard.allows(method, uri, headers).await {
+        tracing::debug!(target: "tessera::auth", "cross-origin request refused (Sec-Fetch-Site/Origin)");
+        return Err(csrf_failed(
+            "cross-origin request refused (Sec-Fetch-Site/Origin)",
+        ));
+    }
+    let Some(expected) = cookie(headers, CSRF_COOKIE) else {
+        return Err(csrf_failed("the CSRF cookie is missing; sign in again"));
+    };
+    let presented = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or(form_token)
+        .ok_or_else(|| {
+            csrf_failed("missing CSRF token: send the X-CSRF-Token header or csrf_token field")
+        })?;
+    if tokens_match(expected, presented) {
+        Ok(())
+    } else {
+        tracing::debug!(target: "tessera::auth", "CSRF token mismatch");
+        Err(csrf_failed("the CSRF token does not match"))
+    }
+}
+
+/// Constant-time comparison of two CSRF tokens. Both are compared as SHA-256 digests so
+/// that their lengths do not leak through timing either (`jose::crypto`, built on subtle).
+fn tokens_match(a: &str, b: &str) -> bool {
+    let da = tessera_jose::crypto::sha256(a.as_bytes());
+    let db = tessera_jose::crypto::sha256(b.as_bytes());
+    tessera_jose::crypto::constant_time_eq(&da, &db)
+}
+
+fn csrf_failed(description: &str) -> AppError {
+    AppError::new(StatusCode::FORBIDDEN, "csrf_failed", description)
+}
+
+/// True for methods that change nothing (RFC 9110 §9.2.1) and need no CSRF check.
+#[must_use]
+pub fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; __Host-tessera_at=tok; __Host-tessera_atx=no"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie(&h, ACCESS_COOKIE), Some("tok"));
+        assert_eq!(cookie(&h, CSRF_COOKIE), None);
+        h.append(header::COOKIE, "__Host-tessera_csrf=c".parse().unwrap());
+        assert_eq!(cookie(&h, CSRF_COOKIE), Some("c"));
+    }
+
+    #[test]
+    fn session_cookies_carry_the_required_attributes() {
+        let v = session_cookies("at", 900, Some(("rt", 86_400)), "cs");
+        let v: Vec<&str> = v.iter().map(|h| h.to_str().unwrap()).collect();
+        assert_eq!(
+            v[0],
+            "__Host-tessera_at=at; Path=/; Max-Age=900; Secure; HttpOnly; SameSite=Strict"
+        );
+        assert_eq!(
+            v[1],
+            "__Secure-tessera_rt=rt; Path=/session; Max-Age=86400; Secure; HttpOnly; SameSite=Strict"
+        );
+        assert_eq!(
+            v[2],
+            "__Host-tessera_csrf=cs; Path=/; Max-Age=86400; Secure; SameSite=Strict"
+        );
+    }
+
+    #[test]
+    fn csrf_tokens_compare_exactly() {
+        assert!(tokens_match("abc", "abc"));
+        assert!(!tokens_match("abc", "abd"));
+        assert!(!tokens_match("abc", "abcd"));
+        assert!(!tokens_match("", "a"));
+    }
+
+    #[tokio::test]
+    async fn the_fetch_metadata_check_refuses_cross_site_posts() {
+        let g = CsrfGuard::new(&["https://app.example".into()]).unwrap();
+        let uri: Uri = "/session/logout".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "auth.example".parse().unwrap());
+        assert!(g.allows(&Method::POST, &uri, &h).await);
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!g.allows(&Method::POST, &uri, &h).await);
+        assert!(g.allows(&Method::GET, &uri, &h).await);
+        h.insert(header::ORIGIN, "https://app.example".parse().unwrap());
+        assert!(g.allows(&Method::POST, &uri, &h).await);
+        h.remove("sec-fetch-site");
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!g.allows(&Method::POST, &uri, &h).await);
+    }
+}

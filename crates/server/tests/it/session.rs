@@ -1,0 +1,588 @@
+//! Cookie mode (`/session`, `/session/refresh`, `/session/logout`): cookie attributes, CSRF
+//! (Fetch-Metadata/Origin and the double-submit token), cookie + Bearer coexistence, logout,
+//! refresh rotation and reuse detection through cookies, MFA sign-in, CORS.
+
+use std::collections::BTreeMap;
+
+use reqwest::header::{COOKIE, HeaderMap, ORIGIN, SET_COOKIE};
+use tessera_testkit::{TestApp, spawn_app, spawn_app_with};
+
+use crate::json;
+
+const PW: &str = "amber lighthouse quartet";
+
+/// One `Set-Cookie` header, parsed: name, value and attributes (names lowercased).
+#[derive(Debug)]
+struct SetCookie {
+    name: String,
+    value: String,
+    attrs: BTreeMap<String, Option<String>>,
+}
+
+impl SetCookie {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.get(name).and_then(|v| v.as_deref())
+    }
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.attrs.get(name), Some(None))
+    }
+}
+
+fn set_cookies(headers: &HeaderMap) -> BTreeMap<String, SetCookie> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| {
+            let text = v.to_str().unwrap();
+            let mut parts = text.split(';').map(str::trim);
+            let (name, value) = parts.next().unwrap().split_once('=').unwrap();
+            let attrs = parts
+                .map(|a| match a.split_once('=') {
+                    Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_owned())),
+                    None => (a.to_ascii_lowercase(), None),
+                })
+                .collect();
+            let c = SetCookie {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                attrs,
+            };
+            (c.name.clone(), c)
+        })
+        .collect()
+}
+
+/// A signed-in browser: its cookie values.
+#[derive(Debug, Clone)]
+struct Browser {
+    at: String,
+    rt: String,
+    csrf: String,
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        format!(
+            "__Host-tessera_at={}; __Secure-tessera_rt={}; __Host-tessera_csrf={}",
+            self.at, self.rt, self.csrf
+        )
+    }
+}
+
+async fn sign_in(app: &TestApp, user: &str) -> Browser {
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[("username", user), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let c = set_cookies(res.headers());
+    Browser {
+        at: c["__Host-tessera_at"].value.clone(),
+        rt: c["__Secure-tessera_rt"].value.clone(),
+        csrf: c["__Host-tessera_csrf"].value.clone(),
+    }
+}
+
+/// A same-origin browser POST with the session cookies and the CSRF header.
+fn browser_post(app: &TestApp, b: &Browser, path: &str) -> reqwest::RequestBuilder {
+    app.client
+        .post(app.url(path))
+        .header(COOKIE, b.cookie_header())
+        .header(ORIGIN, &app.base)
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &b.csrf)
+}
+
+#[tokio::test]
+async fn session_cookies_have_exactly_the_required_attributes() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[("username", "ada"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let c = set_cookies(res.headers());
+    assert_eq!(c.len(), 3, "{c:?}");
+
+    let at = &c["__Host-tessera_at"];
+    assert_eq!(at.attr("path"), Some("/"));
+    assert_eq!(
+        at.attr("max-age"),
+        Some(app.state.config.access_token_ttl.to_string().as_str())
+    );
+    assert!(at.flag("secure") && at.flag("httponly"));
+    assert_eq!(at.attr("samesite"), Some("Strict"));
+    assert!(!at.attrs.contains_key("domain"), "__Host- forbids Domain");
+    assert_eq!(at.value.split('.').count(), 3, "a JWS");
+
+    let rt = &c["__Secure-tessera_rt"];
+    assert_eq!(rt.attr("path"), Some("/session"));
+    assert!(rt.flag("secure") && rt.flag("httponly"));
+    assert_eq!(rt.attr("samesite"), Some("Strict"));
+    assert!(!rt.attrs.contains_key("domain"));
+
+    let csrf = &c["__Host-tessera_csrf"];
+    assert_eq!(csrf.attr("path"), Some("/"));
+    assert!(csrf.flag("secure"));
+    assert!(!csrf.flag("httponly"), "page scripts echo the CSRF token");
+    assert_eq!(csrf.attr("samesite"), Some("Strict"));
+
+    let body = json(res).await;
+    assert_eq!(body["csrf_token"], csrf.value.as_str());
+    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none());
+    assert_eq!(body["expires_in"], app.state.config.access_token_ttl);
+}
+
+#[tokio::test]
+async fn the_access_cookie_authenticates_and_a_bearer_header_wins() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    app.create_user("bob", PW, &["user"]).await;
+    let ada = sign_in(&app, "ada").await;
+    let bob = app.login("bob", PW).await;
+
+    let me = |cookie: Option<String>, bearer: Option<&str>| {
+        let mut r = app.client.get(app.url("/users/me"));
+        if let Some(c) = cookie {
+            r = r.header(COOKIE, c);
+        }
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        r.send()
+    };
+    let res = me(Some(ada.cookie_header()), None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["username"], "ada");
+    // Both: the header decides.
+    let res = me(Some(ada.cookie_header()), Some(&bob.access_token))
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["username"], "bob");
+    // A bad header is not rescued by a good cookie.
+    let res = me(Some(ada.cookie_header()), Some("not-a-token"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // The refresh cookie is no access credential.
+    let res = me(Some(format!("__Secure-tessera_rt={}", ada.rt)), None)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // The account endpoints take the cookie too.
+    let res = app
+        .client
+        .get(app.url("/users/me/sessions"))
+        .header(COOKIE, ada.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The admin API does not (Bearer only).
+    let admin = app.admin_login().await;
+    let res = app
+        .client
+        .get(app.url("/admin/users"))
+        .header(COOKIE, format!("__Host-tessera_at={}", admin.access_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn cookie_authenticated_writes_need_the_csrf_checks() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let path = "/users/me/mfa/totp";
+    let expect_csrf_failure = |res: reqwest::Response, why: &'static str| async move {
+        assert_eq!(res.status(), 403, "{why}");
+        assert_eq!(json(res).await["error"], "csrf_failed", "{why}");
+    };
+
+    // Missing token.
+    let res = app
+        .client
+        .post(app.url(path))
+        .header(COOKIE, b.cookie_header())
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    expect_csrf_failure(res, "missing token").await;
+    // Wrong token.
+    let res = app
+        .client
+        .post(app.url(path))
+        .header(COOKIE, b.cookie_header())
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", format!("{}x", b.csrf))
+        .send()
+        .await
+        .unwrap();
+    expect_csrf_failure(res, "wrong token").await;
+    // Token without the CSRF cookie.
+    let res = app
+        .client
+        .post(app.url(path))
+        .header(COOKIE, format!("__Host-tessera_at={}", b.at))
+        .header("x-csrf-token", &b.csrf)
+        .send()
+        .await
+        .unwrap();
+    expect_csrf_failure(res, "no csrf cookie").await;
+    // Right token, wrong origin.
+    let res = app
+        .client
+        .post(app.url(path))
+        .header(COOKIE, b.cookie_header())
+        .header(ORIGIN, "https://evil.example")
+        .header("x-csrf-token", &b.csrf)
+        .send()
+        .await
+        .unwrap();
+    expect_csrf_failure(res, "wrong origin").await;
+    // Right token, cross-site fetch metadata.
+    let res = app
+        .client
+        .post(app.url(path))
+        .header(COOKIE, b.cookie_header())
+        .header("sec-fetch-site", "cross-site")
+        .header("x-csrf-token", &b.csrf)
+        .send()
+        .await
+        .unwrap();
+    expect_csrf_failure(res, "cross-site").await;
+    // Everything right.
+    let res = app
+        .client
+        .post(app.url(path))
+        .header(COOKIE, b.cookie_header())
+        .header(ORIGIN, &app.base)
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &b.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(json(res).await["secret"].is_string());
+}
+
+#[tokio::test]
+async fn bearer_requests_are_exempt_from_csrf() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let t = app.login("ada", PW).await;
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp"))
+        .bearer_auth(&t.access_token)
+        .header("sec-fetch-site", "cross-site")
+        .header(ORIGIN, "https://elsewhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn signing_in_cross_site_is_refused() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("username", "ada"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.headers().get(SET_COOKIE).is_none());
+    assert_eq!(json(res).await["error"], "csrf_failed");
+}
+
+#[tokio::test]
+async fn wrong_credentials_look_the_same_for_unknown_users() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let attempt = |u: &'static str| {
+        app.client
+            .post(app.url("/session"))
+            .form(&[("username", u), ("password", "not the password at all")])
+            .send()
+    };
+    let a = attempt("ada").await.unwrap();
+    let b = attempt("nobody").await.unwrap();
+    assert_eq!(a.status(), 400);
+    assert_eq!(b.status(), 400);
+    assert!(a.headers().get(SET_COOKIE).is_none());
+    assert_eq!(json(a).await, json(b).await);
+}
+
+#[tokio::test]
+async fn logout_clears_the_cookies_and_revokes_the_session() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = browser_post(&app, &b, "/session/logout")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let c = set_cookies(res.headers());
+    for (name, path) in [
+        ("__Host-tessera_at", "/"),
+        ("__Secure-tessera_rt", "/session"),
+        ("__Host-tessera_csrf", "/"),
+    ] {
+        let cookie = &c[name];
+        assert_eq!(cookie.value, "", "{name}");
+        assert_eq!(cookie.attr("max-age"), Some("0"), "{name}");
+        assert_eq!(cookie.attr("path"), Some(path), "{name}");
+    }
+    // The old cookies no longer work, even if a copy survived.
+    let res = app
+        .client
+        .get(app.url("/users/me"))
+        .header(COOKIE, b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn logout_after_the_access_cookie_expired_still_ends_the_session() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = browser_post(&app, &b, "/session/logout")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn logout_needs_the_csrf_token_and_the_csrf_field_works_too() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = app
+        .client
+        .post(app.url("/session/logout"))
+        .header(COOKIE, b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
+    let res = app
+        .client
+        .post(app.url("/session/logout"))
+        .header(COOKIE, b.cookie_header())
+        .form(&[("csrf_token", b.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_cookies_and_a_replayed_refresh_cookie_revokes_the_session() {
+    let app = spawn_app_with(|c| c.refresh_grace_period = 0).await;
+    app.create_user("ada", PW, &["user"]).await;
+    let first = sign_in(&app, "ada").await;
+    app.advance(5).await;
+    let res = browser_post(&app, &first, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let c = set_cookies(res.headers());
+    let second = Browser {
+        at: c["__Host-tessera_at"].value.clone(),
+        rt: c["__Secure-tessera_rt"].value.clone(),
+        csrf: c["__Host-tessera_csrf"].value.clone(),
+    };
+    assert_ne!(second.rt, first.rt, "rotated");
+    assert_ne!(second.at, first.at);
+    assert_eq!(second.csrf, first.csrf, "the CSRF token is kept on refresh");
+    assert_eq!(c["__Secure-tessera_rt"].attr("path"), Some("/session"));
+    let res = app
+        .client
+        .get(app.url("/users/me"))
+        .header(COOKIE, second.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Replaying the first refresh cookie is reuse: the whole session dies (RFC 9700 §4.14.2).
+    let res = browser_post(&app, &first, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let cleared = set_cookies(res.headers());
+    assert_eq!(cleared["__Secure-tessera_rt"].attr("max-age"), Some("0"));
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    let res = browser_post(&app, &second, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "the successor died with the session");
+    let res = app
+        .client
+        .get(app.url("/users/me"))
+        .header(COOKIE, second.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn refresh_without_a_csrf_token_is_refused() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = app
+        .client
+        .post(app.url("/session/refresh"))
+        .header(COOKIE, b.cookie_header())
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.headers().get(SET_COOKIE).is_none());
+}
+
+/// The code an authenticator app shows for `secret` (base32) at `time`.
+fn code_at(secret: &str, time: i64) -> String {
+    let t = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap();
+    t.generate(u64::try_from(time).unwrap()).to_string()
+}
+
+#[tokio::test]
+async fn mfa_users_sign_in_in_two_steps_or_one() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let t = app.login("ada", PW).await;
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp"))
+        .bearer_auth(&t.access_token)
+        .send()
+        .await
+        .unwrap();
+    let secret = json(res).await["secret"].as_str().unwrap().to_owned();
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp/confirm"))
+        .bearer_auth(&t.access_token)
+        .json(&serde_json::json!({"code": code_at(&secret, app.now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[("username", "ada"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.headers().get(SET_COOKIE).is_none());
+    let body = json(res).await;
+    assert_eq!(body["error"], "mfa_required");
+    let mfa_token = body["mfa_token"].as_str().unwrap().to_owned();
+
+    app.advance(30).await; // a fresh time step: codes are single-use
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[
+            ("mfa_token", mfa_token.as_str()),
+            ("otp", &code_at(&secret, app.now())),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let c = set_cookies(res.headers());
+    let claims = crate::claims_of(&c["__Host-tessera_at"].value);
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp"]));
+
+    app.advance(30).await;
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[
+            ("username", "ada"),
+            ("password", PW),
+            ("otp", &code_at(&secret, app.now())),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "one step");
+}
+
+#[tokio::test]
+async fn cors_answers_only_configured_origins_with_credentials() {
+    let app = spawn_app_with(|c| {
+        c.cors_allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/users/me"))
+            .header(ORIGIN, origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let res = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+    let res = preflight("https://evil.example").await.unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    let plain = spawn_app().await;
+    let res = plain
+        .client
+        .get(plain.url("/healthz"))
+        .header(ORIGIN, "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
