@@ -222,6 +222,7 @@ test('sign in, enrol TOTP, sign out, sign in with a code, revoke another session
 
   const back = await otherPage.goto(`${server.base}/account`);
   assert.equal(new URL(back.url()).pathname, '/login', 'the revoked browser is signed out');
+  assert.match(await otherPage.getByRole('status').innerText(), /session has ended/);
   await screenshot(otherPage, 'account-09-revoked-elsewhere');
 
   assert.deepEqual(violations, []);

@@ -199,6 +199,10 @@ const NOTICES: &[(&str, &str)] = &[
     ("password_changed", "Your password has been changed."),
     ("session_revoked", "The session has been signed out."),
     ("totp_off", "Two-step verification is off."),
+    (
+        "session_ended",
+        "Your session has ended. Please sign in again.",
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -407,7 +411,13 @@ pub(crate) async fn account_page(
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response, AppError> {
     let Some(ctx) = page_user(&state, &headers) else {
-        return Ok(see_other("/login"));
+        // A cookie that no longer works: expired, signed out elsewhere, or revoked.
+        let to = if session::cookie(&headers, session::ACCESS_COOKIE).is_some() {
+            "/login?notice=session_ended"
+        } else {
+            "/login"
+        };
+        return Ok(see_other(to));
     };
     account(
         &state,

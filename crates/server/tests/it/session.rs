@@ -586,3 +586,131 @@ async fn cors_answers_only_configured_origins_with_credentials() {
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+#[tokio::test]
+async fn pages_carry_the_security_headers_and_hsts_only_behind_https() {
+    let app = spawn_app().await;
+    for path in ["/login", "/assets/tessera.css"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let h = res.headers();
+        assert_eq!(h["content-security-policy"], CSP, "{path}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(h.get("strict-transport-security").is_none());
+    }
+    let res = app.client.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let css = app
+        .client
+        .get(app.url("/assets/tessera.css"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        css.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    // Signed out, the account page sends to the login page.
+    let res = app.client.get(app.url("/account")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login");
+
+    let tls = spawn_app_with(|c| c.public_url = "https://auth.example".into()).await;
+    let res = tls.client.get(tls.url("/login")).send().await.unwrap();
+    assert_eq!(
+        res.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+}
+
+#[tokio::test]
+async fn the_login_form_works_without_javascript_and_checks_its_csrf_token() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let res = app.client.get(app.url("/login")).send().await.unwrap();
+    let csrf = set_cookies(res.headers())["__Host-tessera_csrf"]
+        .value
+        .clone();
+    let html = res.text().await.unwrap();
+    assert!(html.contains(&format!("name=\"csrf_token\" value=\"{csrf}\"")));
+    assert!(html.contains("autocomplete=\"current-password\""));
+    assert!(!html.contains("<script"));
+
+    let post = |token: &str, password: &str| {
+        app.client
+            .post(app.url("/login"))
+            .header(COOKIE, format!("__Host-tessera_csrf={csrf}"))
+            .header(ORIGIN, &app.base)
+            .form(&[
+                ("username", "ada"),
+                ("password", password),
+                ("csrf_token", token),
+            ])
+            .send()
+    };
+    // A forged form (no matching token) is refused before the password is even checked.
+    let res = post("forged", PW).await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.headers().get(SET_COOKIE).is_none());
+    // A wrong password is said in the page.
+    let res = post(&csrf, "not the password at all").await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Incorrect username or password")
+    );
+    // The right one signs in and goes to the account page.
+    let res = post(&csrf, PW).await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/account");
+    let c = set_cookies(res.headers());
+    assert_ne!(
+        c["__Host-tessera_csrf"].value, csrf,
+        "a new CSRF token per session"
+    );
+    let b = Browser {
+        at: c["__Host-tessera_at"].value.clone(),
+        rt: c["__Secure-tessera_rt"].value.clone(),
+        csrf: c["__Host-tessera_csrf"].value.clone(),
+    };
+    let res = app
+        .client
+        .get(app.url("/account"))
+        .header(COOKIE, b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("ada") && html.contains("Sign out everywhere"));
+    // A weak new password is explained in the page.
+    let res = app
+        .client
+        .post(app.url("/account/password"))
+        .header(COOKIE, b.cookie_header())
+        .header(ORIGIN, &app.base)
+        .form(&[
+            ("csrf_token", b.csrf.as_str()),
+            ("current_password", PW),
+            ("new_password", "password"),
+            ("confirm_password", "password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("role=\"alert\""));
+}
