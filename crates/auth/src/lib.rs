@@ -23,6 +23,7 @@ pub mod revocation;
 pub mod security;
 pub mod service;
 pub mod store;
+pub mod token_cache;
 pub mod tokens;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};

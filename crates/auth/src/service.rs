@@ -18,6 +18,7 @@ use crate::model::{
 use crate::password::{PasswordHasher, PasswordPolicy};
 use crate::revocation::RevocationCache;
 use crate::store::{RotateOutcome, RotateRequest, Store, StoreErrorKind};
+use crate::token_cache::{CachedToken, VerifiedTokenCache};
 use crate::tokens::{self, ACCESS_TOKEN_TYP, AccessTokenClaims};
 
 /// Which token shape to issue.
@@ -72,6 +73,9 @@ pub struct AuthConfig {
     pub password_policy: PasswordPolicy,
     /// Lockout and second-factor limits.
     pub security: crate::security::SecurityPolicy,
+    /// Capacity of the verified-token cache in tokens (0 disables it); see
+    /// [`crate::token_cache`].
+    pub token_cache_entries: usize,
 }
 
 /// A token endpoint success (RFC 6749 §5.1).
@@ -268,6 +272,7 @@ pub struct Auth<S> {
     hasher: PasswordHasher,
     keys: KeyManager,
     revocations: RevocationCache,
+    token_cache: VerifiedTokenCache,
     refresh_secret: Zeroizing<[u8; 32]>,
     validation: Validation,
     pub(crate) totp_sealing: tessera_jose::crypto::SealingKey,
@@ -313,7 +318,9 @@ impl<S: Store> Auth<S> {
             parts.account_secret.as_slice(),
             b"tessera/recovery-codes/v1",
         ));
+        let token_cache = VerifiedTokenCache::new(parts.config.token_cache_entries)?;
         let auth = Self {
+            token_cache,
             totp_sealing,
             recovery_pepper,
             store: parts.store,
@@ -362,6 +369,11 @@ impl<S: Store> Auth<S> {
     /// The revocation cache.
     pub fn revocations(&self) -> &RevocationCache {
         &self.revocations
+    }
+
+    /// The verified-token cache.
+    pub fn token_cache(&self) -> &VerifiedTokenCache {
+        &self.token_cache
     }
 
     /// Pulls revocations and key changes made elsewhere, and prunes expired state.
@@ -983,8 +995,29 @@ impl<S: Store> Auth<S> {
     /// # Errors
     /// [`AuthError::InvalidToken`] with the precise reason (for logs, never for clients).
     pub fn authenticate(&self, token: &str) -> Result<AccessContext> {
+        self.authenticate_shared(token).map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Auth::authenticate`], sharing the context with the verified-token cache instead of
+    /// copying it: the allocation-free path for a token seen before.
+    ///
+    /// A token seen before costs a cache lookup instead of a signature verification. The
+    /// cache is keyed by the exact token bytes and holds only tokens that passed full
+    /// verification; every hit re-checks `exp`/`nbf`/`iat` against the clock (same leeway),
+    /// that the key that verified it is still in the key ring, and revocation — the same
+    /// in-memory revocation check as a miss. Nothing on this path touches the database.
+    ///
+    /// # Errors
+    /// As [`Auth::authenticate`].
+    pub fn authenticate_shared(&self, token: &str) -> Result<Arc<AccessContext>> {
         let now = self.now();
         let ring = self.keys.current();
+        if let Some(verdict) = self
+            .token_cache
+            .with_hit(token, |hit| self.recheck_cached(hit, &ring, now))
+        {
+            return verdict;
+        }
         let jws = ring
             .verifier
             .verify_jws(token, &self.validation.limits)
@@ -1003,7 +1036,7 @@ impl<S: Store> Auth<S> {
         {
             return Err(AuthError::InvalidToken(why.as_str().into()));
         }
-        Ok(AccessContext {
+        let context = Arc::new(AccessContext {
             user_id: user_id.to_owned(),
             username: c.preferred_username.as_deref().unwrap_or(sub).to_owned(),
             roles: c.roles.iter().map(|r| r.to_string()).collect(),
@@ -1015,7 +1048,67 @@ impl<S: Store> Auth<S> {
             expires_at: reg.exp.map_or(0, |d| d.0),
             amr: c.amr.iter().map(|a| a.to_string()).collect(),
             is_client: c.sid.is_none() && c.preferred_username.is_none(),
-        })
+        });
+        // `exp` is required, so this always caches; a token without one never would be.
+        if let Some(exp) = reg.exp {
+            self.token_cache.insert(
+                token,
+                CachedToken {
+                    context: Arc::clone(&context),
+                    exp: exp.0,
+                    nbf: reg.nbf.map(|d| d.0),
+                    iat: reg.iat.map(|d| d.0),
+                    kid: jws.header().kid().map(Box::from),
+                },
+                now.saturating_sub(self.leeway_secs()),
+            );
+        }
+        Ok(context)
+    }
+
+    /// What must still hold for a cached token at `now`: the checks of
+    /// `Validation::validate` that depend on time, the key, and revocation.
+    fn recheck_cached(
+        &self,
+        hit: &CachedToken,
+        ring: &KeyRing,
+        now: i64,
+    ) -> Result<Arc<AccessContext>> {
+        let leeway = self.leeway_secs();
+        // RFC 7519 §4.1.4: the current time MUST be before `exp`.
+        if now >= hit.exp.saturating_add(leeway) {
+            return Err(AuthError::InvalidToken("token expired (cached)".into()));
+        }
+        // RFC 7519 §4.1.5: not before `nbf`.
+        if hit.nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+            return Err(AuthError::InvalidToken("token not yet valid (cached)".into()));
+        }
+        // RFC 7519 §4.1.6: issued in the future (the clock moved back).
+        if hit.iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+            return Err(AuthError::InvalidToken("token issued in the future (cached)".into()));
+        }
+        // The key that verified it must still verify (a revoked key stops its tokens).
+        let key_in_force = match hit.kid.as_deref() {
+            Some(kid) => ring.verifier.find(kid).is_some(),
+            None => ring.verifier.len() == 1,
+        };
+        if !key_in_force {
+            return Err(AuthError::InvalidToken("signing key no longer in force (cached)".into()));
+        }
+        let ctx = &hit.context;
+        if let Some(why) = self.revocations.check(
+            Some(ctx.jti.as_str()).filter(|j| !j.is_empty()),
+            ctx.session_id.as_deref(),
+            &ctx.user_id,
+            ctx.issued_at,
+        ) {
+            return Err(AuthError::InvalidToken(why.as_str().into()));
+        }
+        Ok(Arc::clone(ctx))
+    }
+
+    fn leeway_secs(&self) -> i64 {
+        i64::try_from(self.validation.leeway).unwrap_or(i64::MAX)
     }
 
     // ------------------------------------------------------------------ revocation

@@ -129,6 +129,7 @@ struct RawLimits {
     max_concurrent_hashes: Option<NumberValue>,
     max_queued_logins: Option<NumberValue>,
     request_timeout: Option<DurationValue>,
+    token_cache_entries: Option<NumberValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -488,6 +489,8 @@ pub struct Config {
     pub max_queued_logins: usize,
     /// Per-request timeout (s).
     pub request_timeout: u64,
+    /// Capacity of the verified-token cache (0: off).
+    pub token_cache_entries: usize,
     /// Database pool size (PostgreSQL).
     pub db_max_connections: u32,
     /// Argon2id parameters (not a file/env setting: OWASP in production, cheap in tests).
@@ -663,6 +666,13 @@ impl Config {
         let request_timeout = u64::try_from(secs(limits.request_timeout, 30))
             .unwrap_or(30)
             .max(1);
+        let token_cache_entries =
+            usize::try_from(num(limits.token_cache_entries, 16_384)).unwrap_or(usize::MAX);
+        if token_cache_entries > 1 << 24 {
+            return Err(err(
+                "`limits.token_cache_entries` must be between 0 and 16777216",
+            ));
+        }
         let db_max_connections =
             u32::try_from(num(raw.database.unwrap_or_default().max_connections, 10)).unwrap_or(10);
         if let Some(p) = &raw.bootstrap_admin_password {
@@ -774,6 +784,7 @@ impl Config {
             max_concurrent_hashes,
             max_queued_logins,
             request_timeout,
+            token_cache_entries,
             db_max_connections,
             hash_params: HashParams::OWASP,
             password_policy,
@@ -917,6 +928,7 @@ impl Config {
                 "max_concurrent_hashes": self.max_concurrent_hashes,
                 "max_queued_logins": self.max_queued_logins,
                 "request_timeout": self.request_timeout,
+                "token_cache_entries": self.token_cache_entries,
             }),
         );
         m.insert(

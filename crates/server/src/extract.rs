@@ -1,6 +1,7 @@
 //! Request extractors that turn rejections into the right error shape.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -171,8 +172,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// cookie is ignored): an explicit credential says what the caller means, and a request with
 /// a Bearer header cannot be a forged browser request. A cookie-authenticated request that
 /// changes state must pass the CSRF check (`X-CSRF-Token` header; see [`crate::session`]).
+/// The context is shared with the verified-token cache, so a cached token costs no copy.
 #[derive(Debug, Clone)]
-pub struct CurrentUser(pub AccessContext);
+pub struct CurrentUser(pub Arc<AccessContext>);
 
 impl<S> FromRequestParts<S> for CurrentUser
 where
@@ -197,8 +199,8 @@ where
     }
 }
 
-fn authenticate(state: &AppState, token: &str) -> Result<AccessContext, AppError> {
-    state.auth.authenticate(token).map_err(|e| {
+fn authenticate(state: &AppState, token: &str) -> Result<Arc<AccessContext>, AppError> {
+    state.auth.authenticate_shared(token).map_err(|e| {
         tracing::debug!(target: "tessera::auth", reason = %e, "access token rejected");
         AppError::invalid_token()
     })
@@ -207,7 +209,7 @@ fn authenticate(state: &AppState, token: &str) -> Result<AccessContext, AppError
 /// An authenticated caller with the `admin` role. Bearer header only: the admin API is for
 /// tools, and keeping cookies out of it keeps it out of reach of CSRF altogether.
 #[derive(Debug, Clone)]
-pub struct AdminUser(pub AccessContext);
+pub struct AdminUser(pub Arc<AccessContext>);
 
 impl<S> FromRequestParts<S> for AdminUser
 where

@@ -162,6 +162,7 @@ pub async fn open(
         default_client: config.default_client(),
         password_policy: config.password_policy.clone(),
         security: config.security.clone(),
+        token_cache_entries: config.token_cache_entries,
     };
     let key_schedule = KeySchedule {
         publish_ahead: config.key_publish_ahead,

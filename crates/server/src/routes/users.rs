@@ -12,18 +12,19 @@ use crate::extract::{ApiJson, ClientMeta, CurrentUser};
 use crate::routes::UserView;
 use crate::state::AppState;
 
-/// The current user, from the verified token alone (no database round trip).
+/// The current user, from the verified token alone (no database round trip). Borrows from
+/// the verified context, which the token cache shares: serializing it copies nothing.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct Me {
-    id: String,
-    username: String,
-    role: Option<String>,
-    roles: Vec<String>,
-    scope: String,
-    client_id: String,
+pub(crate) struct Me<'a> {
+    id: &'a str,
+    username: &'a str,
+    role: Option<&'a str>,
+    roles: &'a [String],
+    scope: &'a str,
+    client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<String>,
-    amr: Vec<String>,
+    session_id: Option<&'a str>,
+    amr: &'a [String],
     expires_at: i64,
 }
 
@@ -32,23 +33,24 @@ pub(crate) struct Me {
     responses((status = 200, description = "The current user", body = Me), (status = 401, description = "Missing, invalid, expired or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A client's own token", body = crate::openapi::ErrorBody)),
     security(("oauth2" = []), ("bearer" = [])))]
-pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Json<Me>, AppError> {
+pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Response, AppError> {
     if ctx.is_client {
         return Err(AppError::insufficient_scope(
             "this is a client's own token; there is no user",
         ));
     }
     Ok(Json(Me {
-        role: ctx.roles.first().cloned(),
-        id: ctx.user_id,
-        username: ctx.username,
-        roles: ctx.roles,
-        scope: ctx.scope,
-        client_id: ctx.client_id,
-        session_id: ctx.session_id,
-        amr: ctx.amr,
+        id: &ctx.user_id,
+        username: &ctx.username,
+        role: ctx.roles.first().map(String::as_str),
+        roles: &ctx.roles,
+        scope: &ctx.scope,
+        client_id: &ctx.client_id,
+        session_id: ctx.session_id.as_deref(),
+        amr: &ctx.amr,
         expires_at: ctx.expires_at,
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -17,6 +17,7 @@
 //! - `admin`: the admin API and registration.
 //! - `session`: cookie mode (`/session*`), CSRF, cookie + Bearer, CORS.
 //! - `robustness`: malformed input never yields a 5xx.
+//! - `token_cache`: the verified-token cache (revocation, expiry, key loss, capacity).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -38,6 +39,7 @@ mod refresh;
 mod revocation;
 mod robustness;
 mod session;
+mod token_cache;
 mod token_endpoint;
 mod tutorial;
 
