@@ -1081,11 +1081,15 @@ impl<S: Store> Auth<S> {
         }
         // RFC 7519 §4.1.5: not before `nbf`.
         if hit.nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
-            return Err(AuthError::InvalidToken("token not yet valid (cached)".into()));
+            return Err(AuthError::InvalidToken(
+                "token not yet valid (cached)".into(),
+            ));
         }
         // RFC 7519 §4.1.6: issued in the future (the clock moved back).
         if hit.iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-            return Err(AuthError::InvalidToken("token issued in the future (cached)".into()));
+            return Err(AuthError::InvalidToken(
+                "token issued in the future (cached)".into(),
+            ));
         }
         // The key that verified it must still verify (a revoked key stops its tokens).
         let key_in_force = match hit.kid.as_deref() {
@@ -1093,7 +1097,9 @@ impl<S: Store> Auth<S> {
             None => ring.verifier.len() == 1,
         };
         if !key_in_force {
-            return Err(AuthError::InvalidToken("signing key no longer in force (cached)".into()));
+            return Err(AuthError::InvalidToken(
+                "signing key no longer in force (cached)".into(),
+            ));
         }
         let ctx = &hit.context;
         if let Some(why) = self.revocations.check(

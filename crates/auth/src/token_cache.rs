@@ -121,7 +121,11 @@ impl VerifiedTokenCache {
 
     /// Looks `token` up and, on an exact match, runs `check` on the entry (under the shard's
     /// lock, so keep it short). `None` on a miss.
-    pub(crate) fn with_hit<R>(&self, token: &str, check: impl FnOnce(&CachedToken) -> R) -> Option<R> {
+    pub(crate) fn with_hit<R>(
+        &self,
+        token: &str,
+        check: impl FnOnce(&CachedToken) -> R,
+    ) -> Option<R> {
         if self.shard_capacity == 0 {
             return None;
         }

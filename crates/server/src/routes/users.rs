@@ -30,7 +30,7 @@ pub(crate) struct Me<'a> {
 
 /// `GET /users/me`: `{username, role}` as in the tutorial, plus id, roles and token facts.
 #[utoipa::path(get, path = "/users/me", tag = "users",
-    responses((status = 200, description = "The current user", body = Me), (status = 401, description = "Missing, invalid, expired or revoked token", body = crate::openapi::ErrorBody),
+    responses((status = 200, description = "The current user", body = Me<'static>), (status = 401, description = "Missing, invalid, expired or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A client's own token", body = crate::openapi::ErrorBody)),
     security(("oauth2" = []), ("bearer" = [])))]
 pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Response, AppError> {

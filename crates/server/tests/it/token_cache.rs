@@ -33,7 +33,9 @@ async fn a_cached_token_stops_working_at_logout() {
 #[tokio::test]
 async fn a_cached_token_stops_working_when_revoked_or_its_user_disabled() {
     let app = spawn_app().await;
-    let user = app.create_user("erin", "violet gramophone harbour", &[]).await;
+    let user = app
+        .create_user("erin", "violet gramophone harbour", &[])
+        .await;
     let revoked = app.login("erin", "violet gramophone harbour").await;
     let other = app.login("erin", "violet gramophone harbour").await;
     cached(&app, &revoked.access_token).await;
@@ -80,7 +82,10 @@ async fn a_cached_token_dies_with_its_revoked_signing_key() {
     let admin = app.admin_login().await;
     let t = app.admin_login().await;
     cached(&app, &t.access_token).await;
-    let kid = header_of(&t.access_token)["kid"].as_str().unwrap().to_owned();
+    let kid = header_of(&t.access_token)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.state
         .auth
         .keys()
