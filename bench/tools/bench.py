@@ -64,6 +64,7 @@ class Settings:
     argon2_time: Path
     python: Path | None
     servers: list[str]
+    perf: bool = False
 
 
 @dataclass
@@ -203,6 +204,9 @@ class Servers:
             "TESSERA_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
             # One client address sends every login and refresh.
             "TESSERA_RATE_LIMITS__TOKEN_PER_MINUTE": "0",
+            # Fixed, so tokens obtained from one process verify in the next (the default
+            # issuer follows the listening port, which changes with every start).
+            "TESSERA_ISSUER": "http://tessera.bench.test",
         })
         if variant == "tessera-hs256":
             env["TESSERA_SIGNING__ALG"] = "HS256"
@@ -366,14 +370,28 @@ def fill(row: Row, r: dict) -> None:
                             f"timeout {r['timeouts']}")
 
 
-def measure(server: Server, runs: list[tuple[list[str], dict]]) -> tuple[list[dict], float, float]:
+def measure(server: Server, runs: list[tuple[list[str], dict]],
+            profile: Path | None = None) -> tuple[list[dict], float, float]:
     """Runs the wrk commands at once against `server`; returns their results, the server's CPU
-    seconds over the run and its VmHWM in MiB."""
+    seconds over the run and its VmHWM in MiB. With `profile`, perf samples the server
+    meanwhile and its flat profile is written there."""
     cpu0 = cpu_seconds(server.pid)
+    perf = None
+    if profile:
+        duration = next(a for a in runs[0][0] if a.startswith("-d"))[2:-1]
+        perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(server.pid),
+                                 "-o", str(profile.with_suffix(".data")), "--", "sleep",
+                                 duration], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for cmd, env in runs]
     outputs = [p.communicate()[0] for p in procs]
     cpu = cpu_seconds(server.pid) - cpu0
+    if perf:
+        perf.wait()
+        with profile.open("w") as f:
+            subprocess.run(["perf", "report", "-i", str(profile.with_suffix(".data")),
+                            "--stdio", "--no-children", "--percent-limit", "0.7", "-g", "none",
+                            "--sort", "dso,symbol"], stdout=f, stderr=subprocess.DEVNULL)
     if server.proc.poll() is not None:
         raise RuntimeError(f"{server.name} died during the run; see {server.log}")
     hwm = status_kib(server.pid, "VmHWM") / 1024
@@ -410,23 +428,24 @@ def run_scenario(scenario: str, name: str, s: Settings, sv: Servers) -> Row:
     if scenario == "startup":
         return startup(name, s, sv, row)
     server = sv.start(name, scenario)
+    prof = s.out / f"perf-{scenario}-{name}.txt" if s.perf else None
     try:
         me_url = f"{server.base}/users/me"
         bearer = [f"Authorization: Bearer {prep['token']}"]
         login_env = dict(env, BENCH_BODY=form(username=USER, password=USER_PASSWORD))
         if scenario == "users_me":
-            results, cpu, hwm = measure(server, [(wrk_cmd(s, me_url, "fixed.lua", headers=bearer), env)])
+            results, cpu, hwm = measure(server, profile=prof, runs=[(wrk_cmd(s, me_url, "fixed.lua", headers=bearer), env)])
         elif scenario == "users_me_10k":
-            results, cpu, hwm = measure(server, [(wrk_cmd(s, me_url, "tokens.lua", str(prep["tokens"])), env)])
+            results, cpu, hwm = measure(server, profile=prof, runs=[(wrk_cmd(s, me_url, "tokens.lua", str(prep["tokens"])), env)])
             row.note = f"{s.distinct_tokens} tokens"
         elif scenario == "login":
-            results, cpu, hwm = measure(server, [(wrk_cmd(s, f"{server.base}/token", "fixed.lua"), login_env)])
+            results, cpu, hwm = measure(server, profile=prof, runs=[(wrk_cmd(s, f"{server.base}/token", "fixed.lua"), login_env)])
         elif scenario == "refresh":
-            results, cpu, hwm = measure(server, [(wrk_cmd(s, f"{server.base}/token", "refresh.lua",
+            results, cpu, hwm = measure(server, profile=prof, runs=[(wrk_cmd(s, f"{server.base}/token", "refresh.lua",
                                                           str(prep["refresh_pool"])), env)])
         elif scenario == "users_me_under_login":
             me_conns = max(2, s.connections // 4)
-            results, cpu, hwm = measure(server, [
+            results, cpu, hwm = measure(server, profile=prof, runs=[
                 (wrk_cmd(s, me_url, "fixed.lua", threads=1, connections=me_conns, headers=bearer), env),
                 (wrk_cmd(s, f"{server.base}/token", "fixed.lua", threads=1), login_env),
             ])
@@ -582,6 +601,8 @@ def main() -> int:
     ap.add_argument("--python", type=Path, help="the venv's python (FastAPI peer)")
     ap.add_argument("--out", type=Path, default=BENCH / "out")
     ap.add_argument("--command", default="bench/run.sh", help="command line to print in the report")
+    ap.add_argument("--perf", action="store_true",
+                    help="sample each measured server with perf; flat profiles in OUT/perf-*.txt")
     a = ap.parse_args()
     unknown = [x for x in a.scenarios if x not in SCENARIOS]
     if unknown:
@@ -592,7 +613,7 @@ def main() -> int:
     s = Settings(duration=duration, threads=2, connections=16 if a.quick else 64,
                  distinct_tokens=1000 if a.quick else 10_000, quick=a.quick, out=a.out,
                  tessera=a.tessera, hello=a.hello, argon2_time=a.argon2_time, python=a.python,
-                 servers=a.servers.split(","))
+                 servers=a.servers.split(","), perf=a.perf)
     s.out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     sv = Servers(s)
