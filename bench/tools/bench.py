@@ -610,6 +610,8 @@ def main() -> int:
     duration = a.duration or (3 if a.quick else 10)
     if not 1 <= duration <= 15:
         ap.error("--duration must be 1-15 seconds")
+    if a.python:
+        a.python = a.python.absolute()
     s = Settings(duration=duration, threads=2, connections=16 if a.quick else 64,
                  distinct_tokens=1000 if a.quick else 10_000, quick=a.quick, out=a.out,
                  tessera=a.tessera, hello=a.hello, argon2_time=a.argon2_time, python=a.python,
