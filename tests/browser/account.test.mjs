@@ -225,6 +225,13 @@ test('sign in, enrol TOTP, sign out, sign in with a code, revoke another session
   assert.match(await otherPage.getByRole('status').innerText(), /session has ended/);
   await screenshot(otherPage, 'account-09-revoked-elsewhere');
 
+  // The account page on a phone-sized screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${server.base}/account`);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  assert.equal(overflow, false, 'no horizontal scrolling on a narrow screen');
+  await screenshot(page, 'account-10-narrow-screen');
+
   assert.deepEqual(violations, []);
   await other.close();
   await context.close();
