@@ -16,6 +16,7 @@ mod routes;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod token_request;
 
 use std::future::Future;
 use std::net::SocketAddr;

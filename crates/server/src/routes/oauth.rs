@@ -6,66 +6,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tessera_auth::security::MFA_GRANT_TYPE;
-use tessera_auth::{ClientPolicy, PasswordGrant, SecondFactor};
-use zeroize::Zeroizing;
+use tessera_auth::{ClientPolicy, PasswordGrant};
 
 use crate::error::AppError;
 use crate::extract::{ApiQuery, ClientMeta, CurrentUser, OAuthForm, bearer_token};
 use crate::ratelimit::Bucket;
 use crate::state::AppState;
-
-/// Client credentials as presented: HTTP Basic or `client_id`/`client_secret` form fields
-/// (RFC 6749 §2.3.1). Using both methods at once is refused.
-struct PresentedClient {
-    id: Option<String>,
-    secret: Option<Zeroizing<String>>,
-}
-
-fn presented_client(form: &OAuthForm, headers: &HeaderMap) -> Result<PresentedClient, AppError> {
-    let mut basic = None;
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
-        if scheme.eq_ignore_ascii_case("basic") {
-            basic = Some(
-                decode_basic(rest)
-                    .ok_or_else(|| AppError::invalid_client("malformed HTTP Basic credentials"))?,
-            );
-        }
-    }
-    let form_id = form.get("client_id")?.map(str::to_owned);
-    let form_secret = form
-        .get("client_secret")?
-        .map(|s| Zeroizing::new(s.to_owned()));
-    // Swagger UI and some libraries send `Basic Og==` (an empty id and secret) when no
-    // client is configured: that names no client at all.
-    let basic = basic.filter(|(id, secret)| !(id.is_empty() && secret.is_empty()));
-    match basic {
-        Some((id, secret)) => {
-            if form_secret.is_some() {
-                return Err(AppError::invalid_request(
-                    "use one client authentication method: HTTP Basic or client_secret, not both (RFC 6749 §2.3.1)",
-                ));
-            }
-            if form_id.as_deref().is_some_and(|f| f != id) {
-                return Err(AppError::invalid_request(
-                    "client_id in the form differs from HTTP Basic",
-                ));
-            }
-            Ok(PresentedClient {
-                id: Some(id),
-                secret: (!secret.is_empty()).then_some(secret),
-            })
-        }
-        None => Ok(PresentedClient {
-            id: form_id,
-            secret: form_secret,
-        }),
-    }
-}
+use crate::token_request::{Grant, GrantType, PresentedClient};
 
 /// Identifies and authenticates the request's client (the built-in public client when none
 /// is named).
@@ -74,32 +21,15 @@ async fn client_of(
     form: &OAuthForm,
     headers: &HeaderMap,
 ) -> Result<ClientPolicy, AppError> {
-    let p = presented_client(form, headers)?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let p = PresentedClient::from_request(form, authorization)?;
     state
         .auth
         .authenticate_client(p.id.as_deref(), p.secret.as_deref().map(String::as_str))
         .await
         .map_err(AppError::from_grant)
-}
-
-/// Decodes `base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
-fn decode_basic(b64: &str) -> Option<(String, Zeroizing<String>)> {
-    use base64::Engine as _;
-    let raw = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()?,
-    );
-    let text = std::str::from_utf8(&raw).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    let dec = |s: &str| -> Option<String> {
-        let pairs = Zeroizing::new(format!("v={s}"));
-        serde_urlencoded::from_str::<Vec<(String, String)>>(&pairs)
-            .ok()?
-            .pop()
-            .map(|(_, v)| v)
-    };
-    Some((dec(id)?, Zeroizing::new(dec(secret)?)))
 }
 
 fn token_response(body: &tessera_auth::TokenResponse) -> Response {
@@ -134,79 +64,61 @@ pub(crate) async fn token(
     state.limits.check(Bucket::Token, client_meta.ip())?;
     let meta = client_meta.0;
     // The grant type is checked first so that an unsupported grant is reported as such,
-    // whatever the client presented.
-    let grant_type = form.get("grant_type")?;
-    if let Some(g) = grant_type
-        && !matches!(
-            g,
-            "password" | "refresh_token" | "client_credentials" | MFA_GRANT_TYPE
-        )
-    {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            format!(
-                "grant_type `{}` is not supported; use password, refresh_token, client_credentials or {MFA_GRANT_TYPE}",
-                g.chars().take(64).collect::<String>()
-            ),
-        ));
-    }
+    // whatever the client presented; the grant's own parameters only once the client is
+    // known (crate::token_request runs the same steps for the fuzzer).
+    let grant_type = GrantType::from_form(&form)?;
     let client = client_of(&state, &form, &headers).await?;
-    let res = match grant_type {
-        // The tutorial's OAuth2PasswordRequestForm clients send `grant_type=password` or
-        // nothing at all; both mean the password grant.
-        None | Some("password") => {
-            // A second factor may come with the password (one-step MFA login; the only
-            // way in while the username is locked, see docs/security.md).
-            let second_factor = match (form.get("otp")?, form.get("recovery_code")?) {
-                (None, None) => None,
-                (Some(c), None) => Some(SecondFactor::Otp(Zeroizing::new(c.to_owned()))),
-                (None, Some(c)) => Some(SecondFactor::RecoveryCode(Zeroizing::new(c.to_owned()))),
-                (Some(_), Some(_)) => {
-                    return Err(AppError::invalid_request(
-                        "send at most one of `otp` and `recovery_code`",
-                    ));
-                }
-            };
+    let res = match Grant::from_form(&form, grant_type)? {
+        Grant::Password {
+            username,
+            password,
+            scope,
+            second_factor,
+        } => {
             let grant = PasswordGrant {
-                username: form.require("username")?.to_owned(),
-                password: Zeroizing::new(form.require("password")?.to_owned()),
-                scope: form.get("scope")?.map(str::to_owned),
+                username,
+                password,
+                scope,
                 client,
                 second_factor,
             };
             state.auth.password_grant(grant, &meta).await
         }
-        Some("refresh_token") => {
-            let refresh = form.require("refresh_token")?;
+        Grant::RefreshToken {
+            refresh_token,
+            scope,
+        } => {
             state
                 .auth
-                .refresh_grant(refresh, form.get("scope")?, &client, &meta)
+                .refresh_grant(&refresh_token, scope.as_deref(), &client, &meta)
                 .await
         }
-        Some(MFA_GRANT_TYPE) => {
+        Grant::Mfa {
+            mfa_token,
+            otp,
+            recovery_code,
+        } => {
             let ip = meta
                 .ip
                 .as_deref()
                 .and_then(|i| i.parse().ok())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             state.limits.check(Bucket::Mfa, ip)?;
-            let mfa_token = form.require("mfa_token")?;
             state
                 .auth
                 .mfa_grant(
-                    mfa_token,
-                    form.get("otp")?,
-                    form.get("recovery_code")?,
+                    &mfa_token,
+                    otp.as_deref().map(String::as_str),
+                    recovery_code.as_deref().map(String::as_str),
                     &client,
                     &meta,
                 )
                 .await
         }
-        _ => {
+        Grant::ClientCredentials { scope } => {
             state
                 .auth
-                .client_credentials_grant(&client, form.get("scope")?, &meta)
+                .client_credentials_grant(&client, scope.as_deref(), &meta)
                 .await
         }
     };
@@ -267,7 +179,10 @@ pub(crate) async fn introspect(
             ));
         }
     } else {
-        let p = presented_client(&form, &headers)?;
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let p = PresentedClient::from_request(&form, authorization)?;
         if p.id.is_none() {
             return Err(AppError::missing_token());
         }
@@ -307,18 +222,4 @@ pub(crate) async fn logout(
     }
     let n = state.auth.logout(&ctx, q.all, &meta).await?;
     Ok(Json(serde_json::json!({ "revoked_sessions": n })).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials_are_url_decoded() {
-        use base64::Engine as _;
-        let enc = base64::engine::general_purpose::STANDARD.encode("my%20client:s%3Acret");
-        let (id, secret) = decode_basic(&enc).unwrap();
-        assert_eq!((id.as_str(), secret.as_str()), ("my client", "s:cret"));
-        assert!(decode_basic("!!!").is_none());
-    }
 }

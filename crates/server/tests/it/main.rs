@@ -18,6 +18,7 @@
 //! - `session`: cookie mode (`/session*`), CSRF, cookie + Bearer, CORS.
 //! - `robustness`: malformed input never yields a 5xx.
 //! - `token_cache`: the verified-token cache (revocation, expiry, key loss, capacity).
+//! - `attacks`: the attack regression corpus (`tests/data/attacks.toml`, one line per attack).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -28,6 +29,7 @@
 
 mod account;
 mod admin;
+mod attacks;
 mod bearer;
 mod clients;
 mod discovery;
