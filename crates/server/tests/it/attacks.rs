@@ -57,6 +57,7 @@ enum Base {
     LoggedOut,
     DeletedUser,
     DisabledUser,
+    SpareRefresh,
     Literal,
 }
 
@@ -97,6 +98,7 @@ enum Endpoint {
     #[default]
     Me,
     Refresh,
+    SessionRefresh,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +183,7 @@ struct Target {
     logged_out: String,
     deleted_user: String,
     disabled_user: String,
+    spare_refresh: String,
     other_sub: String,
     deleted_sub: String,
     /// The server's own signing key (for "server" re-signing).
@@ -264,6 +267,12 @@ async fn target(mode: Mode, listener_url: &str) -> Target {
         .unwrap();
     assert!(res.status().is_success(), "setup: disable dave");
 
+    let spare_refresh = app
+        .login("alice", PASSWORD)
+        .await
+        .refresh_token
+        .expect("a refresh token");
+
     let signer = app.state.auth.key_ring().signer.clone();
     assert_eq!(signer.algorithm(), alg);
     let (public_pem, public_jwk) = if mode == Mode::Hs256 {
@@ -302,6 +311,7 @@ async fn target(mode: Mode, listener_url: &str) -> Target {
         logged_out,
         deleted_user,
         disabled_user,
+        spare_refresh,
         other_sub: bob.id.to_string(),
         deleted_sub: carol.id.to_string(),
         signer,
@@ -415,6 +425,7 @@ fn build(case: &Case, t: &Target) -> String {
         Base::LoggedOut => &t.logged_out,
         Base::DeletedUser => &t.deleted_user,
         Base::DisabledUser => &t.disabled_user,
+        Base::SpareRefresh => &t.spare_refresh,
         Base::Literal => {
             if let Some((text, n)) = &case.repeat {
                 return text.repeat(*n);
@@ -587,6 +598,20 @@ async fn run_case(case: &Case, t: &Target) -> Vec<String> {
                 .post_token(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
                 .await
         }
+        // Cookie mode: the token as the refresh cookie, with a matching double-submit CSRF
+        // cookie and header, so that only the token decides.
+        Endpoint::SessionRefresh => t
+            .app
+            .client
+            .post(t.app.url("/session/refresh"))
+            .header(
+                "cookie",
+                format!("__Secure-tessera_rt={token}; __Host-tessera_csrf=attack-csrf"),
+            )
+            .header("x-csrf-token", "attack-csrf")
+            .send()
+            .await
+            .unwrap(),
     };
     let status = res.status().as_u16();
     let challenge = res
@@ -618,6 +643,38 @@ async fn run_case(case: &Case, t: &Target) -> Vec<String> {
             _ => fail(format!(
                 "401 without an invalid_token challenge: {challenge:?}"
             )),
+        }
+    }
+    // Cookie mode: /users/me also takes the access token from the `__Host-tessera_at` cookie,
+    // and must judge it exactly as the bearer token. Tokens that cannot be a cookie value
+    // (RFC 6265 §4.1.1: no whitespace, `;` or `,`) are left out.
+    let cookie_safe = !token.is_empty()
+        && !token.contains(|c: char| c.is_whitespace() || c == ';' || c == ',' || c == '"');
+    if case.endpoint == Endpoint::Me && cookie_safe {
+        let res = t
+            .app
+            .client
+            .get(t.app.url("/users/me"))
+            .header("cookie", format!("__Host-tessera_at={token}"))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap_or_default();
+        let got: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if status != case.expect {
+            fail(format!(
+                "as the access cookie: status {status}, expected {}: {body}",
+                case.expect
+            ));
+        }
+        if let Some(error) = &case.error
+            && got["error"] != error.as_str()
+        {
+            fail(format!(
+                "as the access cookie: error {}: {body}",
+                got["error"]
+            ));
         }
     }
     // RFC 7662 §2.2: whatever the token, introspection says active=false (or true for the
