@@ -9,9 +9,10 @@
 //! Why dedicated threads rather than tokio's blocking pool: the allocator keeps a freed
 //! 19 MiB block in the arena of the thread that used it, and the blocking pool hands
 //! successive hashes to ever new threads (a permit is released before its thread is idle
-//! again), so resident memory grew with the number of threads that ever hashed — 465 MiB
-//! after a few seconds of 16 concurrent logins. With `concurrency` long-lived threads it
-//! stays near `concurrency` × 19 MiB.
+//! again), so resident memory grew with the number of threads that ever hashed — 468 MiB
+//! under 64 concurrent logins. With `concurrency` long-lived threads it no longer grows
+//! with time, but fragmentation inside the arenas still keeps a few blocks per thread
+//! (~240 MiB measured; see docs/BENCHMARKS.md for the remaining fix).
 //!
 //! Unknown users are checked against a dummy hash with the same parameters, so a login for
 //! a user that does not exist costs the same time as a wrong password for one that does.
