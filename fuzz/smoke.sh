@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
-for target in compact_verify jwk_parse decode_unverified; do
+for target in compact_verify jwk_parse decode_unverified token_form differential_jsonwebtoken; do
   echo "==> fuzz ${target} for ${secs}s"
   mkdir -p "corpus/${target}"
   cargo fuzz run "${target}" --sanitizer none "corpus/${target}" "seeds/${target}" -- \
