@@ -4,9 +4,18 @@
 use tessera_jose::crypto;
 
 use crate::error::Result;
-use crate::model::{AuditEvent, AuditRecord};
+pub use crate::model::AuditEvent;
+use crate::model::AuditRecord;
 use crate::service::Auth;
 use crate::store::Store;
+
+/// Told about every audit event as it is recorded (after the row is written or its write
+/// failed), for counting security events in metrics without `auth` knowing about HTTP.
+/// Called on the request path: keep it cheap and never block.
+pub trait AuditObserver: Send + Sync {
+    /// One event (`lockout`, `refresh_reuse`, `login`...).
+    fn observe(&self, event: &AuditEvent);
+}
 
 /// The hash a row must carry given the previous row's hash.
 #[must_use]

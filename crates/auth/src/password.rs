@@ -221,6 +221,7 @@ pub struct PasswordHasher {
     params: HashParams,
     threads: HashThreads,
     permits: Arc<Semaphore>,
+    concurrency: usize,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     dummy_hash: String,
@@ -240,6 +241,7 @@ impl PasswordHasher {
             params,
             threads: HashThreads::new(concurrency.max(1))?,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
             dummy_hash,
@@ -250,6 +252,13 @@ impl PasswordHasher {
     #[must_use]
     pub fn params(&self) -> HashParams {
         self.params
+    }
+
+    /// Hashes running now (slots taken), at most the configured concurrency.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.concurrency
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// Requests currently waiting for a hashing slot.

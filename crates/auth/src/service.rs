@@ -277,6 +277,7 @@ pub struct Auth<S> {
     validation: Validation,
     pub(crate) totp_sealing: tessera_jose::crypto::SealingKey,
     pub(crate) recovery_pepper: Zeroizing<[u8; 32]>,
+    observer: Option<Arc<dyn audit::AuditObserver>>,
 }
 
 impl<S> std::fmt::Debug for Auth<S> {
@@ -331,9 +332,17 @@ impl<S: Store> Auth<S> {
             revocations: RevocationCache::new(),
             refresh_secret: parts.refresh_secret,
             validation,
+            observer: None,
         };
         auth.revocations.sync(&auth.store, now).await?;
         Ok(auth)
+    }
+
+    /// Tells `observer` about every audit event from now on (metrics).
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn audit::AuditObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The store.
@@ -1805,6 +1814,9 @@ impl<S: Store> Auth<S> {
         tracing::info!(target: "audit", event = %e.event, outcome = %e.outcome, user = ?e.username, client = ?e.client_id, ip = ?e.ip, request_id = ?e.request_id, "audit");
         if let Err(err) = self.store.append_audit(&e, audit::chain_hash).await {
             tracing::error!(target: "tessera::auth", error = %err, event = %e.event, "could not write audit event");
+        }
+        if let Some(observer) = &self.observer {
+            observer.observe(&e);
         }
     }
 }

@@ -176,6 +176,8 @@ pub trait SessionStore: Send + Sync {
         user: Option<UserId>,
         now: i64,
     ) -> impl Future<Output = StoreResult<Vec<Session>>> + Send;
+    /// How many sessions are live (not revoked, not expired at `now`); for metrics.
+    fn count_live_sessions(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
     /// Revokes a session and appends its revocation event, atomically. Returns the session
     /// if it was live and is now revoked, `None` if unknown or already revoked.
     fn revoke_session(

@@ -51,6 +51,9 @@ enum Command {
         /// Address to listen on [env: TESSERA_LISTEN] [default: 127.0.0.1:8080]
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// Log format: human or json [env: TESSERA_LOG_FORMAT] [default: human]
+        #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
+        log_format: Option<String>,
     },
     /// Validate the configuration and print it resolved, with secrets redacted
     CheckConfig,
@@ -80,7 +83,7 @@ enum Command {
 }
 
 impl Cli {
-    fn sources(&self, listen: Option<&str>) -> Sources {
+    fn sources(&self, listen: Option<&str>, log_format: Option<&str>) -> Sources {
         let mut overrides = Vec::new();
         if let Some(d) = &self.data_dir {
             overrides.push(("data_dir".to_owned(), d.display().to_string()));
@@ -91,6 +94,9 @@ impl Cli {
         if let Some(l) = listen {
             overrides.push(("listen".to_owned(), l.to_owned()));
         }
+        if let Some(f) = log_format {
+            overrides.push(("log_format".to_owned(), f.to_owned()));
+        }
         Sources {
             file: self.config.clone(),
             env: std::env::vars().collect(),
@@ -100,7 +106,16 @@ impl Cli {
 
     /// The resolved configuration, or a usage failure (exit 2) naming the key.
     pub(crate) fn load_config(&self, listen: Option<&str>) -> Result<Config, Failure> {
-        Config::load(&self.sources(listen))
+        self.load_serve_config(listen, None)
+    }
+
+    /// [`Cli::load_config`] with the `serve` flags.
+    fn load_serve_config(
+        &self,
+        listen: Option<&str>,
+        log_format: Option<&str>,
+    ) -> Result<Config, Failure> {
+        Config::load(&self.sources(listen, log_format))
             .map_err(|e| Failure::usage(format!("configuration error: {e}")))
     }
 }
@@ -125,7 +140,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Serve { listen } => serve(&cli, listen.as_deref()).await,
+        Command::Serve { listen, log_format } => {
+            serve(&cli, listen.as_deref(), log_format.as_deref()).await
+        }
         Command::CheckConfig => {
             let config = cli.load_config(None)?;
             let text = serde_json::to_string_pretty(&config.describe())
@@ -153,8 +170,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-async fn serve(cli: &Cli, listen: Option<&str>) -> Result<(), Failure> {
-    let config = cli.load_config(listen)?;
+async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Result<(), Failure> {
+    let config = cli.load_serve_config(listen, log_format)?;
     tessera_server::telemetry::init(config.log_format).map_err(Failure::refused)?;
     let addr = config.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -195,18 +212,36 @@ async fn serve(cli: &Cli, listen: Option<&str>) -> Result<(), Failure> {
     let local = listener
         .local_addr()
         .map_err(|e| Failure::refused(e.to_string()))?;
+    let options = tessera_server::ServeOptions::from_config(&state.config)
+        .await
+        .map_err(|e| Failure::refused(e.to_string()))?;
+    let metrics_at = match (&options.metrics_listener, state.config.metrics_enabled) {
+        (Some(l), _) => l.local_addr().ok().map(|a| format!("http://{a}/metrics")),
+        (None, true) => Some("/metrics on the main listener".to_owned()),
+        (None, false) => None,
+    };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         listen = %local,
+        tls = options.tls.is_some(),
+        metrics = metrics_at.as_deref().unwrap_or("off"),
         issuer = %state.config.issuer,
         database = state.db().backend(),
         alg = %state.auth.signing_algorithm(),
         "tessera is ready"
     );
+    if let Some(m) = &metrics_at {
+        eprintln!("Metrics: {m}");
+    }
     eprintln!(
-        "Tessera listening on http://{local} (issuer {})",
+        "Tessera listening on {scheme}://{local} (issuer {})",
         state.config.issuer
     );
-    tessera_server::run(listener, state, shutdown_signal())
+    tessera_server::serve(listener, state, options, shutdown_signal())
         .await
         .map_err(|e| Failure::refused(format!("server error: {e}")))?;
     tracing::info!("shut down cleanly");

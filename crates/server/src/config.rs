@@ -75,12 +75,54 @@ pub struct RawConfig {
     password: Option<RawPassword>,
     lockout: Option<RawLockout>,
     cors: Option<RawCors>,
+    metrics: Option<RawMetrics>,
+    tls: Option<RawTls>,
+    shutdown_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCors {
     allowed_origins: Option<ListValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    enabled: Option<BoolValue>,
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// A boolean, given as a TOML boolean or (from the environment) `true`/`false`/`1`/`0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BoolValue(bool);
+
+impl<'de> Deserialize<'de> for BoolValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Bool(bool),
+            Str(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Bool(b) => Ok(Self(b)),
+            Repr::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(Self(true)),
+                "false" | "0" | "no" | "off" => Ok(Self(false)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{s}` is not a boolean; use true or false"
+                ))),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -512,6 +554,14 @@ pub struct Config {
     /// (CORS with `Access-Control-Allow-Credentials`), also trusted by the CSRF check. Never
     /// `*`.
     pub cors_allowed_origins: Vec<String>,
+    /// Serve `GET /metrics` (on `metrics_listen` when set, else on the main listener).
+    pub metrics_enabled: bool,
+    /// A separate address for `GET /metrics`; when set, the main listener does not serve it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Native TLS on the main listener (PEM files), or plain HTTP when `None`.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// How long in-flight requests may take to finish after a shutdown signal (s).
+    pub shutdown_timeout: u64,
 }
 
 /// The id of the built-in public client used by the tutorial flow.
@@ -756,8 +806,81 @@ impl Config {
             .map_or_else(Vec::new, |l| l.0);
         for o in &cors_allowed_origins {
             check_origin(o)?;
+}
+        let m = raw.metrics.unwrap_or_default();
+        let metrics_listen = match m.listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                err(format!(
+                    "`metrics.listen` = `{text}` is not an address like 127.0.0.1:9090"
+                ))
+            })?),
+        };
+        // Not public by default: metrics are served only when asked for, either on the main
+        // listener (`metrics.enabled = true`) or on a separate, typically private, address.
+        let metrics_enabled = match m.enabled {
+            Some(BoolValue(false)) if metrics_listen.is_some() => {
+                return Err(err(
+                    "`metrics.listen` is set but `metrics.enabled` is false; remove one",
+                ));
+            }
+            Some(BoolValue(b)) => b,
+            None => metrics_listen.is_some(),
+        };
+        if metrics_listen.is_some_and(|a| a == listen && listen.port() != 0) {
+            return Err(err(
+                "`metrics.listen` must differ from `listen` (leave it unset to serve /metrics on the main listener)",
+            ));
+        }
+        let t = raw.tls.unwrap_or_default();
+        let tls = match (t.cert, t.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = crate::tls::TlsFiles { cert, key };
+                crate::tls::load(&files).map_err(|e| err(e.0))?;
+                Some(files)
+            }
+            (Some(_), None) => {
+                return Err(err(
+                    "`tls.cert` is set but `tls.key` is not; set both (TESSERA_TLS__CERT, TESSERA_TLS__KEY) or neither",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "`tls.key` is set but `tls.cert` is not; set both (TESSERA_TLS__CERT, TESSERA_TLS__KEY) or neither",
+                ));
+            }
+        };
+        // With native TLS the derived public URL (and the issuer and audience following it)
+        // is https.
+        let (public_url, issuer, audience) = if tls.is_some() && !public_url_explicit {
+            let https = |u: &str| {
+                u.strip_prefix("http://")
+                    .map_or_else(|| u.to_owned(), |rest| format!("https://{rest}"))
+            };
+            let issuer = if issuer == public_url {
+                https(&issuer)
+            } else {
+                issuer
+            };
+            let audience = if audience == public_url {
+                https(&audience)
+            } else {
+                audience
+            };
+            (https(&public_url), issuer, audience)
+        } else {
+            (public_url, issuer, audience)
+        };
+        let shutdown_timeout = u64::try_from(secs(raw.shutdown_timeout, 30)).unwrap_or(30);
+        if shutdown_timeout > 3600 {
+            return Err(err("`shutdown_timeout` must be at most 1h"));
         }
         Ok(Self {
+            metrics_enabled,
+            metrics_listen,
+            tls,
+            shutdown_timeout,
             listen,
             data_dir,
             database,
@@ -823,10 +946,11 @@ impl Config {
 
     /// Points `public_url`, `issuer` and `audience` at an address (after binding port 0).
     pub fn set_public_addr(&mut self, addr: SocketAddr) {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let url = if addr.ip().is_unspecified() {
-            format!("http://localhost:{}", addr.port())
+            format!("{scheme}://localhost:{}", addr.port())
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
         let audience_followed = self.audience == self.issuer;
         let issuer_followed = self.issuer == self.public_url;
@@ -936,6 +1060,21 @@ impl Config {
             json!({"max_connections": self.db_max_connections}),
         );
         m.insert("trusted_proxies", json!(self.trusted_proxies));
+        m.insert(
+            "metrics",
+            json!({
+                "enabled": self.metrics_enabled,
+                "listen": self.metrics_listen.map(|a| a.to_string()),
+            }),
+        );
+        m.insert(
+            "tls",
+            match &self.tls {
+                Some(t) => json!({"cert": t.cert.display().to_string(), "key": t.key.display().to_string()}),
+                None => json!(null),
+            },
+        );
+        m.insert("shutdown_timeout", json!(self.shutdown_timeout));
         m.insert(
             "rate_limits",
             json!({

@@ -10,12 +10,14 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 mod routes;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod token_request;
 
 use std::future::Future;
@@ -172,6 +174,7 @@ pub async fn open(
             + 60,
         jwks_max_age: config.jwks_max_age,
     };
+    let metrics = Arc::new(metrics::Metrics::new());
     let auth = Auth::start(AuthParts {
         store: db,
         config: auth_config,
@@ -186,12 +189,14 @@ pub async fn open(
         )),
     })
     .await
-    .map_err(|e| StartError(format!("cannot start: {e}")))?;
+    .map_err(|e| StartError(format!("cannot start: {e}")))?
+    .with_observer(Arc::clone(&metrics) as Arc<dyn tessera_auth::audit::AuditObserver>);
     let csrf = session::CsrfGuard::new(&config.cors_allowed_origins).map_err(StartError)?;
     Ok((
         AppState {
             csrf: Arc::new(csrf),
             auth: Arc::new(auth),
+            metrics,
             limits: Arc::new(ratelimit::RateLimits::new(&config)),
             config: Arc::new(config),
         },
@@ -329,7 +334,7 @@ pub fn app(state: AppState) -> Router {
             routes::pages::page_headers,
         ));
     let x_request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let mut router = Router::new()
         .route("/token", post(routes::oauth::token))
         .route("/revoke", post(routes::oauth::revoke))
         .route("/introspect", post(routes::oauth::introspect))
@@ -365,7 +370,11 @@ pub fn app(state: AppState) -> Router {
             get(routes::meta::openid_configuration),
         )
         .route("/healthz", get(routes::meta::healthz))
-        .route("/readyz", get(routes::meta::readyz))
+        .route("/readyz", get(routes::meta::readyz));
+    if config.metrics_enabled && config.metrics_listen.is_none() {
+        router = router.route("/metrics", get(metrics::metrics_handler));
+    }
+    let mut router = router
         .nest("/admin", admin)
         .merge(pages)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
@@ -389,7 +398,16 @@ pub fn app(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
-        ))
+        ));
+    if config.tls.is_some() {
+        // RFC 6797: tell browsers to use HTTPS only. Sent on plain HTTP it would be ignored
+        // (§7.2), so only when this listener speaks TLS.
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(tls::HSTS),
+        ));
+    }
+    router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.request_timeout),
@@ -398,8 +416,13 @@ pub fn app(state: AppState) -> Router {
             AppError::internal("handler panicked").into_response()
         }))
         .layer(axum::middleware::from_fn(telemetry::log_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_requests,
+        ))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(telemetry::check_request_id))
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
@@ -435,29 +458,153 @@ fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util
     )
 }
 
+/// The router of the separate metrics listener (`metrics.listen`): `GET /metrics` only.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics_handler))
+        .fallback(|| async { AppError::not_found("route") })
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state)
+}
+
+/// How [`serve`] runs, beyond the main listener.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// A bound listener for `GET /metrics` (`metrics.listen`), if any.
+    pub metrics_listener: Option<TcpListener>,
+    /// Native TLS on the main listener, or plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
+    /// How long in-flight requests may take after the shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// Options from the configuration: binds `metrics.listen` when it is set.
+    ///
+    /// # Errors
+    /// If the metrics address cannot be bound.
+    pub async fn from_config(config: &Config) -> std::io::Result<Self> {
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} (`metrics.listen`): {e}"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            metrics_listener,
+            tls: config.tls.clone(),
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+        })
+    }
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, lets
-/// in-flight requests finish and closes the database. Background upkeep (revocation
-/// sync, key schedule, pruning) runs for as long as the server does.
+/// in-flight requests finish (within `shutdown_timeout`) and closes the database. The
+/// metrics listener and TLS come from the configuration ([`ServeOptions::from_config`]).
+/// Background upkeep (revocation sync, key schedule, pruning) runs for as long as the
+/// server does.
 ///
 /// # Errors
-/// I/O errors from the listener.
+/// I/O errors from the listeners; a TLS certificate that cannot be loaded.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let options = ServeOptions::from_config(&state.config).await?;
+    serve(listener, state, options, shutdown).await
+}
+
+/// [`run`] with explicit options (a pre-bound metrics listener, TLS files).
+///
+/// Shutdown, step by step (each logged): stop accepting on every listener; let requests in
+/// flight finish, closing idle keep-alive connections at once; after `shutdown_timeout`,
+/// close whatever connections remain; stop background tasks; close the database pool.
+///
+/// # Errors
+/// I/O errors from the listeners; a TLS certificate that cannot be loaded.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let upkeep = tokio::spawn(upkeep(state.clone(), stop_rx));
-    let router = app(state.clone());
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let upkeep = tokio::spawn(upkeep(state.clone(), stop_rx.clone()));
+    let control = axum_server::Control::new();
+    let handle = axum_server::Handle::<SocketAddr>::with_control(control.clone());
+    let make_service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let metrics_server = options.metrics_listener.map(|l| {
+        let make = metrics_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let handle = axum_server::Handle::<SocketAddr>::with_control(control.clone());
+        tokio::spawn(
+            axum_server::Server::from_listener(l)
+                .handle(handle)
+                .serve(make),
+        )
+    });
+    let deadline = options.shutdown_timeout;
+    let signalled = Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+    let on_signal = {
+        let control = control.clone();
+        let signalled = Arc::clone(&signalled);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = signalled.set(std::time::Instant::now());
+            tracing::info!(
+                in_flight_connections = control.connection_count(),
+                deadline_secs = deadline.as_secs(),
+                "shutting down: stopped accepting connections; finishing in-flight requests"
+            );
+            control.graceful_shutdown(Some(deadline));
+        })
+    };
+    let result = match options.tls {
+        Some(files) => {
+            let config = tls::load(&files).map_err(|e| std::io::Error::other(e.0))?;
+            let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(config);
+            tokio::spawn(tls::watch(
+                files,
+                rustls_config.clone(),
+                Arc::clone(&state.metrics),
+                stop_rx,
+            ));
+            axum_server::Server::from_listener(listener)
+                .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(rustls_config))
+                .handle(handle)
+                .serve(make_service)
+                .await
+        }
+        None => {
+            axum_server::Server::from_listener(listener)
+                .handle(handle)
+                .serve(make_service)
+                .await
+        }
+    };
+    on_signal.abort();
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
+    match signalled.get() {
+        Some(at) if at.elapsed() >= deadline => tracing::warn!(
+            deadline_secs = deadline.as_secs(),
+            "shutdown deadline reached; remaining connections were closed"
+        ),
+        Some(_) => tracing::info!("in-flight requests finished"),
+        None => {}
+    }
     let _ = stop_tx.send(true);
     let _ = upkeep.await;
+    tracing::info!("background tasks stopped; closing the database");
     state.db().close().await;
+    tracing::info!("database closed");
     result
 }
 

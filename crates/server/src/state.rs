@@ -18,6 +18,8 @@ pub struct AppState {
     pub limits: Arc<crate::ratelimit::RateLimits>,
     /// The Fetch-Metadata/`Origin` half of the CSRF defence for cookie mode.
     pub csrf: Arc<crate::session::CsrfGuard>,
+    /// This server's metrics registry.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -565,6 +565,18 @@ macro_rules! sql_store {
                 .collect()
             }
 
+            async fn count_live_sessions(&self, now: i64) -> StoreResult<u64> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sessions
+                     WHERE revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
             async fn revoke_session(&self, id: SessionId, now: i64, reason: &str, event_expires_at: i64) -> StoreResult<Option<Session>> {
                 let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
                 let changed = sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
@@ -1210,6 +1222,7 @@ delegate! {
         fn find_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
         fn find_refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<(Session, Option<i64>)>>;
         fn list_live_sessions(&self, user: Option<UserId>, now: i64) -> StoreResult<Vec<Session>>;
+        fn count_live_sessions(&self, now: i64) -> StoreResult<u64>;
         fn revoke_session(&self, id: SessionId, now: i64, reason: &str, event_expires_at: i64) -> StoreResult<Option<Session>>;
         fn revoke_user_sessions(&self, user: UserId, keep: Option<SessionId>, now: i64, reason: &str, event_expires_at: i64, revoke_user_tokens: bool) -> StoreResult<u64>;
     }

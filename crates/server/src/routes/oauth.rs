@@ -82,7 +82,9 @@ pub(crate) async fn token(
                 client,
                 second_factor,
             };
-            state.auth.password_grant(grant, &meta).await
+            let res = state.auth.password_grant(grant, &meta).await;
+            state.metrics.record_login(&res);
+            res
         }
         Grant::RefreshToken {
             refresh_token,
@@ -104,7 +106,7 @@ pub(crate) async fn token(
                 .and_then(|i| i.parse().ok())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             state.limits.check(Bucket::Mfa, ip)?;
-            state
+            let res = state
                 .auth
                 .mfa_grant(
                     &mfa_token,
@@ -113,7 +115,9 @@ pub(crate) async fn token(
                     &client,
                     &meta,
                 )
-                .await
+                .await;
+            state.metrics.record_login(&res);
+            res
         }
         Grant::ClientCredentials { scope } => {
             state

@@ -19,6 +19,7 @@
 //! - `robustness`: malformed input never yields a 5xx.
 //! - `token_cache`: the verified-token cache (revocation, expiry, key loss, capacity).
 //! - `attacks`: the attack regression corpus (`tests/data/attacks.toml`, one line per attack).
+//! - `operations`: `/metrics`, request ids, native TLS (reload, HSTS), graceful shutdown.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -36,6 +37,7 @@ mod discovery;
 mod feed;
 mod introspection;
 mod keys;
+mod operations;
 mod postgres;
 mod refresh;
 mod revocation;

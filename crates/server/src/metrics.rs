@@ -1,0 +1,371 @@
+//! Prometheus metrics (`GET /metrics`), one registry per server.
+//!
+//! Each [`Metrics`] owns its own [`Registry`] (STYLE §2.4: no process-global recorder), so
+//! several servers in one process (tests) never share counters. Request metrics are
+//! labelled by the *matched route* (`/users/{user}`), never the raw URI, by method and by
+//! status class, which keeps the number of series bounded whatever clients send.
+//!
+//! Domain events come from two places, keeping `tessera-auth` free of HTTP: the token
+//! endpoint inspects the result of each login (outcome counter), and the audit observer
+//! ([`tessera_auth::audit::AuditObserver`]) counts lockouts and refresh-token reuse.
+//! Gauges that describe state (live sessions, signing key ages, password-hashing queue)
+//! are computed at scrape time.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tessera_auth::AuthError;
+use tessera_auth::audit::{AuditEvent, AuditObserver};
+
+use crate::AppState;
+use crate::error::AppError;
+
+/// The route label for requests no route matched (404s): one series, not one per path.
+const UNMATCHED: &str = "<unmatched>";
+
+/// Latency buckets in seconds: 0.5 ms to ~16 s (token checks are sub-millisecond, an
+/// Argon2id login is tens of milliseconds, a slow database is seconds).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+    30.0,
+];
+
+/// A matched route template, shared with the router (no copy per request).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Route(Arc<str>);
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: Route,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KeyLabels {
+    kid: String,
+    alg: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The server's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    logins: Family<OutcomeLabels, Counter>,
+    refresh_reuse: Counter,
+    lockouts: Counter,
+    active_sessions: Gauge,
+    key_age: Family<KeyLabels, Gauge>,
+    hash_queue: Gauge,
+    hash_in_flight: Gauge,
+    tls_reloads: Family<OutcomeLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every Tessera metric registered.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tessera");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, matched route and status class",
+            requests.clone(),
+        );
+        let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency in seconds by method, matched route and status class",
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being served",
+            in_flight.clone(),
+        );
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "logins",
+            "Password and second-factor logins by outcome",
+            logins.clone(),
+        );
+        let refresh_reuse = Counter::default();
+        registry.register(
+            "refresh_token_reuse_detected",
+            "Replays of a rotated refresh token (each revoked its whole session)",
+            refresh_reuse.clone(),
+        );
+        let lockouts = Counter::default();
+        registry.register(
+            "lockouts",
+            "Usernames locked after too many failed logins",
+            lockouts.clone(),
+        );
+        let active_sessions = Gauge::default();
+        registry.register(
+            "active_sessions",
+            "Live login sessions (not revoked, not expired), counted at scrape time",
+            active_sessions.clone(),
+        );
+        let key_age = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "signing_key_age_seconds",
+            "Age of each stored signing key in seconds, by kid, algorithm and state",
+            key_age.clone(),
+        );
+        let hash_queue = Gauge::default();
+        registry.register(
+            "password_hash_queue_depth",
+            "Logins waiting for a password-hashing slot",
+            hash_queue.clone(),
+        );
+        let hash_in_flight = Gauge::default();
+        registry.register(
+            "password_hash_in_flight",
+            "Password hashes running now (bounded by limits.max_concurrent_hashes)",
+            hash_in_flight.clone(),
+        );
+        let tls_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "TLS certificate reloads by outcome (success, error)",
+            tls_reloads.clone(),
+        );
+        let build = Family::<VersionLabels, Gauge>::default();
+        build
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "Tessera version (always 1)", build);
+        Self {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            logins,
+            refresh_reuse,
+            lockouts,
+            active_sessions,
+            key_age,
+            hash_queue,
+            hash_in_flight,
+            tls_reloads,
+        }
+    }
+
+    /// Counts the outcome of a password or second-factor login.
+    pub fn record_login<T>(&self, result: &Result<T, AuthError>) {
+        let outcome = match result {
+            Ok(_) => "success",
+            Err(AuthError::InvalidCredentials) => "invalid_credentials",
+            Err(AuthError::Locked { .. }) => "locked",
+            Err(AuthError::MfaRequired { .. }) => "mfa_required",
+            Err(AuthError::AccountDisabled) => "disabled",
+            Err(AuthError::InvalidGrant(_)) => "invalid_grant",
+            Err(AuthError::TooManyAttempts { .. }) => "too_many_attempts",
+            Err(AuthError::InvalidScope(_)) => "invalid_scope",
+            Err(AuthError::Unavailable(_)) => "unavailable",
+            Err(_) => "error",
+        };
+        self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a TLS certificate reload.
+    pub fn record_tls_reload(&self, ok: bool) {
+        let outcome = if ok { "success" } else { "error" };
+        self.tls_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    fn observe(&self, method: &Method, route: Route, status: u16, seconds: f64) {
+        let labels = RequestLabels {
+            method: method_label(method),
+            route,
+            status: status_class(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Refreshes the scrape-time gauges and renders the registry (OpenMetrics text).
+    async fn render(&self, state: &AppState) -> Result<String, AppError> {
+        let now = state.auth.now();
+        let hasher = state.auth.hasher();
+        self.hash_queue
+            .set(i64::try_from(hasher.queue_depth()).unwrap_or(i64::MAX));
+        self.hash_in_flight
+            .set(i64::try_from(hasher.in_flight()).unwrap_or(i64::MAX));
+        self.key_age.clear();
+        for key in &state.auth.key_ring().keys {
+            self.key_age
+                .get_or_create(&KeyLabels {
+                    kid: key.kid.clone(),
+                    alg: key.alg.clone(),
+                    state: key.state.as_str(),
+                })
+                .set(now.saturating_sub(key.created_at).max(0));
+        }
+        let live = tessera_auth::store::SessionStore::count_live_sessions(state.db(), now)
+            .await
+            .map_err(AuthError::from)?;
+        self.active_sessions
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| AppError::internal(format!("encoding metrics: {e}")))?;
+        Ok(out)
+    }
+}
+
+impl AuditObserver for Metrics {
+    fn observe(&self, event: &AuditEvent) {
+        match event.event.as_str() {
+            "lockout" => {
+                self.lockouts.inc();
+            }
+            "refresh_reuse" => {
+                self.refresh_reuse.inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Bounded method label: the standard methods by name, anything else as `other`.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Middleware: counts and times every request under its matched route.
+pub async fn track_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map_or_else(
+        || Route(Arc::from(UNMATCHED)),
+        |p| Route(Arc::from(p.as_str())),
+    );
+    let metrics = Arc::clone(&state.metrics);
+    metrics.in_flight.inc();
+    let response = next.run(req).await;
+    metrics.in_flight.dec();
+    metrics.observe(
+        &method,
+        route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// `GET /metrics`: the registry in the OpenMetrics text format, which Prometheus scrapes
+/// natively.
+pub async fn metrics_handler(State(state): State<AppState>) -> Result<Response, AppError> {
+    let body = state.metrics.render(&state).await?;
+    let mut res = body.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_cover_every_code() {
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(304), "3xx");
+        assert_eq!(status_class(429), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(999), "5xx");
+    }
+
+    #[test]
+    fn unusual_methods_share_one_label() {
+        let m = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&m), "other");
+        assert_eq!(method_label(&Method::GET), "GET");
+    }
+
+    #[test]
+    fn registries_are_per_instance() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.lockouts.inc();
+        assert_eq!(a.lockouts.get(), 1);
+        assert_eq!(b.lockouts.get(), 0);
+    }
+}
