@@ -194,6 +194,10 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
         tracing::warn!("{w}");
     }
     let state = prepared.state;
+    // With JSON logs, stderr carries JSON lines only: the banners become log events. The
+    // one exception is a generated admin password, shown once on the terminal and never
+    // put into the log.
+    let json_logs = state.config.log_format == tessera_server::config::LogFormat::Json;
     if let Some(b) = &prepared.bootstrap {
         match &b.generated_password {
             Some(pw) => eprintln!(
@@ -202,6 +206,10 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
                 pw.as_str(),
                 state.config.public_url,
                 b.username
+            ),
+            None if json_logs => tracing::info!(
+                username = %b.username,
+                "created the first admin user with the password from TESSERA_BOOTSTRAP_ADMIN_PASSWORD"
             ),
             None => eprintln!(
                 "\n  Created the first admin user `{}` with the password from TESSERA_BOOTSTRAP_ADMIN_PASSWORD.\n",
@@ -225,8 +233,10 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
     } else {
         "http"
     };
+    let url = format!("{scheme}://{local}");
     tracing::info!(
         listen = %local,
+        url = %url,
         tls = options.tls.is_some(),
         metrics = metrics_at.as_deref().unwrap_or("off"),
         issuer = %state.config.issuer,
@@ -234,13 +244,15 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
         alg = %state.auth.signing_algorithm(),
         "tessera is ready"
     );
-    if let Some(m) = &metrics_at {
-        eprintln!("Metrics: {m}");
+    if !json_logs {
+        if let Some(m) = &metrics_at {
+            eprintln!("Metrics: {m}");
+        }
+        eprintln!(
+            "Tessera listening on {url} (issuer {})",
+            state.config.issuer
+        );
     }
-    eprintln!(
-        "Tessera listening on {scheme}://{local} (issuer {})",
-        state.config.issuer
-    );
     tessera_server::serve(listener, state, options, shutdown_signal())
         .await
         .map_err(|e| Failure::refused(format!("server error: {e}")))?;

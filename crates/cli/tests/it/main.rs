@@ -19,6 +19,8 @@
 //! - `wycheproof`: Wycheproof JWS vectors through `token verify --jws`, with the JOSE
 //!   core's documented errata.
 //! - `completions`: `tessera completions bash|zsh|fish`.
+//! - `operations`: the server binary's JSON logs (no secrets, request ids), TLS files
+//!   checked at start and reloaded on SIGHUP, graceful shutdown on SIGTERM.
 //! - `admin`: users (add, list, show, roles, disable, passwd, delete, import, unlock,
 //!   reset-mfa), keys, sessions, clients and the audit log on a real data directory, with
 //!   a real `tessera serve` beside it where the effect shows only at login.
@@ -38,6 +40,7 @@ mod common;
 mod completions;
 mod decode;
 mod generate;
+mod operations;
 mod rfc_vectors;
 mod round_trip;
 mod usage;
