@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tessera_testkit::process::ServeProcess;
 
-const ADMIN_PW: &str = "operations test admin passphrase";
+const ADMIN_PW: &str = "copper lantern drifts over quiet harbor";
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tessera"))
