@@ -374,7 +374,7 @@ pub fn app(state: AppState) -> Router {
     if config.metrics_enabled && config.metrics_listen.is_none() {
         router = router.route("/metrics", get(metrics::metrics_handler));
     }
-    let mut router = router
+    let router = router
         .nest("/admin", admin)
         .merge(pages)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
@@ -398,16 +398,7 @@ pub fn app(state: AppState) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
-        ));
-    if config.tls.is_some() {
-        // RFC 6797: tell browsers to use HTTPS only. Sent on plain HTTP it would be ignored
-        // (§7.2), so only when this listener speaks TLS.
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(tls::HSTS),
-        ));
-    }
-    router
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.request_timeout),
@@ -428,8 +419,19 @@ pub fn app(state: AppState) -> Router {
             header::AUTHORIZATION,
             header::COOKIE,
             HeaderName::from_static(session::CSRF_HEADER),
-        ]))
-        .with_state(state)
+        ]));
+    let router = if config.tls.is_some() {
+        // RFC 6797: tell browsers to use HTTPS only. Outermost, so that every response has
+        // it (timeouts, panics and rewritten 5xx bodies included). Sent over plain HTTP it
+        // would be ignored (§8.1), so only when this listener speaks TLS.
+        router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(tls::HSTS),
+        ))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// CORS for the configured origins only, with credentials (cookie mode from another origin

@@ -1,4 +1,4 @@
-//! `SessionStore` outside rotation: creation and lookups, the live-session listing, and
+//! `SessionStore` outside rotation: creation and lookups, the live-session listing and count, and
 //! revocation of one session or all of a user's (with their revocation events).
 
 use tessera_auth::model::{RevocationEvent, RevocationKind, SessionId};
@@ -109,6 +109,9 @@ async fn live_sessions_exclude_revoked_and_expired_ones_and_come_newest_first(db
     );
     // Full rows come back.
     assert_eq!(db.list_live_sessions(Some(bob.id), at).await.unwrap(), [b1]);
+    // The count (for metrics) agrees with the listing.
+    assert_eq!(db.count_live_sessions(at).await.unwrap(), 3);
+    assert_eq!(db.count_live_sessions(at - 1).await.unwrap(), 5);
 }
 
 async fn revoking_a_session_succeeds_once_and_appends_one_event(db: TestDb) {
