@@ -806,7 +806,7 @@ impl Config {
             .map_or_else(Vec::new, |l| l.0);
         for o in &cors_allowed_origins {
             check_origin(o)?;
-}
+        }
         let m = raw.metrics.unwrap_or_default();
         let metrics_listen = match m.listen.as_deref().map(str::trim) {
             None | Some("") => None,
