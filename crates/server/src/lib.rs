@@ -584,6 +584,9 @@ pub async fn serve(
                 .await
         }
         None => {
+            // Operators send SIGHUP out of habit (logrotate, config management); its default
+            // action would terminate the server, so take it and say there is nothing to do.
+            tokio::spawn(ignore_hangups(stop_rx));
             axum_server::Server::from_listener(listener)
                 .handle(handle)
                 .serve(make_service)
@@ -608,6 +611,30 @@ pub async fn serve(
     state.db().close().await;
     tracing::info!("database closed");
     result
+}
+
+/// Without TLS there is nothing to reload: log each SIGHUP instead of letting its default
+/// action stop the process.
+async fn ignore_hangups(mut stop: tokio::sync::watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP received: TLS is off, nothing to reload");
+            }
+        }
+    }
 }
 
 /// Periodic work: pull revocations and key changes made elsewhere (at once when PostgreSQL

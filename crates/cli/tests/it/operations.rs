@@ -341,3 +341,29 @@ async fn sigterm_lets_in_flight_logins_finish_then_exits_0() {
         assert!(log.contains(step), "missing `{step}` in {log}");
     }
 }
+
+#[tokio::test]
+async fn sighup_without_tls_is_logged_and_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(
+        bin(),
+        dir.path(),
+        &[
+            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    server.signal("HUP");
+    let mut logged = false;
+    for _ in 0..100 {
+        if server.log().iter().any(|l| l.contains("nothing to reload")) {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "SIGHUP was not handled: {:#?}", server.log());
+    let res = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
