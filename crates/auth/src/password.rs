@@ -6,22 +6,29 @@
 //! a login flood and keeps the runtime free for token checks. A bounded wait queue turns
 //! overload into a fast 503 instead of unbounded latency.
 //!
-//! Why dedicated threads rather than tokio's blocking pool: the allocator keeps a freed
-//! 19 MiB block in the arena of the thread that used it, and the blocking pool hands
-//! successive hashes to ever new threads (a permit is released before its thread is idle
-//! again), so resident memory grew with the number of threads that ever hashed — 468 MiB
-//! under 64 concurrent logins. With `concurrency` long-lived threads it no longer grows
-//! with time, but fragmentation inside the arenas still keeps a few blocks per thread
-//! (~240 MiB measured; see docs/BENCHMARKS.md for the remaining fix).
+//! Why dedicated threads, each with its own working memory: Argon2 needs `m` KiB of scratch
+//! memory per hash. Allocated per hash, it went through the allocator: glibc raises its mmap
+//! threshold after the first free of a 19 MiB block, so later blocks come from per-thread
+//! arenas and stay resident, and tokio's blocking pool spread hashes over ever new threads
+//! (468 MiB under 64 concurrent logins). Now each of the `concurrency` long-lived hashing
+//! threads allocates its buffer once, on its first hash, reuses it for every hash at the
+//! configured cost, and wipes it after each one. Memory is bounded by `concurrency × m`
+//! (38 MiB on 2 cores at the default cost), reached on the first logins and never exceeded.
+//! Reusing the buffer also saves the page faults of fresh memory on every hash.
 //!
 //! Unknown users are checked against a dummy hash with the same parameters, so a login for
 //! a user that does not exist costs the same time as a wrong password for one that does.
+//! The dummy is a PHC string with a random salt and a random output: verifying against it
+//! runs the full Argon2 computation, and nothing can match it (the result is discarded
+//! anyway), so it costs nothing to make at startup.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use std::cell::RefCell;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -229,14 +236,12 @@ pub struct PasswordHasher {
 
 impl PasswordHasher {
     /// A hasher running at most `concurrency` hashes at once, with at most `max_waiting`
-    /// requests queued behind them. Computes the dummy hash once (blocking, at startup).
+    /// requests queued behind them.
     ///
     /// # Errors
     /// [`AuthError::Internal`] for invalid parameters.
     pub fn new(params: HashParams, concurrency: usize, max_waiting: usize) -> Result<Self> {
-        let mut dummy_pw = [0u8; 32];
-        tessera_jose::crypto::fill_random(&mut dummy_pw).map_err(AuthError::internal)?;
-        let dummy_hash = hash_blocking(params, &dummy_pw)?;
+        let dummy_hash = dummy_hash(params)?;
         Ok(Self {
             params,
             threads: HashThreads::new(concurrency.max(1))?,
@@ -386,20 +391,97 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-fn argon2(params: HashParams) -> Result<Argon2<'static>> {
-    Ok(Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        params.to_argon2()?,
-    ))
+/// Bytes of Argon2 output in new hashes (the PHC default, 256 bits).
+const OUTPUT_LEN: usize = Params::DEFAULT_OUTPUT_LEN;
+
+thread_local! {
+    /// This thread's Argon2 working memory, kept between hashes (see the module docs).
+    static WORK_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` with `blocks` blocks of Argon2 memory and wipes them afterwards. A request up to
+/// `keep` blocks (the configured cost) uses this thread's reusable buffer; a larger one (a
+/// stored hash with a higher cost than the current one) gets memory of its own for that
+/// call only, so the retained memory stays bounded by the configuration.
+fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    fn wipe(memory: &mut [Block]) {
+        // Argon2 memory is derived from the password: left behind, its first blocks would let
+        // whoever reads them test guesses for the cost of one BLAKE2b each (RFC 9106 §7.3,
+        // "garbage-collector" attacks). The buffer stays alive after this, so the writes
+        // cannot be elided.
+        memory.fill(Block::new());
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+    if blocks > keep {
+        let mut memory = vec![Block::new(); blocks];
+        let out = f(&mut memory);
+        wipe(&mut memory);
+        return out;
+    }
+    WORK_MEMORY.with(|cell| {
+        let Ok(mut memory) = cell.try_borrow_mut() else {
+            // Re-entered on this thread (cannot happen: `f` never hashes): use fresh memory.
+            let mut memory = vec![Block::new(); blocks];
+            let out = f(&mut memory);
+            wipe(&mut memory);
+            return out;
+        };
+        if memory.len() < keep {
+            memory.resize(keep, Block::new());
+        }
+        let Some(work) = memory.get_mut(..blocks) else {
+            // Unreachable: the buffer holds `keep >= blocks` blocks.
+            let mut memory = vec![Block::new(); blocks];
+            let out = f(&mut memory);
+            wipe(&mut memory);
+            return out;
+        };
+        let out = f(work);
+        wipe(work);
+        out
+    })
+}
+
+fn block_count(params: HashParams) -> Result<usize> {
+    Ok(params.to_argon2()?.block_count())
+}
+
+/// A new Argon2id PHC string for `password` at `params`, with a random 128-bit salt.
 fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String> {
     let salt = tessera_jose::crypto::random_array::<16>().map_err(AuthError::internal)?;
-    argon2(params)?
-        .hash_password_with_salt(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Internal(format!("password hashing failed: {e}")))
+    let argon2_params = params.to_argon2()?;
+    let keep = argon2_params.block_count();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params.clone());
+    let mut out = Zeroizing::new([0u8; OUTPUT_LEN]);
+    with_work_memory(keep, keep, |memory| {
+        argon2.hash_password_into_with_memory(password, &salt, out.as_mut_slice(), memory)
+    })
+    .map_err(|e| AuthError::Internal(format!("password hashing failed: {e}")))?;
+    phc_string(&argon2_params, &salt, out.as_slice())
+}
+
+fn phc_string(params: &Params, salt: &[u8], output: &[u8]) -> Result<String> {
+    let internal = |e: argon2::password_hash::phc::Error| {
+        AuthError::Internal(format!("cannot encode the password hash: {e}"))
+    };
+    Ok(PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params)
+            .map_err(|e| AuthError::Internal(format!("cannot encode Argon2 parameters: {e}")))?,
+        salt: Some(Salt::new(salt).map_err(internal)?),
+        hash: Some(Output::new(output).map_err(internal)?),
+    }
+    .to_string())
+}
+
+/// The stand-in for an unknown user's hash: the current parameters, a random salt and a
+/// random output. Verifying against it costs a full hash; no password produces it (and
+/// [`PasswordHasher::verify`] reports no match for it whatever the result).
+fn dummy_hash(params: HashParams) -> Result<String> {
+    let salt = tessera_jose::crypto::random_array::<16>().map_err(AuthError::internal)?;
+    let output = tessera_jose::crypto::random_array::<OUTPUT_LEN>().map_err(AuthError::internal)?;
+    phc_string(&params.to_argon2()?, &salt, &output)
 }
 
 fn verify_blocking(params: HashParams, password: &[u8], stored: &str) -> Result<Verification> {
@@ -420,16 +502,47 @@ fn verify_blocking(params: HashParams, password: &[u8], stored: &str) -> Result<
             needs_rehash: false,
         });
     };
-    let matches = argon2(params)?.verify_password(password, &parsed).is_ok();
-    let current = argon2(params)?;
-    let needs_rehash = matches && !uses_params(&parsed, &current, params);
+    let matches = argon2_matches(password, &parsed, block_count(params)?);
+    let needs_rehash = matches && !uses_params(&parsed, params);
     Ok(Verification {
         matches,
         needs_rehash,
     })
 }
 
-fn uses_params(hash: &PasswordHash, _current: &Argon2<'_>, params: HashParams) -> bool {
+/// Recomputes an Argon2 PHC hash (any variant and version the string names, with its own
+/// parameters) and compares the outputs in constant time. Anything malformed is no match.
+fn argon2_matches(password: &[u8], parsed: &PasswordHash, keep: usize) -> bool {
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version {
+        Some(v) => match Version::try_from(v) {
+            Ok(v) => v,
+            Err(_) => return false,
+        },
+        None => Version::default(),
+    };
+    // Sets the output length to the stored one.
+    let Ok(argon2_params) = Params::try_from(parsed) else {
+        return false;
+    };
+    let blocks = argon2_params.block_count();
+    let argon2 = Argon2::new(algorithm, version, argon2_params);
+    let mut out = Zeroizing::new([0u8; Output::MAX_LENGTH]);
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let computed = with_work_memory(blocks, keep, |memory| {
+        argon2.hash_password_into_with_memory(password, salt.as_ref(), out, memory)
+    });
+    computed.is_ok() && tessera_jose::crypto::constant_time_eq(out, expected.as_bytes())
+}
+
+fn uses_params(hash: &PasswordHash, params: HashParams) -> bool {
     if hash.algorithm.as_str() != "argon2id" || hash.version != Some(0x13) {
         return false;
     }
@@ -489,6 +602,63 @@ mod tests {
             .await
             .unwrap();
         assert!(v.matches && v.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn stored_hashes_costlier_than_the_buffer_still_verify() {
+        // A hash made at a higher cost than the hasher's own (an import, or a lowered
+        // setting) needs more memory than the reusable buffer: it gets its own.
+        let costly = HashParams {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let old = PasswordHasher::new(costly, 1, 16).unwrap();
+        let hash = old.hash(pw("a long enough password")).await.unwrap();
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        for _ in 0..2 {
+            let v = h
+                .verify(pw("a long enough password"), Some(&hash))
+                .await
+                .unwrap();
+            assert!(v.matches && v.needs_rehash);
+            assert!(!h.verify(pw("wrong"), Some(&hash)).await.unwrap().matches);
+        }
+        // The reusable buffer is wiped between hashes: the same inputs give the same hash.
+        let fresh = h.hash(pw("another password here")).await.unwrap();
+        assert!(
+            h.verify(pw("another password here"), Some(&fresh))
+                .await
+                .unwrap()
+                .matches
+        );
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_current_parameters() {
+        let d = dummy_hash(HashParams::OWASP).unwrap();
+        let parsed = PasswordHash::new(&d).unwrap();
+        assert!(uses_params(&parsed, HashParams::OWASP));
+        assert!(d.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{d}");
+    }
+
+    #[test]
+    fn hashes_match_the_reference_encoding() {
+        // Argon2id through the reusable buffer agrees with the crate's own PHC hashing.
+        use argon2::PasswordHasher as _;
+        let params = HashParams::INSECURE_FOR_TESTS;
+        let ours = hash_blocking(params, b"password").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        let salt = parsed.salt.unwrap();
+        let reference = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            params.to_argon2().unwrap(),
+        )
+        .hash_password_with_salt(b"password", salt.as_ref())
+        .unwrap()
+        .to_string();
+        assert_eq!(ours, reference);
     }
 
     #[tokio::test]

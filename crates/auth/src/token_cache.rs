@@ -20,14 +20,15 @@
 //! # Memory
 //!
 //! At most `capacity` entries, split over up to 64 independently locked shards (so the two
-//! cores rarely wait on each other). A full shard evicts with the CLOCK algorithm (second
+//! cores rarely wait on each other; lookups share a shard's read lock). A full shard evicts with the CLOCK algorithm (second
 //! chance, an approximation of LRU): expired entries and entries not used since the hand
 //! last passed go first. Lookups allocate nothing; an insert (a miss) copies the token and
 //! the context once.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::service::AccessContext;
 
@@ -52,7 +53,7 @@ pub(crate) struct CachedToken {
 /// A bounded map from exact token bytes to what their verification established.
 #[derive(Debug)]
 pub struct VerifiedTokenCache {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[RwLock<Shard>]>,
     shard_capacity: usize,
     shard_bits: u32,
     hasher: foldhash::quality::SeedableRandomState,
@@ -69,8 +70,9 @@ struct Shard {
 struct Entry {
     token: Box<str>,
     value: CachedToken,
-    /// Set on every hit, cleared when the clock hand passes.
-    referenced: bool,
+    /// Set on every hit, cleared when the clock hand passes. Atomic, so that hits share the
+    /// shard's read lock (with a single hot token, both cores hit the same shard).
+    referenced: AtomicBool,
 }
 
 impl VerifiedTokenCache {
@@ -88,7 +90,7 @@ impl VerifiedTokenCache {
             1 << (usize::BITS - 1 - limit.leading_zeros())
         };
         Ok(Self {
-            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..shards).map(|_| RwLock::new(Shard::default())).collect(),
             shard_capacity: capacity / shards,
             shard_bits: shards.trailing_zeros(),
             hasher: foldhash::quality::SeedableRandomState::with_seed(
@@ -109,7 +111,7 @@ impl VerifiedTokenCache {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |s| s.map.len()))
+            .map(|s| s.read().map_or(0, |s| s.map.len()))
             .sum()
     }
 
@@ -120,7 +122,7 @@ impl VerifiedTokenCache {
     }
 
     /// Looks `token` up and, on an exact match, runs `check` on the entry (under the shard's
-    /// lock, so keep it short). `None` on a miss.
+    /// read lock, so keep it short). `None` on a miss.
     pub(crate) fn with_hit<R>(
         &self,
         token: &str,
@@ -130,13 +132,16 @@ impl VerifiedTokenCache {
             return None;
         }
         let hash = self.hasher.hash_one(token.as_bytes());
-        let mut shard = self.shard(hash)?.lock().ok()?;
-        let entry = shard.map.get_mut(&hash)?;
+        let shard = self.shard(hash)?.read().ok()?;
+        let entry = shard.map.get(&hash)?;
         // The hash only picks the slot: the whole token must match.
         if *entry.token != *token {
             return None;
         }
-        entry.referenced = true;
+        // Written only when it changes, so steady hits leave the cache line shared.
+        if !entry.referenced.load(Ordering::Relaxed) {
+            entry.referenced.store(true, Ordering::Relaxed);
+        }
         Some(check(&entry.value))
     }
 
@@ -147,13 +152,13 @@ impl VerifiedTokenCache {
             return;
         }
         let hash = self.hasher.hash_one(token.as_bytes());
-        let Some(Ok(mut shard)) = self.shard(hash).map(Mutex::lock) else {
+        let Some(Ok(mut shard)) = self.shard(hash).map(RwLock::write) else {
             return;
         };
         let entry = Entry {
             token: token.into(),
             value,
-            referenced: false,
+            referenced: AtomicBool::new(false),
         };
         if let Some(slot) = shard.map.get_mut(&hash) {
             // The same token verified twice at once, or another one with the same hash:
@@ -168,7 +173,7 @@ impl VerifiedTokenCache {
 
     /// The shard for a hash: its top bits (the map inside the shard uses the whole hash).
     /// Always `Some`: the index is below `2^shard_bits`, the number of shards.
-    fn shard(&self, hash: u64) -> Option<&Mutex<Shard>> {
+    fn shard(&self, hash: u64) -> Option<&RwLock<Shard>> {
         let index = hash.checked_shr(u64::BITS - self.shard_bits).unwrap_or(0);
         self.shards.get(usize::try_from(index).ok()?)
     }
@@ -186,8 +191,8 @@ impl Shard {
             let keep = steps > 0
                 && self.map.get_mut(&hash).is_some_and(|e| {
                     let live = e.value.exp > now_minus_leeway;
-                    let second_chance = e.referenced && live;
-                    e.referenced = false;
+                    let second_chance = *e.referenced.get_mut() && live;
+                    *e.referenced.get_mut() = false;
                     second_chance
                 });
             steps = steps.saturating_sub(1);

@@ -29,7 +29,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use secrecy::ExposeSecret;
 use tessera_auth::keys::{KeySchedule, KeySource};
@@ -38,9 +37,7 @@ use tessera_auth::{Auth, AuthConfig, AuthParts, Bootstrapped, SharedClock};
 use tessera_jose::crypto::{self, SealingKey};
 use tessera_store::Database;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
@@ -50,7 +47,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{Config, DatabaseConfig, SigningConfig};
 use crate::error::AppError;
-pub use crate::state::AppState;
+pub use crate::state::{AppState, AppStateInner};
 
 /// Why the server could not start. The message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -193,13 +190,14 @@ pub async fn open(
     .with_observer(Arc::clone(&metrics) as Arc<dyn tessera_auth::audit::AuditObserver>);
     let csrf = session::CsrfGuard::new(&config.cors_allowed_origins).map_err(StartError)?;
     Ok((
-        AppState {
+        AppState::new(AppStateInner {
             csrf: Arc::new(csrf),
             auth: Arc::new(auth),
             metrics,
+            request_ids: Arc::new(telemetry::RequestIds::new().map_err(StartError)?),
             limits: Arc::new(ratelimit::RateLimits::new(&config)),
             config: Arc::new(config),
-        },
+        }),
         warnings,
     ))
 }
@@ -333,7 +331,6 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             routes::pages::page_headers,
         ));
-    let x_request_id = HeaderName::from_static("x-request-id");
     let mut router = Router::new()
         .route("/token", post(routes::oauth::token))
         .route("/revoke", post(routes::oauth::revoke))
@@ -389,48 +386,45 @@ pub fn app(state: AppState) -> Router {
                 "this method is not allowed here",
             )
         })
-        .layer(cors(&config.cors_allowed_origins))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(config.request_timeout),
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            AppError::internal("handler panicked").into_response()
-        }))
-        .layer(axum::middleware::from_fn(telemetry::log_requests))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track_requests,
-        ))
-        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn(telemetry::check_request_id))
-        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-            HeaderName::from_static(session::CSRF_HEADER),
-        ]));
-    let router = if config.tls.is_some() {
-        // RFC 6797: tell browsers to use HTTPS only. Outermost, so that every response has
-        // it (timeouts, panics and rewritten 5xx bodies included). Sent over plain HTTP it
-        // would be ignored (§8.1), so only when this listener speaks TLS.
-        router.layer(SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(tls::HSTS),
-        ))
-    } else {
-        router
-    };
+        // The whole stack in one `layer` call: axum boxes a route's service once per call
+        // and clones every box on every request, so one call costs one box instead of one per
+        // layer. Outermost first.
+        .layer(
+            tower::ServiceBuilder::new()
+                // RFC 6797: tell browsers to use HTTPS only. Outermost, so that every response
+                // has it (timeouts, panics and rewritten 5xx bodies included). Sent over plain
+                // HTTP it would be ignored (§8.1), so only when this listener speaks TLS.
+                .option_layer(config.tls.is_some().then(|| {
+                    SetResponseHeaderLayer::overriding(
+                        header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static(tls::HSTS),
+                    )
+                }))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                    HeaderName::from_static(session::CSRF_HEADER),
+                ]))
+                .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+                .layer(telemetry::ObserveLayer::new(
+                    Arc::clone(&state.metrics),
+                    Arc::clone(&state.request_ids),
+                ))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Duration::from_secs(config.request_timeout),
+                ))
+                .layer(SetResponseHeaderLayer::overriding(
+                    HeaderName::from_static("x-content-type-options"),
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
+                .layer(DefaultBodyLimit::max(config.max_body_bytes))
+                .layer(cors(&config.cors_allowed_origins)),
+        );
     router.with_state(state)
 }
 

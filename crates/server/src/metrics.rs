@@ -13,17 +13,19 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use tessera_auth::AuthError;
 use tessera_auth::audit::{AuditEvent, AuditObserver};
@@ -41,13 +43,34 @@ const LATENCY_BUCKETS: [f64; 16] = [
     30.0,
 ];
 
-/// A matched route template, shared with the router (no copy per request).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Route(Arc<str>);
+/// A matched route template, shared with the router (a reference count, no copy per
+/// request); `None` for requests no route matched.
+#[derive(Debug, Clone)]
+pub(crate) struct Route(pub(crate) Option<MatchedPath>);
+
+impl Route {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 impl EncodeLabelValue for Route {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(&self.0)
+        encoder.write_str(self.as_str())
     }
 }
 
@@ -75,16 +98,67 @@ struct VersionLabels {
     version: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+/// A latency histogram updated with atomic adds only. `prometheus_client`'s own
+/// `Histogram` takes a mutex on every observation, which the two cores fought over on every
+/// request of a hot route; here an observation is two relaxed atomic additions (its bucket
+/// and the sum, kept in nanoseconds). A scrape may see a bucket and the sum a few requests
+/// apart, as Prometheus allows for concurrent updates.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LatencyHistogram(Arc<LatencyInner>);
+
+#[derive(Debug, Default)]
+struct LatencyInner {
+    /// Observations per bucket (not cumulative): one per bound, then `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn observe(&self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(bucket) = self.0.buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut buckets = [(0.0, 0_u64); LATENCY_BUCKETS.len() + 1];
+        let bounds = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX));
+        for ((slot, bound), count) in buckets.iter_mut().zip(bounds).zip(&self.0.buckets) {
+            *slot = (bound, count.load(Ordering::Relaxed));
+        }
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        #[allow(clippy::cast_precision_loss)] // nanoseconds: exact up to 104 days of latency
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// The server's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
-    in_flight: Gauge,
+    latency: Family<RequestLabels, LatencyHistogram>,
+    pub(crate) in_flight: Gauge,
     logins: Family<OutcomeLabels, Counter>,
     refresh_reuse: Counter,
     lockouts: Counter,
@@ -118,9 +192,7 @@ impl Metrics {
             "HTTP requests by method, matched route and status class",
             requests.clone(),
         );
-        let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
+        let latency = Family::<RequestLabels, LatencyHistogram>::default();
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency in seconds by method, matched route and status class",
@@ -228,14 +300,21 @@ impl Metrics {
             .inc();
     }
 
-    fn observe(&self, method: &Method, route: Route, status: u16, seconds: f64) {
+    /// Counts and times one request under its method, matched route and status class.
+    pub(crate) fn observe_request(
+        &self,
+        method: &'static str,
+        route: Route,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
         let labels = RequestLabels {
-            method: method_label(method),
+            method,
             route,
             status: status_class(status),
         };
         self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(seconds);
+        self.latency.get_or_create(&labels).observe(elapsed);
     }
 
     /// Refreshes the scrape-time gauges and renders the registry (OpenMetrics text).
@@ -283,7 +362,7 @@ impl AuditObserver for Metrics {
 }
 
 /// Bounded method label: the standard methods by name, anything else as `other`.
-fn method_label(m: &Method) -> &'static str {
+pub(crate) fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -304,27 +383,6 @@ fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         _ => "5xx",
     }
-}
-
-/// Middleware: counts and times every request under its matched route.
-pub async fn track_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(
-        || Route(Arc::from(UNMATCHED)),
-        |p| Route(Arc::from(p.as_str())),
-    );
-    let metrics = Arc::clone(&state.metrics);
-    metrics.in_flight.inc();
-    let response = next.run(req).await;
-    metrics.in_flight.dec();
-    metrics.observe(
-        &method,
-        route,
-        response.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    response
 }
 
 /// `GET /metrics`: the registry in the OpenMetrics text format, which Prometheus scrapes
