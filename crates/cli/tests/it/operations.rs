@@ -152,6 +152,26 @@ async fn json_logs_carry_request_ids_and_never_secrets() {
 }
 
 #[test]
+fn a_weak_bootstrap_password_stops_the_first_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_REQUIRE_POSTGRES")
+        .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", "aaaaaaaaaaaaaaaa")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("first admin") && stderr.contains("too easy to guess"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unusable_tls_files_stop_the_server_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let certs = tempfile::tempdir().unwrap();
