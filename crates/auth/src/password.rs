@@ -412,33 +412,25 @@ fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) 
         memory.fill(Block::new());
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
+    fn run<T>(memory: &mut [Block], f: impl FnOnce(&mut [Block]) -> T) -> T {
+        let out = f(memory);
+        wipe(memory);
+        out
+    }
     if blocks > keep {
-        let mut memory = vec![Block::new(); blocks];
-        let out = f(&mut memory);
-        wipe(&mut memory);
-        return out;
+        return run(&mut vec![Block::new(); blocks], f);
     }
     WORK_MEMORY.with(|cell| {
-        let Ok(mut memory) = cell.try_borrow_mut() else {
-            // Re-entered on this thread (cannot happen: `f` never hashes): use fresh memory.
-            let mut memory = vec![Block::new(); blocks];
-            let out = f(&mut memory);
-            wipe(&mut memory);
-            return out;
-        };
-        if memory.len() < keep {
-            memory.resize(keep, Block::new());
+        // Not borrowed already (`f` never hashes): the buffer, grown once to `keep` blocks.
+        if let Ok(mut memory) = cell.try_borrow_mut() {
+            if memory.len() < keep {
+                memory.resize(keep, Block::new());
+            }
+            if let Some(work) = memory.get_mut(..blocks) {
+                return run(work, f);
+            }
         }
-        let Some(work) = memory.get_mut(..blocks) else {
-            // Unreachable: the buffer holds `keep >= blocks` blocks.
-            let mut memory = vec![Block::new(); blocks];
-            let out = f(&mut memory);
-            wipe(&mut memory);
-            return out;
-        };
-        let out = f(work);
-        wipe(work);
-        out
+        run(&mut vec![Block::new(); blocks], f)
     })
 }
 

@@ -49,7 +49,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
 pub(crate) struct Route(pub(crate) Option<MatchedPath>);
 
 impl Route {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
     }
 }

@@ -294,19 +294,9 @@ where
             };
             let elapsed = start.elapsed();
             let status = response.status();
-            in_flight
-                .0
-                .observe_request(method, route.clone(), status.as_u16(), elapsed);
-            drop(in_flight);
+            let route_label = route.as_str();
             if status.is_server_error() || response.extensions().get::<ErrorDetail>().is_some() {
-                log_failure(
-                    method,
-                    route.0.as_ref().map_or("<unmatched>", MatchedPath::as_str),
-                    status,
-                    &request_id,
-                    elapsed,
-                    &response,
-                );
+                log_failure(method, route_label, status, &request_id, elapsed, &response);
                 if status.is_server_error() {
                     response =
                         generic_server_error(status, request_id.to_str().unwrap_or("-"), response);
@@ -314,13 +304,17 @@ where
             } else if tracing::enabled!(tracing::Level::DEBUG) {
                 tracing::debug!(
                     method,
-                    route = route.0.as_ref().map_or("<unmatched>", MatchedPath::as_str),
+                    route = route_label,
                     status = status.as_u16(),
                     request_id = request_id.to_str().unwrap_or("-"),
                     latency_ms = elapsed.as_secs_f64() * 1000.0,
                     "request"
                 );
             }
+            in_flight
+                .0
+                .observe_request(method, route, status.as_u16(), elapsed);
+            drop(in_flight);
             response.headers_mut().insert(REQUEST_ID, request_id);
             Ok(response)
         })
