@@ -25,6 +25,7 @@ conformance!(
     absolutely_expired_session_is_invalid_and_stores_no_successor,
     revoked_session_is_invalid_and_stores_no_successor,
     concurrent_rotations_of_one_token_yield_one_rotation_and_grace_retries,
+    a_rotation_failing_half_way_changes_nothing_and_leaves_no_transaction_open,
 );
 
 const PARENT: u8 = 1;
@@ -351,4 +352,30 @@ async fn concurrent_rotations_of_one_token_yield_one_rotation_and_grace_retries(
         .await;
     assert_eq!(all, 2);
     assert!(db.revocations_since(0, NOW, 100).await.unwrap().is_empty());
+}
+
+/// The successor cannot be stored (its hash is taken: a unique violation after the claim
+/// succeeded). The whole rotation must roll back, and nothing may stay open: on SQLite the
+/// rotation runs as one batch with its own BEGIN/COMMIT, so a transaction left open on a
+/// pooled connection would hold the write lock and every later write would time out.
+async fn a_rotation_failing_half_way_changes_nothing_and_leaves_no_transaction_open(db: TestDb) {
+    let s = one_session(&db).await;
+    let other = session(s.user_id, NOW);
+    db.create_session(&other, &token(CHILD)).await.unwrap();
+    let req = rotate(token(PARENT), token(CHILD), NOW + 10);
+    assert!(db.rotate_refresh_token(&req).await.is_err());
+    assert_eq!(
+        db.find_refresh_token(&token(PARENT)).await.unwrap(),
+        Some((s.clone(), None)),
+        "the claim was rolled back"
+    );
+    assert_eq!(db.find_session(s.id).await.unwrap().as_ref(), Some(&s));
+    // Later writes go through (a held write lock would make them fail after the busy
+    // timeout), and the same token still rotates.
+    for n in 0..10u8 {
+        let extra = session(s.user_id, NOW);
+        db.create_session(&extra, &token(100 + n)).await.unwrap();
+    }
+    let r = rotated(&db, &rotate(token(PARENT), token(GRANDCHILD), NOW + 20)).await;
+    assert_eq!(r.id, s.id);
 }
