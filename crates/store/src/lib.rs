@@ -498,8 +498,8 @@ macro_rules! sql_store {
                     return Ok(RotateOutcome::Invalid("refresh token is invalid or expired"));
                 }
                 let Some(rotated_at) = token.used_at else {
-                    // Unused, live and this client's, yet not claimed: only a session that
-                    // changed between the two statements (PostgreSQL). Refuse; not reuse.
+                    // Unused, live and this client's, yet not claimed: only if something
+                    // changed between `rotate_current` and this transaction. Refuse; not reuse.
                     return Ok(RotateOutcome::Invalid("refresh token is invalid or expired"));
                 };
                 // Already rotated: a retry within the grace window (same successor, still
