@@ -131,6 +131,18 @@ pub struct KeyRing {
     pub next_change: Option<i64>,
     /// Listing of all stored keys.
     pub keys: Vec<KeyInfo>,
+    /// The rows this ring was built from (sorted) and when: a reload that reads the same
+    /// rows before `next_change` keeps this ring instead of unsealing and parsing every key
+    /// again (an RSA private key check alone is milliseconds of CPU).
+    rows: Vec<StoredKey>,
+    built_at: i64,
+}
+
+impl KeyRing {
+    /// True if the ring built from `rows` at `now` would be this one.
+    fn is_current(&self, rows: &[StoredKey], now: i64) -> bool {
+        self.rows == rows && self.next_change.is_none_or(|d| now < self.built_at + d)
+    }
 }
 
 /// Holds the current [`KeyRing`] and performs the lifecycle.
@@ -210,7 +222,15 @@ impl KeyManager {
     /// # Errors
     /// Storage or unsealing failures; the previous ring stays in force.
     pub async fn reload<S: KeyStore>(&self, store: &S, now: i64) -> Result<()> {
-        if let Some(ring) = build_ring(store, &self.source, now).await? {
+        let KeySource::Stored { sealing, .. } = &self.source else {
+            // One key from configuration: nothing in storage can change it.
+            return Ok(());
+        };
+        let rows = sorted_rows(store).await?;
+        if self.current().is_current(&rows, now) {
+            return Ok(());
+        }
+        if let Some(ring) = ring_from_rows(rows, sealing, now)? {
             self.ring.store(Arc::new(ring));
         }
         Ok(())
@@ -395,6 +415,8 @@ fn placeholder_ring() -> Result<KeyRing> {
         jwks_json: r#"{"keys":[]}"#.into(),
         next_change: None,
         keys: Vec::new(),
+        rows: Vec::new(),
+        built_at: 0,
     })
 }
 
@@ -410,64 +432,79 @@ async fn build_ring<S: KeyStore>(
             jwks_json: r#"{"keys":[]}"#.into(),
             next_change: None,
             keys: Vec::new(),
+            rows: Vec::new(),
+            built_at: now,
         })),
         KeySource::Stored { sealing, .. } => {
-            let mut stored = store.list_signing_keys().await?;
-            // Oldest activation first: JWKS and listings read in lifecycle order.
-            stored.sort_by(|a, b| {
-                (a.activates_at, a.created_at, &a.kid).cmp(&(b.activates_at, b.created_at, &b.kid))
-            });
-            let mut signer: Option<(i64, &StoredKey)> = None;
-            let mut verifiers: Vec<VerifyingKey> = Vec::new();
-            let mut public: Vec<Jwk> = Vec::new();
-            let mut next_change: Option<i64> = None;
-            let mut note = |t: Option<i64>| {
-                if let Some(t) = t.filter(|t| *t > now) {
-                    next_change = Some(next_change.map_or(t, |n: i64| n.min(t)));
-                }
-            };
-            for k in &stored {
-                note(Some(k.activates_at));
-                note(k.retires_at);
-                note(k.expires_at);
-                let state = KeyState::of(k, now);
-                if matches!(state, KeyState::Expired | KeyState::Revoked) {
-                    continue;
-                }
-                let alg: Algorithm = k.alg.parse().map_err(|_| {
-                    AuthError::Internal(format!("stored key {} has unknown alg {}", k.kid, k.alg))
-                })?;
-                let jwk = Jwk::from_json(&k.public_jwk).map_err(AuthError::internal)?;
-                verifiers
-                    .push(VerifyingKey::from_jwk(&jwk, Some(alg)).map_err(AuthError::internal)?);
-                public.push(jwk);
-                if state == KeyState::Active
-                    && signer.is_none_or(|(t, s)| (k.activates_at, &k.kid) > (t, &s.kid))
-                {
-                    signer = Some((k.activates_at, k));
-                }
-            }
-            let Some((_, active)) = signer else {
-                return Ok(None);
-            };
-            let alg: Algorithm = active.alg.parse().map_err(AuthError::internal)?;
-            let der: Zeroizing<Vec<u8>> = sealing
-                .open(active.kid.as_bytes(), &active.sealed_private_key)
-                .map_err(|e| {
-                    AuthError::Internal(format!("cannot unseal signing key {}: {e}", active.kid))
-                })?;
-            let signer = SigningKey::from_secret_bytes(alg, &der)
-                .map_err(AuthError::internal)?
-                .with_kid(active.kid.clone());
-            let jwks_json =
-                serde_json::to_string(&JwkSet { keys: public }).map_err(AuthError::internal)?;
-            Ok(Some(KeyRing {
-                signer,
-                verifier: KeySet::new(verifiers).map_err(AuthError::internal)?,
-                jwks_json,
-                next_change: next_change.map(|t| t - now),
-                keys: stored.iter().map(|k| info(k, now)).collect(),
-            }))
+            ring_from_rows(sorted_rows(store).await?, sealing, now)
         }
     }
+}
+
+/// Every stored key, oldest activation first: JWKS and listings read in lifecycle order.
+async fn sorted_rows<S: KeyStore>(store: &S) -> Result<Vec<StoredKey>> {
+    let mut stored = store.list_signing_keys().await?;
+    stored.sort_by(|a, b| {
+        (a.activates_at, a.created_at, &a.kid).cmp(&(b.activates_at, b.created_at, &b.kid))
+    });
+    Ok(stored)
+}
+
+/// The ring in force at `now` given the stored keys; `None` if none of them can sign.
+fn ring_from_rows(
+    stored: Vec<StoredKey>,
+    sealing: &SealingKey,
+    now: i64,
+) -> Result<Option<KeyRing>> {
+    let mut signer: Option<(i64, &StoredKey)> = None;
+    let mut verifiers: Vec<VerifyingKey> = Vec::new();
+    let mut public: Vec<Jwk> = Vec::new();
+    let mut next_change: Option<i64> = None;
+    let mut note = |t: Option<i64>| {
+        if let Some(t) = t.filter(|t| *t > now) {
+            next_change = Some(next_change.map_or(t, |n: i64| n.min(t)));
+        }
+    };
+    for k in &stored {
+        note(Some(k.activates_at));
+        note(k.retires_at);
+        note(k.expires_at);
+        let state = KeyState::of(k, now);
+        if matches!(state, KeyState::Expired | KeyState::Revoked) {
+            continue;
+        }
+        let alg: Algorithm = k.alg.parse().map_err(|_| {
+            AuthError::Internal(format!("stored key {} has unknown alg {}", k.kid, k.alg))
+        })?;
+        let jwk = Jwk::from_json(&k.public_jwk).map_err(AuthError::internal)?;
+        verifiers.push(VerifyingKey::from_jwk(&jwk, Some(alg)).map_err(AuthError::internal)?);
+        public.push(jwk);
+        if state == KeyState::Active
+            && signer.is_none_or(|(t, s)| (k.activates_at, &k.kid) > (t, &s.kid))
+        {
+            signer = Some((k.activates_at, k));
+        }
+    }
+    let Some((_, active)) = signer else {
+        return Ok(None);
+    };
+    let alg: Algorithm = active.alg.parse().map_err(AuthError::internal)?;
+    let der: Zeroizing<Vec<u8>> = sealing
+        .open(active.kid.as_bytes(), &active.sealed_private_key)
+        .map_err(|e| {
+            AuthError::Internal(format!("cannot unseal signing key {}: {e}", active.kid))
+        })?;
+    let signer = SigningKey::from_secret_bytes(alg, &der)
+        .map_err(AuthError::internal)?
+        .with_kid(active.kid.clone());
+    let jwks_json = serde_json::to_string(&JwkSet { keys: public }).map_err(AuthError::internal)?;
+    Ok(Some(KeyRing {
+        signer,
+        verifier: KeySet::new(verifiers).map_err(AuthError::internal)?,
+        jwks_json,
+        next_change: next_change.map(|t| t - now),
+        keys: stored.iter().map(|k| info(k, now)).collect(),
+        rows: stored,
+        built_at: now,
+    }))
 }

@@ -185,7 +185,11 @@ where
         Ok(Self(RequestMeta {
             ip,
             user_agent: header_text(&parts.headers, "user-agent", 256),
-            request_id: header_text(&parts.headers, "x-request-id", 64),
+            // The id the request is handled under (kept from the client or generated; see
+            // `telemetry::Observe`), not whatever the header says.
+            request_id: crate::telemetry::current_request_id()
+                .and_then(|id| id.to_str().ok().map(|s| s.chars().take(64).collect()))
+                .or_else(|| header_text(&parts.headers, "x-request-id", 64)),
         }))
     }
 }

@@ -38,11 +38,7 @@ use tessera_jose::crypto::{self, SealingKey};
 use tessera_store::Database;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
-};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, DatabaseConfig, SigningConfig};
@@ -388,39 +384,19 @@ pub fn app(state: AppState) -> Router {
         })
         // The whole stack in one `layer` call: axum boxes a route's service once per call
         // and clones every box on every request, so one call costs one box instead of one per
-        // layer. Outermost first.
+        // layer. Outermost first. Request ids, metrics, logging, panics, the request timeout,
+        // sensitive headers and the security headers (HSTS only when this listener speaks
+        // TLS) are one service: see `telemetry::ObserveLayer`.
         .layer(
             tower::ServiceBuilder::new()
-                // RFC 6797: tell browsers to use HTTPS only. Outermost, so that every response
-                // has it (timeouts, panics and rewritten 5xx bodies included). Sent over plain
-                // HTTP it would be ignored (§8.1), so only when this listener speaks TLS.
-                .option_layer(config.tls.is_some().then(|| {
-                    SetResponseHeaderLayer::overriding(
-                        header::STRICT_TRANSPORT_SECURITY,
-                        HeaderValue::from_static(tls::HSTS),
-                    )
-                }))
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    header::AUTHORIZATION,
-                    header::COOKIE,
-                    HeaderName::from_static(session::CSRF_HEADER),
-                ]))
-                .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
                 .layer(telemetry::ObserveLayer::new(
                     Arc::clone(&state.metrics),
                     Arc::clone(&state.request_ids),
-                ))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
                     Duration::from_secs(config.request_timeout),
-                ))
-                .layer(SetResponseHeaderLayer::overriding(
-                    HeaderName::from_static("x-content-type-options"),
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-store"),
+                    config
+                        .tls
+                        .is_some()
+                        .then(|| HeaderValue::from_static(tls::HSTS)),
                 ))
                 .layer(DefaultBodyLimit::max(config.max_body_bytes))
                 .layer(cors(&config.cors_allowed_origins)),

@@ -12,7 +12,7 @@
 //! are computed at scrape time.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -71,6 +71,58 @@ impl std::hash::Hash for Route {
 impl EncodeLabelValue for Route {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.as_str())
+    }
+}
+
+/// The request counters and latency histograms of one route, resolved on its first
+/// request of each method and status class, so that later requests update them directly
+/// instead of looking their labels up in the two families (two read locks and two SipHash
+/// computations per request). The server's middleware keeps one per route
+/// ([`crate::telemetry::ObserveLayer`]).
+#[derive(Debug)]
+pub(crate) struct RouteHandles {
+    slots: [OnceLock<Handles>; METHODS * STATUS_CLASSES],
+}
+
+impl Default for RouteHandles {
+    fn default() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Handles {
+    route: Route,
+    requests: Counter,
+    latency: LatencyHistogram,
+}
+
+/// How many values [`method_label`] and [`status_class`] return.
+const METHODS: usize = 8;
+const STATUS_CLASSES: usize = 5;
+
+fn method_index(label: &str) -> usize {
+    match label {
+        "GET" => 0,
+        "POST" => 1,
+        "PUT" => 2,
+        "DELETE" => 3,
+        "PATCH" => 4,
+        "HEAD" => 5,
+        "OPTIONS" => 6,
+        _ => 7,
+    }
+}
+
+fn status_index(class: &str) -> usize {
+    match class {
+        "1xx" => 0,
+        "2xx" => 1,
+        "3xx" => 2,
+        "4xx" => 3,
+        _ => 4,
     }
 }
 
@@ -303,18 +355,41 @@ impl Metrics {
     /// Counts and times one request under its method, matched route and status class.
     pub(crate) fn observe_request(
         &self,
+        handles: &RouteHandles,
         method: &'static str,
         route: Route,
         status: u16,
         elapsed: std::time::Duration,
     ) {
+        let status = status_class(status);
+        let slot = handles
+            .slots
+            .get(method_index(method) * STATUS_CLASSES + status_index(status));
+        if let Some(cached) = slot.and_then(OnceLock::get)
+            && cached.route == route
+        {
+            cached.requests.inc();
+            cached.latency.observe(elapsed);
+            return;
+        }
         let labels = RequestLabels {
             method,
             route,
-            status: status_class(status),
+            status,
         };
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(elapsed);
+        let requests = self.requests.get_or_create(&labels).clone();
+        let latency = self.latency.get_or_create(&labels).clone();
+        requests.inc();
+        latency.observe(elapsed);
+        if let Some(slot) = slot {
+            // Taken by the first request of this method and status class on this route; a
+            // route seen under another label (not expected) is looked up every time.
+            let _ = slot.set(Handles {
+                route: labels.route,
+                requests,
+                latency,
+            });
+        }
     }
 
     /// Refreshes the scrape-time gauges and renders the registry (OpenMetrics text).
@@ -416,6 +491,69 @@ mod tests {
         let m = Method::from_bytes(b"BREW").unwrap();
         assert_eq!(method_label(&m), "other");
         assert_eq!(method_label(&Method::GET), "GET");
+    }
+
+    /// A route label as the router makes it (`MatchedPath` has no public constructor).
+    async fn route(path: &str) -> Route {
+        use tower::ServiceExt as _;
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let keep = Arc::clone(&slot);
+        let router: axum::Router = axum::Router::new().route(
+            path,
+            axum::routing::get(move |p: MatchedPath| {
+                *keep.lock().unwrap() = Some(p);
+                async {}
+            }),
+        );
+        let req = axum::extract::Request::builder()
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        router.oneshot(req).await.unwrap();
+        let matched = slot.lock().unwrap().take();
+        Route(matched)
+    }
+
+    #[tokio::test]
+    async fn cached_route_handles_count_under_the_right_labels() {
+        let m = Metrics::new();
+        let handles = RouteHandles::default();
+        let ms = std::time::Duration::from_millis(1);
+        let me = route("/users/me").await;
+        m.observe_request(&handles, "GET", me.clone(), 200, ms);
+        m.observe_request(&handles, "GET", me.clone(), 200, ms);
+        m.observe_request(&handles, "GET", me.clone(), 401, ms);
+        m.observe_request(&handles, "POST", me.clone(), 200, ms);
+        // Another route through the same handles (not expected from the router): counted
+        // under its own label, not the cached one.
+        m.observe_request(&handles, "GET", route("/other").await, 200, ms);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
+        let count = |labels: &str| {
+            out.lines()
+                .find(|l| l.starts_with("tessera_http_requests_total{") && l.contains(labels))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            count(r#"method="GET",route="/users/me",status="2xx""#).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            count(r#"method="GET",route="/users/me",status="4xx""#).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(r#"method="POST",route="/users/me",status="2xx""#).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(r#"method="GET",route="/other",status="2xx""#).as_deref(),
+            Some("1")
+        );
+        assert!(out.contains(
+            r#"tessera_http_request_duration_seconds_count{method="GET",route="/users/me",status="2xx"} 2"#
+        ), "{out}");
     }
 
     #[test]

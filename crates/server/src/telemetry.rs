@@ -6,17 +6,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::header;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 use std::panic::AssertUnwindSafe;
 
 use crate::error::AppError;
 use crate::metrics::{self, Metrics, Route};
+use crate::session::CSRF_HEADER;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -186,41 +188,80 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The per-request layer: request id, panics, metrics and the request log line,
-/// in one service. One layer instead of five (`from_fn` middleware clone the whole inner
-/// stack on every request; this one only wraps the inner future).
+/// The per-request layer: everything the server does around every handler, in one service.
 ///
-/// For each request: an incoming `x-request-id` is kept only if
-/// [valid](is_valid_request_id) and single, otherwise one is generated; the id goes on the
-/// request (handlers and audit read it) and on the response. Everything logged while the
-/// request is handled carries the id ([`WithRequestId`]); a panicking handler is answered
-/// with a generic 500. The request is counted and
-/// timed under its matched route ([`crate::metrics`]), logged once (method, route, status,
-/// latency, id; at `debug` unless it failed), an error response's internal detail is logged,
-/// and any 5xx body is replaced by a generic one carrying the request id. Headers and bodies
-/// are never logged (tokens and passwords live there).
+/// One hand-written service instead of seven stacked layers (request id, panics, metrics,
+/// the request log line, the request timeout, sensitive-header marking and the security
+/// headers). axum applies `Router::layer` to every route and clones the whole stack on
+/// every request, and each tower-http layer added a clone, a wrapper future and a move of
+/// the future beneath it; on a cached `/users/me` the seven layers cost more than the
+/// token check (`docs/BENCHMARKS.md`).
+///
+/// For each request:
+/// - `Authorization`, `Cookie` and the CSRF header are marked sensitive (their values are
+///   redacted from any `Debug` output), as `Set-Cookie` is on the response.
+/// - An incoming `x-request-id` is kept only if [valid](is_valid_request_id) and single,
+///   otherwise one is generated; handlers and audit read it with [`current_request_id`],
+///   and it goes on the response. Everything logged while the request is handled carries the id
+///   ([`WithRequestId`]).
+/// - The handler runs under the request timeout (`request_timeout`): past it the client
+///   gets a 503 `temporarily_unavailable`. The timer is armed only if the handler does not
+///   finish on its first poll, so handlers that never wait (a cached token check) never
+///   touch the timer wheel; the deadline still counts from the start of the request.
+/// - A panicking handler is answered with a generic 500 instead of a dropped connection.
+/// - The request is counted and timed under its matched route ([`crate::metrics`]) and
+///   logged once (method, route, status, latency, id; at `debug` unless it failed); an
+///   error response's internal detail is logged, and any 5xx body is replaced by a generic
+///   one carrying the request id.
+/// - Every response gets `X-Content-Type-Options: nosniff`, `Cache-Control: no-store`
+///   unless the handler chose its own, and, when the listener speaks TLS, HSTS (RFC 6797;
+///   sent over plain HTTP it would be ignored, §8.1).
+///
+/// Headers and bodies are never logged (tokens and passwords live there).
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     metrics: Arc<Metrics>,
     ids: Arc<RequestIds>,
+    timeout: Duration,
+    hsts: Option<HeaderValue>,
 }
 
 impl ObserveLayer {
-    /// The layer, reporting to `metrics`.
+    /// The layer, reporting to `metrics`, with request ids from `ids`, answering 503 after
+    /// `timeout`, and sending `hsts` (the `Strict-Transport-Security` value) if given.
     #[must_use]
-    pub fn new(metrics: Arc<Metrics>, ids: Arc<RequestIds>) -> Self {
-        Self { metrics, ids }
+    pub fn new(
+        metrics: Arc<Metrics>,
+        ids: Arc<RequestIds>,
+        timeout: Duration,
+        hsts: Option<HeaderValue>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                metrics,
+                ids,
+                timeout,
+                hsts,
+            }),
+        }
     }
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
+    /// axum calls this once per route (and once for the fallback), so each instance keeps
+    /// the metric handles of the route it serves.
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
-            metrics: Arc::clone(&self.metrics),
-            ids: Arc::clone(&self.ids),
+            shared: Arc::clone(&self.shared),
+            handles: Arc::new(metrics::RouteHandles::default()),
         }
     }
 }
@@ -229,18 +270,34 @@ impl<S> tower::Layer<S> for ObserveLayer {
 #[derive(Clone, Debug)]
 pub struct Observe<S> {
     inner: S,
-    metrics: Arc<Metrics>,
-    ids: Arc<RequestIds>,
+    shared: Arc<Shared>,
+    handles: Arc<metrics::RouteHandles>,
 }
 
 /// Decrements the in-flight gauge when the request ends, also when the client went away
 /// and the future was dropped.
-struct InFlight(Arc<Metrics>);
+struct InFlight(Arc<Shared>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.dec();
+        self.0.metrics.in_flight.dec();
     }
+}
+
+/// Marks the values of the headers `is_secret` picks as sensitive (redacted from `Debug`
+/// output). One pass over the map: cheaper than a lookup per name for the handful of headers
+/// a request carries.
+fn mark_sensitive(headers: &mut HeaderMap, is_secret: impl Fn(&HeaderName) -> bool) {
+    for (name, value) in headers.iter_mut() {
+        if is_secret(name) {
+            value.set_sensitive(true);
+        }
+    }
+}
+
+/// Request headers whose values are secrets: credentials and the CSRF token.
+fn is_secret_request_header(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION || name == header::COOKIE || name == CSRF_HEADER
 }
 
 impl<S> tower::Service<Request> for Observe<S>
@@ -258,15 +315,14 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let start = Instant::now();
+        mark_sensitive(req.headers_mut(), is_secret_request_header);
         let request_id = {
             let mut ids = req.headers().get_all(REQUEST_ID).iter();
             match (ids.next(), ids.next()) {
                 (Some(id), None) if is_valid_request_id(id.as_bytes()) => id.clone(),
-                _ => {
-                    let id = self.ids.next_id();
-                    req.headers_mut().insert(REQUEST_ID, id.clone());
-                    id
-                }
+                // Handlers read it from the task-local (`current_request_id`), not from
+                // the request's headers.
+                _ => self.shared.ids.next_id(),
             }
         };
         let method = metrics::method_label(req.method());
@@ -276,21 +332,30 @@ where
         let future = std::panic::catch_unwind(AssertUnwindSafe(|| {
             CURRENT_REQUEST_ID.sync_scope(request_id.clone(), || self.inner.call(req))
         }));
-        self.metrics.in_flight.inc();
-        let in_flight = InFlight(Arc::clone(&self.metrics));
+        self.shared.metrics.in_flight.inc();
+        let in_flight = InFlight(Arc::clone(&self.shared));
+        let handles = Arc::clone(&self.handles);
         Box::pin(async move {
+            let shared = &in_flight.0;
             let outcome = match future {
                 Ok(future) => {
-                    AssertUnwindSafe(CURRENT_REQUEST_ID.scope(request_id.clone(), future))
-                        .catch_unwind()
-                        .await
-                        .ok()
+                    let guarded =
+                        AssertUnwindSafe(CURRENT_REQUEST_ID.scope(request_id.clone(), future))
+                            .catch_unwind();
+                    let deadline = tokio::time::Instant::from_std(start + shared.timeout);
+                    match within(deadline, guarded).await {
+                        Some(Ok(Ok(response))) => Outcome::Response(response),
+                        Some(Ok(Err(never))) => match never {},
+                        Some(Err(_)) => Outcome::Panicked,
+                        None => Outcome::TimedOut,
+                    }
                 }
-                Err(_) => None,
+                Err(_) => Outcome::Panicked,
             };
             let mut response = match outcome {
-                Some(Ok(response)) => response,
-                None => AppError::internal("handler panicked").into_response(),
+                Outcome::Response(response) => response,
+                Outcome::Panicked => AppError::internal("handler panicked").into_response(),
+                Outcome::TimedOut => StatusCode::SERVICE_UNAVAILABLE.into_response(),
             };
             let elapsed = start.elapsed();
             let status = response.status();
@@ -311,13 +376,43 @@ where
                     "request"
                 );
             }
-            in_flight
-                .0
-                .observe_request(method, route, status.as_u16(), elapsed);
+            shared
+                .metrics
+                .observe_request(&handles, method, route, status.as_u16(), elapsed);
+            let headers = response.headers_mut();
+            mark_sensitive(headers, |name| name == header::SET_COOKIE);
+            headers.insert(
+                HeaderName::from_static("x-content-type-options"),
+                HeaderValue::from_static("nosniff"),
+            );
+            if !headers.contains_key(header::CACHE_CONTROL) {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            if let Some(hsts) = &shared.hsts {
+                headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+            headers.insert(REQUEST_ID, request_id);
             drop(in_flight);
-            response.headers_mut().insert(REQUEST_ID, request_id);
             Ok(response)
         })
+    }
+}
+
+enum Outcome {
+    Response(Response),
+    Panicked,
+    TimedOut,
+}
+
+/// `future`'s output, or `None` if `deadline` passes first. The timer is created only if
+/// the first poll leaves the future pending: most requests finish on their first poll, and
+/// an unarmed deadline costs nothing.
+async fn within<F: Future>(deadline: tokio::time::Instant, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout_at(deadline, future).await.ok(),
     }
 }
 
@@ -326,7 +421,7 @@ fn log_failure(
     route: &str,
     status: StatusCode,
     request_id: &HeaderValue,
-    elapsed: std::time::Duration,
+    elapsed: Duration,
     response: &Response,
 ) {
     let request_id = request_id.to_str().unwrap_or("-");
@@ -390,6 +485,128 @@ fn is_json(r: &Response<Body>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::Router;
+    use axum::body::to_bytes;
+    use axum::routing::get;
+    use tower::{Layer as _, ServiceExt as _};
+
+    fn observed(router: Router, hsts: bool) -> Observe<Router> {
+        ObserveLayer::new(
+            Arc::new(Metrics::new()),
+            Arc::new(RequestIds::new().unwrap()),
+            Duration::from_millis(200),
+            hsts.then(|| HeaderValue::from_static("max-age=1")),
+        )
+        .layer(router)
+    }
+
+    fn get_req(path: &str) -> Request {
+        Request::builder()
+            .uri(path)
+            .header("authorization", "Bearer secret")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn body_json(res: Response) -> serde_json::Value {
+        serde_json::from_slice(&to_bytes(res.into_body(), 1 << 16).await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_handler_past_the_request_timeout_gets_a_503_with_every_header() {
+        let router = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        );
+        let started = Instant::now();
+        let res = observed(router, true)
+            .oneshot(get_req("/slow"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        assert_eq!(res.headers()["strict-transport-security"], "max-age=1");
+        let id = res.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+        let body = body_json(res).await;
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(body["request_id"], id.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_waits_but_finishes_in_time_is_answered() {
+        let router = Router::new().route(
+            "/wait",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                "done"
+            }),
+        );
+        let res = observed(router, false)
+            .oneshot(get_req("/wait"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("strict-transport-security").is_none());
+        assert_eq!(to_bytes(res.into_body(), 64).await.unwrap(), "done");
+    }
+
+    #[tokio::test]
+    async fn panics_become_a_generic_500_and_headers_are_marked_or_kept() {
+        let router = Router::new()
+            .route(
+                "/panic",
+                get(|| async {
+                    if true {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route(
+                "/own",
+                get(|req: Request| async move {
+                    // The credential is redacted from any Debug output of the request.
+                    assert!(req.headers()["authorization"].is_sensitive());
+                    assert!(!req.headers()["host"].is_sensitive());
+                    assert!(current_request_id().is_some());
+                    (
+                        [
+                            ("cache-control", "max-age=60"),
+                            ("set-cookie", "a=b; HttpOnly"),
+                        ],
+                        "mine",
+                    )
+                }),
+            );
+        let svc = observed(router, false);
+        let res = svc.clone().oneshot(get_req("/panic")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        let body = body_json(res).await;
+        assert_eq!(body["error"], "server_error");
+        assert!(!body.to_string().contains("boom"));
+
+        let mut req = get_req("/own");
+        req.headers_mut()
+            .insert("host", HeaderValue::from_static("example.test"));
+        req.headers_mut()
+            .insert(REQUEST_ID, HeaderValue::from_static("client-id-1"));
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()["cache-control"],
+            "max-age=60",
+            "the handler's own"
+        );
+        assert!(res.headers()["set-cookie"].is_sensitive());
+        assert_eq!(res.headers()[REQUEST_ID], "client-id-1");
+    }
 
     #[test]
     fn generated_request_ids_are_distinct_uuids() {

@@ -156,3 +156,43 @@ async fn hmac_mode_cannot_rotate_through_the_api() {
             .contains("signing.secret")
     );
 }
+
+#[tokio::test]
+async fn a_sync_with_unchanged_keys_keeps_the_parsed_ring_and_a_change_rebuilds_it() {
+    let app = spawn_app_with(|c| {
+        c.key_publish_ahead = 60;
+        c.jwks_max_age = 60;
+    })
+    .await;
+    let keys = app.state.auth.keys();
+    let before = keys.current();
+    // The upkeep loop syncs every second; with nothing changed it must not unseal and
+    // parse the private key again (milliseconds of CPU for RSA, on a runtime worker).
+    app.state.auth.sync().await.unwrap();
+    app.state.auth.sync().await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&before, &keys.current()));
+
+    let admin = app.admin_login().await;
+    let res = app
+        .client
+        .post(app.url("/admin/keys/rotate"))
+        .bearer_auth(&admin.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.state.auth.sync().await.unwrap();
+    let rotated = keys.current();
+    assert!(!std::sync::Arc::ptr_eq(&before, &rotated));
+    assert_eq!(rotated.keys.len(), 2);
+    // A scheduled state change (the new key activating) rebuilds it without a new row.
+    assert_eq!(rotated.signer.kid(), Some(rotated.keys[0].kid.as_str()));
+    app.advance(60).await;
+    let active = keys.current();
+    assert!(!std::sync::Arc::ptr_eq(&rotated, &active));
+    assert_eq!(
+        active.signer.kid(),
+        Some(rotated.keys[1].kid.as_str()),
+        "the new key signs once its activation time passes"
+    );
+}
