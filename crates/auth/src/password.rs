@@ -241,10 +241,27 @@ impl PasswordHasher {
     /// # Errors
     /// [`AuthError::Internal`] for invalid parameters.
     pub fn new(params: HashParams, concurrency: usize, max_waiting: usize) -> Result<Self> {
+        Self::with_priority(params, concurrency, max_waiting, 0)
+    }
+
+    /// [`PasswordHasher::new`] with hashing threads `nice` steps (0 to 19) below the
+    /// process's scheduling priority (Linux; ignored elsewhere). With CPU to spare the
+    /// threads run as fast as ever; when requests and hashes compete for the cores, request
+    /// handling goes first, so a burst of logins cannot stretch every other request's
+    /// latency. Logins are the ones that wait, in their bounded queue.
+    ///
+    /// # Errors
+    /// [`AuthError::Internal`] for invalid parameters.
+    pub fn with_priority(
+        params: HashParams,
+        concurrency: usize,
+        max_waiting: usize,
+        nice: u8,
+    ) -> Result<Self> {
         let dummy_hash = dummy_hash(params)?;
         Ok(Self {
             params,
-            threads: HashThreads::new(concurrency.max(1))?,
+            threads: HashThreads::new(concurrency.max(1), nice.min(19))?,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             concurrency: concurrency.max(1),
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -339,6 +356,27 @@ impl PasswordHasher {
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
+/// Moves the calling thread `nice` steps down (a higher nice value), from wherever the
+/// process runs; 19 is the floor. Failure only costs latency elsewhere, so it is logged.
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: u8) {
+    use rustix::process::{getpriority_process, setpriority_process};
+    if nice == 0 {
+        return;
+    }
+    // On Linux the nice value belongs to the thread: PRIO_PROCESS with a thread id.
+    let tid = rustix::thread::gettid();
+    let result = getpriority_process(Some(tid)).and_then(|current| {
+        setpriority_process(Some(tid), current.saturating_add(i32::from(nice)).min(19))
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, nice, "cannot lower the priority of a password-hashing thread");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: u8) {}
+
 /// The hashing threads: as many as there are permits, so every hash finds one idle.
 #[derive(Debug)]
 struct HashThreads {
@@ -346,7 +384,7 @@ struct HashThreads {
 }
 
 impl HashThreads {
-    fn new(count: usize) -> Result<Self> {
+    fn new(count: usize, nice: u8) -> Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<HashJob>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for _ in 0..count {
@@ -354,6 +392,7 @@ impl HashThreads {
             std::thread::Builder::new()
                 .name("tessera-hash".into())
                 .spawn(move || {
+                    lower_priority(nice);
                     loop {
                         // The lock is held only while taking a job, never while running it.
                         let job = match rx.lock() {
@@ -554,6 +593,21 @@ mod tests {
 
     fn pw(s: &str) -> Zeroizing<String> {
         Zeroizing::new(s.to_owned())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_below_the_process_priority() {
+        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let base = own();
+        let h = PasswordHasher::with_priority(HashParams::INSECURE_FOR_TESTS, 2, 16, 7).unwrap();
+        for _ in 0..4 {
+            let nice = h.run(own).await.unwrap();
+            assert_eq!(nice, (base + 7).min(19), "process at {base}");
+        }
+        let plain = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        assert_eq!(plain.run(own).await.unwrap(), base);
+        assert_eq!(own(), base, "the caller's own priority is untouched");
     }
 
     #[tokio::test]

@@ -170,6 +170,7 @@ struct RawLimits {
     max_body_bytes: Option<NumberValue>,
     max_concurrent_hashes: Option<NumberValue>,
     max_queued_logins: Option<NumberValue>,
+    password_hash_nice: Option<NumberValue>,
     request_timeout: Option<DurationValue>,
     token_cache_entries: Option<NumberValue>,
 }
@@ -529,6 +530,8 @@ pub struct Config {
     pub max_concurrent_hashes: usize,
     /// Logins allowed to wait for a hashing slot.
     pub max_queued_logins: usize,
+    /// How many nice steps the password-hashing threads run below the server (0 to 19).
+    pub password_hash_nice: u8,
     /// Per-request timeout (s).
     pub request_timeout: u64,
     /// Capacity of the verified-token cache (0: off).
@@ -713,6 +716,10 @@ impl Config {
         }
         let max_queued_logins =
             usize::try_from(num(limits.max_queued_logins, 1024)).unwrap_or(1024);
+        let password_hash_nice = u8::try_from(num(limits.password_hash_nice, 10))
+            .ok()
+            .filter(|n| *n <= 19)
+            .ok_or_else(|| err("`limits.password_hash_nice` must be between 0 and 19"))?;
         let request_timeout = u64::try_from(secs(limits.request_timeout, 30))
             .unwrap_or(30)
             .max(1);
@@ -915,6 +922,7 @@ impl Config {
             max_body_bytes,
             max_concurrent_hashes,
             max_queued_logins,
+            password_hash_nice,
             request_timeout,
             token_cache_entries,
             db_max_connections,
@@ -1060,6 +1068,7 @@ impl Config {
                 "max_body_bytes": self.max_body_bytes,
                 "max_concurrent_hashes": self.max_concurrent_hashes,
                 "max_queued_logins": self.max_queued_logins,
+                "password_hash_nice": self.password_hash_nice,
                 "request_timeout": self.request_timeout,
                 "token_cache_entries": self.token_cache_entries,
             }),
@@ -1304,6 +1313,21 @@ mod tests {
         assert_eq!(c.access_token_ttl, 900);
         assert_eq!(c.signing.algorithm(), Algorithm::Rs256);
         assert!(!c.registration_open);
+    }
+
+    #[test]
+    fn password_hash_nice_defaults_to_10_and_is_bounded() {
+        assert_eq!(load("", &[]).unwrap().password_hash_nice, 10);
+        let c = load(
+            "[limits]\npassword_hash_nice = 3\n",
+            &[("TESSERA_LIMITS__PASSWORD_HASH_NICE", "0")],
+        )
+        .unwrap();
+        assert_eq!(c.password_hash_nice, 0);
+        for bad in ["20", "-1"] {
+            let e = load("", &[("TESSERA_LIMITS__PASSWORD_HASH_NICE", bad)]).unwrap_err();
+            assert!(e.to_string().contains("password_hash_nice"), "{bad}: {e}");
+        }
     }
 
     #[test]

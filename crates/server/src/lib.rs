@@ -140,11 +140,13 @@ pub async fn open(
     };
     let params = config.hash_params;
     let (concurrency, queue) = (config.max_concurrent_hashes, config.max_queued_logins);
-    let hasher =
-        tokio::task::spawn_blocking(move || PasswordHasher::new(params, concurrency, queue))
-            .await
-            .map_err(|e| StartError(e.to_string()))?
-            .map_err(|e| StartError(e.to_string()))?;
+    let nice = config.password_hash_nice;
+    let hasher = tokio::task::spawn_blocking(move || {
+        PasswordHasher::with_priority(params, concurrency, queue, nice)
+    })
+    .await
+    .map_err(|e| StartError(e.to_string()))?
+    .map_err(|e| StartError(e.to_string()))?;
     let auth_config = AuthConfig {
         issuer: config.issuer.clone(),
         audience: config.audience.clone(),
