@@ -22,6 +22,20 @@ async fn jwks_kids(app: &tessera_testkit::TestApp) -> Vec<String> {
         .collect()
 }
 
+/// `POST path` (`/admin/keys/rotate`, optionally `?now=true`) as the admin.
+async fn rotate(
+    app: &tessera_testkit::TestApp,
+    admin_token: &str,
+    path: &str,
+) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn rotation_publishes_first_then_signs_and_keeps_old_tokens_valid() {
     let app = spawn_app_with(|c| {
@@ -34,13 +48,7 @@ async fn rotation_publishes_first_then_signs_and_keeps_old_tokens_valid() {
         .as_str()
         .unwrap()
         .to_owned();
-    let res = app
-        .client
-        .post(app.url("/admin/keys/rotate"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = rotate(&app, &admin.access_token, "/admin/keys/rotate").await;
     assert_eq!(res.status(), 200);
     let rotated = json(res).await;
     assert_eq!(rotated["state"], "next");
@@ -85,13 +93,7 @@ async fn rotation_publishes_first_then_signs_and_keeps_old_tokens_valid() {
 async fn an_immediate_rotation_signs_at_once() {
     let app = spawn_app_with(|c| c.key_publish_ahead = 300).await;
     let admin = app.admin_login().await;
-    let res = app
-        .client
-        .post(app.url("/admin/keys/rotate?now=true"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = rotate(&app, &admin.access_token, "/admin/keys/rotate?now=true").await;
     let new_kid = json(res).await["kid"].as_str().unwrap().to_owned();
     let t = app.admin_login().await;
     assert_eq!(header_of(&t.access_token)["kid"], new_kid.as_str());
@@ -141,13 +143,7 @@ async fn hmac_mode_cannot_rotate_through_the_api() {
     })
     .await;
     let admin = app.admin_login().await;
-    let res = app
-        .client
-        .post(app.url("/admin/keys/rotate"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = rotate(&app, &admin.access_token, "/admin/keys/rotate").await;
     assert_eq!(res.status(), 400);
     assert!(
         json(res).await["error_description"]
@@ -173,13 +169,7 @@ async fn a_sync_with_unchanged_keys_keeps_the_parsed_ring_and_a_change_rebuilds_
     assert!(std::sync::Arc::ptr_eq(&before, &keys.current()));
 
     let admin = app.admin_login().await;
-    let res = app
-        .client
-        .post(app.url("/admin/keys/rotate"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = rotate(&app, &admin.access_token, "/admin/keys/rotate").await;
     assert_eq!(res.status(), 200);
     app.state.auth.sync().await.unwrap();
     let rotated = keys.current();
