@@ -1019,6 +1019,17 @@ impl<S: Store> Auth<S> {
     /// # Errors
     /// As [`Auth::authenticate`].
     pub fn authenticate_shared(&self, token: &str) -> Result<Arc<AccessContext>> {
+        self.authenticate_bytes(token.as_bytes())
+    }
+
+    /// [`Auth::authenticate_shared`] for a token as the request carried it (the bytes of an
+    /// `Authorization` header). A cached token is found without looking at the bytes twice;
+    /// anything else must be UTF-8 before it is parsed (and then base64url, which the
+    /// verifier enforces).
+    ///
+    /// # Errors
+    /// As [`Auth::authenticate`].
+    pub fn authenticate_bytes(&self, token: &[u8]) -> Result<Arc<AccessContext>> {
         let now = self.now();
         let ring = self.keys.current();
         if let Some(verdict) = self
@@ -1027,6 +1038,8 @@ impl<S: Store> Auth<S> {
         {
             return verdict;
         }
+        let token = std::str::from_utf8(token)
+            .map_err(|_| AuthError::InvalidToken("the token is not valid UTF-8".into()))?;
         let jws = ring
             .verifier
             .verify_jws(token, &self.validation.limits)

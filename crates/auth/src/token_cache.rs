@@ -9,6 +9,13 @@
 //! verification. Only tokens that passed full verification are inserted, so nobody can fill
 //! the cache with made-up values.
 //!
+//! The hash covers the token's length and its last 64 bytes: the signature, or its end,
+//! for every algorithm (43 characters for HS256, 86 for ES256 and EdDSA, 342 for RS256).
+//! Hashing the whole of a 600-byte RS256 token cost more than the rest of the lookup. Two
+//! tokens with the same tail share a slot and the full comparison tells them apart; tokens
+//! that passed verification carry different signatures, so their slots collide no more
+//! often than their 64-bit hashes do.
+//!
 //! The value is the [`AccessContext`] the verification produced, plus the token's `exp`,
 //! `nbf` and `iat` and the `kid` of the key that verified it. A hit is not a verdict: the
 //! caller re-checks, on every hit, the time claims against the clock (RFC 7519 §4.1.4,
@@ -31,6 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::service::AccessContext;
+
+/// How many bytes at the end of a token the slot hash covers.
+const HASHED_TAIL: usize = 64;
 
 /// The most shards; fewer when the capacity is small, so the bound stays exact.
 const MAX_SHARDS: usize = 64;
@@ -125,17 +135,17 @@ impl VerifiedTokenCache {
     /// read lock, so keep it short). `None` on a miss.
     pub(crate) fn with_hit<R>(
         &self,
-        token: &str,
+        token: &[u8],
         check: impl FnOnce(&CachedToken) -> R,
     ) -> Option<R> {
         if self.shard_capacity == 0 {
             return None;
         }
-        let hash = self.hasher.hash_one(token.as_bytes());
+        let hash = self.hash(token);
         let shard = self.shard(hash)?.read().ok()?;
         let entry = shard.map.get(&hash)?;
         // The hash only picks the slot: the whole token must match.
-        if *entry.token != *token {
+        if entry.token.as_bytes() != token {
             return None;
         }
         // Written only when it changes, so steady hits leave the cache line shared.
@@ -151,7 +161,7 @@ impl VerifiedTokenCache {
         if self.shard_capacity == 0 {
             return;
         }
-        let hash = self.hasher.hash_one(token.as_bytes());
+        let hash = self.hash(token.as_bytes());
         let Some(Ok(mut shard)) = self.shard(hash).map(RwLock::write) else {
             return;
         };
@@ -169,6 +179,15 @@ impl VerifiedTokenCache {
         shard.make_room(self.shard_capacity, now_minus_leeway);
         shard.map.insert(hash, entry);
         shard.clock.push_back(hash);
+    }
+
+    /// The slot hash of a token: its length and its last [`HASHED_TAIL`] bytes (see the
+    /// module docs).
+    fn hash(&self, token: &[u8]) -> u64 {
+        let tail = token
+            .get(token.len().saturating_sub(HASHED_TAIL)..)
+            .unwrap_or(token);
+        self.hasher.hash_one((token.len(), tail))
     }
 
     /// The shard for a hash: its top bits (the map inside the shard uses the whole hash).
@@ -257,7 +276,7 @@ mod tests {
     }
 
     fn hit(cache: &VerifiedTokenCache, token: &str) -> Option<String> {
-        cache.with_hit(token, |c| c.context.user_id.clone())
+        cache.with_hit(token.as_bytes(), |c| c.context.user_id.clone())
     }
 
     #[test]
@@ -268,6 +287,28 @@ mod tests {
         assert_eq!(hit(&cache, "aaa.bbb.ccd"), None);
         assert_eq!(hit(&cache, "aaa.bbb.cc"), None);
         assert_eq!(hit(&cache, ""), None);
+    }
+
+    #[test]
+    fn tokens_that_share_their_hashed_tail_are_told_apart() {
+        let tail = "s".repeat(HASHED_TAIL);
+        let a = format!("header-a.payload-a.{tail}");
+        let b = format!("header-b.payload-b.{tail}");
+        assert_eq!(a.len(), b.len());
+        let cache = VerifiedTokenCache::new(16).unwrap();
+        assert_eq!(cache.hash(a.as_bytes()), cache.hash(b.as_bytes()));
+        cache.insert(&a, cached(1, 2000), 0);
+        // Same slot, other bytes: a miss, never the other token's context.
+        assert_eq!(hit(&cache, &b), None);
+        assert_eq!(hit(&cache, &a).as_deref(), Some("user-1"));
+        // The later one takes the slot; the earlier one is then a miss (verified again).
+        cache.insert(&b, cached(2, 2000), 0);
+        assert_eq!(hit(&cache, &b).as_deref(), Some("user-2"));
+        assert_eq!(hit(&cache, &a), None);
+        // A byte anywhere outside the tail still changes the token.
+        let mut c = a.into_bytes();
+        c[0] = b'H';
+        assert_eq!(cache.with_hit(&c, |_| ()), None);
     }
 
     #[test]
@@ -314,7 +355,7 @@ mod tests {
         (0..)
             .map(|n| format!("{prefix}-{n}"))
             .filter(|t| {
-                let hash = cache.hasher.hash_one(t.as_bytes());
+                let hash = cache.hash(t.as_bytes());
                 cache
                     .shard(hash)
                     .is_some_and(|s| std::ptr::eq(s, &cache.shards[0]))

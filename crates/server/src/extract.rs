@@ -188,7 +188,7 @@ where
             // The id the request is handled under (kept from the client or generated; see
             // `telemetry::Observe`), not whatever the header says.
             request_id: crate::telemetry::current_request_id()
-                .and_then(|id| id.to_str().ok().map(|s| s.chars().take(64).collect()))
+                .map(|id| id.as_str().chars().take(64).collect())
                 .or_else(|| header_text(&parts.headers, "x-request-id", 64)),
         }))
     }
@@ -199,12 +199,21 @@ where
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     // UTF-8 validation (vectorized) rather than `to_str`'s byte-by-byte visible-ASCII check:
     // a token is ~1 KB and the verifier refuses anything outside the base64url alphabet.
-    let value = std::str::from_utf8(headers.get(header::AUTHORIZATION)?.as_bytes()).ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    std::str::from_utf8(bearer_token_bytes(headers)?).ok()
+}
+
+/// [`bearer_token`] as the header's bytes, not yet checked to be text: the verified-token
+/// cache compares bytes, so a token seen before is never scanned twice
+/// ([`tessera_auth::Auth::authenticate_bytes`] checks the others).
+#[must_use]
+pub fn bearer_token_bytes(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.strip_prefix(b" ")?.trim_ascii();
+    (!token.is_empty()).then_some(token)
 }
 
 /// The authenticated caller of a protected endpoint: an `Authorization: Bearer` header, or
@@ -225,8 +234,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        if let Some(token) = bearer_token(&parts.headers) {
-            return authenticate(&state, token).map(Self);
+        if let Some(token) = bearer_token_bytes(&parts.headers) {
+            return authenticate_bytes(&state, token).map(Self);
         }
         let token = session::cookie(&parts.headers, session::ACCESS_COOKIE)
             .ok_or_else(AppError::missing_token)?;
@@ -240,7 +249,11 @@ where
 }
 
 fn authenticate(state: &AppState, token: &str) -> Result<Arc<AccessContext>, AppError> {
-    state.auth.authenticate_shared(token).map_err(|e| {
+    authenticate_bytes(state, token.as_bytes())
+}
+
+fn authenticate_bytes(state: &AppState, token: &[u8]) -> Result<Arc<AccessContext>, AppError> {
+    state.auth.authenticate_bytes(token).map_err(|e| {
         tracing::debug!(target: "tessera::auth", reason = %e, "access token rejected");
         AppError::invalid_token()
     })
@@ -273,6 +286,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_strict() {
@@ -284,6 +298,19 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
         assert_eq!(bearer_token(&h), None);
         h.insert(header::AUTHORIZATION, "Bearerabc".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer  abc ".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Bear abc".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+        // Not text: the bytes go to the cache lookup, the text form refuses them.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer a\xffb").unwrap(),
+        );
+        assert_eq!(bearer_token_bytes(&h), Some(&b"a\xffb"[..]));
         assert_eq!(bearer_token(&h), None);
     }
 }

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::routing::{delete, get, post, put};
 use secrecy::ExposeSecret;
@@ -274,37 +273,55 @@ fn write_secret_file(path: &Path, content: &[u8]) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))
 }
 
-/// The router with every route and the middleware stack.
-pub fn app(state: AppState) -> Router {
-    let config = Arc::clone(&state.config);
-    let admin = Router::new()
-        .route(
-            "/users",
-            get(routes::admin::list_users).post(routes::admin::create_user),
-        )
-        .route(
-            "/users/{user}",
-            get(routes::admin::show_user).delete(routes::admin::delete_user),
-        )
-        .route("/users/{user}/roles", put(routes::admin::set_roles))
-        .route("/users/{user}/disable", post(routes::admin::disable_user))
-        .route("/users/{user}/enable", post(routes::admin::enable_user))
-        .route(
-            "/users/{user}/password",
-            post(routes::admin::reset_password),
-        )
-        .route("/users/{user}/unlock", post(routes::admin::unlock_user))
-        .route(
-            "/users/{user}/sessions",
-            delete(routes::admin::revoke_user_sessions),
-        )
-        .route("/users/{user}/mfa/reset", post(routes::admin::reset_mfa))
-        .route("/audit", get(routes::admin::audit))
-        .route("/sessions", get(routes::admin::list_sessions))
-        .route("/sessions/{id}", delete(routes::admin::revoke_session))
-        .route("/keys", get(routes::admin::list_keys))
-        .route("/keys/rotate", post(routes::admin::rotate_keys));
-    let pages = Router::new()
+/// The server's HTTP service: the router, inside the per-request layer
+/// ([`telemetry::ObserveLayer`]) and, when origins are configured, CORS.
+pub type App = telemetry::Observe<tower::util::Either<tower_http::cors::Cors<Router>, Router>>;
+
+/// The router being built and the templates of its routes (the metric labels; see
+/// [`metrics::RouteTable`]). Every route is added through [`Routes::route`] or
+/// [`Routes::merge`], so the router and the table cannot disagree.
+struct Routes {
+    router: Router<AppState>,
+    table: metrics::RouteTable,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            table: metrics::RouteTable::default(),
+        }
+    }
+
+    fn route(
+        mut self,
+        path: &'static str,
+        method_router: axum::routing::MethodRouter<AppState>,
+    ) -> Self {
+        self.table.add(path);
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    /// Merges a router whose routes are `templates` (one built elsewhere, or with its own
+    /// route layers).
+    fn merge(mut self, router: Router<AppState>, templates: &[&'static str]) -> Self {
+        for t in templates {
+            self.table.add(t);
+        }
+        self.router = self.router.merge(router);
+        self
+    }
+
+    fn templates(&self) -> Vec<&'static str> {
+        self.table.templates().collect()
+    }
+}
+
+/// The router with every route, and its route table.
+fn routes(state: &AppState) -> Routes {
+    let config = &state.config;
+    let pages = Routes::new()
         .route(
             "/login",
             get(routes::pages::login_page).post(routes::pages::login_submit),
@@ -324,12 +341,15 @@ pub fn app(state: AppState) -> Router {
         .route("/account/totp", post(routes::pages::begin_totp))
         .route("/account/totp/confirm", post(routes::pages::confirm_totp))
         .route("/account/totp/disable", post(routes::pages::disable_totp))
-        .route("/assets/tessera.css", get(routes::pages::stylesheet))
+        .route("/assets/tessera.css", get(routes::pages::stylesheet));
+    let page_templates = pages.templates();
+    let pages = pages
+        .router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::pages::page_headers,
         ));
-    let mut router = Router::new()
+    let mut all = Routes::new()
         .route("/token", post(routes::oauth::token))
         .route("/revoke", post(routes::oauth::revoke))
         .route("/introspect", post(routes::oauth::introspect))
@@ -365,17 +385,64 @@ pub fn app(state: AppState) -> Router {
             get(routes::meta::openid_configuration),
         )
         .route("/healthz", get(routes::meta::healthz))
-        .route("/readyz", get(routes::meta::readyz));
+        .route("/readyz", get(routes::meta::readyz))
+        .route(
+            "/admin/users",
+            get(routes::admin::list_users).post(routes::admin::create_user),
+        )
+        .route(
+            "/admin/users/{user}",
+            get(routes::admin::show_user).delete(routes::admin::delete_user),
+        )
+        .route("/admin/users/{user}/roles", put(routes::admin::set_roles))
+        .route(
+            "/admin/users/{user}/disable",
+            post(routes::admin::disable_user),
+        )
+        .route(
+            "/admin/users/{user}/enable",
+            post(routes::admin::enable_user),
+        )
+        .route(
+            "/admin/users/{user}/password",
+            post(routes::admin::reset_password),
+        )
+        .route(
+            "/admin/users/{user}/unlock",
+            post(routes::admin::unlock_user),
+        )
+        .route(
+            "/admin/users/{user}/sessions",
+            delete(routes::admin::revoke_user_sessions),
+        )
+        .route(
+            "/admin/users/{user}/mfa/reset",
+            post(routes::admin::reset_mfa),
+        )
+        .route("/admin/audit", get(routes::admin::audit))
+        .route("/admin/sessions", get(routes::admin::list_sessions))
+        .route(
+            "/admin/sessions/{id}",
+            delete(routes::admin::revoke_session),
+        )
+        .route("/admin/keys", get(routes::admin::list_keys))
+        .route("/admin/keys/rotate", post(routes::admin::rotate_keys))
+        .merge(pages, &page_templates)
+        // The routes `SwaggerUi` adds for these two paths (utoipa-swagger-ui's axum module).
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .url(
+                    "/openapi.json",
+                    <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+                )
+                .into(),
+            &["/docs", "/docs/", "/docs/{*rest}", "/openapi.json"],
+        );
     if config.metrics_enabled && config.metrics_listen.is_none() {
-        router = router.route("/metrics", get(metrics::metrics_handler));
+        all = all.route("/metrics", get(metrics::metrics_handler));
     }
-    let router = router
-        .nest("/admin", admin)
-        .merge(pages)
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
-            "/openapi.json",
-            <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
-        ))
+    all.router = all
+        .router
         .fallback(|| async { AppError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             AppError::new(
@@ -383,27 +450,32 @@ pub fn app(state: AppState) -> Router {
                 "method_not_allowed",
                 "this method is not allowed here",
             )
-        })
-        // The whole stack in one `layer` call: axum boxes a route's service once per call
-        // and clones every box on every request, so one call costs one box instead of one per
-        // layer. Outermost first. Request ids, metrics, logging, panics, the request timeout,
-        // sensitive headers and the security headers (HSTS only when this listener speaks
-        // TLS) are one service: see `telemetry::ObserveLayer`.
+        });
+    all
+}
+
+/// The server's HTTP service: every route, the per-request layer around them (request ids,
+/// metrics, logs, panics, the request timeout, security headers, the body limit; see
+/// [`telemetry::ObserveLayer`]) and CORS for the configured origins.
+pub fn app(state: AppState) -> App {
+    let config = Arc::clone(&state.config);
+    let Routes { router, table } = routes(&state);
+    tower::ServiceBuilder::new()
         .layer(
-            tower::ServiceBuilder::new()
-                .layer(telemetry::ObserveLayer::new(
-                    Arc::clone(&state.metrics),
-                    Arc::clone(&state.request_ids),
-                    Duration::from_secs(config.request_timeout),
-                    config
-                        .tls
-                        .is_some()
-                        .then(|| HeaderValue::from_static(tls::HSTS)),
-                ))
-                .layer(DefaultBodyLimit::max(config.max_body_bytes))
-                .layer(cors(&config.cors_allowed_origins)),
-        );
-    router.with_state(state)
+            telemetry::ObserveLayer::new(
+                Arc::clone(&state.metrics),
+                Arc::clone(&state.request_ids),
+                table,
+                Duration::from_secs(config.request_timeout),
+                config
+                    .tls
+                    .is_some()
+                    .then(|| HeaderValue::from_static(tls::HSTS)),
+            )
+            .body_limit(config.max_body_bytes),
+        )
+        .layer(cors(&config.cors_allowed_origins))
+        .service(router.with_state(state))
 }
 
 /// CORS for the configured origins only, with credentials (cookie mode from another origin
@@ -513,7 +585,10 @@ pub async fn serve(
     let upkeep = tokio::spawn(upkeep(state.clone(), stop_rx.clone()));
     let control = axum_server::Control::new();
     let handle = axum_server::Handle::<SocketAddr>::with_control(control.clone());
-    let make_service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let make_service =
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+            app(state.clone()),
+        );
     let metrics_server = options.metrics_listener.map(|l| {
         let make = metrics_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle = axum_server::Handle::<SocketAddr>::with_control(control.clone());

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{MatchedPath, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{
@@ -43,14 +43,70 @@ const LATENCY_BUCKETS: [f64; 16] = [
     30.0,
 ];
 
-/// A matched route template, shared with the router (a reference count, no copy per
-/// request); `None` for requests no route matched.
-#[derive(Debug, Clone)]
-pub(crate) struct Route(pub(crate) Option<MatchedPath>);
+/// A matched route template (`/admin/users/{user}`); `None` for requests no route matched.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Route(pub(crate) Option<&'static str>);
 
 impl Route {
-    pub(crate) fn as_str(&self) -> &str {
-        self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    pub(crate) fn as_str(&self) -> &'static str {
+        self.0.unwrap_or(UNMATCHED)
+    }
+}
+
+/// A route of a [`RouteTable`], or none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteId(Option<usize>);
+
+/// The route templates the server serves, matched against each request's path to label its
+/// metrics, with the metric handles of each route.
+///
+/// The per-request layer sits outside axum's router ([`crate::telemetry::ObserveLayer`]):
+/// inside it, as a `Router::layer`, axum would box the layer's service once per route and
+/// clone and box it again on every request. Outside it, the router's own `MatchedPath`
+/// is not visible, so the server keeps this table, filled by the same calls that add the
+/// routes (see `app` in the crate root), and matches it with the router axum itself uses
+/// (`matchit`): one lookup of a few hundred instructions per request.
+#[derive(Debug, Default)]
+pub(crate) struct RouteTable {
+    matcher: matchit::Router<usize>,
+    routes: Vec<(&'static str, RouteHandles)>,
+    unmatched: RouteHandles,
+}
+
+impl RouteTable {
+    /// Adds a route template (axum's syntax: `{param}`, `{*rest}`). Adding one twice is a
+    /// no-op.
+    pub(crate) fn add(&mut self, template: &'static str) {
+        if self.routes.iter().any(|(t, _)| *t == template) {
+            return;
+        }
+        match self.matcher.insert(template, self.routes.len()) {
+            Ok(()) => self.routes.push((template, RouteHandles::default())),
+            // axum refuses the same templates (it panics when the route is added), so the
+            // server never gets here; a route that did would be counted as unmatched.
+            Err(e) => tracing::error!(template, error = %e, "route template not labelled"),
+        }
+    }
+
+    /// The route `path` matches (axum's rules: the same router, the same templates).
+    pub(crate) fn lookup(&self, path: &str) -> RouteId {
+        match self.matcher.at(path) {
+            Ok(m) => RouteId(Some(*m.value)),
+            Err(_) => RouteId(None),
+        }
+    }
+
+    /// The label and handles of a route [looked up](Self::lookup) in this table.
+    pub(crate) fn get(&self, id: RouteId) -> (Route, &RouteHandles) {
+        match id.0.and_then(|i| self.routes.get(i)) {
+            Some((template, handles)) => (Route(Some(template)), handles),
+            None => (Route(None), &self.unmatched),
+        }
+    }
+
+    /// The templates, in the order they were added.
+    pub(crate) fn templates(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.routes.iter().map(|(t, _)| *t)
     }
 }
 
@@ -77,8 +133,7 @@ impl EncodeLabelValue for Route {
 /// The request counters and latency histograms of one route, resolved on its first
 /// request of each method and status class, so that later requests update them directly
 /// instead of looking their labels up in the two families (two read locks and two SipHash
-/// computations per request). The server's middleware keeps one per route
-/// ([`crate::telemetry::ObserveLayer`]).
+/// computations per request). The server keeps one per route, in its [`RouteTable`].
 #[derive(Debug)]
 pub(crate) struct RouteHandles {
     slots: [OnceLock<Handles>; METHODS * STATUS_CLASSES],
@@ -493,40 +548,43 @@ mod tests {
         assert_eq!(method_label(&Method::GET), "GET");
     }
 
-    /// A route label as the router makes it (`MatchedPath` has no public constructor).
-    async fn route(path: &str) -> Route {
-        use tower::ServiceExt as _;
-        let slot = Arc::new(std::sync::Mutex::new(None));
-        let keep = Arc::clone(&slot);
-        let router: axum::Router = axum::Router::new().route(
-            path,
-            axum::routing::get(move |p: MatchedPath| {
-                *keep.lock().unwrap() = Some(p);
-                async {}
-            }),
+    #[test]
+    fn the_route_table_labels_paths_by_template() {
+        let mut table = RouteTable::default();
+        for t in ["/users/me", "/users/{user}", "/docs/{*rest}", "/users/me"] {
+            table.add(t);
+        }
+        assert_eq!(
+            table.templates().collect::<Vec<_>>(),
+            ["/users/me", "/users/{user}", "/docs/{*rest}"]
         );
-        let req = axum::extract::Request::builder()
-            .uri(path)
-            .body(axum::body::Body::empty())
-            .unwrap();
-        router.oneshot(req).await.unwrap();
-        let matched = slot.lock().unwrap().take();
-        Route(matched)
+        let label = |path: &str| table.get(table.lookup(path)).0.as_str();
+        let handles = |path: &str| table.get(table.lookup(path)).1;
+        assert_eq!(label("/users/me"), "/users/me");
+        assert_eq!(label("/users/alice"), "/users/{user}");
+        assert_eq!(label("/docs/swagger-ui.css"), "/docs/{*rest}");
+        assert_eq!(label("/users/alice/"), UNMATCHED);
+        assert_eq!(label("/users"), UNMATCHED);
+        assert_eq!(label("/nope"), UNMATCHED);
+        // Each template has its own handles; unmatched paths share one set.
+        assert!(!std::ptr::eq(handles("/users/me"), handles("/users/bob")));
+        assert!(std::ptr::eq(handles("/users/bob"), handles("/users/alice")));
+        assert!(std::ptr::eq(handles("/a"), handles("/b")));
     }
 
-    #[tokio::test]
-    async fn cached_route_handles_count_under_the_right_labels() {
+    #[test]
+    fn cached_route_handles_count_under_the_right_labels() {
         let m = Metrics::new();
         let handles = RouteHandles::default();
         let ms = std::time::Duration::from_millis(1);
-        let me = route("/users/me").await;
-        m.observe_request(&handles, "GET", me.clone(), 200, ms);
-        m.observe_request(&handles, "GET", me.clone(), 200, ms);
-        m.observe_request(&handles, "GET", me.clone(), 401, ms);
-        m.observe_request(&handles, "POST", me.clone(), 200, ms);
-        // Another route through the same handles (not expected from the router): counted
+        let me = Route(Some("/users/me"));
+        m.observe_request(&handles, "GET", me, 200, ms);
+        m.observe_request(&handles, "GET", me, 200, ms);
+        m.observe_request(&handles, "GET", me, 401, ms);
+        m.observe_request(&handles, "POST", me, 200, ms);
+        // Another route through the same handles (not expected from the table): counted
         // under its own label, not the cached one.
-        m.observe_request(&handles, "GET", route("/other").await, 200, ms);
+        m.observe_request(&handles, "GET", Route(Some("/other")), 200, ms);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
         let count = |labels: &str| {

@@ -9,15 +9,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt as _;
 use std::panic::AssertUnwindSafe;
 
 use crate::error::AppError;
-use crate::metrics::{self, Metrics, Route};
+use crate::metrics::{self, Metrics, RouteTable};
 use crate::session::CSRF_HEADER;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
@@ -56,13 +55,59 @@ pub fn init(format: LogFormat) -> Result<(), String> {
 
 tokio::task_local! {
     /// The id of the request the current task is handling.
-    static CURRENT_REQUEST_ID: HeaderValue;
+    static CURRENT_REQUEST_ID: RequestId;
 }
 
 /// The id of the request being handled by the current task, if any.
 #[must_use]
-pub fn current_request_id() -> Option<HeaderValue> {
+pub fn current_request_id() -> Option<RequestId> {
     CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A request's id: the client's `x-request-id` when it sent a valid one, otherwise one the
+/// server generated. A generated id is kept inline, so passing it to the handler and the log
+/// lines allocates nothing.
+#[derive(Clone, Debug)]
+pub struct RequestId(IdRepr);
+
+#[derive(Clone, Debug)]
+enum IdRepr {
+    Generated([u8; uuid::fmt::Hyphenated::LENGTH]),
+    Given(HeaderValue),
+}
+
+impl RequestId {
+    /// The id as text (always visible ASCII).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            IdRepr::Generated(text) => std::str::from_utf8(text).unwrap_or("-"),
+            IdRepr::Given(value) => value.to_str().unwrap_or("-"),
+        }
+    }
+
+    /// The id as a header value, for the response.
+    #[must_use]
+    pub fn to_header(&self) -> HeaderValue {
+        match &self.0 {
+            IdRepr::Generated(text) => {
+                HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+            }
+            IdRepr::Given(value) => value.clone(),
+        }
+    }
+
+    /// The request's own id if it carries exactly one [valid](is_valid_request_id)
+    /// `x-request-id`, otherwise a new one from `ids`.
+    fn for_request(headers: &HeaderMap, ids: &RequestIds) -> Self {
+        let mut given = headers.get_all(REQUEST_ID).iter();
+        match (given.next(), given.next()) {
+            (Some(id), None) if is_valid_request_id(id.as_bytes()) => {
+                Self(IdRepr::Given(id.clone()))
+            }
+            _ => ids.next_id(),
+        }
+    }
 }
 
 /// An event formatter that adds the current request's id to every event logged while a
@@ -105,7 +150,7 @@ where
         if named {
             return self.inner.format_event(ctx, writer, event);
         }
-        let id = id.to_str().unwrap_or("-");
+        let id = id.as_str();
         let mut line = String::with_capacity(256);
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
@@ -165,7 +210,7 @@ impl RequestIds {
     }
 
     /// The next id.
-    pub fn next_id(&self) -> HeaderValue {
+    pub fn next_id(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let hi = splitmix64(n ^ self.seed[0]);
         let lo = splitmix64(n.wrapping_add(self.seed[1]));
@@ -174,8 +219,8 @@ impl RequestIds {
         bytes[8..].copy_from_slice(&lo.to_be_bytes());
         let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut text).as_bytes())
-            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+        id.hyphenated().encode_lower(&mut text);
+        RequestId(IdRepr::Generated(text))
     }
 }
 
@@ -188,28 +233,31 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The per-request layer: everything the server does around every handler, in one service.
+/// The per-request layer: everything the server does around every request, in one service
+/// wrapped around the whole router.
 ///
 /// One hand-written service instead of seven stacked layers (request id, panics, metrics,
 /// the request log line, the request timeout, sensitive-header marking and the security
-/// headers). axum applies `Router::layer` to every route and clones the whole stack on
-/// every request, and each tower-http layer added a clone, a wrapper future and a move of
-/// the future beneath it; on a cached `/users/me` the seven layers cost more than the
-/// token check (`docs/BENCHMARKS.md`).
+/// headers), and outside the router rather than a `Router::layer`: axum boxes a layer's
+/// service once per route and clones and boxes it again on every request, and each tower-http
+/// layer added a clone, a wrapper future and a move of the future beneath it. Its future
+/// ([`ObserveFuture`]) is a plain struct: no box and no async state machine per request
+/// (`docs/BENCHMARKS.md` has the instruction counts).
 ///
 /// For each request:
 /// - `Authorization`, `Cookie` and the CSRF header are marked sensitive (their values are
 ///   redacted from any `Debug` output), as `Set-Cookie` is on the response.
 /// - An incoming `x-request-id` is kept only if [valid](is_valid_request_id) and single,
 ///   otherwise one is generated; handlers and audit read it with [`current_request_id`],
-///   and it goes on the response. Everything logged while the request is handled carries the id
-///   ([`WithRequestId`]).
+///   and it goes on the response. Everything logged while the request is handled carries
+///   the id ([`WithRequestId`]).
+/// - The request body limit (`max_body_bytes`) is set for the extractors.
 /// - The handler runs under the request timeout (`request_timeout`): past it the client
 ///   gets a 503 `temporarily_unavailable`. The timer is armed only if the handler does not
 ///   finish on its first poll, so handlers that never wait (a cached token check) never
 ///   touch the timer wheel; the deadline still counts from the start of the request.
 /// - A panicking handler is answered with a generic 500 instead of a dropped connection.
-/// - The request is counted and timed under its matched route ([`crate::metrics`]) and
+/// - The request is counted and timed under its route template ([`RouteTable`]) and
 ///   logged once (method, route, status, latency, id; at `debug` unless it failed); an
 ///   error response's internal detail is logged, and any 5xx body is replaced by a generic
 ///   one carrying the request id.
@@ -227,17 +275,21 @@ pub struct ObserveLayer {
 struct Shared {
     metrics: Arc<Metrics>,
     ids: Arc<RequestIds>,
+    routes: RouteTable,
     timeout: Duration,
     hsts: Option<HeaderValue>,
+    body_limit: Option<DefaultBodyLimit>,
 }
 
 impl ObserveLayer {
-    /// The layer, reporting to `metrics`, with request ids from `ids`, answering 503 after
-    /// `timeout`, and sending `hsts` (the `Strict-Transport-Security` value) if given.
+    /// The layer, reporting to `metrics` under the templates of `routes`, with request ids
+    /// from `ids`, answering 503 after `timeout`, and sending `hsts` (the
+    /// `Strict-Transport-Security` value) if given.
     #[must_use]
-    pub fn new(
+    pub(crate) fn new(
         metrics: Arc<Metrics>,
         ids: Arc<RequestIds>,
+        routes: RouteTable,
         timeout: Duration,
         hsts: Option<HeaderValue>,
     ) -> Self {
@@ -245,23 +297,32 @@ impl ObserveLayer {
             shared: Arc::new(Shared {
                 metrics,
                 ids,
+                routes,
                 timeout,
                 hsts,
+                body_limit: None,
             }),
         }
+    }
+
+    /// Limits request bodies to `bytes` (for axum's body extractors; see
+    /// [`DefaultBodyLimit`]).
+    #[must_use]
+    pub(crate) fn body_limit(mut self, bytes: usize) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.body_limit = Some(DefaultBodyLimit::max(bytes));
+        }
+        self
     }
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
-    /// axum calls this once per route (and once for the fallback), so each instance keeps
-    /// the metric handles of the route it serves.
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
             shared: Arc::clone(&self.shared),
-            handles: Arc::new(metrics::RouteHandles::default()),
         }
     }
 }
@@ -271,17 +332,6 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     shared: Arc<Shared>,
-    handles: Arc<metrics::RouteHandles>,
-}
-
-/// Decrements the in-flight gauge when the request ends, also when the client went away
-/// and the future was dropped.
-struct InFlight(Arc<Shared>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.metrics.in_flight.dec();
-    }
 }
 
 /// Marks the values of the headers `is_secret` picks as sensitive (redacted from `Debug`
@@ -300,101 +350,195 @@ fn is_secret_request_header(name: &HeaderName) -> bool {
     name == header::AUTHORIZATION || name == header::COOKIE || name == CSRF_HEADER
 }
 
-impl<S> tower::Service<Request> for Observe<S>
+impl<S, B> tower::Service<http::Request<B>> for Observe<S>
 where
     S: tower::Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = ObserveFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let start = Instant::now();
+        let mut req = req.map(Body::new);
+        let shared = &self.shared;
         mark_sensitive(req.headers_mut(), is_secret_request_header);
-        let request_id = {
-            let mut ids = req.headers().get_all(REQUEST_ID).iter();
-            match (ids.next(), ids.next()) {
-                (Some(id), None) if is_valid_request_id(id.as_bytes()) => id.clone(),
-                // Handlers read it from the task-local (`current_request_id`), not from
-                // the request's headers.
-                _ => self.shared.ids.next_id(),
-            }
-        };
+        if let Some(limit) = shared.body_limit {
+            limit.apply(&mut req);
+        }
+        let request_id = RequestId::for_request(req.headers(), &shared.ids);
         let method = metrics::method_label(req.method());
-        let route = Route(req.extensions().get::<MatchedPath>().cloned());
-        // A panicking handler becomes a 500 (and is logged) instead of a dropped
-        // connection, whether it panics when called or while running.
-        let future = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let route = shared.routes.lookup(req.uri().path());
+        // A handler that panics when called (rather than while running) is answered like
+        // one that panics later.
+        let inner = std::panic::catch_unwind(AssertUnwindSafe(|| {
             CURRENT_REQUEST_ID.sync_scope(request_id.clone(), || self.inner.call(req))
-        }));
-        self.shared.metrics.in_flight.inc();
-        let in_flight = InFlight(Arc::clone(&self.shared));
-        let handles = Arc::clone(&self.handles);
-        Box::pin(async move {
-            let shared = &in_flight.0;
-            let outcome = match future {
-                Ok(future) => {
-                    let guarded =
-                        AssertUnwindSafe(CURRENT_REQUEST_ID.scope(request_id.clone(), future))
-                            .catch_unwind();
-                    let deadline = tokio::time::Instant::from_std(start + shared.timeout);
-                    match within(deadline, guarded).await {
-                        Some(Ok(Ok(response))) => Outcome::Response(response),
-                        Some(Ok(Err(never))) => match never {},
-                        Some(Err(_)) => Outcome::Panicked,
-                        None => Outcome::TimedOut,
+        }))
+        .ok();
+        shared.metrics.in_flight.inc();
+        ObserveFuture {
+            inner,
+            timer: None,
+            request: Some(InFlight {
+                shared: Arc::clone(shared),
+                start,
+                request_id,
+                method,
+                route,
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Observe`]: the handler's own, polled under the request's id (a
+    /// task-local), its deadline and a panic guard; then the response's headers, metrics and
+    /// log line.
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        // Armed only when the handler waits (see `poll`).
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        // Taken when the response is ready.
+        request: Option<InFlight>,
+    }
+}
+
+impl<F> std::fmt::Debug for ObserveFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObserveFuture")
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(request) = this.request.as_ref() else {
+            // Polled again after it finished (a caller bug): answer, never panic.
+            return Poll::Ready(Ok(AppError::internal(
+                "request future polled after completion",
+            )
+            .into_response()));
+        };
+        let outcome = match this.inner.as_mut().as_pin_mut() {
+            None => Outcome::Panicked,
+            Some(inner) => {
+                let polled = CURRENT_REQUEST_ID.sync_scope(request.request_id.clone(), || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+                });
+                match polled {
+                    Ok(Poll::Ready(Ok(response))) => Outcome::Response(response),
+                    Ok(Poll::Ready(Err(never))) => match never {},
+                    Err(_) => Outcome::Panicked,
+                    Ok(Poll::Pending) => {
+                        // Most requests finish on their first poll and never create a timer;
+                        // the deadline counts from the start of the request all the same.
+                        if this.timer.is_none() {
+                            let deadline = request.start + request.shared.timeout;
+                            this.timer
+                                .set(Some(tokio::time::sleep_until(deadline.into())));
+                        }
+                        match this.timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+                            Some(Poll::Ready(())) => Outcome::TimedOut,
+                            _ => return Poll::Pending,
+                        }
                     }
                 }
-                Err(_) => Outcome::Panicked,
-            };
-            let mut response = match outcome {
-                Outcome::Response(response) => response,
-                Outcome::Panicked => AppError::internal("handler panicked").into_response(),
-                Outcome::TimedOut => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-            };
-            let elapsed = start.elapsed();
-            let status = response.status();
-            let route_label = route.as_str();
-            if status.is_server_error() || response.extensions().get::<ErrorDetail>().is_some() {
-                log_failure(method, route_label, status, &request_id, elapsed, &response);
-                if status.is_server_error() {
-                    response =
-                        generic_server_error(status, request_id.to_str().unwrap_or("-"), response);
-                }
-            } else if tracing::enabled!(tracing::Level::DEBUG) {
-                tracing::debug!(
-                    method,
-                    route = route_label,
-                    status = status.as_u16(),
-                    request_id = request_id.to_str().unwrap_or("-"),
-                    latency_ms = elapsed.as_secs_f64() * 1000.0,
-                    "request"
-                );
             }
-            shared
-                .metrics
-                .observe_request(&handles, method, route, status.as_u16(), elapsed);
-            let headers = response.headers_mut();
-            mark_sensitive(headers, |name| name == header::SET_COOKIE);
-            headers.insert(
-                HeaderName::from_static("x-content-type-options"),
-                HeaderValue::from_static("nosniff"),
+        };
+        // The handler's future (and what it holds) goes before the response is finished.
+        this.inner.set(None);
+        this.timer.set(None);
+        match this.request.take() {
+            Some(request) => Poll::Ready(Ok(request.finish(outcome))),
+            None => Poll::Ready(Ok(
+                AppError::internal("request finished twice").into_response()
+            )),
+        }
+    }
+}
+
+/// What [`ObserveFuture`] knows about its request while it runs. Dropping it (the response
+/// was sent, or the client went away and the future was dropped) decrements the in-flight
+/// gauge.
+#[derive(Debug)]
+struct InFlight {
+    shared: Arc<Shared>,
+    start: Instant,
+    request_id: RequestId,
+    method: &'static str,
+    route: metrics::RouteId,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shared.metrics.in_flight.dec();
+    }
+}
+
+impl InFlight {
+    /// The response for `outcome`, with the headers every response gets; the request is
+    /// counted, timed and (when it failed, or at `debug`) logged.
+    fn finish(self, outcome: Outcome) -> Response {
+        let mut response = match outcome {
+            Outcome::Response(response) => response,
+            Outcome::Panicked => AppError::internal("handler panicked").into_response(),
+            Outcome::TimedOut => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        };
+        let elapsed = self.start.elapsed();
+        let status = response.status();
+        let shared = &self.shared;
+        let (route_label, handles) = shared.routes.get(self.route);
+        let route = route_label.as_str();
+        if status.is_server_error() || response.extensions().get::<ErrorDetail>().is_some() {
+            let request_id = self.request_id.as_str();
+            log_failure(self.method, route, status, request_id, elapsed, &response);
+            if status.is_server_error() {
+                response = generic_server_error(status, request_id, response);
+            }
+        } else if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                method = self.method,
+                route,
+                status = status.as_u16(),
+                request_id = self.request_id.as_str(),
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
             );
-            if !headers.contains_key(header::CACHE_CONTROL) {
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            }
-            if let Some(hsts) = &shared.hsts {
-                headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
-            headers.insert(REQUEST_ID, request_id);
-            drop(in_flight);
-            Ok(response)
-        })
+        }
+        shared
+            .metrics
+            .observe_request(handles, self.method, route_label, status.as_u16(), elapsed);
+        let headers = response.headers_mut();
+        mark_sensitive(headers, |name| name == header::SET_COOKIE);
+        // Room for the three or four headers below in one step.
+        headers.reserve(4);
+        headers.insert(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        );
+        if !headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        if let Some(hsts) = &shared.hsts {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        headers.insert(REQUEST_ID, self.request_id.to_header());
+        response
     }
 }
 
@@ -404,27 +548,14 @@ enum Outcome {
     TimedOut,
 }
 
-/// `future`'s output, or `None` if `deadline` passes first. The timer is created only if
-/// the first poll leaves the future pending: most requests finish on their first poll, and
-/// an unarmed deadline costs nothing.
-async fn within<F: Future>(deadline: tokio::time::Instant, future: F) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
-    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(output) => Some(output),
-        Poll::Pending => tokio::time::timeout_at(deadline, future).await.ok(),
-    }
-}
-
 fn log_failure(
     method: &str,
     route: &str,
     status: StatusCode,
-    request_id: &HeaderValue,
+    request_id: &str,
     elapsed: Duration,
     response: &Response,
 ) {
-    let request_id = request_id.to_str().unwrap_or("-");
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if let Some(ErrorDetail(detail)) = response.extensions().get::<ErrorDetail>() {
         tracing::error!(method, route, status = status.as_u16(), request_id, latency_ms, error = %detail, "request failed");
@@ -492,9 +623,14 @@ mod tests {
     use tower::{Layer as _, ServiceExt as _};
 
     fn observed(router: Router, hsts: bool) -> Observe<Router> {
+        let mut routes = RouteTable::default();
+        for t in ["/slow", "/wait", "/panic", "/own"] {
+            routes.add(t);
+        }
         ObserveLayer::new(
             Arc::new(Metrics::new()),
             Arc::new(RequestIds::new().unwrap()),
+            routes,
             Duration::from_millis(200),
             hsts.then(|| HeaderValue::from_static("max-age=1")),
         )
@@ -608,21 +744,99 @@ mod tests {
         assert_eq!(res.headers()[REQUEST_ID], "client-id-1");
     }
 
+    #[tokio::test]
+    async fn a_service_that_panics_when_called_is_answered_with_a_500() {
+        let svc = tower::service_fn(
+            |_req: Request| -> std::future::Ready<Result<Response, Infallible>> {
+                panic!("at call time")
+            },
+        );
+        let layer = ObserveLayer::new(
+            Arc::new(Metrics::new()),
+            Arc::new(RequestIds::new().unwrap()),
+            RouteTable::default(),
+            Duration::from_millis(200),
+            None,
+        );
+        let res = layer.layer(svc).oneshot(get_req("/any")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers().contains_key(REQUEST_ID));
+        assert_eq!(body_json(res).await["error"], "server_error");
+    }
+
+    #[tokio::test]
+    async fn the_body_limit_reaches_the_extractors() {
+        let router = Router::new().route(
+            "/wait",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let svc = ObserveLayer::new(
+            Arc::clone(&metrics),
+            Arc::new(RequestIds::new().unwrap()),
+            RouteTable::default(),
+            Duration::from_secs(5),
+            None,
+        )
+        .body_limit(16)
+        .layer(router);
+        let post = |n: usize| {
+            Request::builder()
+                .method("POST")
+                .uri("/wait")
+                .body(Body::from(vec![b'x'; n]))
+                .unwrap()
+        };
+        let res = svc.clone().oneshot(post(16)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = svc.oneshot(post(17)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_waiting_leaves_the_in_flight_gauge() {
+        let router = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let mut svc = ObserveLayer::new(
+            Arc::clone(&metrics),
+            Arc::new(RequestIds::new().unwrap()),
+            RouteTable::default(),
+            Duration::from_secs(60),
+            None,
+        )
+        .layer(router);
+        let mut future = Box::pin(tower::Service::call(&mut svc, get_req("/slow")));
+        assert_eq!(metrics.in_flight.get(), 1);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(metrics.in_flight.get(), 1);
+        drop(future);
+        assert_eq!(metrics.in_flight.get(), 0);
+    }
+
     #[test]
     fn generated_request_ids_are_distinct_uuids() {
         let ids = RequestIds::new().unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10_000 {
             let id = ids.next_id();
-            let text = id.to_str().unwrap();
+            let text = id.as_str();
             let parsed = uuid::Uuid::parse_str(text).unwrap();
             assert_eq!(parsed.get_version_num(), 4, "{text}");
-            assert!(is_valid_request_id(id.as_bytes()));
+            assert!(is_valid_request_id(text.as_bytes()));
+            assert_eq!(id.to_header(), text);
             assert!(seen.insert(text.to_owned()), "repeated id {text}");
         }
         // Another process (another seed) starts elsewhere.
         let other = RequestIds::new().unwrap();
-        assert!(!seen.contains(other.next_id().to_str().unwrap()));
+        assert!(!seen.contains(other.next_id().as_str()));
     }
 
     #[test]

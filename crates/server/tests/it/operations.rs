@@ -124,6 +124,79 @@ async fn metrics_count_requests_by_matched_route_and_logins_by_outcome() {
     assert!((0.0..60.0).contains(&secs), "{age}");
 }
 
+/// The middleware labels requests from the server's own route table (it runs outside the
+/// router); every route the API documents, the hosted pages and the docs must be in it.
+#[tokio::test]
+async fn every_route_is_labelled_by_its_template() {
+    let app = spawn_app_with(|c| c.metrics_enabled = true).await;
+    let doc: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut expected = vec![];
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let Ok(method) = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            // Any value for each parameter: the label is the template whatever the answer.
+            let path: String = template
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let res = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(res.status(), 404, "{method} {path}");
+            expected.push((method.to_string(), template.clone()));
+        }
+    }
+    assert!(expected.len() > 20, "{expected:?}");
+    for (path, template) in [
+        ("/login", "/login"),
+        ("/account", "/account"),
+        (
+            "/account/sessions/x/revoke",
+            "/account/sessions/{id}/revoke",
+        ),
+        ("/docs/", "/docs/"),
+        ("/docs/swagger-ui.css", "/docs/{*rest}"),
+    ] {
+        let method = if path.ends_with("revoke") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let res = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(res.status(), 404, "{path}");
+        expected.push((method.to_owned(), template.to_owned()));
+    }
+    let text = scrape(&app.url("/metrics")).await;
+    for (method, template) in &expected {
+        let prefix =
+            format!(r#"tessera_http_requests_total{{method="{method}",route="{template}",status="#);
+        assert!(
+            text.lines().any(|l| l.starts_with(&prefix)),
+            "no series for {method} {template}:\n{text}"
+        );
+    }
+    assert!(!text.contains(r#"route="<unmatched>""#), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_count_lockouts_and_refresh_token_reuse() {
     let app = spawn_app_with(|c| c.metrics_enabled = true).await;
