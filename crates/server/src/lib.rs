@@ -461,19 +461,17 @@ pub fn app(state: AppState) -> App {
     let config = Arc::clone(&state.config);
     let Routes { router, table } = routes(&state);
     tower::ServiceBuilder::new()
-        .layer(
-            telemetry::ObserveLayer::new(
-                Arc::clone(&state.metrics),
-                Arc::clone(&state.request_ids),
-                table,
-                Duration::from_secs(config.request_timeout),
-                config
-                    .tls
-                    .is_some()
-                    .then(|| HeaderValue::from_static(tls::HSTS)),
-            )
-            .body_limit(config.max_body_bytes),
-        )
+        .layer(telemetry::ObserveLayer::new(
+            Arc::clone(&state.metrics),
+            Arc::clone(&state.request_ids),
+            table,
+            Duration::from_secs(config.request_timeout),
+            config
+                .tls
+                .is_some()
+                .then(|| HeaderValue::from_static(tls::HSTS)),
+            Some(config.max_body_bytes),
+        ))
         .layer(cors(&config.cors_allowed_origins))
         .service(router.with_state(state))
 }

@@ -283,8 +283,9 @@ struct Shared {
 
 impl ObserveLayer {
     /// The layer, reporting to `metrics` under the templates of `routes`, with request ids
-    /// from `ids`, answering 503 after `timeout`, and sending `hsts` (the
-    /// `Strict-Transport-Security` value) if given.
+    /// from `ids`, answering 503 after `timeout`, sending `hsts` (the
+    /// `Strict-Transport-Security` value) if given, and limiting request bodies to
+    /// `body_limit` bytes if given (for axum's body extractors; see [`DefaultBodyLimit`]).
     #[must_use]
     pub(crate) fn new(
         metrics: Arc<Metrics>,
@@ -292,6 +293,7 @@ impl ObserveLayer {
         routes: RouteTable,
         timeout: Duration,
         hsts: Option<HeaderValue>,
+        body_limit: Option<usize>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -300,19 +302,9 @@ impl ObserveLayer {
                 routes,
                 timeout,
                 hsts,
-                body_limit: None,
+                body_limit: body_limit.map(DefaultBodyLimit::max),
             }),
         }
-    }
-
-    /// Limits request bodies to `bytes` (for axum's body extractors; see
-    /// [`DefaultBodyLimit`]).
-    #[must_use]
-    pub(crate) fn body_limit(mut self, bytes: usize) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.body_limit = Some(DefaultBodyLimit::max(bytes));
-        }
-        self
     }
 }
 
@@ -374,6 +366,7 @@ where
         }
         let request_id = RequestId::for_request(req.headers(), &shared.ids);
         let method = metrics::method_label(req.method());
+        let head = req.method() == http::Method::HEAD;
         let route = shared.routes.lookup(req.uri().path());
         // A handler that panics when called (rather than while running) is answered like
         // one that panics later.
@@ -390,6 +383,7 @@ where
                 start,
                 request_id,
                 method,
+                head,
                 route,
             }),
         }
@@ -403,11 +397,26 @@ pin_project_lite::pin_project! {
     pub struct ObserveFuture<F> {
         #[pin]
         inner: Option<F>,
-        // Armed only when the handler waits (see `poll`).
+        // Armed only when the handler waits (see `poll`). Outside tokio's cooperative budget,
+        // as in `tokio::time::timeout`: a handler that spends the task's budget on every
+        // poll must still be stopped at the deadline.
         #[pin]
-        timer: Option<tokio::time::Sleep>,
+        timer: Option<tokio::task::Unconstrained<tokio::time::Sleep>>,
         // Taken when the response is ready.
         request: Option<InFlight>,
+    }
+
+    impl<F> PinnedDrop for ObserveFuture<F> {
+        // A handler's future dropped before it finished (the client went away) is dropped
+        // under the request's id, like everything else it does.
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.inner.is_some()
+                && let Some(request) = this.request.as_ref()
+            {
+                CURRENT_REQUEST_ID.sync_scope(request.request_id.clone(), || this.inner.set(None));
+            }
+        }
     }
 }
 
@@ -447,10 +456,13 @@ where
                     Ok(Poll::Pending) => {
                         // Most requests finish on their first poll and never create a timer;
                         // the deadline counts from the start of the request all the same.
-                        if this.timer.is_none() {
-                            let deadline = request.start + request.shared.timeout;
-                            this.timer
-                                .set(Some(tokio::time::sleep_until(deadline.into())));
+                        if this.timer.is_none()
+                            // A timeout too large to add to the clock means no deadline.
+                            && let Some(deadline) = request.start.checked_add(request.shared.timeout)
+                        {
+                            this.timer.set(Some(tokio::task::unconstrained(
+                                tokio::time::sleep_until(deadline.into()),
+                            )));
                         }
                         match this.timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
                             Some(Poll::Ready(())) => Outcome::TimedOut,
@@ -460,8 +472,9 @@ where
                 }
             }
         };
-        // The handler's future (and what it holds) goes before the response is finished.
-        this.inner.set(None);
+        // The handler's future (and what it holds) goes before the response is finished,
+        // under the request's id.
+        CURRENT_REQUEST_ID.sync_scope(request.request_id.clone(), || this.inner.set(None));
         this.timer.set(None);
         match this.request.take() {
             Some(request) => Poll::Ready(Ok(request.finish(outcome))),
@@ -481,6 +494,10 @@ struct InFlight {
     start: Instant,
     request_id: RequestId,
     method: &'static str,
+    /// A `HEAD` request: its answer has no body (RFC 9110 §9.3.2). axum strips the handler's
+    /// body inside the router; the bodies made here (timeout, panic, generic 5xx) are
+    /// stripped in [`InFlight::finish`].
+    head: bool,
     route: metrics::RouteId,
 }
 
@@ -538,6 +555,9 @@ impl InFlight {
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
         headers.insert(REQUEST_ID, self.request_id.to_header());
+        if self.head {
+            *response.body_mut() = Body::empty();
+        }
         response
     }
 }
@@ -633,6 +653,7 @@ mod tests {
             routes,
             Duration::from_millis(200),
             hsts.then(|| HeaderValue::from_static("max-age=1")),
+            None,
         )
         .layer(router)
     }
@@ -745,6 +766,84 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_handler_that_spends_its_budget_on_every_poll_still_times_out() {
+        // Always ready, never done: each poll spends the task's cooperative budget, after
+        // which tokio's resources (timers included) report Pending until the next poll.
+        let router = Router::new().route(
+            "/slow",
+            get(|| async {
+                loop {
+                    tokio::task::consume_budget().await;
+                }
+                #[allow(unreachable_code)]
+                "never"
+            }),
+        );
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            observed(router, false).oneshot(get_req("/slow")),
+        )
+        .await
+        .expect("the request timeout fired")
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn answers_made_here_to_head_requests_have_no_body() {
+        let router = Router::new().route(
+            "/panic",
+            get(|| async {
+                if true {
+                    panic!("boom");
+                }
+                "unreachable"
+            }),
+        );
+        let req = Request::builder()
+            .method("HEAD")
+            .uri("/panic")
+            .body(Body::empty())
+            .unwrap();
+        let res = observed(router, false).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers().contains_key(REQUEST_ID));
+        assert!(to_bytes(res.into_body(), 1 << 16).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_handler_dropped_midway_is_dropped_under_its_request_id() {
+        struct Witness(Arc<std::sync::Mutex<Option<String>>>);
+        impl Drop for Witness {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() = current_request_id().map(|id| id.as_str().to_owned());
+            }
+        }
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let keep = Arc::clone(&seen);
+        let router = Router::new().route(
+            "/slow",
+            get(move || {
+                let witness = Witness(Arc::clone(&keep));
+                async move {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    drop(witness);
+                    "late"
+                }
+            }),
+        );
+        let mut svc = observed(router, false);
+        let mut req = get_req("/slow");
+        req.headers_mut()
+            .insert(REQUEST_ID, HeaderValue::from_static("gone-client-1"));
+        let mut future = Box::pin(tower::Service::call(&mut svc, req));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        drop(future);
+        assert_eq!(seen.lock().unwrap().as_deref(), Some("gone-client-1"));
+    }
+
+    #[tokio::test]
     async fn a_service_that_panics_when_called_is_answered_with_a_500() {
         let svc = tower::service_fn(
             |_req: Request| -> std::future::Ready<Result<Response, Infallible>> {
@@ -756,6 +855,7 @@ mod tests {
             Arc::new(RequestIds::new().unwrap()),
             RouteTable::default(),
             Duration::from_millis(200),
+            None,
             None,
         );
         let res = layer.layer(svc).oneshot(get_req("/any")).await.unwrap();
@@ -777,8 +877,8 @@ mod tests {
             RouteTable::default(),
             Duration::from_secs(5),
             None,
+            Some(16),
         )
-        .body_limit(16)
         .layer(router);
         let post = |n: usize| {
             Request::builder()
@@ -808,6 +908,7 @@ mod tests {
             Arc::new(RequestIds::new().unwrap()),
             RouteTable::default(),
             Duration::from_secs(60),
+            None,
             None,
         )
         .layer(router);
