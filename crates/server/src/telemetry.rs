@@ -658,6 +658,22 @@ mod tests {
         .layer(router)
     }
 
+    /// A layer with no route table and no HSTS, reporting to `metrics`.
+    fn plain_layer(
+        metrics: &Arc<Metrics>,
+        timeout: Duration,
+        body_limit: Option<usize>,
+    ) -> ObserveLayer {
+        ObserveLayer::new(
+            Arc::clone(metrics),
+            Arc::new(RequestIds::new().unwrap()),
+            RouteTable::default(),
+            timeout,
+            None,
+            body_limit,
+        )
+    }
+
     fn get_req(path: &str) -> Request {
         Request::builder()
             .uri(path)
@@ -850,14 +866,7 @@ mod tests {
                 panic!("at call time")
             },
         );
-        let layer = ObserveLayer::new(
-            Arc::new(Metrics::new()),
-            Arc::new(RequestIds::new().unwrap()),
-            RouteTable::default(),
-            Duration::from_millis(200),
-            None,
-            None,
-        );
+        let layer = plain_layer(&Arc::new(Metrics::new()), Duration::from_millis(200), None);
         let res = layer.layer(svc).oneshot(get_req("/any")).await.unwrap();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(res.headers().contains_key(REQUEST_ID));
@@ -871,15 +880,7 @@ mod tests {
             axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
         );
         let metrics = Arc::new(Metrics::new());
-        let svc = ObserveLayer::new(
-            Arc::clone(&metrics),
-            Arc::new(RequestIds::new().unwrap()),
-            RouteTable::default(),
-            Duration::from_secs(5),
-            None,
-            Some(16),
-        )
-        .layer(router);
+        let svc = plain_layer(&metrics, Duration::from_secs(5), Some(16)).layer(router);
         let post = |n: usize| {
             Request::builder()
                 .method("POST")
@@ -903,15 +904,7 @@ mod tests {
             }),
         );
         let metrics = Arc::new(Metrics::new());
-        let mut svc = ObserveLayer::new(
-            Arc::clone(&metrics),
-            Arc::new(RequestIds::new().unwrap()),
-            RouteTable::default(),
-            Duration::from_secs(60),
-            None,
-            None,
-        )
-        .layer(router);
+        let mut svc = plain_layer(&metrics, Duration::from_secs(60), None).layer(router);
         let mut future = Box::pin(tower::Service::call(&mut svc, get_req("/slow")));
         assert_eq!(metrics.in_flight.get(), 1);
         let waker = std::task::Waker::noop();
