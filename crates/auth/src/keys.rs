@@ -201,6 +201,14 @@ impl KeyManager {
         self.ring.load_full()
     }
 
+    /// The ring in force, for a moment: no reference count is written (the ring's count is
+    /// one cache line every request would otherwise write). Hold it briefly: each thread
+    /// has a few such guards before arc-swap falls back to counting.
+    #[must_use]
+    pub fn current_guard(&self) -> arc_swap::Guard<Arc<KeyRing>> {
+        self.ring.load()
+    }
+
     /// The schedule.
     #[must_use]
     pub fn schedule(&self) -> KeySchedule {

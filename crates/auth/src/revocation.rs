@@ -6,8 +6,8 @@
 //! other instances' revocations arrive too). Entries are dropped once every token they
 //! could affect has expired, which bounds memory.
 
+use crossbeam_utils::sync::ShardedLock;
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 use tokio::sync::Mutex;
 
@@ -50,7 +50,8 @@ impl Revoked {
 /// Replayed revocation state.
 #[derive(Debug, Default)]
 pub struct RevocationCache {
-    state: RwLock<State>,
+    /// Read on every authenticated request: see `ShardedLock` in `token_cache`.
+    state: ShardedLock<State>,
     sync_lock: Mutex<()>,
 }
 

@@ -1031,7 +1031,7 @@ impl<S: Store> Auth<S> {
     /// As [`Auth::authenticate`].
     pub fn authenticate_bytes(&self, token: &[u8]) -> Result<Arc<AccessContext>> {
         let now = self.now();
-        let ring = self.keys.current();
+        let ring = self.keys.current_guard();
         if let Some(verdict) = self
             .token_cache
             .with_hit(token, |hit| self.recheck_cached(hit, &ring, now))

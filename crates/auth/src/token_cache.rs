@@ -34,8 +34,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+
+use crossbeam_utils::sync::ShardedLock;
 
 use crate::service::AccessContext;
 
@@ -63,7 +65,10 @@ pub(crate) struct CachedToken {
 /// A bounded map from exact token bytes to what their verification established.
 #[derive(Debug)]
 pub struct VerifiedTokenCache {
-    shards: Box<[RwLock<Shard>]>,
+    /// Read-locked on every lookup: a `ShardedLock`, whose readers each lock a lock of their
+    /// own thread's, so hits on one hot token from several cores do not fight over one lock
+    /// word (inserts, after a full verification, lock them all).
+    shards: Box<[ShardedLock<Shard>]>,
     shard_capacity: usize,
     shard_bits: u32,
     hasher: foldhash::quality::SeedableRandomState,
@@ -100,7 +105,9 @@ impl VerifiedTokenCache {
             1 << (usize::BITS - 1 - limit.leading_zeros())
         };
         Ok(Self {
-            shards: (0..shards).map(|_| RwLock::new(Shard::default())).collect(),
+            shards: (0..shards)
+                .map(|_| ShardedLock::new(Shard::default()))
+                .collect(),
             shard_capacity: capacity / shards,
             shard_bits: shards.trailing_zeros(),
             hasher: foldhash::quality::SeedableRandomState::with_seed(
@@ -162,7 +169,7 @@ impl VerifiedTokenCache {
             return;
         }
         let hash = self.hash(token.as_bytes());
-        let Some(Ok(mut shard)) = self.shard(hash).map(RwLock::write) else {
+        let Some(Ok(mut shard)) = self.shard(hash).map(ShardedLock::write) else {
             return;
         };
         let entry = Entry {
@@ -192,7 +199,7 @@ impl VerifiedTokenCache {
 
     /// The shard for a hash: its top bits (the map inside the shard uses the whole hash).
     /// Always `Some`: the index is below `2^shard_bits`, the number of shards.
-    fn shard(&self, hash: u64) -> Option<&RwLock<Shard>> {
+    fn shard(&self, hash: u64) -> Option<&ShardedLock<Shard>> {
         let index = hash.checked_shr(u64::BITS - self.shard_bits).unwrap_or(0);
         self.shards.get(usize::try_from(index).ok()?)
     }

@@ -1,9 +1,8 @@
 //! Request extractors that turn rejections into the right error shape.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use tessera_auth::AccessContext;
@@ -159,19 +158,16 @@ impl ClientMeta {
     }
 }
 
-impl<S> FromRequestParts<S> for ClientMeta
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+// On `AppState` itself rather than any `S: FromRef`: the state is borrowed, where
+// `from_ref` would clone it, writing its shared reference count on every request.
+impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| *a);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = crate::telemetry::current_peer();
         let ip = crate::ratelimit::client_ip(&parts.headers, peer, state.config.trusted_proxies)
             .map(|ip| ip.to_string());
         let header_text = |h: &HeaderMap, name: &str, max: usize| {
@@ -225,21 +221,21 @@ pub fn bearer_token_bytes(headers: &HeaderMap) -> Option<&[u8]> {
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub Arc<AccessContext>);
 
-impl<S> FromRequestParts<S> for CurrentUser
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+// On `AppState` itself rather than any `S: FromRef`: the state is borrowed, where
+// `from_ref` would clone it, writing its shared reference count on every request.
+impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(token) = bearer_token_bytes(&parts.headers) {
-            return authenticate_bytes(&state, token).map(Self);
+            return authenticate_bytes(state, token).map(Self);
         }
         let token = session::cookie(&parts.headers, session::ACCESS_COOKIE)
             .ok_or_else(AppError::missing_token)?;
-        let ctx = authenticate(&state, token)?;
+        let ctx = authenticate(state, token)?;
         if !session::is_safe(&parts.method) {
             session::check_csrf(&state.csrf, &parts.method, &parts.uri, &parts.headers, None)
                 .await?;
@@ -264,17 +260,17 @@ fn authenticate_bytes(state: &AppState, token: &[u8]) -> Result<Arc<AccessContex
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub Arc<AccessContext>);
 
-impl<S> FromRequestParts<S> for AdminUser
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
+// On `AppState` itself rather than any `S: FromRef`: the state is borrowed, where
+// `from_ref` would clone it, writing its shared reference count on every request.
+impl FromRequestParts<AppState> for AdminUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers).ok_or_else(AppError::missing_token)?;
-        let ctx = authenticate(&state, token)?;
+        let ctx = authenticate(state, token)?;
         if ctx.has_role(tessera_auth::model::Role::ADMIN) {
             Ok(Self(ctx))
         } else {

@@ -10,18 +10,19 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 mod routes;
 pub mod session;
+mod shard;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod token_request;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -579,83 +580,83 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = match &options.tls {
+        Some(files) => Some(listen::TlsConfig::new(
+            tls::load(files).map_err(|e| std::io::Error::other(e.0))?,
+        )),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let upkeep = tokio::spawn(upkeep(state.clone(), stop_rx.clone()));
-    let control = axum_server::Control::new();
-    let handle = axum_server::Handle::<SocketAddr>::with_control(control.clone());
-    let make_service =
-        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
-            app(state.clone()),
-        );
-    let metrics_server = options.metrics_listener.map(|l| {
-        let make = metrics_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let handle = axum_server::Handle::<SocketAddr>::with_control(control.clone());
-        tokio::spawn(
-            axum_server::Server::from_listener(l)
-                .handle(handle)
-                .serve(make),
-        )
-    });
-    let deadline = options.shutdown_timeout;
-    let signalled = Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
-    let on_signal = {
-        let control = control.clone();
-        let signalled = Arc::clone(&signalled);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = signalled.set(std::time::Instant::now());
-            tracing::info!(
-                in_flight_connections = control.connection_count(),
-                deadline_secs = deadline.as_secs(),
-                "shutting down: stopped accepting connections; finishing in-flight requests"
-            );
-            control.graceful_shutdown(Some(deadline));
-        })
-    };
-    let result = match options.tls {
-        Some(files) => {
-            let config = tls::load(&files).map_err(|e| std::io::Error::other(e.0))?;
-            let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(config);
+    match (options.tls, &tls) {
+        (Some(files), Some(config)) => {
             tokio::spawn(tls::watch(
                 files,
-                rustls_config.clone(),
+                config.clone(),
                 Arc::clone(&state.metrics),
-                stop_rx,
+                stop_rx.clone(),
             ));
-            axum_server::Server::from_listener(listener)
-                .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(rustls_config))
-                .handle(handle)
-                .serve(make_service)
-                .await
         }
-        None => {
-            // Operators send SIGHUP out of habit (logrotate, config management); its default
-            // action would terminate the server, so take it and say there is nothing to do.
-            tokio::spawn(ignore_hangups(stop_rx));
-            axum_server::Server::from_listener(listener)
-                .handle(handle)
-                .serve(make_service)
-                .await
+        // Operators send SIGHUP out of habit (logrotate, config management); its default
+        // action would terminate the server, so take it and say there is nothing to do.
+        _ => {
+            tokio::spawn(ignore_hangups(stop_rx.clone()));
         }
-    };
-    on_signal.abort();
-    if let Some(task) = metrics_server {
+    }
+    let connections = Arc::new(listen::Connections::default());
+    let (accepting_tx, accepting_rx) = tokio::sync::watch::channel(false);
+    let metrics_loop = options.metrics_listener.map(|l| {
+        tokio::spawn(listen::accept_loop(
+            l,
+            None,
+            Arc::new(metrics_app(state.clone())),
+            Arc::clone(&connections),
+            accepting_rx.clone(),
+        ))
+    });
+    let main_loop = tokio::spawn(listen::accept_loop(
+        listener,
+        tls,
+        Arc::new(app(state.clone())),
+        Arc::clone(&connections),
+        accepting_rx,
+    ));
+
+    shutdown.await;
+    let deadline = options.shutdown_timeout;
+    tracing::info!(
+        in_flight_connections = connections.count(),
+        deadline_secs = deadline.as_secs(),
+        "shutting down: stopped accepting connections; finishing in-flight requests"
+    );
+    let _ = accepting_tx.send(true);
+    connections.drain();
+    // The loops return at once; their listeners close with them, so new connections are
+    // refused rather than left waiting in the backlog.
+    let _ = main_loop.await;
+    if let Some(task) = metrics_loop {
         let _ = task.await;
     }
-    match signalled.get() {
-        Some(at) if at.elapsed() >= deadline => tracing::warn!(
+    if tokio::time::timeout(deadline, connections.closed())
+        .await
+        .is_ok()
+    {
+        tracing::info!("in-flight requests finished");
+    } else {
+        tracing::warn!(
             deadline_secs = deadline.as_secs(),
-            "shutdown deadline reached; remaining connections were closed"
-        ),
-        Some(_) => tracing::info!("in-flight requests finished"),
-        None => {}
+            open_connections = connections.count(),
+            "shutdown deadline reached; closing the remaining connections"
+        );
+        connections.abort_all();
+        connections.closed().await;
     }
     let _ = stop_tx.send(true);
     let _ = upkeep.await;
     tracing::info!("background tasks stopped; closing the database");
     state.db().close().await;
     tracing::info!("database closed");
-    result
+    Ok(())
 }
 
 /// Without TLS there is nothing to reload: log each SIGHUP instead of letting its default

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use std::panic::AssertUnwindSafe;
 use crate::error::AppError;
 use crate::metrics::{self, Metrics, RouteTable};
 use crate::session::CSRF_HEADER;
+use crate::shard::Sharded;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -54,14 +56,35 @@ pub fn init(format: LogFormat) -> Result<(), String> {
 }
 
 tokio::task_local! {
-    /// The id of the request the current task is handling.
-    static CURRENT_REQUEST_ID: RequestId;
+    /// The request the current task is handling.
+    static CURRENT_REQUEST: Current;
+}
+
+/// What the handlers of a request can ask about it without an extension (an extension is
+/// a heap allocation on every request).
+#[derive(Clone, Debug)]
+struct Current {
+    id: RequestId,
+    /// The client's address, when the request came through [`crate::listen`].
+    peer: Option<SocketAddr>,
 }
 
 /// The id of the request being handled by the current task, if any.
 #[must_use]
 pub fn current_request_id() -> Option<RequestId> {
-    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+    CURRENT_REQUEST.try_with(|current| current.id.clone()).ok()
+}
+
+/// The address of the client whose request the current task is handling: the TCP peer,
+/// which is the proxy's address behind a proxy (see [`crate::ratelimit::client_ip`]).
+/// `None` outside a request, or for a request that did not come from a socket (tests that
+/// call the router directly).
+#[must_use]
+pub fn current_peer() -> Option<SocketAddr> {
+    CURRENT_REQUEST
+        .try_with(|current| current.peer)
+        .ok()
+        .flatten()
 }
 
 /// A request's id: the client's `x-request-id` when it sent a valid one, otherwise one the
@@ -191,7 +214,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug)]
 pub struct RequestIds {
     seed: [u64; 2],
-    next: AtomicU64,
+    /// Shard `i` counts the sequence numbers `i`, `i + SHARDS`, `i + 2 × SHARDS`, …, so
+    /// each thread draws from its own cache line and no number is drawn twice.
+    next: Sharded<AtomicU64>,
 }
 
 impl RequestIds {
@@ -205,13 +230,18 @@ impl RequestIds {
         let word = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
         Ok(Self {
             seed: [word(a), word(b)],
-            next: AtomicU64::new(0),
+            next: Sharded::default(),
         })
     }
 
     /// The next id.
     pub fn next_id(&self) -> RequestId {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let shard = crate::shard::index();
+        let k = self.next.shard(shard).fetch_add(1, Ordering::Relaxed);
+        // Wraps after 2^60 ids per shard: centuries at any request rate.
+        let n = k
+            .wrapping_mul(crate::shard::SHARDS as u64)
+            .wrapping_add(shard as u64);
         let hi = splitmix64(n ^ self.seed[0]);
         let lo = splitmix64(n.wrapping_add(self.seed[1]));
         let mut bytes = [0u8; 16];
@@ -357,36 +387,76 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let start = Instant::now();
-        let mut req = req.map(Body::new);
-        let shared = &self.shared;
-        mark_sensitive(req.headers_mut(), is_secret_request_header);
-        if let Some(limit) = shared.body_limit {
-            limit.apply(&mut req);
-        }
-        let request_id = RequestId::for_request(req.headers(), &shared.ids);
-        let method = metrics::method_label(req.method());
-        let head = req.method() == http::Method::HEAD;
-        let route = shared.routes.lookup(req.uri().path());
-        // A handler that panics when called (rather than while running) is answered like
-        // one that panics later.
-        let inner = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            CURRENT_REQUEST_ID.sync_scope(request_id.clone(), || self.inner.call(req))
-        }))
-        .ok();
-        shared.metrics.in_flight.inc();
-        ObserveFuture {
-            inner,
-            timer: None,
-            request: Some(InFlight {
-                shared: Arc::clone(shared),
-                start,
-                request_id,
-                method,
-                head,
-                route,
-            }),
-        }
+        start(&self.shared, &mut self.inner, req, None)
+    }
+}
+
+/// Requests from [`crate::listen`]'s connections, with the client's address.
+impl<S> crate::listen::Serve for Observe<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Future = ObserveFuture<S::Future>;
+
+    fn serve(&self, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Self::Future {
+        // The inner service (the router, under CORS when configured) is always ready: its
+        // `poll_ready` returns `Ready` unconditionally, so it is called without one.
+        start(&self.shared, &mut self.inner.clone(), req, Some(peer))
+    }
+}
+
+/// Starts `req` on `inner`: the request's id and route, the body limit, the handler called
+/// under the request's task-local (id and `peer`).
+fn start<S, B>(
+    shared: &Arc<Shared>,
+    inner: &mut S,
+    req: http::Request<B>,
+    peer: Option<SocketAddr>,
+) -> ObserveFuture<S::Future>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let start = Instant::now();
+    // An empty body (a GET, say) cannot exceed any limit: no need for the extension that
+    // carries the limit to the body extractors (a map allocated for every request).
+    let has_body = !req.body().is_end_stream();
+    let mut req = req.map(Body::new);
+    mark_sensitive(req.headers_mut(), is_secret_request_header);
+    if has_body && let Some(limit) = shared.body_limit {
+        limit.apply(&mut req);
+    }
+    let current = Current {
+        id: RequestId::for_request(req.headers(), &shared.ids),
+        peer,
+    };
+    let method = metrics::method_label(req.method());
+    let head = req.method() == http::Method::HEAD;
+    let route = shared.routes.lookup(req.uri().path());
+    // A handler that panics when called (rather than while running) is answered like
+    // one that panics later.
+    let inner = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        CURRENT_REQUEST.sync_scope(current.clone(), || inner.call(req))
+    }))
+    .ok();
+    shared.metrics.in_flight.inc();
+    ObserveFuture {
+        inner,
+        timer: None,
+        request: Some(InFlight {
+            shared: Arc::clone(shared),
+            start,
+            current,
+            method,
+            head,
+            route,
+        }),
     }
 }
 
@@ -414,7 +484,7 @@ pin_project_lite::pin_project! {
             if this.inner.is_some()
                 && let Some(request) = this.request.as_ref()
             {
-                CURRENT_REQUEST_ID.sync_scope(request.request_id.clone(), || this.inner.set(None));
+                CURRENT_REQUEST.sync_scope(request.current.clone(), || this.inner.set(None));
             }
         }
     }
@@ -446,7 +516,7 @@ where
         let outcome = match this.inner.as_mut().as_pin_mut() {
             None => Outcome::Panicked,
             Some(inner) => {
-                let polled = CURRENT_REQUEST_ID.sync_scope(request.request_id.clone(), || {
+                let polled = CURRENT_REQUEST.sync_scope(request.current.clone(), || {
                     std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
                 });
                 match polled {
@@ -474,7 +544,7 @@ where
         };
         // The handler's future (and what it holds) goes before the response is finished,
         // under the request's id.
-        CURRENT_REQUEST_ID.sync_scope(request.request_id.clone(), || this.inner.set(None));
+        CURRENT_REQUEST.sync_scope(request.current.clone(), || this.inner.set(None));
         this.timer.set(None);
         match this.request.take() {
             Some(request) => Poll::Ready(Ok(request.finish(outcome))),
@@ -492,7 +562,7 @@ where
 struct InFlight {
     shared: Arc<Shared>,
     start: Instant,
-    request_id: RequestId,
+    current: Current,
     method: &'static str,
     /// A `HEAD` request: its answer has no body (RFC 9110 §9.3.2). axum strips the handler's
     /// body inside the router; the bodies made here (timeout, panic, generic 5xx) are
@@ -522,7 +592,7 @@ impl InFlight {
         let (route_label, handles) = shared.routes.get(self.route);
         let route = route_label.as_str();
         if status.is_server_error() || response.extensions().get::<ErrorDetail>().is_some() {
-            let request_id = self.request_id.as_str();
+            let request_id = self.current.id.as_str();
             log_failure(self.method, route, status, request_id, elapsed, &response);
             if status.is_server_error() {
                 response = generic_server_error(status, request_id, response);
@@ -532,7 +602,7 @@ impl InFlight {
                 method = self.method,
                 route,
                 status = status.as_u16(),
-                request_id = self.request_id.as_str(),
+                request_id = self.current.id.as_str(),
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
             );
@@ -554,7 +624,7 @@ impl InFlight {
         if let Some(hsts) = &shared.hsts {
             headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
-        headers.insert(REQUEST_ID, self.request_id.to_header());
+        headers.insert(REQUEST_ID, self.current.id.to_header());
         if self.head {
             *response.body_mut() = Body::empty();
         }

@@ -4,20 +4,19 @@
 //! The certificate chain and key are PEM files (`tls.cert`, `tls.key`). They are read and
 //! checked at start (a bad file stops the server with a message naming it), then re-read
 //! when either file's modification time changes (polled every few seconds) or on SIGHUP.
-//! A reload swaps the configuration atomically (`ArcSwap` inside axum-server's
-//! `RustlsConfig`): handshakes after the swap use the new certificate, connections already
-//! established keep theirs, nothing is dropped. A reload that fails keeps the old
+//! A reload swaps the configuration ([`TlsConfig`]): handshakes after the swap use the new
+//! certificate, connections already established keep theirs, nothing is dropped. A reload that fails keeps the old
 //! certificate and logs an error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::listen::TlsConfig;
 use crate::metrics::Metrics;
 
 /// The HSTS header value sent on every response when TLS is on (RFC 6797 §6.1): two years,
@@ -104,10 +103,10 @@ fn mtimes(files: &TlsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
 }
 
 /// Re-reads the files; on success swaps the configuration in, on failure keeps the old one.
-fn reload(files: &TlsFiles, config: &RustlsConfig, metrics: &Metrics, why: &str) {
+fn reload(files: &TlsFiles, config: &TlsConfig, metrics: &Metrics, why: &str) {
     match load(files) {
         Ok(new) => {
-            config.reload_from_config(new);
+            config.replace(new);
             metrics.record_tls_reload(true);
             tracing::info!(cert = %files.cert.display(), trigger = why, "TLS certificate reloaded");
         }
@@ -121,7 +120,7 @@ fn reload(files: &TlsFiles, config: &RustlsConfig, metrics: &Metrics, why: &str)
 /// Watches the files (mtime poll) and SIGHUP, reloading on either, until `stop` changes.
 pub(crate) async fn watch(
     files: TlsFiles,
-    config: RustlsConfig,
+    config: TlsConfig,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -561,3 +561,54 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_at_once_and_the_rest_at_the_deadline() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut server = start_manual(
+        |_| {},
+        |_| ServeOptions {
+            metrics_listener: None,
+            tls: None,
+            shutdown_timeout: Duration::from_secs(1),
+        },
+    )
+    .await;
+    let addr = server.base.replace("http://localhost", "127.0.0.1");
+    // A keep-alive connection that has been answered and now waits for its next request.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    // A request whose head never ends: not idle, so shutdown waits for it, up to the deadline.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = std::time::Instant::now();
+    let _ = server.stop.take().unwrap().send(());
+    let closed = tokio::time::timeout(Duration::from_millis(800), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed at once");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    tokio::time::timeout(Duration::from_secs(10), &mut server.task)
+        .await
+        .expect("the server stops after the deadline")
+        .unwrap()
+        .unwrap();
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "stopped before the deadline ({took:?}) with a request still open"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(2), stalled.read(&mut buf))
+        .await
+        .expect("the stalled connection was closed");
+    assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+}
