@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod clock;
+mod context;
 pub mod error;
 pub mod keys;
 pub mod model;

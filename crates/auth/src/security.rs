@@ -688,13 +688,10 @@ impl<S: Store> Auth<S> {
             .await;
             return Err(AuthError::InvalidCredentials);
         }
-        let keep = ctx
-            .session_id
-            .as_deref()
-            .and_then(|s| SessionId::parse(s).ok());
+        let keep = ctx.session_id().and_then(|s| SessionId::parse(s).ok());
         let actor = Actor::User {
-            id: ctx.user_id.clone(),
-            username: ctx.username.clone(),
+            id: ctx.user_id().to_owned(),
+            username: ctx.username().to_owned(),
         };
         self.set_password(&user, new, keep, &actor, meta).await
     }
@@ -707,7 +704,7 @@ impl<S: Store> Auth<S> {
         if ctx.is_client {
             return Err(AuthError::Forbidden("a client's own token has no user"));
         }
-        let id = UserId::parse(&ctx.user_id)?;
+        let id = UserId::parse(ctx.user_id())?;
         match self.store().find_user_by_id(id).await? {
             Some(u) if !u.disabled => Ok(u),
             _ => Err(AuthError::NotFound("user")),
@@ -739,8 +736,8 @@ impl<S: Store> Auth<S> {
             _ => return Err(AuthError::NotFound("session")),
         }
         let actor = Actor::User {
-            id: ctx.user_id.clone(),
-            username: ctx.username.clone(),
+            id: ctx.user_id().to_owned(),
+            username: ctx.username().to_owned(),
         };
         self.revoke_session(id, "user", &actor, meta).await?;
         Ok(())

@@ -120,40 +120,7 @@ pub enum SecondFactor {
     RecoveryCode(Zeroizing<String>),
 }
 
-/// The caller behind a verified access token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessContext {
-    /// User id.
-    pub user_id: String,
-    /// Username.
-    pub username: String,
-    /// Roles (first is primary).
-    pub roles: Vec<String>,
-    /// Granted scope.
-    pub scope: String,
-    /// Client the token was issued to.
-    pub client_id: String,
-    /// Session id, for user tokens.
-    pub session_id: Option<String>,
-    /// Token id.
-    pub jti: String,
-    /// Issue time.
-    pub issued_at: i64,
-    /// Expiry.
-    pub expires_at: i64,
-    /// Authentication methods.
-    pub amr: Vec<String>,
-    /// True for a client's own token (`client_credentials`): no user behind it.
-    pub is_client: bool,
-}
-
-impl AccessContext {
-    /// True if the caller has `role`.
-    #[must_use]
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
-}
+pub use crate::context::{AccessContext, AccessContextParts, Items};
 
 /// Who performed an administrative action, for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1058,29 +1025,31 @@ impl<S: Store> Auth<S> {
         {
             return Err(AuthError::InvalidToken(why.as_str().into()));
         }
-        let context = Arc::new(AccessContext {
-            user_id: user_id.to_owned(),
-            username: c.preferred_username.as_deref().unwrap_or(sub).to_owned(),
-            roles: c.roles.iter().map(|r| r.to_string()).collect(),
-            scope: c.scope.to_string(),
-            client_id: c.client_id.to_string(),
-            session_id: c.sid.as_deref().map(str::to_owned),
-            jti: reg.jti.as_deref().unwrap_or_default().to_owned(),
-            issued_at: iat,
-            expires_at: reg.exp.map_or(0, |d| d.0),
-            amr: c.amr.iter().map(|a| a.to_string()).collect(),
-            is_client: c.sid.is_none() && c.preferred_username.is_none(),
-        });
+        let context = Arc::new(AccessContext::verified(
+            AccessContextParts {
+                user_id,
+                username: c.preferred_username.as_deref().unwrap_or(sub),
+                roles: c.roles.iter().map(AsRef::as_ref),
+                scope: &c.scope,
+                client_id: &c.client_id,
+                session_id: c.sid.as_deref(),
+                jti: reg.jti.as_deref().unwrap_or_default(),
+                issued_at: iat,
+                expires_at: reg.exp.map_or(0, |d| d.0),
+                amr: c.amr.iter().map(AsRef::as_ref),
+                is_client: c.sid.is_none() && c.preferred_username.is_none(),
+            },
+            token,
+            jws.header().kid(),
+        ));
         // `exp` is required, so this always caches; a token without one never would be.
         if let Some(exp) = reg.exp {
             self.token_cache.insert(
-                token,
                 CachedToken {
                     context: Arc::clone(&context),
                     exp: exp.0,
                     nbf: reg.nbf.map(|d| d.0),
                     iat: reg.iat.map(|d| d.0),
-                    kid: jws.header().kid().map(Box::from),
                 },
                 now.saturating_sub(self.leeway_secs()),
             );
@@ -1114,7 +1083,7 @@ impl<S: Store> Auth<S> {
             ));
         }
         // The key that verified it must still verify (a revoked key stops its tokens).
-        let key_in_force = match hit.kid.as_deref() {
+        let key_in_force = match hit.context.kid() {
             Some(kid) => ring.verifier.find(kid).is_some(),
             None => ring.verifier.len() == 1,
         };
@@ -1125,9 +1094,9 @@ impl<S: Store> Auth<S> {
         }
         let ctx = &hit.context;
         if let Some(why) = self.revocations.check(
-            Some(ctx.jti.as_str()).filter(|j| !j.is_empty()),
-            ctx.session_id.as_deref(),
-            &ctx.user_id,
+            Some(ctx.jti()).filter(|j| !j.is_empty()),
+            ctx.session_id(),
+            ctx.user_id(),
             ctx.issued_at,
         ) {
             return Err(AuthError::InvalidToken(why.as_str().into()));
@@ -1252,20 +1221,20 @@ impl<S: Store> Auth<S> {
         Ok(Introspection {
             active: true,
             token_type: Some("access_token"),
-            scope: Some(ctx.scope),
-            client_id: Some(ctx.client_id),
+            scope: Some(ctx.scope().to_owned()),
+            client_id: Some(ctx.client_id().to_owned()),
             sub: Some(if tutorial {
-                ctx.username.clone()
+                ctx.username().to_owned()
             } else {
-                ctx.user_id
+                ctx.user_id().to_owned()
             }),
-            username: Some(ctx.username),
+            username: Some(ctx.username().to_owned()),
             aud: (!tutorial).then(|| self.config.audience.clone()),
             iss: Some(self.config.issuer.clone()),
             exp: Some(ctx.expires_at),
             iat: Some(ctx.issued_at),
-            jti: Some(ctx.jti),
-            sid: ctx.session_id,
+            jti: Some(ctx.jti().to_owned()),
+            sid: ctx.session_id().map(str::to_owned),
         })
     }
 
@@ -1277,7 +1246,7 @@ impl<S: Store> Auth<S> {
     pub async fn logout(&self, ctx: &AccessContext, all: bool, meta: &RequestMeta) -> Result<u64> {
         let now = self.now();
         let n = if all {
-            let user = UserId::parse(&ctx.user_id)?;
+            let user = UserId::parse(ctx.user_id())?;
             let n = self
                 .store
                 .revoke_user_sessions(
@@ -1293,18 +1262,14 @@ impl<S: Store> Auth<S> {
             n
         } else {
             let mut n = 0;
-            if let Some(sid) = ctx
-                .session_id
-                .as_deref()
-                .and_then(|s| SessionId::parse(s).ok())
-            {
+            if let Some(sid) = ctx.session_id().and_then(|s| SessionId::parse(s).ok()) {
                 n = u64::from(self.revoke_session_internal(sid, "logout").await?.is_some());
             }
             // The presented access token dies too, even one without a session.
             self.store
                 .append_revocation(
                     RevocationKind::Jti,
-                    &ctx.jti,
+                    ctx.jti(),
                     now,
                     ctx.expires_at
                         .saturating_add(i64::try_from(self.config.leeway).unwrap_or(0)),
@@ -1313,7 +1278,7 @@ impl<S: Store> Auth<S> {
             self.sync_revocations().await;
             n
         };
-        let user = UserId::parse(&ctx.user_id).ok();
+        let user = UserId::parse(ctx.user_id()).ok();
         let user = match user {
             Some(id) => self.store.find_user_by_id(id).await.ok().flatten(),
             None => None,
@@ -1324,7 +1289,7 @@ impl<S: Store> Auth<S> {
             "success",
             user.as_ref(),
             None,
-            Some(&ctx.client_id),
+            Some(ctx.client_id()),
             serde_json::json!({"all": all, "sessions": n}),
         )
         .await;

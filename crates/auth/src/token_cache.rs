@@ -50,7 +50,8 @@ const MAX_SHARDS: usize = 64;
 /// A verified token's facts, as cached.
 #[derive(Debug)]
 pub(crate) struct CachedToken {
-    /// The caller.
+    /// The caller; it also holds the token and the `kid` (one allocation for all the text
+    /// a hit reads; see [`AccessContext`]).
     pub(crate) context: Arc<AccessContext>,
     /// `exp`.
     pub(crate) exp: i64,
@@ -58,8 +59,6 @@ pub(crate) struct CachedToken {
     pub(crate) nbf: Option<i64>,
     /// `iat`.
     pub(crate) iat: Option<i64>,
-    /// The `kid` of the key that verified the signature.
-    pub(crate) kid: Option<Box<str>>,
 }
 
 /// A bounded map from exact token bytes to what their verification established.
@@ -83,7 +82,6 @@ struct Shard {
 
 #[derive(Debug)]
 struct Entry {
-    token: Box<str>,
     value: CachedToken,
     /// Set on every hit, cleared when the clock hand passes. Atomic, so that hits share the
     /// shard's read lock (with a single hot token, both cores hit the same shard).
@@ -152,7 +150,7 @@ impl VerifiedTokenCache {
         let shard = self.shard(hash)?.read().ok()?;
         let entry = shard.map.get(&hash)?;
         // The hash only picks the slot: the whole token must match.
-        if entry.token.as_bytes() != token {
+        if entry.value.context.token().as_bytes() != token {
             return None;
         }
         // Written only when it changes, so steady hits leave the cache line shared.
@@ -162,18 +160,18 @@ impl VerifiedTokenCache {
         Some(check(&entry.value))
     }
 
-    /// Remembers a token that has just passed full verification. `now_minus_leeway` lets
-    /// eviction recognise entries every later check would refuse as expired.
-    pub(crate) fn insert(&self, token: &str, value: CachedToken, now_minus_leeway: i64) {
+    /// Remembers a token that has just passed full verification (the token is the one its
+    /// context holds). `now_minus_leeway` lets eviction recognise entries every later check
+    /// would refuse as expired.
+    pub(crate) fn insert(&self, value: CachedToken, now_minus_leeway: i64) {
         if self.shard_capacity == 0 {
             return;
         }
-        let hash = self.hash(token.as_bytes());
+        let hash = self.hash(value.context.token().as_bytes());
         let Some(Ok(mut shard)) = self.shard(hash).map(ShardedLock::write) else {
             return;
         };
         let entry = Entry {
-            token: token.into(),
             value,
             referenced: AtomicBool::new(false),
         };
@@ -255,41 +253,42 @@ impl Hasher for PrehashedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::AccessContextParts;
 
-    fn context(n: usize) -> Arc<AccessContext> {
-        Arc::new(AccessContext {
-            user_id: format!("user-{n}"),
-            username: format!("name-{n}"),
-            roles: vec!["user".into()],
-            scope: "profile".into(),
-            client_id: "tessera".into(),
-            session_id: Some(format!("session-{n}")),
-            jti: format!("jti-{n}"),
+    fn context(token: &str, n: usize) -> Arc<AccessContext> {
+        let parts = AccessContextParts {
+            user_id: &format!("user-{n}"),
+            username: &format!("name-{n}"),
+            roles: ["user"],
+            scope: "profile",
+            client_id: "tessera",
+            session_id: Some(&format!("session-{n}")),
+            jti: &format!("jti-{n}"),
             issued_at: 1000,
             expires_at: 2000,
-            amr: vec!["pwd".into()],
+            amr: ["pwd"],
             is_client: false,
-        })
+        };
+        Arc::new(AccessContext::verified(parts, token, Some("k1")))
     }
 
-    fn cached(n: usize, exp: i64) -> CachedToken {
+    fn cached(token: &str, n: usize, exp: i64) -> CachedToken {
         CachedToken {
-            context: context(n),
+            context: context(token, n),
             exp,
             nbf: None,
             iat: Some(1000),
-            kid: Some("k1".into()),
         }
     }
 
     fn hit(cache: &VerifiedTokenCache, token: &str) -> Option<String> {
-        cache.with_hit(token.as_bytes(), |c| c.context.user_id.clone())
+        cache.with_hit(token.as_bytes(), |c| c.context.user_id().to_owned())
     }
 
     #[test]
     fn a_token_is_found_only_by_its_exact_bytes() {
         let cache = VerifiedTokenCache::new(16).unwrap();
-        cache.insert("aaa.bbb.ccc", cached(1, 2000), 0);
+        cache.insert(cached("aaa.bbb.ccc", 1, 2000), 0);
         assert_eq!(hit(&cache, "aaa.bbb.ccc").as_deref(), Some("user-1"));
         assert_eq!(hit(&cache, "aaa.bbb.ccd"), None);
         assert_eq!(hit(&cache, "aaa.bbb.cc"), None);
@@ -304,12 +303,12 @@ mod tests {
         assert_eq!(a.len(), b.len());
         let cache = VerifiedTokenCache::new(16).unwrap();
         assert_eq!(cache.hash(a.as_bytes()), cache.hash(b.as_bytes()));
-        cache.insert(&a, cached(1, 2000), 0);
+        cache.insert(cached(&a, 1, 2000), 0);
         // Same slot, other bytes: a miss, never the other token's context.
         assert_eq!(hit(&cache, &b), None);
         assert_eq!(hit(&cache, &a).as_deref(), Some("user-1"));
         // The later one takes the slot; the earlier one is then a miss (verified again).
-        cache.insert(&b, cached(2, 2000), 0);
+        cache.insert(cached(&b, 2, 2000), 0);
         assert_eq!(hit(&cache, &b).as_deref(), Some("user-2"));
         assert_eq!(hit(&cache, &a), None);
         // A byte anywhere outside the tail still changes the token.
@@ -325,7 +324,7 @@ mod tests {
             assert!(cache.capacity() <= capacity);
             assert!(cache.capacity() >= capacity / 2, "{capacity}");
             for n in 0..capacity * 5 {
-                cache.insert(&format!("token-{n}"), cached(n, 2000), 0);
+                cache.insert(cached(&format!("token-{n}"), n, 2000), 0);
                 assert!(cache.len() <= capacity, "{} > {capacity}", cache.len());
             }
             // Tokens spread over the shards at random, so some may still have room.
@@ -339,7 +338,7 @@ mod tests {
     #[test]
     fn a_disabled_cache_holds_nothing() {
         let cache = VerifiedTokenCache::new(0).unwrap();
-        cache.insert("t", cached(1, 2000), 0);
+        cache.insert(cached("t", 1, 2000), 0);
         assert_eq!(cache.len(), 0);
         assert_eq!(hit(&cache, "t"), None);
     }
@@ -349,9 +348,9 @@ mod tests {
         // One shard of one entry: "used" is referenced and live, so it gets a second chance
         // on the first turn of the clock and goes on the second.
         let cache = VerifiedTokenCache::new(1).unwrap();
-        cache.insert("used", cached(1, 5000), 0);
+        cache.insert(cached("used", 1, 5000), 0);
         assert!(hit(&cache, "used").is_some());
-        cache.insert("new", cached(2, 5000), 0);
+        cache.insert(cached("new", 2, 5000), 0);
         assert_eq!(cache.len(), 1);
         assert!(hit(&cache, "new").is_some());
         assert_eq!(hit(&cache, "used"), None);
@@ -376,12 +375,12 @@ mod tests {
         // 64 shards of 2.
         let cache = VerifiedTokenCache::new(128).unwrap();
         let t = in_first_shard(&cache, "t", 3);
-        cache.insert(&t[0], cached(0, 5000), 0);
-        cache.insert(&t[1], cached(1, 100), 0);
+        cache.insert(cached(&t[0], 0, 5000), 0);
+        cache.insert(cached(&t[1], 1, 100), 0);
         assert!(hit(&cache, &t[0]).is_some());
         assert!(hit(&cache, &t[1]).is_some());
         // Both were used, but t[1] expired: plain CLOCK would evict t[0] after a full turn.
-        cache.insert(&t[2], cached(2, 5000), 200);
+        cache.insert(cached(&t[2], 2, 5000), 200);
         assert!(hit(&cache, &t[0]).is_some());
         assert_eq!(hit(&cache, &t[1]), None);
         assert!(hit(&cache, &t[2]).is_some());
@@ -392,11 +391,11 @@ mod tests {
         // 64 shards of 2.
         let cache = VerifiedTokenCache::new(128).unwrap();
         let t = in_first_shard(&cache, "t", 4);
-        cache.insert(&t[0], cached(0, 5000), 0);
-        cache.insert(&t[1], cached(1, 5000), 0);
+        cache.insert(cached(&t[0], 0, 5000), 0);
+        cache.insert(cached(&t[1], 1, 5000), 0);
         assert!(hit(&cache, &t[0]).is_some());
         // The oldest, t[0], was used since: t[1] goes instead.
-        cache.insert(&t[2], cached(2, 5000), 0);
+        cache.insert(cached(&t[2], 2, 5000), 0);
         assert_eq!(hit(&cache, &t[1]), None);
         assert!(hit(&cache, &t[0]).is_some());
         assert!(hit(&cache, &t[2]).is_some());

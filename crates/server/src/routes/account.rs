@@ -64,7 +64,7 @@ pub(crate) async fn list_sessions(
     CurrentUser(ctx): CurrentUser,
 ) -> Result<Json<Vec<SessionView>>, AppError> {
     let sessions = state.auth.own_sessions(&ctx).await?;
-    let current = ctx.session_id.as_deref().unwrap_or_default();
+    let current = ctx.session_id().unwrap_or_default();
     Ok(Json(
         sessions
             .iter()

@@ -16,8 +16,8 @@ use crate::state::AppState;
 
 fn actor(ctx: &tessera_auth::AccessContext) -> Actor {
     Actor::User {
-        id: ctx.user_id.clone(),
-        username: ctx.username.clone(),
+        id: ctx.user_id().to_owned(),
+        username: ctx.username().to_owned(),
     }
 }
 
@@ -181,7 +181,7 @@ pub(crate) async fn delete_user(
     Path(user): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let user = state.auth.find_user(&user).await?;
-    if user.id.to_string() == admin.user_id {
+    if user.id.to_string() == admin.user_id() {
         return Err(AppError::invalid_request(
             "you cannot delete your own account",
         ));

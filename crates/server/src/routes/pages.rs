@@ -447,7 +447,7 @@ async fn account(
     } else {
         0
     };
-    let current = ctx.session_id.as_deref().unwrap_or_default();
+    let current = ctx.session_id().unwrap_or_default();
     let mut rows: Vec<SessionRow> = sessions
         .iter()
         .map(|s| SessionRow {
@@ -628,7 +628,7 @@ pub(crate) async fn revoke_session(
         Ok(_) | Err(AuthError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    if ctx.session_id.as_deref() == Some(id.as_str()) {
+    if ctx.session_id() == Some(id.as_str()) {
         return Ok(with_cookies(
             see_other("/login?notice=signed_out"),
             session::clearing_cookies(),

@@ -11,6 +11,7 @@ use crate::error::AppError;
 use crate::extract::{ApiJson, ClientMeta, CurrentUser};
 use crate::routes::UserView;
 use crate::state::AppState;
+use tessera_auth::service::Items;
 
 /// The current user, from the verified token alone (no database round trip). Borrows from
 /// the verified context, which the token cache shares: serializing it copies nothing.
@@ -19,13 +20,25 @@ pub(crate) struct Me<'a> {
     id: &'a str,
     username: &'a str,
     role: Option<&'a str>,
-    roles: &'a [String],
+    #[schema(value_type = Vec<String>)]
+    roles: Seq<Items<'a>>,
     scope: &'a str,
     client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
-    amr: &'a [String],
+    #[schema(value_type = Vec<String>)]
+    amr: Seq<Items<'a>>,
     expires_at: i64,
+}
+
+/// A list serialized from an iterator over the context's text (a JSON array of strings).
+#[derive(Debug)]
+pub(crate) struct Seq<I>(I);
+
+impl<'a, I: Iterator<Item = &'a str> + Clone> Serialize for Seq<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
+    }
 }
 
 /// `GET /users/me`: `{username, role}` as in the tutorial, plus id, roles and token facts.
@@ -40,14 +53,14 @@ pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Response, AppErr
         ));
     }
     Ok(Json(Me {
-        id: &ctx.user_id,
-        username: &ctx.username,
-        role: ctx.roles.first().map(String::as_str),
-        roles: &ctx.roles,
-        scope: &ctx.scope,
-        client_id: &ctx.client_id,
-        session_id: ctx.session_id.as_deref(),
-        amr: &ctx.amr,
+        id: ctx.user_id(),
+        username: ctx.username(),
+        role: ctx.role(),
+        roles: Seq(ctx.roles()),
+        scope: ctx.scope(),
+        client_id: ctx.client_id(),
+        session_id: ctx.session_id(),
+        amr: Seq(ctx.amr()),
         expires_at: ctx.expires_at,
     })
     .into_response())

@@ -109,7 +109,7 @@ async fn a_restart_keeps_the_keys_and_their_tokens() {
         .await
         .unwrap();
     let ctx = again.state.auth.authenticate(&t.access_token).unwrap();
-    assert_eq!(ctx.username, "admin");
+    assert_eq!(ctx.username(), "admin");
     assert_eq!(
         again.state.auth.key_ring().signer.kid(),
         app.state.auth.key_ring().signer.kid()
