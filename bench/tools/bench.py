@@ -457,7 +457,8 @@ def run_scenario(scenario: str, name: str, s: Settings, sv: Servers) -> Row:
             subprocess.run(wrk_cmd(s, me_url, *args, duration=s.warmup, **kw), env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, check=True)
             results, cpu, hwm = measure(server, profile=prof, runs=[(wrk_cmd(s, me_url, *args, **kw), env)])
-            row.note = f"{s.distinct_tokens} tokens"
+            if scenario == "users_me_10k":
+                row.note = f"{s.distinct_tokens} tokens"
         elif scenario == "login":
             results, cpu, hwm = measure(server, profile=prof, runs=[(wrk_cmd(s, f"{server.base}/token", "fixed.lua"), login_env)])
         elif scenario == "refresh":

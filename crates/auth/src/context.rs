@@ -256,7 +256,7 @@ impl Span {
 }
 
 /// The roles or authentication methods of an [`AccessContext`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Items<'a> {
     text: &'a str,
     spans: std::slice::Iter<'a, Span>,
@@ -275,6 +275,13 @@ impl<'a> Iterator for Items<'a> {
 }
 
 impl ExactSizeIterator for Items<'_> {}
+
+/// The items only: `text` holds the cached token too, which must never be printed.
+impl fmt::Debug for Items<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
+    }
+}
 
 /// A byte offset as stored in a [`Span`]. Contexts come from size-capped tokens, so the
 /// fallback (which would make the field read as empty) is never taken.
@@ -377,6 +384,8 @@ mod tests {
         assert_eq!(cached.amr().collect::<Vec<_>>(), ["pwd"]);
         // Never shown, never part of equality.
         assert!(!format!("{cached:?}").contains("secret-token"));
+        assert!(!format!("{:?} {:?}", cached.roles(), cached.amr()).contains("secret-token"));
+        assert_eq!(format!("{:?}", cached.roles()), r#"["admin"]"#);
         assert_eq!(cached, AccessContext::new(parts));
 
         let client = AccessContext::new(AccessContextParts {

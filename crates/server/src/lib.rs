@@ -556,7 +556,8 @@ impl ServeOptions {
 /// server does.
 ///
 /// # Errors
-/// I/O errors from the listeners; a TLS certificate that cannot be loaded.
+/// The metrics address cannot be bound; a TLS certificate that cannot be loaded. (Errors
+/// accepting a connection are logged and retried, not returned.)
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -573,7 +574,8 @@ pub async fn run(
 /// close whatever connections remain; stop background tasks; close the database pool.
 ///
 /// # Errors
-/// I/O errors from the listeners; a TLS certificate that cannot be loaded.
+/// A TLS certificate that cannot be loaded. (Errors accepting a connection are logged and
+/// retried, not returned.)
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -649,7 +651,17 @@ pub async fn serve(
             "shutdown deadline reached; closing the remaining connections"
         );
         connections.abort_all();
-        connections.closed().await;
+        // An aborted task ends at its next await; one stuck in blocking code must not hold
+        // the exit forever.
+        if tokio::time::timeout(Duration::from_secs(1), connections.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open_connections = connections.count(),
+                "connections still closing; going on with the shutdown"
+            );
+        }
     }
     let _ = stop_tx.send(true);
     let _ = upkeep.await;

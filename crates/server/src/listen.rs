@@ -236,6 +236,9 @@ pub async fn accept_loop<T: Serve>(
     mut stop: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(builder());
+    // Set while accepting fails: the first failure is a warning, the retries (every
+    // `ACCEPT_BACKOFF`) are logged at debug until a connection is accepted again.
+    let mut failing = false;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -245,11 +248,20 @@ pub async fn accept_loop<T: Serve>(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "accepting a connection failed; retrying");
+                if failing {
+                    tracing::debug!(error = %e, "accepting a connection failed again");
+                } else {
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying every 50 ms");
+                    failing = true;
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
+        if failing {
+            tracing::info!("accepting connections again");
+            failing = false;
+        }
         // Responses go out in one write; don't hold them for the client's ACK.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");

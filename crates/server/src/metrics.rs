@@ -253,10 +253,13 @@ impl InFlightGauge {
     }
 
     pub(crate) fn get(&self) -> i64 {
+        // The shards are read one after the other: a request that ended meanwhile may be
+        // seen ending without being seen starting.
         self.0
             .iter()
             .map(|n| n.load(Ordering::Relaxed))
             .fold(0, i64::wrapping_add)
+            .max(0)
     }
 }
 

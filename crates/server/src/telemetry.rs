@@ -391,21 +391,18 @@ where
     }
 }
 
-/// Requests from [`crate::listen`]'s connections, with the client's address.
-impl<S> crate::listen::Serve for Observe<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Future = ObserveFuture<S::Future>;
+/// The service [`crate::App`] wraps: the router, under CORS when configured.
+type AppInner = tower::util::Either<tower_http::cors::Cors<axum::Router>, axum::Router>;
+
+/// Requests from [`crate::listen`]'s connections, with the client's address. Only for the
+/// server's own stack ([`crate::App`]): the router, under CORS when configured, is always
+/// ready (`poll_ready` returns `Ready` unconditionally), so it is called without asking. A
+/// layer that could refuse (a concurrency limit, say) would change the type and so need an
+/// impl of its own that polls for readiness.
+impl crate::listen::Serve for Observe<AppInner> {
+    type Future = ObserveFuture<<AppInner as tower::Service<Request>>::Future>;
 
     fn serve(&self, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Self::Future {
-        // The inner service (the router, under CORS when configured) is always ready: its
-        // `poll_ready` returns `Ready` unconditionally, so it is called without one.
         start(&self.shared, &mut self.inner.clone(), req, Some(peer))
     }
 }
