@@ -83,7 +83,7 @@ impl AccessContext {
         R::IntoIter: Clone,
         A::IntoIter: Clone,
     {
-        Self::build(parts, "", None)
+        Self::verified(parts, "", None)
     }
 
     /// The context of `token`, verified by the key `kid`, for the verified-token cache.
@@ -92,16 +92,6 @@ impl AccessContext {
         token: &str,
         kid: Option<&str>,
     ) -> Self
-    where
-        R: IntoIterator<Item = &'a str>,
-        A: IntoIterator<Item = &'a str>,
-        R::IntoIter: Clone,
-        A::IntoIter: Clone,
-    {
-        Self::build(parts, token, kid)
-    }
-
-    fn build<'a, R, A>(parts: AccessContextParts<'a, R, A>, token: &str, kid: Option<&str>) -> Self
     where
         R: IntoIterator<Item = &'a str>,
         A: IntoIterator<Item = &'a str>,
@@ -216,11 +206,7 @@ impl AccessContext {
     /// Roles, the primary one first.
     #[must_use]
     pub fn roles(&self) -> Items<'_> {
-        let (roles, _) = self.items.split_at_checked(self.roles).unwrap_or_default();
-        Items {
-            text: &self.text,
-            spans: roles.iter(),
-        }
+        self.items(..self.roles)
     }
 
     /// The primary role.
@@ -238,10 +224,14 @@ impl AccessContext {
     /// Authentication methods (RFC 8176).
     #[must_use]
     pub fn amr(&self) -> Items<'_> {
-        let (_, amr) = self.items.split_at_checked(self.roles).unwrap_or_default();
+        self.items(self.roles..)
+    }
+
+    /// The items in `range` (within `items`, by construction).
+    fn items(&self, range: impl std::slice::SliceIndex<[Span], Output = [Span]>) -> Items<'_> {
         Items {
             text: &self.text,
-            spans: amr.iter(),
+            spans: self.items.get(range).unwrap_or_default().iter(),
         }
     }
 }
