@@ -4,9 +4,12 @@
 //! many distinct tokens in use most of those reads miss the CPU caches. Its text therefore
 //! lives in one allocation (and the list boundaries in a second, allocated right after),
 //! not in ten separate strings: reading a context is a walk over two short blocks of
-//! memory instead of a chase through ten pointers.
+//! memory instead of a chase through ten pointers. The text is shared (an `Arc<str>`) so
+//! that the cache can also keep it next to its own entry: a lookup then reaches the token it
+//! compares without going through the context first (see [`SharedToken`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A field's place in [`AccessContext::text`]: byte offsets (a context is built from a
 /// token, whose size is capped far below 4 GiB).
@@ -25,7 +28,7 @@ struct Span {
 pub struct AccessContext {
     /// The token (cached contexts only), the `kid`, then every text field, one after the
     /// other.
-    text: Box<str>,
+    text: Arc<str>,
     token: Span,
     kid: Option<Span>,
     user_id: Span,
@@ -136,7 +139,7 @@ impl AccessContext {
         let role_count = items.len();
         items.extend(amr.map(&mut push));
         Self {
-            text: text.into_boxed_str(),
+            text: Arc::from(text),
             token,
             kid,
             user_id,
@@ -157,9 +160,13 @@ impl AccessContext {
         span.of(&self.text)
     }
 
-    /// The token, for a context of the verified-token cache (empty otherwise).
-    pub(crate) fn token(&self) -> &str {
-        self.get(self.token)
+    /// The token (empty unless this is a context of the verified-token cache), for the cache
+    /// to keep in its entry: it shares this context's text (no copy), which starts with it.
+    pub(crate) fn shared_token(&self) -> SharedToken {
+        SharedToken {
+            text: Arc::clone(&self.text),
+            len: self.token.end as usize,
+        }
     }
 
     /// The `kid` of the key that verified the token, for a context of the cache.
@@ -233,6 +240,27 @@ impl AccessContext {
             text: &self.text,
             spans: self.items.get(range).unwrap_or_default().iter(),
         }
+    }
+}
+
+/// A cached token, as [`AccessContext::shared_token`] gives it: the context's text and the
+/// length of the token at its start. Never printed.
+#[derive(Clone)]
+pub(crate) struct SharedToken {
+    text: Arc<str>,
+    len: usize,
+}
+
+impl SharedToken {
+    /// The token's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.text.as_bytes().get(..self.len).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedToken(..)")
     }
 }
 
@@ -368,7 +396,8 @@ mod tests {
             is_client: false,
         };
         let cached = AccessContext::verified(parts, "eyJ.secret-token.sig", Some("k-1"));
-        assert_eq!(cached.token(), "eyJ.secret-token.sig");
+        assert_eq!(cached.shared_token().as_bytes(), b"eyJ.secret-token.sig");
+        assert!(!format!("{:?}", cached.shared_token()).contains("secret-token"));
         assert_eq!(cached.kid(), Some("k-1"));
         assert_eq!(cached.user_id(), "u-1");
         assert_eq!(cached.amr().collect::<Vec<_>>(), ["pwd"]);
@@ -392,7 +421,7 @@ mod tests {
             is_client: true,
         });
         assert_eq!(client.session_id(), None);
-        assert_eq!(client.token(), "");
+        assert_eq!(client.shared_token().as_bytes(), b"");
         assert_eq!(client.kid(), None);
         assert_eq!(client.role(), None);
         assert_eq!(client.amr().len(), 0);

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -52,7 +52,7 @@ pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Response, AppErr
             "this is a client's own token; there is no user",
         ));
     }
-    Ok(Json(Me {
+    let me = Me {
         id: ctx.user_id(),
         username: ctx.username(),
         role: ctx.role(),
@@ -62,9 +62,31 @@ pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Response, AppErr
         session_id: ctx.session_id(),
         amr: Seq(ctx.amr()),
         expires_at: ctx.expires_at,
-    })
-    .into_response())
+    };
+    // axum's `Json` starts its buffer at 128 bytes and grows it while writing (a reallocation
+    // and a copy, about 2 % of this request's instructions); this answer is 200-300 bytes, so
+    // the buffer starts with room for all of it.
+    let text: usize = [me.id, me.username, me.scope, me.client_id]
+        .iter()
+        .chain(me.session_id.iter())
+        .map(|s| s.len())
+        .chain(ctx.roles().chain(ctx.amr()).map(|s| s.len() + 3))
+        .sum();
+    let mut body = Vec::with_capacity(ME_JSON_OVERHEAD + text + me.role.map_or(0, str::len));
+    serde_json::to_writer(&mut body, &me).map_err(|e| AppError::internal(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
+
+/// The bytes of a [`Me`] answer besides its strings' contents: keys, quotes, punctuation
+/// and `expires_at` (about 130), with room to spare.
+const ME_JSON_OVERHEAD: usize = 160;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Registration {
