@@ -64,8 +64,8 @@ pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Response, AppErr
         expires_at: ctx.expires_at,
     };
     // axum's `Json` starts its buffer at 128 bytes and grows it while writing (a reallocation
-    // and a copy, about 2 % of this request's instructions); this answer is 200-300 bytes, so
-    // the buffer starts with room for all of it.
+    // and a copy on every answer; writing into a buffer sized for it took 6 % off this
+    // request's instructions, docs/BENCHMARKS.md); this answer is 200-300 bytes.
     let text: usize = [me.id, me.username, me.scope, me.client_id]
         .iter()
         .chain(me.session_id.iter())

@@ -28,10 +28,27 @@ async fn the_tutorial_client_logs_in_and_reads_users_me() {
     let token = body["access_token"].as_str().unwrap();
     let me = app.me(token).await;
     assert_eq!(me.status(), 200);
+    assert_eq!(me.headers()["content-type"], "application/json");
     let me = json(me).await;
     assert_eq!(me["username"], "johndoe");
     assert_eq!(me["role"], "user");
     assert_eq!(me["roles"], serde_json::json!(["user"]));
+    let keys: Vec<&str> = me.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = [
+        "id",
+        "username",
+        "role",
+        "roles",
+        "scope",
+        "client_id",
+        "session_id",
+        "amr",
+        "expires_at",
+    ];
+    expected.sort_unstable();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(keys, expected);
 }
 
 #[tokio::test]
