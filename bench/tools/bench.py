@@ -45,7 +45,7 @@ SCENARIOS = ["users_me", "users_me_10k", "login", "refresh", "users_me_under_log
 # rounds (hello, tessera, hello, tessera, ...) and the report gives the median ratio of the
 # rounds, each ratio taken from runs minutes apart at most. On a shared 2-core machine a single
 # pair of runs moves by 10 % or more from one minute to the next, and single rounds of the same
-# binary have given ratios from 0.70 to 1.07: five rounds by default, so that two outlying
+# binary have given ratios from 0.64 to 1.17: five rounds by default, so that two outlying
 # rounds cannot move the median.
 ROUNDED = {"users_me", "users_me_10k"}
 SCENARIO_TITLES = {

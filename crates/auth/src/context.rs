@@ -29,7 +29,8 @@ pub struct AccessContext {
     /// The token (cached contexts only), the `kid`, then every text field, one after the
     /// other.
     text: Arc<str>,
-    token: Span,
+    /// The token's length: it starts the text (empty for a context not from the cache).
+    token_len: u32,
     kid: Option<Span>,
     user_id: Span,
     username: Span,
@@ -127,7 +128,7 @@ impl AccessContext {
                 end: offset(text.len()),
             }
         };
-        let token = push(token);
+        let token_len = push(token).end;
         let kid = kid.map(&mut push);
         let user_id = push(parts.user_id);
         let username = push(parts.username);
@@ -140,7 +141,7 @@ impl AccessContext {
         items.extend(amr.map(&mut push));
         Self {
             text: Arc::from(text),
-            token,
+            token_len,
             kid,
             user_id,
             username,
@@ -165,7 +166,7 @@ impl AccessContext {
     pub(crate) fn shared_token(&self) -> SharedToken {
         SharedToken {
             text: Arc::clone(&self.text),
-            len: self.token.end as usize,
+            len: self.token_len as usize,
         }
     }
 
@@ -266,7 +267,7 @@ impl fmt::Debug for SharedToken {
 
 impl Span {
     fn of(self, text: &str) -> &str {
-        // Spans are made by `AccessContext::new` from this very text, at character
+        // Spans are made by `AccessContext::verified` from this very text, at character
         // boundaries, so the fallback is never taken.
         text.get(self.start as usize..self.end as usize)
             .unwrap_or_default()
