@@ -646,8 +646,12 @@ impl<S: Store> Auth<S> {
             // confidential client must authenticate (it did, to be resolved as itself).
             client_id: client.id.clone(),
         };
-        let session = match self.store.rotate_refresh_token(&req).await? {
-            RotateOutcome::Rotated(s) | RotateOutcome::GraceRetry(s) => s,
+        let (session, owner) = match self.store.rotate_refresh_token(&req).await? {
+            RotateOutcome::Rotated { session, user } => (session, user),
+            RotateOutcome::GraceRetry(s) => {
+                let user = self.store.find_user_by_id(s.user_id).await?;
+                (s, user)
+            }
             RotateOutcome::Reused(s) => {
                 self.sync_revocations().await;
                 tracing::warn!(target: "tessera::auth", session = %s.id, user = %s.user_id, "refresh token reuse detected; session revoked");
@@ -666,7 +670,7 @@ impl<S: Store> Auth<S> {
             }
             RotateOutcome::Invalid(reason) => return Err(AuthError::InvalidGrant(reason)),
         };
-        let user = match self.store.find_user_by_id(session.user_id).await? {
+        let user = match owner {
             Some(u) if !u.disabled => u,
             _ => {
                 self.revoke_session_internal(session.id, "user disabled or deleted")

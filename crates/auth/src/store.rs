@@ -134,8 +134,15 @@ pub struct RotateRequest {
 /// The result of [`SessionStore::rotate_refresh_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
-    /// The parent was live and is now rotated; the successor is stored.
-    Rotated(Session),
+    /// The parent was live and is now rotated; the successor is stored. `user` is the
+    /// session's user as read in the same round trip (`None`: the row is gone), so the
+    /// grant's common case costs one trip to the database.
+    Rotated {
+        /// The session, with its idle expiry moved.
+        session: Session,
+        /// The session's user.
+        user: Option<User>,
+    },
     /// The parent was rotated within the grace window and its successor is unused: answer
     /// with the same successor again.
     GraceRetry(Session),

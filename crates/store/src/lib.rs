@@ -20,6 +20,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::FromRow;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -316,7 +317,13 @@ fn strings_json(v: &[String]) -> String {
 /// Sessions that ended this long ago are deleted by `prune`.
 const SESSION_RETENTION_SECS: i64 = 7 * 24 * 3600;
 
-const USER_COLUMNS: &str = "id, username, password_hash, roles, disabled, created_at, updated_at, password_changed_at, (totp_secret IS NOT NULL) AS totp_enabled";
+/// The columns of a [`UserRow`] (a macro so that `concat!` can use it).
+macro_rules! user_columns_sql {
+    () => {
+        "id, username, password_hash, roles, disabled, created_at, updated_at, password_changed_at, (totp_secret IS NOT NULL) AS totp_enabled"
+    };
+}
+const USER_COLUMNS: &str = user_columns_sql!();
 
 /// Implements every storage trait for a backend. `$begin` starts a write transaction
 /// (SQLite takes the write lock up front with `BEGIN IMMEDIATE` so a transaction never has
@@ -465,8 +472,8 @@ macro_rules! sql_store {
             async fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome> {
                 // The common case, the current token of a live session of this client, in one
                 // round trip (see `rotate_current`).
-                if let Some(session) = self.rotate_current(req).await? {
-                    return Ok(RotateOutcome::Rotated(session));
+                if let Some((session, user)) = self.rotate_current(req).await? {
+                    return Ok(RotateOutcome::Rotated { session, user });
                 }
                 let _turn = self.writers.enter().await?;
                 let mut tx = self.pool.begin_with($begin).await.map_err(map_err)?;
@@ -1257,7 +1264,15 @@ impl SqliteStore {
     /// stop half-way with the transaction open on a pooled connection: it runs in a task of
     /// its own (a dropped request cannot cancel it between statements), and after any error
     /// the connection is closed instead of pooled (closing rolls back).
-    async fn rotate_current(&self, req: &RotateRequest) -> StoreResult<Option<Session>> {
+    ///
+    /// The batch also reads the session's user, which the grant needs next: a second command
+    /// would be a second trip to a connection's thread, and on a connection other than the
+    /// writer's it would first re-read the pages the write just changed (each connection
+    /// keeps its own page cache and drops it when another one has written).
+    async fn rotate_current(
+        &self,
+        req: &RotateRequest,
+    ) -> StoreResult<Option<(Session, Option<User>)>> {
         let pool = self.pool.clone();
         let writers = self.writers.clone();
         let (now, parent, successor) = (req.now, req.parent_hash, req.successor_hash);
@@ -1276,11 +1291,17 @@ impl SqliteStore {
                 new_idle_expiry_sql!(),
                 " WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $3) AND changes() = 1
                  RETURNING *;
+                 SELECT ",
+                user_columns_sql!(),
+                " FROM users WHERE id = (SELECT user_id FROM sessions
+                                         WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $3))
+                   AND changes() = 1;
                  COMMIT"
             );
             // `fetch_all`: every statement must run, COMMIT included, so the stream is
-            // drained (a stream dropped early stops the batch where it is).
-            let rows = sqlx::query_as::<_, SessionRow>(sql)
+            // drained (a stream dropped early stops the batch where it is). The rows are the
+            // session's (from RETURNING), then its user's, if both statements ran.
+            let rows = sqlx::query(sql)
                 .bind(now)
                 .bind(&successor[..])
                 .bind(&parent[..])
@@ -1289,7 +1310,23 @@ impl SqliteStore {
                 .fetch_all(&mut *conn)
                 .await;
             match rows {
-                Ok(rows) => rows.into_iter().next().map(Session::try_from).transpose(),
+                Ok(rows) => {
+                    let mut rows = rows.iter();
+                    let Some(session) = rows.next() else {
+                        return Ok(None);
+                    };
+                    let session =
+                        Session::try_from(SessionRow::from_row(session).map_err(map_err)?)?;
+                    let user = rows
+                        .next()
+                        .map(|r| {
+                            UserRow::from_row(r)
+                                .map_err(map_err)
+                                .and_then(User::try_from)
+                        })
+                        .transpose()?;
+                    Ok(Some((session, user)))
+                }
                 Err(e) => {
                     conn.close_on_drop();
                     Err(map_err(e))
@@ -1304,7 +1341,13 @@ impl SqliteStore {
 impl PgStore {
     /// See [`rotate_claim_sql`]: one statement (data-modifying CTEs run together and atomically),
     /// so one round trip to the server and no transaction left to manage.
-    async fn rotate_current(&self, req: &RotateRequest) -> StoreResult<Option<Session>> {
+    /// The session's user is read by a second statement after it: PostgreSQL answers over
+    /// the network, not from a thread of this process, and the joined row would need a
+    /// second, prefixed copy of every user column.
+    async fn rotate_current(
+        &self,
+        req: &RotateRequest,
+    ) -> StoreResult<Option<(Session, Option<User>)>> {
         let sql = concat!(
             "WITH claimed AS (",
             rotate_claim_sql!(),
@@ -1317,7 +1360,7 @@ impl PgStore {
             " FROM claimed WHERE sessions.id = claimed.session_id
              RETURNING sessions.*"
         );
-        sqlx::query_as::<_, SessionRow>(sql)
+        let session = sqlx::query_as::<_, SessionRow>(sql)
             .bind(req.now)
             .bind(&req.successor_hash[..])
             .bind(&req.parent_hash[..])
@@ -1327,7 +1370,12 @@ impl PgStore {
             .await
             .map_err(map_err)?
             .map(Session::try_from)
-            .transpose()
+            .transpose()?;
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        let user = self.find_user_by_id(session.user_id).await?;
+        Ok(Some((session, user)))
     }
 }
 

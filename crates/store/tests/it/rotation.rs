@@ -2,8 +2,10 @@
 //! `RotateOutcome`, the grace window, reuse detection, dead sessions, and concurrent
 //! rotation of one token.
 
-use tessera_auth::model::{RevocationKind, Session};
-use tessera_auth::store::{RevocationStore as _, RotateOutcome, RotateRequest, SessionStore as _};
+use tessera_auth::model::{RevocationKind, Role, Session};
+use tessera_auth::store::{
+    RevocationStore as _, RotateOutcome, RotateRequest, SessionStore as _, UserStore as _,
+};
 
 use crate::support::{
     ABSOLUTE_TTL, EVENT_TTL, GRACE, IDLE_TTL, NOW, TestDb, conformance, insert_user, rotate,
@@ -13,6 +15,7 @@ use crate::support::{
 conformance!(
     rotation_stores_the_successor_and_moves_only_the_idle_expiry,
     rotation_caps_the_idle_expiry_at_the_absolute_expiry,
+    rotation_returns_the_users_current_row,
     retry_within_grace_with_the_same_unused_successor_is_a_grace_retry,
     retry_within_grace_with_a_different_successor_is_reuse,
     replaying_a_parent_whose_successor_was_rotated_is_reuse_and_revokes_the_session,
@@ -42,7 +45,15 @@ async fn one_session(db: &TestDb) -> Session {
 
 async fn rotated(db: &TestDb, req: &RotateRequest) -> Session {
     match db.rotate_refresh_token(req).await.unwrap() {
-        RotateOutcome::Rotated(s) => s,
+        RotateOutcome::Rotated { session, user } => {
+            let stored = db.find_user_by_id(session.user_id).await.unwrap();
+            assert!(stored.is_some());
+            assert_eq!(
+                user, stored,
+                "the rotation returns the session's user as stored"
+            );
+            session
+        }
         other => panic!("expected Rotated, got {other:?}"),
     }
 }
@@ -104,6 +115,42 @@ async fn rotation_stores_the_successor_and_moves_only_the_idle_expiry(db: TestDb
     assert_eq!(r2.idle_expires_at, t + 600 + IDLE_TTL);
     assert_eq!(r2.absolute_expires_at, s.absolute_expires_at);
     assert!(db.revocations_since(0, NOW, 100).await.unwrap().is_empty());
+}
+
+/// The grant checks the user (disabled? roles?) from the row the rotation returns, so that
+/// row must be the user's current one, not the one at login.
+async fn rotation_returns_the_users_current_row(db: TestDb) {
+    let s = one_session(&db).await;
+    let admin = Role::parse("admin").unwrap();
+    assert!(
+        db.update_user_roles(s.user_id, std::slice::from_ref(&admin), NOW + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.update_user_disabled(s.user_id, true, NOW + 2)
+            .await
+            .unwrap()
+    );
+    let out = db
+        .rotate_refresh_token(&rotate(token(PARENT), token(CHILD), NOW + 10))
+        .await
+        .unwrap();
+    let RotateOutcome::Rotated {
+        session,
+        user: Some(user),
+    } = out
+    else {
+        panic!("expected Rotated with the user, got {out:?}");
+    };
+    assert_eq!(session.id, s.id);
+    assert_eq!(user.id, s.user_id);
+    assert!(
+        user.disabled,
+        "the rotation reads the user after it was disabled"
+    );
+    assert_eq!(user.roles, vec![admin]);
+    assert_eq!(user.updated_at, NOW + 2);
 }
 
 async fn rotation_caps_the_idle_expiry_at_the_absolute_expiry(db: TestDb) {
@@ -318,7 +365,7 @@ async fn concurrent_rotations_of_one_token_yield_one_rotation_and_grace_retries(
 
     let rotations: Vec<_> = outcomes
         .iter()
-        .filter(|o| matches!(o, RotateOutcome::Rotated(_)))
+        .filter(|o| matches!(o, RotateOutcome::Rotated { .. }))
         .collect();
     let retries = outcomes
         .iter()
