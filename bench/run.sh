@@ -25,7 +25,7 @@ fi
 target=${CARGO_TARGET_DIR:-$ROOT/target}
 echo "==> building tessera (release)"
 cargo build --locked --release -p tessera-cli --bin tessera
-echo "==> building the hello-world ceiling and argon2-time (bench/hello, release)"
+echo "==> building the hello-world ceiling, argon2_time and rs256_sign_time (bench/hello, release)"
 CARGO_TARGET_DIR="$target/bench-hello" cargo build --locked --release \
   --manifest-path bench/hello/Cargo.toml
 hello_dir="$target/bench-hello/release"
@@ -53,6 +53,7 @@ exec python3 bench/tools/bench.py \
   --tessera "$target/release/tessera" \
   --hello "$hello_dir/tessera-bench-hello" \
   --argon2-time "$hello_dir/argon2_time" \
+  --rs256-sign-time "$hello_dir/rs256_sign_time" \
   "${python_args[@]}" \
   --command "bench/run.sh $*" \
   "$@"
