@@ -11,7 +11,11 @@ use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000).max(1);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2000)
+        .max(1);
     let key = match RsaKeyPair::generate(KeySize::Rsa2048) {
         Ok(k) => k,
         Err(e) => {
