@@ -43,7 +43,7 @@ use rows::{AuditRow, ClientRow, KeyRow, RevocationRow, SessionRow, TokenRow, Use
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The connection every write transaction runs on (see [`Database::open_sqlite`]).
+    /// The one connection every write transaction runs on (why: `Database::sqlite_with`).
     writer: SqlitePool,
     writers: WriteGate,
 }
@@ -122,8 +122,9 @@ impl Database {
     /// each connection keeps its own page cache, which it drops whenever another connection
     /// has written. Spread over the eight, every write transaction started on a cold cache
     /// and re-read its pages from the file (sqlx hands the idle connections out in turn); on
-    /// one connection, the pages it wrote are the ones it finds. Sequential refresh grants:
-    /// 457 → 383-400 µs of CPU each, 15.8 → 13.1-13.3 context switches (AMD guest).
+    /// one connection, the pages it wrote are the ones it finds. Sequential HS256 refresh
+    /// grants: 397-427 → 350-353 µs of server CPU each, 15.5-16.1 → 13.6-14.0 context
+    /// switches (AMD guest, docs/BENCHMARKS.md).
     async fn sqlite_with(opts: SqliteConnectOptions) -> StoreResult<Self> {
         let pool_with = |max: u32| {
             SqlitePoolOptions::new()
