@@ -3,7 +3,7 @@
 # package) if missing, creates the Python peer's venv, then runs bench/tools/bench.py, which
 # starts each server on 127.0.0.1 and loads it with wrk (each run at most 15 s).
 #
-#   bench/run.sh                         # every scenario (about 10 minutes on 2 cores)
+#   bench/run.sh                         # every scenario (about 5 minutes on 2 cores, plus the build)
 #   bench/run.sh users_me login          # chosen scenarios
 #   bench/run.sh --quick                 # smoke check: 3 s runs, 16 connections, 1,000 tokens
 #   bench/run.sh --servers tessera-rs256,hello users_me
