@@ -4,7 +4,8 @@
 For each scenario and server it starts a fresh server process on 127.0.0.1, prepares what
 the scenario needs on a separate, earlier process (so logins made to obtain tokens do not
 count in the measured process's memory or CPU), runs wrk against it, and reads the server's
-/proc entries before and after. Results go to bench/out/results-<UTC time>.md (and .json),
+/proc entries before and after. The scenarios measured against the hello ceiling (ROUNDED)
+run their Rust servers side by side instead, in interleaved slices of load (see ROUNDED). Results go to bench/out/results-<UTC time>.md (and .json),
 copied to bench/out/latest.md.
 
 Run it through bench/run.sh, which builds the binaries, installs wrk and creates the venv.
