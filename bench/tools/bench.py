@@ -5,8 +5,8 @@ For each scenario and server it starts a fresh server process on 127.0.0.1, prep
 the scenario needs on a separate, earlier process (so logins made to obtain tokens do not
 count in the measured process's memory or CPU), runs wrk against it, and reads the server's
 /proc entries before and after. The scenarios measured against the hello ceiling (ROUNDED)
-run their Rust servers side by side instead, in interleaved slices of load (see ROUNDED). Results go to bench/out/results-<UTC time>.md (and .json),
-copied to bench/out/latest.md.
+run their Rust servers side by side instead, in interleaved slices of load (see ROUNDED).
+Results go to bench/out/results-<UTC time>.md (and .json), copied to bench/out/latest.md.
 
 Run it through bench/run.sh, which builds the binaries, installs wrk and creates the venv.
 """
@@ -790,7 +790,8 @@ def main() -> int:
                     help="seconds of each server's slice in those rounds (1-15; default 2, 1 with "
                          "--quick)")
     ap.add_argument("--perf", action="store_true",
-                    help="sample each measured server with perf; flat profiles in OUT/perf-*.txt")
+                    help="sample each measured server with perf (for users_me and users_me_10k, "
+                         "Tessera's slices of the last round); flat profiles in OUT/perf-*.txt")
     a = ap.parse_args()
     unknown = [x for x in a.scenarios if x not in SCENARIOS]
     if unknown:
