@@ -172,6 +172,7 @@ struct RawLimits {
     max_queued_logins: Option<NumberValue>,
     password_hash_nice: Option<NumberValue>,
     request_timeout: Option<DurationValue>,
+    idle_timeout: Option<DurationValue>,
     token_cache_entries: Option<NumberValue>,
 }
 
@@ -534,6 +535,10 @@ pub struct Config {
     pub password_hash_nice: u8,
     /// Per-request timeout (s).
     pub request_timeout: u64,
+    /// A connection with no request in flight is closed once it has gone this long (s)
+    /// without starting one: idle keep-alive connections, and clients that send their
+    /// request head too slowly (slowloris).
+    pub idle_timeout: u64,
     /// Capacity of the verified-token cache (0: off).
     pub token_cache_entries: usize,
     /// Database pool size (PostgreSQL).
@@ -723,6 +728,10 @@ impl Config {
         let request_timeout = u64::try_from(secs(limits.request_timeout, 30))
             .unwrap_or(30)
             .max(1);
+        let idle_timeout = u64::try_from(secs(limits.idle_timeout, 60)).unwrap_or(60);
+        if !(1..=3600).contains(&idle_timeout) {
+            return Err(err("`limits.idle_timeout` must be between 1s and 1h"));
+        }
         let token_cache_entries =
             usize::try_from(num(limits.token_cache_entries, 16_384)).unwrap_or(usize::MAX);
         if token_cache_entries > 1 << 24 {
@@ -924,6 +933,7 @@ impl Config {
             max_queued_logins,
             password_hash_nice,
             request_timeout,
+            idle_timeout,
             token_cache_entries,
             db_max_connections,
             hash_params: HashParams::OWASP,
@@ -1070,6 +1080,7 @@ impl Config {
                 "max_queued_logins": self.max_queued_logins,
                 "password_hash_nice": self.password_hash_nice,
                 "request_timeout": self.request_timeout,
+                "idle_timeout": self.idle_timeout,
                 "token_cache_entries": self.token_cache_entries,
             }),
         );
@@ -1327,6 +1338,21 @@ mod tests {
         for bad in ["20", "-1"] {
             let e = load("", &[("TESSERA_LIMITS__PASSWORD_HASH_NICE", bad)]).unwrap_err();
             assert!(e.to_string().contains("password_hash_nice"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn idle_timeout_defaults_to_a_minute_and_is_bounded() {
+        assert_eq!(load("", &[]).unwrap().idle_timeout, 60);
+        let c = load(
+            "[limits]\nidle_timeout = \"2m\"\n",
+            &[("TESSERA_LIMITS__IDLE_TIMEOUT", "15s")],
+        )
+        .unwrap();
+        assert_eq!(c.idle_timeout, 15);
+        for bad in ["0", "2h", "-1"] {
+            let e = load("", &[("TESSERA_LIMITS__IDLE_TIMEOUT", bad)]).unwrap_err();
+            assert!(e.to_string().contains("idle_timeout"), "{bad}: {e}");
         }
     }
 

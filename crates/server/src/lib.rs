@@ -524,6 +524,9 @@ pub struct ServeOptions {
     pub tls: Option<tls::TlsFiles>,
     /// How long in-flight requests may take after the shutdown signal.
     pub shutdown_timeout: Duration,
+    /// How long a connection with no request in flight may go without starting one
+    /// (`limits.idle_timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl ServeOptions {
@@ -545,6 +548,7 @@ impl ServeOptions {
             metrics_listener,
             tls: config.tls.clone(),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+            idle_timeout: Duration::from_secs(config.idle_timeout),
         })
     }
 }
@@ -613,6 +617,7 @@ pub async fn serve(
             None,
             Arc::new(metrics_app(state.clone())),
             Arc::clone(&connections),
+            options.idle_timeout,
             accepting_rx.clone(),
         ))
     });
@@ -621,6 +626,7 @@ pub async fn serve(
         tls,
         Arc::new(app(state.clone())),
         Arc::clone(&connections),
+        options.idle_timeout,
         accepting_rx,
     ));
 

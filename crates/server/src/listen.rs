@@ -16,12 +16,20 @@
 //! close at once, a connection with a request in flight closes after its response (HTTP/1.1
 //! `Connection: close`; HTTP/2 GOAWAY, RFC 9113 §6.8), and what is still open at the deadline
 //! is closed by [`Connections::abort_all`].
+//!
+//! Idle connections (`limits.idle_timeout`): a connection with no request in flight that
+//! has started none for the idle timeout is asked to close (as at shutdown), and dropped at
+//! the next tick if it has not. This reaps idle keep-alive connections and clients that
+//! send their request head a byte at a time (slowloris), which would otherwise hold a
+//! socket and a task for as long as they like. Body reads and handlers run under the
+//! per-request timeout instead (`limits.request_timeout`, [`crate::telemetry`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,6 +41,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
+use tokio::time::{Instant, Sleep};
 
 /// How long a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,9 +222,16 @@ impl Connections {
     }
 }
 
+/// How every connection of a listener is served.
+struct Settings {
+    http: auto::Builder<TokioExecutor>,
+    idle_timeout: Duration,
+}
+
 /// hyper's connection settings: HTTP/1.1 and HTTP/2 told apart per connection, with a
-/// timer for HTTP/2 keep-alive pings. No header read timeout: hyper's allocates a timer
-/// for every request.
+/// timer for HTTP/2 keep-alive pings. No hyper header read timeout: it allocates a timer
+/// for every request; slow request heads are cut by the idle timeout ([`Graceful`]) with
+/// one timer per connection instead.
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -233,9 +249,13 @@ pub async fn accept_loop<T: Serve>(
     tls: Option<TlsConfig>,
     app: Arc<T>,
     connections: Arc<Connections>,
+    idle_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(builder());
+    let settings = Arc::new(Settings {
+        http: builder(),
+        idle_timeout,
+    });
     // Set while accepting fails: the first failure is a warning, the retries (every
     // `ACCEPT_BACKOFF`) are logged at debug until a connection is accepted again.
     let mut failing = false;
@@ -277,8 +297,9 @@ pub async fn accept_loop<T: Serve>(
             PerConnection {
                 app: Arc::clone(&app),
                 peer,
+                activity: Arc::default(),
             },
-            Arc::clone(&builder),
+            Arc::clone(&settings),
             registration,
             stop_connection,
         ));
@@ -292,16 +313,21 @@ async fn connection<T: Serve>(
     peer: SocketAddr,
     tls: Option<TlsConfig>,
     service: PerConnection<T>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    settings: Arc<Settings>,
     registration: Registration,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let activity = Arc::clone(&service.activity);
     let result = match tls {
         None => {
-            Graceful {
-                conn: builder.serve_connection(TokioIo::new(stream), service),
-                stop: Some(stop),
-            }
+            Graceful::new(
+                settings
+                    .http
+                    .serve_connection(TokioIo::new(stream), service),
+                stop,
+                activity,
+                settings.idle_timeout,
+            )
             .await
         }
         Some(tls) => {
@@ -323,10 +349,14 @@ async fn connection<T: Serve>(
                     }
                 },
             };
-            Graceful {
-                conn: builder.serve_connection(TokioIo::new(stream), service),
-                stop: Some(stop),
-            }
+            Graceful::new(
+                settings
+                    .http
+                    .serve_connection(TokioIo::new(stream), service),
+                stop,
+                activity,
+                settings.idle_timeout,
+            )
             .await
         }
     };
@@ -341,24 +371,118 @@ async fn connection<T: Serve>(
 struct PerConnection<T> {
     app: Arc<T>,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl<T: Serve> hyper::service::Service<http::Request<Incoming>> for PerConnection<T> {
     type Response = Response;
     type Error = Infallible;
-    type Future = T::Future;
+    type Future = Tracked<T::Future>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        self.app.serve(req, self.peer)
+        Tracked {
+            inner: self.app.serve(req, self.peer),
+            _in_flight: InFlight::start(&self.activity),
+        }
+    }
+}
+
+/// What a connection's requests are doing, for its idle timeout. One word, so that a
+/// request costs one atomic add when it starts and one when it ends: the high 32 bits count
+/// the requests started (HTTP/2: streams), wrapping; the low 32 bits count those in flight.
+#[derive(Debug, Default)]
+struct Activity(AtomicU64);
+
+/// One request started, and in flight.
+const STARTED: u64 = (1 << 32) | 1;
+
+impl Activity {
+    /// (requests started, requests in flight).
+    fn read(&self) -> (u32, u32) {
+        let word = self.0.load(Ordering::Acquire);
+        // The two halves of the word (truncation intended).
+        ((word >> 32) as u32, word as u32)
+    }
+}
+
+/// A request in flight on its connection, until its response future completes or is
+/// dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.0.fetch_add(STARTED, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A connection that starts a graceful shutdown when its stop signal arrives.
+    /// A response future that counts as in flight on its connection.
+    struct Tracked<F> {
+        #[pin]
+        inner: F,
+        _in_flight: InFlight,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection that starts a graceful shutdown when its stop signal arrives, or when it
+    /// has been idle for the idle timeout; one still open a tick after an idle shutdown
+    /// began is dropped.
     struct Graceful<C> {
         #[pin]
         conn: C,
         stop: Option<oneshot::Receiver<()>>,
+        activity: Arc<Activity>,
+        // Ticks every half of the idle timeout, so no timer is reset per request. A tick
+        // that finds nothing in flight and no request started since the previous one is
+        // idle; the idle stretch began within the period before the first such tick, so
+        // three in a row mean between 1 and 1.5 idle timeouts without a request.
+        #[pin]
+        tick: Sleep,
+        period: Duration,
+        // Requests started, as of the last tick.
+        seen: u32,
+        idle_ticks: u8,
+    }
+}
+
+/// Idle ticks after which an idle connection is asked to close, and after which it is
+/// dropped.
+const IDLE_TICKS_TO_CLOSE: u8 = 3;
+const IDLE_TICKS_TO_DROP: u8 = IDLE_TICKS_TO_CLOSE + 1;
+
+impl<C> Graceful<C> {
+    fn new(
+        conn: C,
+        stop: oneshot::Receiver<()>,
+        activity: Arc<Activity>,
+        idle_timeout: Duration,
+    ) -> Self {
+        let period = idle_timeout / 2;
+        Self {
+            conn,
+            stop: Some(stop),
+            activity,
+            tick: tokio::time::sleep(period),
+            period,
+            seen: 0,
+            idle_ticks: 0,
+        }
     }
 }
 
@@ -377,7 +501,10 @@ where
     }
 }
 
-impl<C: GracefulConnection> Future for Graceful<C> {
+impl<C, E> Future for Graceful<C>
+where
+    C: GracefulConnection<Output = Result<(), E>>,
+{
     type Output = C::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
@@ -389,6 +516,160 @@ impl<C: GracefulConnection> Future for Graceful<C> {
             *this.stop = None;
             this.conn.as_mut().graceful_shutdown();
         }
+        // Each pass re-arms the timer, and the loop ends on a poll that registered the
+        // waker (a tick in the future).
+        while this.tick.as_mut().poll(cx).is_ready() {
+            let (started, in_flight) = this.activity.read();
+            if in_flight > 0 || started != *this.seen {
+                *this.seen = started;
+                *this.idle_ticks = 0;
+            } else {
+                *this.idle_ticks = this.idle_ticks.saturating_add(1);
+                if *this.idle_ticks == IDLE_TICKS_TO_CLOSE {
+                    // HTTP/1.1 closes at once between requests; HTTP/2 sends GOAWAY.
+                    this.conn.as_mut().graceful_shutdown();
+                } else if *this.idle_ticks >= IDLE_TICKS_TO_DROP {
+                    // Still open: a request head that never finished. Dropping the
+                    // connection closes the socket; nothing was in flight.
+                    tracing::debug!("closing a connection idle past `limits.idle_timeout`");
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let next = Instant::now() + *this.period;
+            this.tick.as_mut().reset(next);
+        }
         this.conn.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Instant as StdInstant;
+
+    use axum::body::Body;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Answers at once, except `/slow`, which takes 2.5 idle timeouts.
+    struct App;
+
+    const IDLE: Duration = Duration::from_secs(1);
+
+    impl Serve for App {
+        type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+        fn serve(&self, req: http::Request<Incoming>, _peer: SocketAddr) -> Self::Future {
+            Box::pin(async move {
+                if req.uri().path() == "/slow" {
+                    tokio::time::sleep(IDLE * 5 / 2).await;
+                }
+                Ok(Response::new(Body::from("ok")))
+            })
+        }
+    }
+
+    async fn start() -> (SocketAddr, Arc<Connections>, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Connections::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(accept_loop(
+            listener,
+            None,
+            Arc::new(App),
+            Arc::clone(&connections),
+            IDLE,
+            stop_rx,
+        ));
+        (addr, connections, stop_tx)
+    }
+
+    /// Sends a request for `path` on `conn` and reads its (short) response.
+    async fn request(conn: &mut TcpStream, path: &str) -> String {
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(IDLE * 5, conn.read(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// How long until the server closes `conn` (reads return 0 or fail), at most 5 s.
+    async fn closed_after(conn: &mut TcpStream, since: StdInstant) -> Duration {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(IDLE * 5, conn.read(&mut buf))
+            .await
+            .expect("the server closed the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        since.elapsed()
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+        let (addr, connections, _stop) = start().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        assert!(request(&mut conn, "/").await.starts_with("HTTP/1.1 200"));
+        let took = closed_after(&mut conn, StdInstant::now()).await;
+        assert!(took >= IDLE, "closed after {took:?}");
+        assert!(took <= IDLE * 2 + IDLE / 2, "closed after {took:?}");
+        // The registration went with it.
+        for _ in 0..100 {
+            if connections.count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(connections.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_head_sent_a_byte_at_a_time_is_cut_off() {
+        let (addr, _connections, _stop) = start().await;
+        let conn = TcpStream::connect(addr).await.unwrap();
+        let (mut read, mut write) = conn.into_split();
+        let started = StdInstant::now();
+        // Header bytes forever, one every 100 ms: the head never ends.
+        let writer = tokio::spawn(async move {
+            write.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await?;
+            loop {
+                write.write_all(b"x").await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), std::io::Error>(())
+        });
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(IDLE * 5, read.read(&mut buf))
+            .await
+            .expect("the slow client was cut off");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let took = started.elapsed();
+        assert!(took >= IDLE, "cut off after {took:?}");
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_use_or_waiting_for_a_slow_answer_stays_open() {
+        let (addr, _connections, _stop) = start().await;
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        // A request every 0.4 idle timeouts, for 3 idle timeouts: one connection throughout.
+        for _ in 0..8 {
+            assert!(request(&mut busy, "/").await.starts_with("HTTP/1.1 200"));
+            tokio::time::sleep(IDLE * 2 / 5).await;
+        }
+        // A handler that takes 2.5 idle timeouts is answered on its connection.
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            request(&mut slow, "/slow")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        // And then that connection is idle like any other.
+        let took = closed_after(&mut slow, StdInstant::now()).await;
+        assert!(took >= IDLE, "closed after {took:?}");
     }
 }

@@ -290,6 +290,7 @@ async fn metrics_listen_serves_metrics_only_there() {
             metrics_listener: metrics_listener.take(),
             tls: None,
             shutdown_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
         },
     )
     .await;
@@ -391,6 +392,7 @@ async fn tls_handshake_with_a_trusted_certificate_and_hsts_on_every_response() {
             metrics_listener: None,
             tls: c.tls.clone(),
             shutdown_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
         },
     )
     .await;
@@ -449,6 +451,7 @@ async fn a_changed_certificate_file_is_picked_up_and_a_broken_one_is_ignored() {
             metrics_listener: None,
             tls: c.tls.clone(),
             shutdown_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
         },
     )
     .await;
@@ -519,6 +522,7 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
             metrics_listener: None,
             tls: None,
             shutdown_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
         },
     )
     .await;
@@ -571,6 +575,7 @@ async fn shutdown_closes_idle_connections_at_once_and_the_rest_at_the_deadline()
             metrics_listener: None,
             tls: None,
             shutdown_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
         },
     )
     .await;
