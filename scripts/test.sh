@@ -2,11 +2,11 @@
 # The whole test suite, as the README promises: `./scripts/test.sh`.
 #
 # Safe on a fresh machine of the project's kind: it installs what it needs (Debian
-# packages for the benchmark peers' C build and for Chromium, the npm package that drives
-# it). PostgreSQL tests run whenever a server answers at TESSERA_TEST_DATABASE_URL
-# (default postgres://postgres@127.0.0.1:5432/postgres); set TESSERA_REQUIRE_POSTGRES=1
-# to make a missing server an error instead of a loud skip (CI does);
-# TESSERA_REQUIRE_PYTHON=1 does the same for the Python interop tests.
+# packages for Chromium, the npm package that drives it, Python's venv). PostgreSQL tests
+# run whenever a server answers at TESSERA_TEST_DATABASE_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres); set TESSERA_REQUIRE_POSTGRES=1 to make a
+# missing server an error instead of a loud skip (CI does); TESSERA_REQUIRE_PYTHON=1 does
+# the same for the Python interop tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,12 +20,10 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
-# Build tools for the benchmark peers (jwt-simple builds BoringSSL) compiled as
-# dev-dependencies, and Chromium for the browser tests.
+# Chromium and Node.js for the browser tests. (The Rust build needs only the C compiler the
+# machine has: aws-lc-sys and SQLite are built with cc. The jwt-simple benchmark peer, which
+# needs cmake and clang, is an opt-in feature outside this suite; docs/BENCHMARKS.md.)
 need=()
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
-command -v clang >/dev/null 2>&1 || need+=(clang)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 # Python with venv + pip for the interop tests (PyJWT, the tutorial's own code).

@@ -1,6 +1,7 @@
 //! Criterion benchmarks: tessera-jose against its peers and against the raw primitive.
 //!
-//! `cargo bench -p tessera-jose` runs, for every algorithm, two groups:
+//! `cargo bench -p tessera-jose --features bench-jwt-simple` runs, for every algorithm, two
+//! groups (without the feature, the same minus jwt-simple):
 //!
 //! * `sign-<ALG>`: tessera `SigningKey::sign_jwt`, jsonwebtoken `encode` (pre-built
 //!   `EncodingKey`), jwt-simple `sign`/`authenticate`, and `floor` = the aws-lc-rs primitive
@@ -42,13 +43,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
 use tessera_jose::{Algorithm, Audience, Claims, NumericDate, SigningKey, Validation};
-
-use jwt_simple::prelude as js;
-use jwt_simple::prelude::{
-    ECDSAP256KeyPairLike as _, ECDSAP256PublicKeyLike as _, ECDSAP384KeyPairLike as _,
-    ECDSAP384PublicKeyLike as _, EdDSAKeyPairLike as _, EdDSAPublicKeyLike as _, MACLike as _,
-    RSAKeyPairLike as _, RSAPublicKeyLike as _,
-};
 
 // ------------------------------------------------------------------ the token
 
@@ -134,15 +128,19 @@ fn unix_now() -> i64 {
 struct ClaimSet {
     tessera: Claims<'static, Custom>,
     flat: Flat,
-    simple: js::JWTClaims<Custom>,
+    iat: i64,
 }
 
-fn claim_set(iat: i64) -> ClaimSet {
-    let custom = Custom {
+fn custom_claims() -> Custom {
+    Custom {
         client_id: CLIENT_ID.into(),
         scope: SCOPE.into(),
         roles: ROLES.iter().map(|r| (*r).to_owned()).collect(),
-    };
+    }
+}
+
+fn claim_set(iat: i64) -> ClaimSet {
+    let custom = custom_claims();
     let mut tessera = Claims::new(custom.clone());
     tessera.registered.iss = Some(Cow::Borrowed(ISS));
     tessera.registered.sub = Some(Cow::Borrowed(SUB));
@@ -157,27 +155,11 @@ fn claim_set(iat: i64) -> ClaimSet {
         exp: iat + LIFETIME,
         iat,
         jti: JTI.into(),
-        client_id: custom.client_id.clone(),
-        scope: custom.scope.clone(),
-        roles: custom.roles.clone(),
+        client_id: custom.client_id,
+        scope: custom.scope,
+        roles: custom.roles,
     };
-    let secs = |s: i64| js::Duration::from_secs(u64::try_from(s).unwrap());
-    let simple = js::JWTClaims {
-        issued_at: Some(secs(iat)),
-        expires_at: Some(secs(iat + LIFETIME)),
-        invalid_before: None,
-        issuer: Some(ISS.into()),
-        subject: Some(SUB.into()),
-        audiences: Some(js::Audiences::AsString(AUD.into())),
-        jwt_id: Some(JTI.into()),
-        nonce: None,
-        custom,
-    };
-    ClaimSet {
-        tessera,
-        flat,
-        simple,
-    }
+    ClaimSet { tessera, flat, iat }
 }
 
 // ------------------------------------------------------------------ keys
@@ -352,75 +334,111 @@ fn hmac_floor_verify(key: &hmac::Key, token: &str) -> bool {
 type SignFn = Box<dyn Fn() -> usize>;
 type VerifyFn = Box<dyn Fn(&str) -> bool>;
 
-fn js_verify_options() -> js::VerificationOptions {
-    js::VerificationOptions {
-        allowed_issuers: Some(std::iter::once(ISS.to_owned()).collect()),
-        allowed_audiences: Some(std::iter::once(AUD.to_owned()).collect()),
-        time_tolerance: Some(js::Duration::from_secs(LEEWAY)),
-        ..Default::default()
+/// jwt-simple, with its default features (BoringSSL), when the bench is built with
+/// `--features bench-jwt-simple`. BoringSSL takes minutes to build and needs cmake, clang and
+/// libclang-dev, so the workspace's tests and lints leave it out.
+#[cfg(feature = "bench-jwt-simple")]
+mod jwt_simple_peer {
+    use super::{
+        AUD, Algorithm, Custom, ISS, JTI, Keys, LEEWAY, LIFETIME, SUB, SignFn, TYP, VerifyFn,
+        custom_claims,
+    };
+    use jwt_simple::prelude as js;
+    use jwt_simple::prelude::{
+        ECDSAP256KeyPairLike as _, ECDSAP256PublicKeyLike as _, ECDSAP384KeyPairLike as _,
+        ECDSAP384PublicKeyLike as _, EdDSAKeyPairLike as _, EdDSAPublicKeyLike as _, MACLike as _,
+        RSAKeyPairLike as _, RSAPublicKeyLike as _,
+    };
+
+    fn js_verify_options() -> js::VerificationOptions {
+        js::VerificationOptions {
+            allowed_issuers: Some(std::iter::once(ISS.to_owned()).collect()),
+            allowed_audiences: Some(std::iter::once(AUD.to_owned()).collect()),
+            time_tolerance: Some(js::Duration::from_secs(LEEWAY)),
+            ..Default::default()
+        }
+    }
+
+    /// jwt-simple's signer and verifier for `alg`, if it has the algorithm.
+    ///
+    /// `sign_with_options` takes the claims by value and `verify_token` takes the options by
+    /// value, so each call clones them: that is the cost of using its API with claims and
+    /// options prepared once.
+    pub(crate) fn pair(alg: Algorithm, keys: &Keys, iat: i64) -> Option<(SignFn, VerifyFn)> {
+        let secs = |s: i64| js::Duration::from_secs(u64::try_from(s).unwrap());
+        let claims = &js::JWTClaims {
+            issued_at: Some(secs(iat)),
+            expires_at: Some(secs(iat + LIFETIME)),
+            invalid_before: None,
+            issuer: Some(ISS.into()),
+            subject: Some(SUB.into()),
+            audiences: Some(js::Audiences::AsString(AUD.into())),
+            jwt_id: Some(JTI.into()),
+            nonce: None,
+            custom: custom_claims(),
+        };
+        let kid = keys.tessera.kid().map(str::to_owned);
+        let header = js::HeaderOptions {
+            signature_type: Some(TYP.into()),
+            ..Default::default()
+        };
+        macro_rules! mac {
+            ($key:ty) => {{
+                let mut key = <$key>::from_bytes(&keys.secret);
+                if let Some(kid) = &kid {
+                    key = key.with_key_id(kid);
+                }
+                let key2 = key.clone();
+                let (c, h) = (claims.clone(), header.clone());
+                let sign: SignFn =
+                    Box::new(move || key.authenticate_with_options(c.clone(), &h).unwrap().len());
+                let opts = js_verify_options();
+                let verify: VerifyFn =
+                    Box::new(move |t| key2.verify_token::<Custom>(t, Some(opts.clone())).is_ok());
+                Some((sign, verify))
+            }};
+        }
+        macro_rules! pair {
+            ($kp:ty, $pk:ty) => {{
+                let mut kp = <$kp>::from_pem(&keys.private_pem).unwrap();
+                if let Some(kid) = &kid {
+                    kp = kp.with_key_id(kid);
+                }
+                let pk = <$pk>::from_pem(&keys.public_pem).unwrap();
+                let (c, h) = (claims.clone(), header.clone());
+                let sign: SignFn =
+                    Box::new(move || kp.sign_with_options(c.clone(), &h).unwrap().len());
+                let opts = js_verify_options();
+                let verify: VerifyFn =
+                    Box::new(move |t| pk.verify_token::<Custom>(t, Some(opts.clone())).is_ok());
+                Some((sign, verify))
+            }};
+        }
+        match alg {
+            Algorithm::Hs256 => mac!(js::HS256Key),
+            Algorithm::Hs384 => mac!(js::HS384Key),
+            Algorithm::Hs512 => mac!(js::HS512Key),
+            Algorithm::Rs256 => pair!(js::RS256KeyPair, js::RS256PublicKey),
+            Algorithm::Rs384 => pair!(js::RS384KeyPair, js::RS384PublicKey),
+            Algorithm::Rs512 => pair!(js::RS512KeyPair, js::RS512PublicKey),
+            Algorithm::Ps256 => pair!(js::PS256KeyPair, js::PS256PublicKey),
+            Algorithm::Ps384 => pair!(js::PS384KeyPair, js::PS384PublicKey),
+            Algorithm::Ps512 => pair!(js::PS512KeyPair, js::PS512PublicKey),
+            Algorithm::Es256 => pair!(js::ES256KeyPair, js::ES256PublicKey),
+            Algorithm::Es384 => pair!(js::ES384KeyPair, js::ES384PublicKey),
+            Algorithm::EdDsa => pair!(js::Ed25519KeyPair, js::Ed25519PublicKey),
+            _ => None,
+        }
     }
 }
 
-/// jwt-simple's signer and verifier for `alg`, if it has the algorithm.
-///
-/// `sign_with_options` takes the claims by value and `verify_token` takes the options by
-/// value, so each call clones them: that is the cost of using its API with claims and
-/// options prepared once.
-fn jwt_simple_pair(
-    alg: Algorithm,
-    keys: &Keys,
-    claims: &js::JWTClaims<Custom>,
-) -> Option<(SignFn, VerifyFn)> {
-    let kid = keys.tessera.kid().map(str::to_owned);
-    let header = js::HeaderOptions {
-        signature_type: Some(TYP.into()),
-        ..Default::default()
-    };
-    macro_rules! mac {
-        ($key:ty) => {{
-            let mut key = <$key>::from_bytes(&keys.secret);
-            if let Some(kid) = &kid {
-                key = key.with_key_id(kid);
-            }
-            let key2 = key.clone();
-            let (c, h) = (claims.clone(), header.clone());
-            let sign: SignFn =
-                Box::new(move || key.authenticate_with_options(c.clone(), &h).unwrap().len());
-            let opts = js_verify_options();
-            let verify: VerifyFn =
-                Box::new(move |t| key2.verify_token::<Custom>(t, Some(opts.clone())).is_ok());
-            Some((sign, verify))
-        }};
-    }
-    macro_rules! pair {
-        ($kp:ty, $pk:ty) => {{
-            let mut kp = <$kp>::from_pem(&keys.private_pem).unwrap();
-            if let Some(kid) = &kid {
-                kp = kp.with_key_id(kid);
-            }
-            let pk = <$pk>::from_pem(&keys.public_pem).unwrap();
-            let (c, h) = (claims.clone(), header.clone());
-            let sign: SignFn = Box::new(move || kp.sign_with_options(c.clone(), &h).unwrap().len());
-            let opts = js_verify_options();
-            let verify: VerifyFn =
-                Box::new(move |t| pk.verify_token::<Custom>(t, Some(opts.clone())).is_ok());
-            Some((sign, verify))
-        }};
-    }
-    match alg {
-        Algorithm::Hs256 => mac!(js::HS256Key),
-        Algorithm::Hs384 => mac!(js::HS384Key),
-        Algorithm::Hs512 => mac!(js::HS512Key),
-        Algorithm::Rs256 => pair!(js::RS256KeyPair, js::RS256PublicKey),
-        Algorithm::Rs384 => pair!(js::RS384KeyPair, js::RS384PublicKey),
-        Algorithm::Rs512 => pair!(js::RS512KeyPair, js::RS512PublicKey),
-        Algorithm::Ps256 => pair!(js::PS256KeyPair, js::PS256PublicKey),
-        Algorithm::Ps384 => pair!(js::PS384KeyPair, js::PS384PublicKey),
-        Algorithm::Ps512 => pair!(js::PS512KeyPair, js::PS512PublicKey),
-        Algorithm::Es256 => pair!(js::ES256KeyPair, js::ES256PublicKey),
-        Algorithm::Es384 => pair!(js::ES384KeyPair, js::ES384PublicKey),
-        Algorithm::EdDsa => pair!(js::Ed25519KeyPair, js::Ed25519PublicKey),
-        _ => None,
+/// Without the feature there is no jwt-simple contender.
+#[cfg(not(feature = "bench-jwt-simple"))]
+mod jwt_simple_peer {
+    use super::{Algorithm, Keys, SignFn, VerifyFn};
+
+    pub(crate) fn pair(_alg: Algorithm, _keys: &Keys, _iat: i64) -> Option<(SignFn, VerifyFn)> {
+        None
     }
 }
 
@@ -497,7 +515,7 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm, rsa_der: &[u8]) {
         FloorSigner::Hmac(k) => Some(k.clone()),
         _ => None,
     };
-    let js_pair = jwt_simple_pair(alg, &keys, &claims.simple);
+    let js_pair = jwt_simple_peer::pair(alg, &keys, claims.iat);
     let jwt_pair = jsonwebtoken_pair(alg, &keys, &claims.flat);
 
     // The signing input and signature of the shared token, for the floors.
@@ -618,6 +636,12 @@ fn all(c: &mut Criterion) {
         .to_secret_bytes()
         .unwrap()
         .to_vec();
+    if cfg!(not(feature = "bench-jwt-simple")) {
+        eprintln!(
+            "jwt-simple is left out: `cargo bench -p tessera-jose --features bench-jwt-simple` \
+             includes it (it builds BoringSSL: needs cmake, clang and libclang-dev)"
+        );
+    }
     let only = std::env::var("JOSE_BENCH_ALGS").ok();
     for alg in Algorithm::ALL {
         if let Some(only) = &only
