@@ -546,23 +546,42 @@ where
 mod tests {
     use super::*;
 
+    use std::sync::atomic::AtomicBool;
     use std::time::Instant as StdInstant;
 
     use axum::body::Body;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    /// Answers at once, except `/slow`, which takes 2.5 idle timeouts.
-    struct App;
+    /// Answers at once, except `/slow`, which takes 2.5 idle timeouts and records whether
+    /// it was stopped before it finished.
+    #[derive(Default)]
+    struct App {
+        slow_stopped: Arc<AtomicBool>,
+    }
 
     const IDLE: Duration = Duration::from_secs(1);
+
+    /// Sets its flag when dropped before it is marked finished.
+    struct Unfinished(Arc<AtomicBool>, bool);
+
+    impl Drop for Unfinished {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+    }
 
     impl Serve for App {
         type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
         fn serve(&self, req: http::Request<Incoming>, _peer: SocketAddr) -> Self::Future {
+            let stopped = Arc::clone(&self.slow_stopped);
             Box::pin(async move {
                 if req.uri().path() == "/slow" {
+                    let mut running = Unfinished(stopped, false);
                     tokio::time::sleep(IDLE * 5 / 2).await;
+                    running.1 = true;
                 }
                 Ok(Response::new(Body::from("ok")))
             })
@@ -570,6 +589,10 @@ mod tests {
     }
 
     async fn start() -> (SocketAddr, Arc<Connections>, watch::Sender<bool>) {
+        start_app(App::default()).await
+    }
+
+    async fn start_app(app: App) -> (SocketAddr, Arc<Connections>, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(Connections::default());
@@ -577,7 +600,7 @@ mod tests {
         tokio::spawn(accept_loop(
             listener,
             None,
-            Arc::new(App),
+            Arc::new(app),
             Arc::clone(&connections),
             IDLE,
             stop_rx,
@@ -671,5 +694,46 @@ mod tests {
         // And then that connection is idle like any other.
         let took = closed_after(&mut slow, StdInstant::now()).await;
         assert!(took >= IDLE, "closed after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn http2_requests_are_waited_for_at_shutdown_and_stopped_at_the_deadline() {
+        // hyper runs each HTTP/2 stream on a task of its own; closing the connection resets
+        // its streams, and each stream's task then drops its handler.
+        let app = App::default();
+        let stopped = Arc::clone(&app.slow_stopped);
+        let (addr, connections, stop) = start_app(app).await;
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let res = client.get(format!("http://{addr}/")).send().await.unwrap();
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        let slow = tokio::spawn(client.get(format!("http://{addr}/slow")).send());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let _ = stop.send(true);
+        connections.drain();
+        // The stream is still running: shutdown waits for it.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), connections.closed())
+                .await
+                .is_err()
+        );
+        assert!(!stopped.load(Ordering::SeqCst));
+        // The deadline: the connection is closed and the request's task stopped, not left
+        // running on the runtime (it would finish 2 s later).
+        connections.abort_all();
+        tokio::time::timeout(Duration::from_secs(1), connections.closed())
+            .await
+            .expect("every connection closed");
+        for _ in 0..100 {
+            if stopped.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(stopped.load(Ordering::SeqCst), "the handler was stopped");
+        assert!(slow.await.unwrap().is_err());
     }
 }
