@@ -458,6 +458,8 @@ pin_project_lite::pin_project! {
         // Requests started, as of the last tick.
         seen: u32,
         idle_ticks: u8,
+        // The timer was polled since its last reset, so it will wake the task.
+        armed: bool,
     }
 }
 
@@ -482,6 +484,7 @@ impl<C> Graceful<C> {
             period,
             seen: 0,
             idle_ticks: 0,
+            armed: false,
         }
     }
 }
@@ -516,9 +519,23 @@ where
             *this.stop = None;
             this.conn.as_mut().graceful_shutdown();
         }
-        // Each pass re-arms the timer, and the loop ends on a poll that registered the
-        // waker (a tick in the future).
-        while this.tick.as_mut().poll(cx).is_ready() {
+        // Polling the timer registers the task's waker again and spends coop budget; on
+        // every wake-up of the connection that was about 180 instructions per request
+        // (callgrind). So it is polled once per tick, to arm it; until it fires,
+        // `is_elapsed` (one load) is enough, and the task is woken when it does.
+        loop {
+            if !*this.armed {
+                // With the task's coop budget spent, the poll registers nothing but wakes
+                // the task again: arm it then. Otherwise a pending poll has registered the
+                // waker, and a ready one means it fired already (`is_elapsed` says so).
+                let had_budget = tokio::task::coop::has_budget_remaining();
+                let _ = this.tick.as_mut().poll(cx);
+                *this.armed = had_budget;
+            }
+            if !this.tick.is_elapsed() {
+                break;
+            }
+            *this.armed = false;
             let (started, in_flight) = this.activity.read();
             if in_flight > 0 || started != *this.seen {
                 *this.seen = started;
