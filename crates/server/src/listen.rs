@@ -228,6 +228,29 @@ struct Settings {
     idle_timeout: Duration,
 }
 
+impl Settings {
+    /// `io` served by hyper with `service`, until it closes, `stop` fires or it is idle too
+    /// long.
+    fn serve<I, T>(
+        &self,
+        io: I,
+        service: PerConnection<T>,
+        stop: oneshot::Receiver<()>,
+    ) -> Graceful<auto::Connection<'_, TokioIo<I>, PerConnection<T>, TokioExecutor>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: Serve,
+    {
+        let activity = Arc::clone(&service.activity);
+        Graceful::new(
+            self.http.serve_connection(TokioIo::new(io), service),
+            stop,
+            activity,
+            self.idle_timeout,
+        )
+    }
+}
+
 /// hyper's connection settings: HTTP/1.1 and HTTP/2 told apart per connection, with a
 /// timer for HTTP/2 keep-alive pings. No hyper header read timeout: it allocates a timer
 /// for every request; slow request heads are cut by the idle timeout ([`Graceful`]) with
@@ -317,19 +340,8 @@ async fn connection<T: Serve>(
     registration: Registration,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let activity = Arc::clone(&service.activity);
     let result = match tls {
-        None => {
-            Graceful::new(
-                settings
-                    .http
-                    .serve_connection(TokioIo::new(stream), service),
-                stop,
-                activity,
-                settings.idle_timeout,
-            )
-            .await
-        }
+        None => settings.serve(stream, service, stop).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -349,15 +361,7 @@ async fn connection<T: Serve>(
                     }
                 },
             };
-            Graceful::new(
-                settings
-                    .http
-                    .serve_connection(TokioIo::new(stream), service),
-                stop,
-                activity,
-                settings.idle_timeout,
-            )
-            .await
+            settings.serve(stream, service, stop).await
         }
     };
     if let Err(e) = result {
