@@ -445,8 +445,8 @@ impl<F: Future> Future for Tracked<F> {
 
 pin_project_lite::pin_project! {
     /// A connection that starts a graceful shutdown when its stop signal arrives, or when it
-    /// has been idle for the idle timeout; one still open a tick after an idle shutdown
-    /// began is dropped.
+    /// has been idle for the idle timeout; one still open `IDLE_CLOSE_GRACE` after an idle
+    /// shutdown began is dropped.
     struct Graceful<C> {
         #[pin]
         conn: C,
@@ -534,8 +534,8 @@ where
             this.conn.as_mut().graceful_shutdown();
         }
         // Polling the timer registers the task's waker again and spends coop budget; on
-        // every wake-up of the connection that was about 180 instructions per request
-        // (callgrind). So it is polled once per tick, to arm it; until it fires,
+        // every wake-up of the connection that was about 80 instructions per request
+        // (callgrind, docs/BENCHMARKS.md). So it is polled once per tick, to arm it; until it fires,
         // `is_elapsed` (one load) is enough, and the task is woken when it does.
         loop {
             if !*this.armed {
@@ -732,7 +732,9 @@ mod tests {
                 .await
                 .starts_with("HTTP/1.1 200")
         );
-        // And then that connection is idle like any other.
+        // And then that connection is idle like any other, counted from the answer: the
+        // handler ends near a tick that saw it in flight, so a tick that only looked at
+        // what is in flight now would close it about half a timeout later.
         let took = closed_after(&mut slow, StdInstant::now()).await;
         assert!(took >= IDLE, "closed after {took:?}");
     }
