@@ -12,7 +12,9 @@
 //! arenas and stay resident, and tokio's blocking pool spread hashes over ever new threads
 //! (468 MiB under 64 concurrent logins). Now each of the `concurrency` long-lived hashing
 //! threads allocates its buffer once, on its first hash, reuses it for every hash at the
-//! configured cost, and wipes it after each one. Memory is bounded by `concurrency × m`
+//! configured cost, and wipes it when no other hash follows within 2 ms (back-to-back
+//! hashes overwrite it anyway, so a login flood does not pay 19 MiB of wiping per hash).
+//! Memory is bounded by `concurrency × m`
 //! (38 MiB on 2 cores at the default cost), reached on the first logins and never exceeded.
 //! Reusing the buffer also saves the page faults of fresh memory on every hash.
 //!
@@ -25,7 +27,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -393,22 +396,14 @@ impl HashThreads {
                 .name("tessera-hash".into())
                 .spawn(move || {
                     lower_priority(nice);
-                    loop {
-                        // The lock is held only while taking a job, never while running it.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            // A panicking job drops its answer channel (the caller gets an
-                            // error); the thread stays for the next one.
-                            Ok(job) => {
-                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                            }
-                            // The hasher was dropped: nothing more will come.
-                            Err(_) => return,
-                        }
+                    DEFER_WIPE.set(true);
+                    while let Some(job) = next_job(&rx) {
+                        // A panicking job drops its answer channel (the caller gets an
+                        // error); the thread stays for the next one.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
+                    // The hasher was dropped: nothing more will come.
+                    wipe_work_memory();
                 })
                 .map_err(|e| AuthError::Internal(format!("cannot start a hashing thread: {e}")))?;
         }
@@ -420,6 +415,39 @@ impl HashThreads {
             .send(job)
             .map_err(|_| AuthError::Internal("the hashing threads have stopped".into()))
     }
+}
+
+/// How long a hashing thread holding password-derived memory waits for another job before it
+/// wipes that memory. Under a login flood the next job comes within this (the freed slot's
+/// waiter submits it as soon as the runtime polls it), and that hash overwrites every block
+/// in its first pass, so the wipe, 19 MiB of writes (about a tenth of a hash here), is only
+/// paid when the flood ends.
+const WIPE_AFTER_IDLE: Duration = Duration::from_millis(2);
+
+/// The next job for a hashing thread, or `None` once the hasher is gone. A thread whose
+/// memory is dirty waits only [`WIPE_AFTER_IDLE`] for it and then wipes before it waits
+/// longer, so password-derived memory never outlives the last hash by more than that. It
+/// waits on the queue only when it gets the lock at once: another thread holding it may
+/// wait there indefinitely, so a dirty thread that cannot have it wipes first.
+fn next_job(rx: &std::sync::Mutex<std::sync::mpsc::Receiver<HashJob>>) -> Option<HashJob> {
+    use std::sync::TryLockError;
+    use std::sync::mpsc::RecvTimeoutError;
+    if work_memory_dirty() {
+        let received = match rx.try_lock() {
+            Ok(rx) => rx.recv_timeout(WIPE_AFTER_IDLE),
+            Err(TryLockError::WouldBlock) => Err(RecvTimeoutError::Timeout),
+            Err(TryLockError::Poisoned(_)) => Err(RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(job) => return Some(job),
+            // The lock is released here: the wipe never holds up another thread.
+            Err(RecvTimeoutError::Timeout) => wipe_work_memory(),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+    // Clean memory: wait as long as it takes. The lock is held only while taking a job,
+    // never while running it.
+    rx.lock().ok()?.recv().ok()
 }
 
 struct WaitGuard<'a>(&'a AtomicUsize);
@@ -435,41 +463,101 @@ const OUTPUT_LEN: usize = Params::DEFAULT_OUTPUT_LEN;
 
 thread_local! {
     /// This thread's Argon2 working memory, kept between hashes (see the module docs).
-    static WORK_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+    static WORK_MEMORY: RefCell<WorkMemory> = const {
+        RefCell::new(WorkMemory { blocks: Vec::new(), dirty: 0 })
+    };
+    /// Set on the hashing threads, which wipe their memory when they go idle
+    /// ([`next_job`]); any other thread wipes it after every hash.
+    static DEFER_WIPE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with `blocks` blocks of Argon2 memory and wipes them afterwards. A request up to
-/// `keep` blocks (the configured cost) uses this thread's reusable buffer; a larger one (a
-/// stored hash with a higher cost than the current one) gets memory of its own for that
-/// call only, so the retained memory stays bounded by the configuration.
-fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
-    fn wipe(memory: &mut [Block]) {
-        // Argon2 memory is derived from the password: left behind, its first blocks would let
-        // whoever reads them test guesses for the cost of one BLAKE2b each (RFC 9106 §7.3,
-        // "garbage-collector" attacks). The buffer stays alive after this, so the writes
-        // cannot be elided.
-        memory.fill(Block::new());
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+/// Reusable Argon2 memory and how much of it holds password-derived data.
+struct WorkMemory {
+    blocks: Vec<Block>,
+    /// The leading blocks not wiped since a hash used them.
+    dirty: usize,
+}
+
+impl WorkMemory {
+    fn wipe(&mut self) {
+        if let Some(dirty) = self.blocks.get_mut(..self.dirty) {
+            wipe(dirty);
+        }
+        self.dirty = 0;
     }
-    fn run<T>(memory: &mut [Block], f: impl FnOnce(&mut [Block]) -> T) -> T {
-        let out = f(memory);
-        wipe(memory);
-        out
+}
+
+impl Drop for WorkMemory {
+    /// A thread that ends with dirty memory (its last job panicked, or it ended without
+    /// going through [`next_job`]'s wipe) still leaves nothing behind.
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+fn wipe(memory: &mut [Block]) {
+    // Argon2 memory is derived from the password: left behind, its first blocks would let
+    // whoever reads them test guesses for the cost of one BLAKE2b each (RFC 9106 §7.3,
+    // "garbage-collector" attacks). A plain fill (a vectorized memset, where `zeroize`'s
+    // volatile writes go a word at a time), kept by the fence and by handing the memory to
+    // `black_box`, so the writes stand even when the buffer is freed right after.
+    memory.fill(Block::new());
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    std::hint::black_box(memory);
+}
+
+/// Whether this thread's reusable memory holds blocks a hash left unwiped.
+fn work_memory_dirty() -> bool {
+    WORK_MEMORY.with(|cell| cell.try_borrow().is_ok_and(|memory| memory.dirty > 0))
+}
+
+/// Wipes whatever this thread's reusable memory holds from earlier hashes.
+fn wipe_work_memory() {
+    WORK_MEMORY.with(|cell| {
+        if let Ok(mut memory) = cell.try_borrow_mut() {
+            memory.wipe();
+        }
+    });
+}
+
+/// Runs `f` with `blocks` blocks of Argon2 memory. A request up to `keep` blocks (the
+/// configured cost) uses this thread's reusable buffer; a larger one (a stored hash with a
+/// higher cost than the current one) gets memory of its own for that call only, wiped
+/// afterwards, so the retained memory stays bounded by the configuration. The reusable
+/// buffer is wiped afterwards too, except on a hashing thread, which wipes it when it goes
+/// idle: the next hash overwrites every block it uses in its first pass (RFC 9106 §3.4: in
+/// the first pass each block is computed, not XORed into the old one), and the blocks are
+/// marked dirty before `f` runs, so even a panicking hash is wiped.
+fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+    fn own_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+        let mut memory = WorkMemory {
+            blocks: vec![Block::new(); blocks],
+            dirty: blocks,
+        };
+        f(&mut memory.blocks)
+        // Dropping it wipes it.
     }
     if blocks > keep {
-        return run(&mut vec![Block::new(); blocks], f);
+        return own_memory(blocks, f);
     }
     WORK_MEMORY.with(|cell| {
         // Not borrowed already (`f` never hashes): the buffer, grown once to `keep` blocks.
-        if let Ok(mut memory) = cell.try_borrow_mut() {
-            if memory.len() < keep {
-                memory.resize(keep, Block::new());
-            }
-            if let Some(work) = memory.get_mut(..blocks) {
-                return run(work, f);
-            }
+        let Ok(mut memory) = cell.try_borrow_mut() else {
+            return own_memory(blocks, f);
+        };
+        if memory.blocks.len() < keep {
+            memory.blocks.resize(keep, Block::new());
         }
-        run(&mut vec![Block::new(); blocks], f)
+        let memory = &mut *memory;
+        let Some(work) = memory.blocks.get_mut(..blocks) else {
+            return own_memory(blocks, f);
+        };
+        memory.dirty = memory.dirty.max(blocks);
+        let out = f(work);
+        if !DEFER_WIPE.get() {
+            memory.wipe();
+        }
+        out
     })
 }
 
@@ -670,7 +758,7 @@ mod tests {
             assert!(v.matches && v.needs_rehash);
             assert!(!h.verify(pw("wrong"), Some(&hash)).await.unwrap().matches);
         }
-        // The reusable buffer is wiped between hashes: the same inputs give the same hash.
+        // Whatever the reusable buffer held before, the same inputs give the same hash.
         let fresh = h.hash(pw("another password here")).await.unwrap();
         assert!(
             h.verify(pw("another password here"), Some(&fresh))
@@ -678,6 +766,68 @@ mod tests {
                 .unwrap()
                 .matches
         );
+    }
+
+    /// This thread's reusable memory: (blocks held, blocks marked dirty, all of it zero).
+    fn work_memory_state() -> (usize, usize, bool) {
+        WORK_MEMORY.with(|cell| {
+            let memory = cell.borrow();
+            let zero = memory
+                .blocks
+                .iter()
+                .all(|b| b.as_ref().iter().all(|w| *w == 0));
+            (memory.blocks.len(), memory.dirty, zero)
+        })
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_wipe_their_memory_when_no_hash_follows() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        for _ in 0..3 {
+            let hash = h.hash(pw("correct horse battery")).await.unwrap();
+            // Back to back, on memory the last hash may have left unwiped.
+            assert!(
+                h.verify(pw("correct horse battery"), Some(&hash))
+                    .await
+                    .unwrap()
+                    .matches
+            );
+            tokio::time::sleep(WIPE_AFTER_IDLE * 20).await;
+            let (blocks, dirty, zero) = h.run(work_memory_state).await.unwrap();
+            assert_eq!((blocks, dirty), (64, 0), "the buffer is kept, marked clean");
+            assert!(
+                zero,
+                "an idle hashing thread left password-derived memory behind"
+            );
+        }
+    }
+
+    #[test]
+    fn other_threads_wipe_after_every_hash() {
+        let hash = hash_blocking(HashParams::INSECURE_FOR_TESTS, b"password").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let (blocks, dirty, zero) = work_memory_state();
+        assert_eq!((blocks, dirty), (64, 0));
+        assert!(zero);
+    }
+
+    #[test]
+    fn memory_of_its_own_is_wiped_when_dropped() {
+        let mut memory = WorkMemory {
+            blocks: vec![Block::new(); 4],
+            dirty: 2,
+        };
+        for block in &mut memory.blocks {
+            block.as_mut()[0] = 7;
+        }
+        memory.wipe();
+        let words: Vec<u64> = memory.blocks.iter().map(|b| b.as_ref()[0]).collect();
+        assert_eq!(
+            words,
+            [0, 0, 7, 7],
+            "the dirty leading blocks, and only those"
+        );
+        assert_eq!(memory.dirty, 0);
     }
 
     #[test]
