@@ -497,10 +497,11 @@ impl Drop for WorkMemory {
 
 fn wipe(memory: &mut [Block]) {
     // Argon2 memory is derived from the password: left behind, its first blocks would let
-    // whoever reads them test guesses for the cost of one BLAKE2b each (RFC 9106 §7.3,
-    // "garbage-collector" attacks). A plain fill (a vectorized memset, where `zeroize`'s
-    // volatile writes go a word at a time), kept by the fence and by handing the memory to
-    // `black_box`, so the writes stand even when the buffer is freed right after.
+    // whoever reads them test guesses for the cost of one BLAKE2b each (the
+    // "garbage-collector" attacks on memory-hard functions). A plain fill (a vectorized
+    // memset, where `zeroize`'s volatile writes go a word at a time), kept by the fence and
+    // by handing the memory to `black_box`, so the writes stand even when the buffer is
+    // freed right after.
     memory.fill(Block::new());
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
     std::hint::black_box(memory);
@@ -525,7 +526,7 @@ fn wipe_work_memory() {
 /// higher cost than the current one) gets memory of its own for that call only, wiped
 /// afterwards, so the retained memory stays bounded by the configuration. The reusable
 /// buffer is wiped afterwards too, except on a hashing thread, which wipes it when it goes
-/// idle: the next hash overwrites every block it uses in its first pass (RFC 9106 §3.4: in
+/// idle: the next hash overwrites every block it uses in its first pass (RFC 9106 §3.2: in
 /// the first pass each block is computed, not XORed into the old one), and the blocks are
 /// marked dirty before `f` runs, so even a panicking hash is wiped.
 fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
