@@ -12,8 +12,9 @@
 //! arenas and stay resident, and tokio's blocking pool spread hashes over ever new threads
 //! (468 MiB under 64 concurrent logins). Now each of the `concurrency` long-lived hashing
 //! threads allocates its buffer once, on its first hash, reuses it for every hash at the
-//! configured cost, and wipes it when no other hash follows within 2 ms (back-to-back
-//! hashes overwrite it anyway, so a login flood does not pay 19 MiB of wiping per hash).
+//! configured cost, and wipes it when no other job reaches it within 2 ms (back-to-back
+//! hashes overwrite it anyway, so a login flood does not pay 19 MiB of wiping per hash; see
+//! `with_work_memory` for the jobs that wipe it at once).
 //! Memory is bounded by `concurrency × m`
 //! (38 MiB on 2 cores at the default cost), reached on the first logins and never exceeded.
 //! Reusing the buffer also saves the page faults of fresh memory on every hash.
@@ -33,7 +34,7 @@ use std::time::Duration;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{AuthError, Result};
 
@@ -398,9 +399,16 @@ impl HashThreads {
                     lower_priority(nice);
                     DEFER_WIPE.set(true);
                     while let Some(job) = next_job(&rx) {
+                        JOB_HASHED.set(false);
                         // A panicking job drops its answer channel (the caller gets an
                         // error); the thread stays for the next one.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        // Only a job that hashed into the buffer leaves it holding that hash
+                        // alone; after any other (an unparseable stored hash, a panic) the
+                        // earlier contents go now, not when the thread goes idle.
+                        if !JOB_HASHED.get() {
+                            wipe_work_memory();
+                        }
                     }
                     // The hasher was dropped: nothing more will come.
                     wipe_work_memory();
@@ -420,8 +428,10 @@ impl HashThreads {
 /// How long a hashing thread holding password-derived memory waits for another job before it
 /// wipes that memory. Under a login flood the next job comes within this (the freed slot's
 /// waiter submits it as soon as the runtime polls it), and that hash overwrites every block
-/// in its first pass, so the wipe, 19 MiB of writes (about a tenth of a hash here), is only
-/// paid when the flood ends.
+/// it uses in its first pass, so the wipe, 19 MiB of writes (6.5 % of a login's CPU, by
+/// `perf record` of the login benchmark), is only paid when the flood ends. It is a
+/// minimum: the hashing threads run below the process's priority, so on a saturated CPU
+/// the wipe waits to be scheduled like any other work of theirs.
 const WIPE_AFTER_IDLE: Duration = Duration::from_millis(2);
 
 /// The next job for a hashing thread, or `None` once the hasher is gone. A thread whose
@@ -469,6 +479,9 @@ thread_local! {
     /// Set on the hashing threads, which wipe their memory when they go idle
     /// ([`next_job`]); any other thread wipes it after every hash.
     static DEFER_WIPE: Cell<bool> = const { Cell::new(false) };
+    /// Set by a hashing thread's job that hashed into the buffer and left it holding that
+    /// hash's blocks alone (see [`with_work_memory`]).
+    static JOB_HASHED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Reusable Argon2 memory and how much of it holds password-derived data.
@@ -480,10 +493,15 @@ struct WorkMemory {
 
 impl WorkMemory {
     fn wipe(&mut self) {
-        if let Some(dirty) = self.blocks.get_mut(..self.dirty) {
+        self.wipe_from(0);
+    }
+
+    /// Wipes the dirty blocks from `start` on; the first `start` stay as they are.
+    fn wipe_from(&mut self, start: usize) {
+        if let Some(dirty) = self.blocks.get_mut(start..self.dirty) {
             wipe(dirty);
         }
-        self.dirty = 0;
+        self.dirty = self.dirty.min(start);
     }
 }
 
@@ -498,13 +516,13 @@ impl Drop for WorkMemory {
 fn wipe(memory: &mut [Block]) {
     // Argon2 memory is derived from the password: left behind, its first blocks would let
     // whoever reads them test guesses for the cost of one BLAKE2b each (the
-    // "garbage-collector" attacks on memory-hard functions). A plain fill (a vectorized
-    // memset, where `zeroize`'s volatile writes go a word at a time), kept by the fence and
-    // by handing the memory to `black_box`, so the writes stand even when the buffer is
-    // freed right after.
-    memory.fill(Block::new());
-    std::sync::atomic::compiler_fence(Ordering::SeqCst);
-    std::hint::black_box(memory);
+    // "garbage-collector" attacks on memory-hard functions). `zeroize` writes through
+    // volatile stores, which the compiler may not drop even right before the memory is
+    // freed (a plain fill carries no such promise). Word-at-a-time stores are slower than a
+    // memset, but the wipe is off the login path: the hashing threads wipe when idle.
+    for block in memory {
+        block.zeroize();
+    }
 }
 
 /// Whether this thread's reusable memory holds blocks a hash left unwiped.
@@ -521,16 +539,27 @@ fn wipe_work_memory() {
     });
 }
 
-/// Runs `f` with `blocks` blocks of Argon2 memory. A request up to `keep` blocks (the
-/// configured cost) uses this thread's reusable buffer; a larger one (a stored hash with a
-/// higher cost than the current one) gets memory of its own for that call only, wiped
-/// afterwards, so the retained memory stays bounded by the configuration. The reusable
-/// buffer is wiped afterwards too, except on a hashing thread, which wipes it when it goes
-/// idle: the next hash overwrites every block it uses in its first pass (RFC 9106 §3.2: in
-/// the first pass each block is computed, not XORed into the old one), and the blocks are
-/// marked dirty before `f` runs, so even a panicking hash is wiped.
-fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
-    fn own_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+/// Runs the hash `f` with `blocks` blocks of Argon2 memory. A request up to `keep` blocks
+/// (the configured cost) uses this thread's reusable buffer; a larger one (a stored hash
+/// with a higher cost than the current one) gets memory of its own for that call only, wiped
+/// afterwards, so the retained memory stays bounded by the configuration.
+///
+/// The reusable buffer is wiped afterwards too, except on a hashing thread after a hash that
+/// succeeded: a hash computes every block it uses in its first pass (RFC 9106 §3.2: the
+/// first pass assigns each block, later passes XOR into it), so those blocks now hold this
+/// hash alone and the next hash would overwrite them anyway. What an earlier, costlier hash
+/// left beyond them is wiped at once, and the rest when the thread goes idle
+/// ([`next_job`]). The blocks are marked dirty before `f` runs, so a panicking hash is wiped
+/// too.
+fn with_work_memory(
+    blocks: usize,
+    keep: usize,
+    f: impl FnOnce(&mut [Block]) -> argon2::Result<()>,
+) -> argon2::Result<()> {
+    fn own_memory(
+        blocks: usize,
+        f: impl FnOnce(&mut [Block]) -> argon2::Result<()>,
+    ) -> argon2::Result<()> {
         let mut memory = WorkMemory {
             blocks: vec![Block::new(); blocks],
             dirty: blocks,
@@ -539,6 +568,9 @@ fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) 
         // Dropping it wipes it.
     }
     if blocks > keep {
+        // This hash leaves the reusable buffer alone, so nothing will overwrite what an
+        // earlier one left there: wipe it before a hash that takes longer than usual.
+        wipe_work_memory();
         return own_memory(blocks, f);
     }
     WORK_MEMORY.with(|cell| {
@@ -554,11 +586,14 @@ fn with_work_memory<T>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) 
             return own_memory(blocks, f);
         };
         memory.dirty = memory.dirty.max(blocks);
-        let out = f(work);
-        if !DEFER_WIPE.get() {
+        let result = f(work);
+        if result.is_ok() && DEFER_WIPE.get() {
+            memory.wipe_from(blocks);
+            JOB_HASHED.set(true);
+        } else {
             memory.wipe();
         }
-        out
+        result
     })
 }
 
@@ -606,6 +641,9 @@ fn dummy_hash(params: HashParams) -> Result<String> {
 
 fn verify_blocking(params: HashParams, password: &[u8], stored: &str) -> Result<Verification> {
     if is_bcrypt(stored) {
+        // A bcrypt check (up to seconds at cost 15) leaves the Argon2 buffer alone: what an
+        // earlier hash left there goes first.
+        wipe_work_memory();
         // Legacy import: bcrypt truncates at 72 bytes, exactly as the systems that made these
         // hashes did. A match is always rehashed to Argon2id.
         let matches = bcrypt::verify(password, stored).unwrap_or(false);
@@ -770,7 +808,11 @@ mod tests {
     }
 
     /// This thread's reusable memory: (blocks held, blocks marked dirty, all of it zero).
+    /// On a hashing thread the check leaves the memory as it found it: it counts as a job
+    /// that hashed, so the thread does not wipe after it (which would hide a missing wipe
+    /// from the next check).
     fn work_memory_state() -> (usize, usize, bool) {
+        JOB_HASHED.set(true);
         WORK_MEMORY.with(|cell| {
             let memory = cell.borrow();
             let zero = memory
@@ -779,6 +821,20 @@ mod tests {
                 .all(|b| b.as_ref().iter().all(|w| *w == 0));
             (memory.blocks.len(), memory.dirty, zero)
         })
+    }
+
+    /// Waits (up to 5 s) until the hashing thread that runs the check reports clean memory,
+    /// and returns what it saw last: the idle wipe comes after [`WIPE_AFTER_IDLE`], or later
+    /// when the machine is busy, and a check that arrives first finds the memory in use.
+    async fn state_once_idle(h: &PasswordHasher) -> (usize, usize, bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(WIPE_AFTER_IDLE * 5).await;
+            let state = h.run(work_memory_state).await.unwrap();
+            if state.1 == 0 || std::time::Instant::now() > deadline {
+                return state;
+            }
+        }
     }
 
     #[tokio::test]
@@ -793,13 +849,84 @@ mod tests {
                     .unwrap()
                     .matches
             );
-            tokio::time::sleep(WIPE_AFTER_IDLE * 20).await;
-            let (blocks, dirty, zero) = h.run(work_memory_state).await.unwrap();
+            let (blocks, dirty, zero) = state_once_idle(&h).await;
             assert_eq!((blocks, dirty), (64, 0), "the buffer is kept, marked clean");
             assert!(
                 zero,
                 "an idle hashing thread left password-derived memory behind"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_hashing_thread_wipes_even_while_another_waits_for_work() {
+        // Two threads: one of them waits on the job queue (holding its lock) while the other
+        // goes idle with dirty memory, which must not wait behind it to wipe.
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 2, 16).unwrap();
+        // Jobs that cannot finish until both are running: one on each thread.
+        let on_both = |job: fn() -> (usize, usize, bool)| {
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let one = move |barrier: Arc<std::sync::Barrier>| {
+                move || {
+                    barrier.wait();
+                    (std::thread::current().id(), job())
+                }
+            };
+            let (x, y) = (one(Arc::clone(&barrier)), one(barrier));
+            async { tokio::join!(h.run(x), h.run(y)) }
+        };
+        let hash = || {
+            hash_blocking(HashParams::INSECURE_FOR_TESTS, b"correct horse").unwrap();
+            work_memory_state()
+        };
+        let (x, y) = on_both(hash).await;
+        let ((tx, x), (ty, y)) = (x.unwrap(), y.unwrap());
+        assert_ne!(tx, ty, "one hash per thread");
+        assert_eq!((x.1, y.1), (64, 64), "both left dirty memory behind");
+        // One check, after 250 times the idle delay: unlike `state_once_idle`, no retry, as
+        // the checks themselves are jobs, and a job reaching a thread stuck behind the
+        // queue's lock would let it go on and wipe, hiding that it was stuck.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (x, y) = on_both(work_memory_state).await;
+        let ((tx, x), (ty, y)) = (x.unwrap(), y.unwrap());
+        assert_ne!(tx, ty, "one check per thread");
+        assert_eq!((x.1, y.1), (0, 0), "both wiped while idle");
+        assert!(x.2 && y.2);
+    }
+
+    #[tokio::test]
+    async fn a_cheaper_hash_wipes_what_a_costlier_one_left_beyond_it() {
+        // Hashes at another cost than the hasher's own (an older setting) reuse the front of
+        // its buffer: the result matches the one made on fresh memory, and the blocks past
+        // it, last written by a costlier hash, are wiped at once.
+        let cheap = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        let stored = cheap.hash(pw("a long enough password")).await.unwrap();
+        let costly = HashParams {
+            memory_kib: 128,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let h = PasswordHasher::new(costly, 1, 16).unwrap();
+        for _ in 0..2 {
+            h.hash(pw("fills all 128 blocks")).await.unwrap();
+            let v = h
+                .verify(pw("a long enough password"), Some(&stored))
+                .await
+                .unwrap();
+            assert!(v.matches && v.needs_rehash);
+            let tail_zero = h
+                .run(|| {
+                    WORK_MEMORY.with(|cell| {
+                        let memory = cell.borrow();
+                        assert!(memory.dirty <= 64, "dirty {}", memory.dirty);
+                        memory.blocks[64..]
+                            .iter()
+                            .all(|b| b.as_ref().iter().all(|w| *w == 0))
+                    })
+                })
+                .await
+                .unwrap();
+            assert!(tail_zero);
         }
     }
 
@@ -813,21 +940,25 @@ mod tests {
     }
 
     #[test]
-    fn memory_of_its_own_is_wiped_when_dropped() {
+    fn wiping_clears_the_dirty_blocks_only() {
         let mut memory = WorkMemory {
-            blocks: vec![Block::new(); 4],
-            dirty: 2,
+            blocks: vec![Block::new(); 6],
+            dirty: 4,
         };
-        for block in &mut memory.blocks {
-            block.as_mut()[0] = 7;
-        }
+        let mark = |memory: &mut WorkMemory| {
+            for block in &mut memory.blocks {
+                block.as_mut()[0] = 7;
+            }
+        };
+        let first_words = |memory: &WorkMemory| -> Vec<u64> {
+            memory.blocks.iter().map(|b| b.as_ref()[0]).collect()
+        };
+        mark(&mut memory);
+        memory.wipe_from(2);
+        assert_eq!(first_words(&memory), [7, 7, 0, 0, 7, 7]);
+        assert_eq!(memory.dirty, 2);
         memory.wipe();
-        let words: Vec<u64> = memory.blocks.iter().map(|b| b.as_ref()[0]).collect();
-        assert_eq!(
-            words,
-            [0, 0, 7, 7],
-            "the dirty leading blocks, and only those"
-        );
+        assert_eq!(first_words(&memory), [0, 0, 0, 0, 7, 7]);
         assert_eq!(memory.dirty, 0);
     }
 
