@@ -436,7 +436,8 @@ const WIPE_AFTER_IDLE: Duration = Duration::from_millis(2);
 
 /// The next job for a hashing thread, or `None` once the hasher is gone. A thread whose
 /// memory is dirty waits only [`WIPE_AFTER_IDLE`] for it and then wipes before it waits
-/// longer, so password-derived memory never outlives the last hash by more than that. It
+/// longer, so password-derived memory outlives the last hash by that, plus whatever wait
+/// for the CPU a busy machine adds. It
 /// waits on the queue only when it gets the lock at once: another thread holding it may
 /// wait there indefinitely, so a dirty thread that cannot have it wipes first.
 fn next_job(rx: &std::sync::Mutex<std::sync::mpsc::Receiver<HashJob>>) -> Option<HashJob> {
@@ -579,6 +580,8 @@ fn with_work_memory(
             return own_memory(blocks, f);
         };
         if memory.blocks.len() < keep {
+            // Growing may move the buffer and free the old one: nothing dirty goes with it.
+            memory.wipe();
             memory.blocks.resize(keep, Block::new());
         }
         let memory = &mut *memory;
