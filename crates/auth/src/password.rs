@@ -917,19 +917,26 @@ mod tests {
                 .await
                 .unwrap();
             assert!(v.matches && v.needs_rehash);
-            let tail_zero = h
+            // Read on the hashing thread, asserted here (a failed assertion there would only
+            // surface as a lost answer).
+            let (blocks, dirty, tail_zero) = h
                 .run(|| {
+                    JOB_HASHED.set(true);
                     WORK_MEMORY.with(|cell| {
                         let memory = cell.borrow();
-                        assert!(memory.dirty <= 64, "dirty {}", memory.dirty);
-                        memory.blocks[64..]
-                            .iter()
-                            .all(|b| b.as_ref().iter().all(|w| *w == 0))
+                        let tail = memory.blocks.get(64..).unwrap_or_default();
+                        let zero = tail.iter().all(|b| b.as_ref().iter().all(|w| *w == 0));
+                        (memory.blocks.len(), memory.dirty, zero)
                     })
                 })
                 .await
                 .unwrap();
-            assert!(tail_zero);
+            assert_eq!(blocks, 128);
+            assert!(dirty <= 64, "{dirty} blocks dirty after a 64-block hash");
+            assert!(
+                tail_zero,
+                "blocks 64..128, last written by the costlier hash"
+            );
         }
     }
 
