@@ -207,6 +207,23 @@ def password_grant(base: str, username: str, password: str) -> dict:
 # ---------------------------------------------------------------------------- servers
 
 
+def tessera_env(variant: str) -> dict:
+    """The environment of a Tessera server under test (`tessera-rs256` or `tessera-hs256`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
+    env.update({
+        "TESSERA_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # One client address sends every login and refresh.
+        "TESSERA_RATE_LIMITS__TOKEN_PER_MINUTE": "0",
+        # Fixed, so tokens obtained from one process verify in the next (the default
+        # issuer follows the listening port, which changes with every start).
+        "TESSERA_ISSUER": "http://tessera.bench.test",
+    })
+    if variant == "tessera-hs256":
+        env["TESSERA_SIGNING__ALG"] = "HS256"
+        env["TESSERA_SIGNING__SECRET"] = HS256_SECRET
+    return env
+
+
 class Servers:
     def __init__(self, s: Settings):
         self.s = s
@@ -217,28 +234,13 @@ class Servers:
 
     # -- Tessera
 
-    def tessera_env(self, variant: str) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
-        env.update({
-            "TESSERA_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            # One client address sends every login and refresh.
-            "TESSERA_RATE_LIMITS__TOKEN_PER_MINUTE": "0",
-            # Fixed, so tokens obtained from one process verify in the next (the default
-            # issuer follows the listening port, which changes with every start).
-            "TESSERA_ISSUER": "http://tessera.bench.test",
-        })
-        if variant == "tessera-hs256":
-            env["TESSERA_SIGNING__ALG"] = "HS256"
-            env["TESSERA_SIGNING__SECRET"] = HS256_SECRET
-        return env
-
     def start_tessera(self, variant: str, tag: str) -> Server:
         data = self.work / f"data-{variant}"
         log = self.work / f"{variant}-{tag}.log"
         port = free_port()
         proc = subprocess.Popen(
             [str(self.s.tessera), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)],
-            env=self.tessera_env(variant), stdin=subprocess.DEVNULL,
+            env=tessera_env(variant), stdin=subprocess.DEVNULL,
             stdout=log.open("w"), stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, "/readyz", proc)
@@ -558,7 +560,7 @@ def startup(name: str, s: Settings, sv: Servers, row: Row) -> Row:
         t0 = time.monotonic()
         proc = subprocess.Popen(
             [str(s.tessera), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)],
-            env=sv.tessera_env(name), stdin=subprocess.DEVNULL, stdout=log.open("w"),
+            env=tessera_env(name), stdin=subprocess.DEVNULL, stdout=log.open("w"),
             stderr=subprocess.STDOUT)
         server = Server(name, proc, f"http://127.0.0.1:{port}", log)
         try:

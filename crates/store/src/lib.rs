@@ -20,11 +20,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::FromRow;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{Connection, FromRow};
 use tessera_auth::model::{
     AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent, RevocationKind, Role,
     Session, SessionId, StoredKey, Throttle, TotpState, User, UserId, Username,
@@ -44,48 +45,180 @@ use rows::{AuditRow, ClientRow, KeyRow, RevocationRow, SessionRow, TokenRow, Use
 pub struct SqliteStore {
     pool: SqlitePool,
     /// The one connection every write transaction runs on (why: `Database::sqlite_with`).
-    writer: SqlitePool,
-    writers: WriteGate,
+    writer: SqliteWriter,
 }
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// The same pool: PostgreSQL runs write transactions concurrently.
-    writer: PgPool,
-    writers: WriteGate,
 }
 
-/// Who may run a write transaction now. SQLite has one writer at a time: with several
-/// pooled connections racing for the lock, the losers sleep in SQLite's busy handler (1, 2,
-/// 5, 10… ms) and a refresh storm turns into a sleeping contest (p99 323 ms, measured). So
-/// SQLite write transactions queue here first, fairly and without sleeping, and reach
-/// `BEGIN IMMEDIATE` one at a time. PostgreSQL runs them concurrently (no gate).
+/// The one SQLite connection every write transaction runs on, one turn at a time.
+///
+/// SQLite has one writer at a time: with several connections racing for the lock, the
+/// losers sleep in SQLite's busy handler (1, 2, 5, 10… ms) and a refresh storm turns into a
+/// sleeping contest (p99 323 ms, measured). So write transactions queue for this connection
+/// first, fairly (`tokio::sync::Mutex` is first-in first-out) and without sleeping.
+///
+/// It is held here, not in a one-connection pool: sqlx-core 0.9 pings every pooled
+/// connection when it is released (`Floating::return_to_pool`; no option turns it off),
+/// which is a spawned task and a round trip to the connection's thread after every write,
+/// and the writer is unavailable until that task has run. What the ping was for is kept:
+/// - commands reach the connection's thread in order, so the rollback that a dropped
+///   `Transaction` queues runs before the next turn's `BEGIN`;
+/// - a turn that did not commit (an error, a dropped request, an early return) leaves the
+///   connection unverified, and the next turn pings it first. A connection whose thread has
+///   stopped (sqlx stops it when a rollback fails) is then replaced.
 #[derive(Debug, Clone)]
-struct WriteGate(Option<Arc<tokio::sync::Semaphore>>);
+struct SqliteWriter {
+    slot: Arc<tokio::sync::Mutex<WriterSlot>>,
+    opts: Arc<SqliteConnectOptions>,
+}
 
-impl WriteGate {
-    fn single() -> Self {
-        Self(Some(Arc::new(tokio::sync::Semaphore::new(1))))
+#[derive(Debug)]
+enum WriterSlot {
+    /// `verified`: the last turn committed, or a ping since has answered.
+    Open {
+        conn: SqliteConnection,
+        verified: bool,
+    },
+    /// Closed after a failed raw batch (closing rolls its transaction back), or its ping
+    /// failed: the next turn connects again.
+    Lost,
+    /// [`Database::close`] ran.
+    Closed,
+}
+
+/// How long closing a connection may take before it is abandoned (its thread still
+/// finishes the close; nothing waits for it).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SqliteWriter {
+    async fn connect(opts: SqliteConnectOptions) -> StoreResult<Self> {
+        let conn = SqliteConnection::connect_with(&opts)
+            .await
+            .map_err(map_err)?;
+        Ok(Self {
+            slot: Arc::new(tokio::sync::Mutex::new(WriterSlot::Open {
+                conn,
+                verified: true,
+            })),
+            opts: Arc::new(opts),
+        })
     }
 
-    fn open() -> Self {
-        Self(None)
+    /// Waits for the turn to write (bounded like a pool acquire), with a connection that
+    /// answers.
+    async fn turn(&self) -> StoreResult<SqliteTurn> {
+        let mut slot = tokio::time::timeout(ACQUIRE_TIMEOUT, Arc::clone(&self.slot).lock_owned())
+            .await
+            .map_err(|_| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "timed out waiting for the database write lock",
+                )
+            })?;
+        if let WriterSlot::Open { conn, verified } = &mut *slot
+            && !*verified
+        {
+            if conn.ping().await.is_ok() {
+                *verified = true;
+            } else if let WriterSlot::Open { conn, .. } =
+                std::mem::replace(&mut *slot, WriterSlot::Lost)
+            {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close_hard()).await;
+            }
+        }
+        if matches!(*slot, WriterSlot::Lost) {
+            let conn = SqliteConnection::connect_with(&self.opts)
+                .await
+                .map_err(map_err)?;
+            *slot = WriterSlot::Open {
+                conn,
+                verified: true,
+            };
+        }
+        Ok(SqliteTurn { slot })
     }
 
-    /// Waits for the turn to write (bounded like a pool acquire).
-    async fn enter(&self) -> StoreResult<Option<tokio::sync::SemaphorePermit<'_>>> {
-        let Some(gate) = &self.0 else {
-            return Ok(None);
-        };
-        match tokio::time::timeout(ACQUIRE_TIMEOUT, gate.acquire()).await {
-            Ok(Ok(permit)) => Ok(Some(permit)),
-            Ok(Err(_)) | Err(_) => Err(StoreError::new(
+    /// Waits for the current turn, then closes the connection for good.
+    async fn close(&self) {
+        let mut slot = self.slot.lock().await;
+        if let WriterSlot::Open { conn, .. } = std::mem::replace(&mut *slot, WriterSlot::Closed) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
+        }
+    }
+}
+
+/// The turn to write on SQLite: the writer connection, until dropped.
+struct SqliteTurn {
+    slot: tokio::sync::OwnedMutexGuard<WriterSlot>,
+}
+
+impl SqliteTurn {
+    /// The connection, unverified until [`Self::committed`].
+    fn conn(&mut self) -> StoreResult<&mut SqliteConnection> {
+        match &mut *self.slot {
+            WriterSlot::Open { conn, verified } => {
+                *verified = false;
+                Ok(conn)
+            }
+            WriterSlot::Lost | WriterSlot::Closed => Err(StoreError::new(
                 StoreErrorKind::Unavailable,
-                "timed out waiting for the database write lock",
+                "the database is closed",
             )),
         }
+    }
+
+    async fn begin_with(
+        &mut self,
+        statement: &'static str,
+    ) -> StoreResult<sqlx::Transaction<'_, sqlx::Sqlite>> {
+        self.conn()?.begin_with(statement).await.map_err(map_err)
+    }
+
+    /// The turn's transaction committed: the next turn need not check the connection.
+    fn committed(&mut self) {
+        if let WriterSlot::Open { verified, .. } = &mut *self.slot {
+            *verified = true;
+        }
+    }
+
+    /// Closes the connection (which rolls back whatever it has open); the next turn opens
+    /// another.
+    async fn discard(&mut self) {
+        if let WriterSlot::Open { conn, .. } = std::mem::replace(&mut *self.slot, WriterSlot::Lost)
+        {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
+        }
+    }
+}
+
+/// The turn to write on PostgreSQL: any pooled connection (PostgreSQL runs write
+/// transactions concurrently).
+struct PgTurn<'a>(&'a PgPool);
+
+impl PgTurn<'_> {
+    async fn begin_with(
+        &mut self,
+        statement: &'static str,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.0.begin_with(statement).await.map_err(map_err)
+    }
+
+    fn committed(&mut self) {}
+}
+
+impl SqliteStore {
+    async fn write_turn(&self) -> StoreResult<SqliteTurn> {
+        self.writer.turn().await
+    }
+}
+
+impl PgStore {
+    async fn write_turn(&self) -> StoreResult<PgTurn<'_>> {
+        Ok(PgTurn(&self.pool))
     }
 }
 
@@ -117,8 +250,9 @@ impl Database {
         Self::sqlite_with(opts).await
     }
 
-    /// Two pools on the same file: eight connections for reads and one for the write
-    /// transactions. SQLite writes one transaction at a time anyway (see [`WriteGate`]), and
+    /// A pool of eight connections for reads and single statements, and one connection of
+    /// its own for the write transactions. SQLite writes one transaction at a time anyway
+    /// (see [`SqliteWriter`]), and
     /// each connection keeps its own page cache, which it drops whenever another connection
     /// has written. Spread over the eight, every write transaction started on a cold cache
     /// and re-read its pages from the file (sqlx hands the idle connections out in turn); on
@@ -126,17 +260,13 @@ impl Database {
     /// grants: 397-427 → 350-353 µs of server CPU each, 15.5-16.1 → 13.6-14.0 context
     /// switches (AMD guest, docs/BENCHMARKS.md).
     async fn sqlite_with(opts: SqliteConnectOptions) -> StoreResult<Self> {
-        let pool_with = |max: u32| {
-            SqlitePoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                // No ping on acquire: an embedded database cannot drop a connection, and each
-                // ping is a round trip to the connection's thread before every query. (sqlx
-                // still pings on release, which flushes a transaction left by a dropped
-                // future.)
-                .test_before_acquire(false)
-        };
-        let pool = pool_with(8)
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // No ping on acquire: an embedded database cannot drop a connection, and each
+            // ping is a round trip to the connection's thread before every query. (sqlx
+            // still pings on release, which flushes a transaction left by a dropped future.)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await
             .map_err(map_err)?;
@@ -144,12 +274,8 @@ impl Database {
             .run(&pool)
             .await
             .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
-        let writer = pool_with(1).connect_with(opts).await.map_err(map_err)?;
-        Ok(Self::Sqlite(SqliteStore {
-            pool,
-            writer,
-            writers: WriteGate::single(),
-        }))
+        let writer = SqliteWriter::connect(opts).await?;
+        Ok(Self::Sqlite(SqliteStore { pool, writer }))
     }
 
     /// Connects to `url`: `postgres://…`/`postgresql://…` or `sqlite:…`, and migrates.
@@ -171,11 +297,7 @@ impl Database {
                 .run(&pool)
                 .await
                 .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
-            Ok(Self::Postgres(PgStore {
-                writer: pool.clone(),
-                pool,
-                writers: WriteGate::open(),
-            }))
+            Ok(Self::Postgres(PgStore { pool }))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?
@@ -460,8 +582,8 @@ macro_rules! sql_store {
 
         impl SessionStore for $store {
             async fn create_session(&self, s: &Session, refresh_hash: &[u8; 32]) -> StoreResult<()> {
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, client_id, scope, amr, created_at, last_used_at, idle_expires_at,
                                            absolute_expires_at, revoked_at, revoke_reason, ip, user_agent)
@@ -488,7 +610,9 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)
+                tx.commit().await.map_err(map_err)?;
+                turn.committed();
+                Ok(())
             }
 
             async fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome> {
@@ -497,8 +621,8 @@ macro_rules! sql_store {
                 if let Some((session, user)) = self.rotate_current(req).await? {
                     return Ok(RotateOutcome::Rotated { session, user });
                 }
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 // Not rotated: find out why, in a transaction of its own. Nothing has
                 // changed: the fast path changes nothing unless it rotates.
                 let token: Option<TokenRow> = sqlx::query_as(
@@ -544,6 +668,7 @@ macro_rules! sql_store {
                         .map_err(map_err)?;
                     if matches!(successor_used, Some(None)) {
                         tx.commit().await.map_err(map_err)?;
+                        turn.committed();
                         return Ok(RotateOutcome::GraceRetry(session));
                     }
                 }
@@ -562,6 +687,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
+                turn.committed();
                 Ok(RotateOutcome::Reused(Session {
                     revoked_at: Some(req.now),
                     revoke_reason: Some("refresh_reuse".into()),
@@ -627,8 +753,8 @@ macro_rules! sql_store {
             }
 
             async fn revoke_session(&self, id: SessionId, now: i64, reason: &str, event_expires_at: i64) -> StoreResult<Option<Session>> {
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 let changed = sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
                     .bind(now)
                     .bind(reason)
@@ -655,6 +781,7 @@ macro_rules! sql_store {
                     .map(Session::try_from)
                     .transpose()?;
                 tx.commit().await.map_err(map_err)?;
+                turn.committed();
                 Ok(s)
             }
 
@@ -667,8 +794,8 @@ macro_rules! sql_store {
                 event_expires_at: i64,
                 revoke_user_tokens: bool,
             ) -> StoreResult<u64> {
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 let keep = keep.map(|k| k.to_string());
                 // One statement, and all of it before the first revocation event: on
                 // PostgreSQL inserting an event takes the revocation-order lock (migration
@@ -706,6 +833,7 @@ macro_rules! sql_store {
                         .map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)?;
+                turn.committed();
                 Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
             }
         }
@@ -773,8 +901,8 @@ macro_rules! sql_store {
 
         impl KeyStore for $store {
             async fn rotate_signing_key(&self, new: &StoredKey, retain_after_retire: i64, guard: RotateGuard) -> StoreResult<bool> {
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 if let Some(lock) = $key_lock {
                     sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
                 }
@@ -829,6 +957,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
+                turn.committed();
                 Ok(true)
             }
 
@@ -953,8 +1082,8 @@ macro_rules! sql_store {
             }
 
             async fn activate_totp(&self, user: UserId, sealed: &[u8], step: i64, recovery_hashes: &[[u8; 32]]) -> StoreResult<bool> {
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 let r = sqlx::query(
                     "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1
                      WHERE id = $2 AND totp_pending = $3",
@@ -982,12 +1111,13 @@ macro_rules! sql_store {
                         .map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)?;
+                turn.committed();
                 Ok(true)
             }
 
             async fn disable_totp(&self, user: UserId) -> StoreResult<bool> {
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 let r = sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = 0 WHERE id = $1")
                     .bind(user.to_string())
                     .execute(&mut *tx)
@@ -999,6 +1129,7 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
@@ -1162,8 +1293,8 @@ macro_rules! sql_store {
 
         impl AuditStore for $store {
             async fn append_audit(&self, e: &AuditEvent, chain: ChainFn) -> StoreResult<i64> {
-                let _turn = self.writers.enter().await?;
-                let mut tx = self.writer.begin_with($begin).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 if let Some(lock) = $audit_lock {
                     sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
                 }
@@ -1193,6 +1324,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
+                turn.committed();
                 Ok(id)
             }
 
@@ -1283,9 +1415,9 @@ impl SqliteStore {
     /// changed exactly one row (`changes()`, which counts the last completed statement).
     ///
     /// The batch opens and commits its own transaction, out of sqlx's sight, so it must never
-    /// stop half-way with the transaction open on a pooled connection: it runs in a task of
+    /// stop half-way with the transaction open on the writer connection: it runs in a task of
     /// its own (a dropped request cannot cancel it between statements), and after any error
-    /// the connection is closed instead of pooled (closing rolls back).
+    /// the connection is closed and replaced (closing rolls back).
     ///
     /// The batch also reads the session's user, which the grant needs next: a second command
     /// would be a second trip to a connection's thread, and on a connection other than the
@@ -1295,14 +1427,12 @@ impl SqliteStore {
         &self,
         req: &RotateRequest,
     ) -> StoreResult<Option<(Session, Option<User>)>> {
-        let pool = self.writer.clone();
-        let writers = self.writers.clone();
+        let writer = self.writer.clone();
         let (now, parent, successor) = (req.now, req.parent_hash, req.successor_hash);
         let client_id = req.client_id.clone();
         let idle = req.now.saturating_add(req.idle_ttl_secs);
         let task = tokio::spawn(async move {
-            let _turn = writers.enter().await?;
-            let mut conn = pool.acquire().await.map_err(map_err)?;
+            let mut turn = writer.turn().await?;
             let sql = concat!(
                 "BEGIN IMMEDIATE;\n",
                 rotate_claim_sql!(),
@@ -1329,10 +1459,11 @@ impl SqliteStore {
                 .bind(&parent[..])
                 .bind(client_id)
                 .bind(idle)
-                .fetch_all(&mut *conn)
+                .fetch_all(turn.conn()?)
                 .await;
             match rows {
                 Ok(rows) => {
+                    turn.committed();
                     let mut rows = rows.iter();
                     let Some(session) = rows.next() else {
                         return Ok(None);
@@ -1350,7 +1481,7 @@ impl SqliteStore {
                     Ok(Some((session, user)))
                 }
                 Err(e) => {
-                    conn.close_on_drop();
+                    turn.discard().await;
                     Err(map_err(e))
                 }
             }
@@ -1489,6 +1620,126 @@ delegate! {
 mod tests {
     use super::*;
 
+    async fn sqlite(dir: &tempfile::TempDir) -> SqliteStore {
+        let Database::Sqlite(store) = Database::open_sqlite(&dir.path().join("t.db"))
+            .await
+            .unwrap()
+        else {
+            unreachable!("open_sqlite opens SQLite");
+        };
+        store
+    }
+
+    async fn meta_rows(store: &SqliteStore, key: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn writer_verified(store: &SqliteStore) -> Option<bool> {
+        match &*store.writer.slot.lock().await {
+            WriterSlot::Open { verified, .. } => Some(*verified),
+            WriterSlot::Lost | WriterSlot::Closed => None,
+        }
+    }
+
+    /// A write that appends a revocation event, on the writer connection.
+    async fn revoke_all(store: &SqliteStore) -> StoreResult<u64> {
+        store
+            .revoke_user_sessions(UserId::new(), None, 1, "test", i64::MAX, true)
+            .await
+    }
+
+    /// Without the release ping of a pool, what a turn left open must still be gone before
+    /// the next turn begins: the dropped `Transaction` queues its rollback on the
+    /// connection's thread, ahead of the next turn's commands.
+    #[tokio::test]
+    async fn a_turn_that_did_not_commit_is_rolled_back_before_the_next_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        {
+            let mut turn = store.write_turn().await.unwrap();
+            let mut tx = turn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('left', 'open')")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        assert_eq!(writer_verified(&store).await, Some(false));
+        let mut turn = store.write_turn().await.unwrap();
+        let mut tx = turn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta WHERE key = 'left'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "the first turn's insert was rolled back");
+        tx.commit().await.unwrap();
+        turn.committed();
+        drop(turn);
+        assert_eq!(writer_verified(&store).await, Some(true));
+    }
+
+    /// A raw batch that fails half-way leaves its own `BEGIN` open, out of sqlx's sight:
+    /// the connection is closed (rolling it back) and the next turn opens another.
+    #[tokio::test]
+    async fn a_failed_batch_replaces_the_writer_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        {
+            let mut turn = store.write_turn().await.unwrap();
+            let batch = "BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('half', 'way'); \
+                         SELECT * FROM no_such_table; COMMIT";
+            assert!(
+                sqlx::query(batch)
+                    .fetch_all(turn.conn().unwrap())
+                    .await
+                    .is_err()
+            );
+            turn.discard().await;
+        }
+        assert_eq!(
+            writer_verified(&store).await,
+            None,
+            "closed, to be replaced"
+        );
+        assert_eq!(meta_rows(&store, "half").await, 0, "rolled back");
+        assert_eq!(revoke_all(&store).await.unwrap(), 0);
+        assert_eq!(writer_verified(&store).await, Some(true));
+        let events = store.revocations_since(0, 1, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "the write after the failure committed");
+    }
+
+    /// A write dropped while SQLite makes it wait for the lock (here another connection holds
+    /// it): its `BEGIN` still completes on the connection's thread after the caller has
+    /// gone, and sqlx rolls it back there. The writer must not be left inside it.
+    #[tokio::test]
+    async fn a_write_dropped_while_it_waits_for_the_lock_leaves_the_writer_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        let mut other = SqliteConnection::connect_with(
+            &SqliteConnectOptions::new().filename(dir.path().join("t.db")),
+        )
+        .await
+        .unwrap();
+        // Raw on purpose: the lock stays held across the statements below.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(200), revoke_all(&store)).await;
+        assert!(waited.is_err(), "the write waits for the lock: {waited:?}");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(4), revoke_all(&store))
+            .await
+            .expect("the next write must not wait for a lock the dropped one left");
+        assert_eq!(next.unwrap(), 0);
+        let events = store.revocations_since(0, 1, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "only the second write committed");
+        other.close().await.unwrap();
+    }
+
     /// The claim must find the session by its key, not scan every live session: with the
     /// session test written as `session_id IN (SELECT id FROM sessions WHERE …)` SQLite
     /// walked all live sessions (by expiry) on every refresh, so rotation slowed down as
@@ -1496,12 +1747,7 @@ mod tests {
     #[tokio::test]
     async fn the_rotation_claim_looks_sessions_up_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let Database::Sqlite(store) = Database::open_sqlite(&dir.path().join("t.db"))
-            .await
-            .unwrap()
-        else {
-            unreachable!("open_sqlite opens SQLite");
-        };
+        let store = sqlite(&dir).await;
         // The plan's text is the fourth column (id, parent, unused, detail).
         let plan: Vec<String> = sqlx::query(concat!("EXPLAIN QUERY PLAN ", rotate_claim_sql!()))
             .bind(1_i64)

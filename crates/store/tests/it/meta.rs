@@ -1,6 +1,7 @@
 //! `MetaStore` (small named values) and `Store::ping`.
 
-use tessera_auth::store::{MetaStore as _, Store as _, StoreErrorKind};
+use tessera_auth::model::UserId;
+use tessera_auth::store::{MetaStore as _, SessionStore as _, Store as _, StoreErrorKind};
 
 use crate::support::{TestDb, conformance};
 
@@ -50,5 +51,11 @@ async fn a_closed_store_reports_unavailable(db: TestDb) {
         StoreErrorKind::Unavailable
     );
     let err = db.get_meta("bootstrap").await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err:?}");
+    // A write transaction (on SQLite, the writer connection: closed, not reopened).
+    let err = db
+        .revoke_user_sessions(UserId::new(), None, 0, "test", 0, true)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err:?}");
 }
