@@ -44,7 +44,7 @@ use rows::{AuditRow, ClientRow, KeyRow, RevocationRow, SessionRow, TokenRow, Use
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The one connection every write transaction runs on (why: `Database::sqlite_with`).
+    /// The one connection every write runs on (why: `Database::sqlite_with`).
     writer: SqliteWriter,
 }
 
@@ -95,10 +95,15 @@ enum WriterSlot {
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl SqliteWriter {
+    /// Opens the connection and migrates the database on it.
     async fn connect(opts: SqliteConnectOptions) -> StoreResult<Self> {
-        let conn = SqliteConnection::connect_with(&opts)
+        let mut conn = SqliteConnection::connect_with(&opts)
             .await
             .map_err(map_err)?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
         Ok(Self {
             slot: Arc::new(tokio::sync::Mutex::new(WriterSlot::Open {
                 conn,
@@ -178,6 +183,11 @@ impl SqliteTurn {
         self.conn()?.begin_with(statement).await.map_err(map_err)
     }
 
+    /// Where a single statement writes (it commits on its own): the connection.
+    fn writer(&mut self) -> StoreResult<&mut SqliteConnection> {
+        self.conn()
+    }
+
     /// The turn's transaction committed: the next turn need not check the connection.
     fn committed(&mut self) {
         if let WriterSlot::Open { verified, .. } = &mut *self.slot {
@@ -199,12 +209,17 @@ impl SqliteTurn {
 /// transactions concurrently).
 struct PgTurn<'a>(&'a PgPool);
 
-impl PgTurn<'_> {
+impl<'a> PgTurn<'a> {
     async fn begin_with(
         &mut self,
         statement: &'static str,
     ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.0.begin_with(statement).await.map_err(map_err)
+    }
+
+    /// Where a single statement writes: the pool.
+    fn writer(&mut self) -> StoreResult<&'a PgPool> {
+        Ok(self.0)
     }
 
     fn committed(&mut self) {}
@@ -250,16 +265,19 @@ impl Database {
         Self::sqlite_with(opts).await
     }
 
-    /// A pool of eight connections for reads and single statements, and one connection of
-    /// its own for the write transactions. SQLite writes one transaction at a time anyway
-    /// (see [`SqliteWriter`]), and
-    /// each connection keeps its own page cache, which it drops whenever another connection
-    /// has written. Spread over the eight, every write transaction started on a cold cache
-    /// and re-read its pages from the file (sqlx hands the idle connections out in turn); on
-    /// one connection, the pages it wrote are the ones it finds. Sequential HS256 refresh
-    /// grants: 397-427 → 350-353 µs of server CPU each, 15.5-16.1 → 13.6-14.0 context
-    /// switches (AMD guest, docs/BENCHMARKS.md).
+    /// One connection of its own for every write, and a pool of eight read-only connections
+    /// for the reads. SQLite writes one transaction at a time anyway (see [`SqliteWriter`]),
+    /// and each connection keeps its own page cache, which it drops whenever another
+    /// connection has written. Spread over the eight, every write transaction started on a
+    /// cold cache and re-read its pages from the file (sqlx hands the idle connections out in
+    /// turn); on one connection, the pages it wrote are the ones it finds. Sequential HS256
+    /// refresh grants: 397-427 → 350-353 µs of server CPU each, 15.5-16.1 → 13.6-14.0
+    /// context switches (AMD guest, docs/BENCHMARKS.md). The pool is opened read-only so that
+    /// a write sent to it by mistake fails (and the tests see it) instead of racing the
+    /// writer for SQLite's lock in the busy handler.
     async fn sqlite_with(opts: SqliteConnectOptions) -> StoreResult<Self> {
+        // First: it creates the file if needed and migrates it.
+        let writer = SqliteWriter::connect(opts.clone()).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -267,14 +285,9 @@ impl Database {
             // ping is a round trip to the connection's thread before every query. (sqlx
             // still pings on release, which flushes a transaction left by a dropped future.)
             .test_before_acquire(false)
-            .connect_with(opts.clone())
+            .connect_with(opts.read_only(true))
             .await
             .map_err(map_err)?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
-        let writer = SqliteWriter::connect(opts).await?;
         Ok(Self::Sqlite(SqliteStore { pool, writer }))
     }
 
@@ -337,8 +350,10 @@ impl Database {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(s) => {
-                s.writer.close().await;
+                // The writer last: the last connection to close checkpoints the WAL into
+                // the database file and removes it, which a read-only one cannot do.
                 s.pool.close().await;
+                s.writer.close().await;
             }
             Self::Postgres(p) => p.pool.close().await,
         }
@@ -477,6 +492,7 @@ macro_rules! sql_store {
     ($store:ident, begin = $begin:literal, ping = $ping:literal, audit_lock = $audit_lock:expr, key_lock = $key_lock:expr) => {
         impl UserStore for $store {
             async fn insert_user(&self, u: &User) -> StoreResult<()> {
+                let mut turn = self.write_turn().await?;
                 sqlx::query(
                     "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at, password_changed_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -489,9 +505,10 @@ macro_rules! sql_store {
                 .bind(u.created_at)
                 .bind(u.updated_at)
                 .bind(u.password_changed_at)
-                .execute(&self.pool)
+                .execute(turn.writer()?)
                 .await
                 .map_err(map_err)?;
+                turn.committed();
                 Ok(())
             }
 
@@ -534,28 +551,33 @@ macro_rules! sql_store {
             }
 
             async fn update_user_roles(&self, id: UserId, roles: &[Role], now: i64) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3")
                     .bind(roles_json(roles))
                     .bind(now)
                     .bind(id.to_string())
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
             async fn update_user_disabled(&self, id: UserId, disabled: bool, now: i64) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3")
                     .bind(disabled)
                     .bind(now)
                     .bind(id.to_string())
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
             async fn update_password_hash(&self, id: UserId, hash: &str, now: i64, password_changed: bool) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = if password_changed {
                     sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2, password_changed_at = $2 WHERE id = $3")
                 } else {
@@ -564,18 +586,21 @@ macro_rules! sql_store {
                 .bind(hash)
                 .bind(now)
                 .bind(id.to_string())
-                .execute(&self.pool)
+                .execute(turn.writer()?)
                 .await
                 .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
             async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id.to_string())
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
         }
@@ -840,14 +865,17 @@ macro_rules! sql_store {
 
         impl RevocationStore for $store {
             async fn append_revocation(&self, kind: RevocationKind, subject: &str, created_at: i64, expires_at: i64) -> StoreResult<i64> {
-                sqlx::query_scalar("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id")
+                let mut turn = self.write_turn().await?;
+                let r = sqlx::query_scalar("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id")
                     .bind(kind.as_str())
                     .bind(subject)
                     .bind(created_at)
                     .bind(expires_at)
-                    .fetch_one(&self.pool)
+                    .fetch_one(turn.writer()?)
                     .await
-                    .map_err(map_err)
+                    .map_err(map_err)?;
+                turn.committed();
+                Ok(r)
             }
 
             async fn revocations_since(&self, after: i64, now: i64, limit: u32) -> StoreResult<Vec<RevocationEvent>> {
@@ -867,22 +895,23 @@ macro_rules! sql_store {
             }
 
             async fn prune(&self, now: i64) -> StoreResult<u64> {
+                let mut turn = self.write_turn().await?;
                 let events = sqlx::query("DELETE FROM revocation_events WHERE expires_at <= $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?
                     .rows_affected();
                 let challenges = sqlx::query("DELETE FROM mfa_challenges WHERE expires_at <= $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?
                     .rows_affected();
                 let throttles = sqlx::query("DELETE FROM login_throttle WHERE locked_until <= $1 AND last_failure_at < $2")
                     .bind(now)
                     .bind(now - 86_400)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?
                     .rows_affected();
@@ -891,10 +920,11 @@ macro_rules! sql_store {
                     "DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1",
                 )
                 .bind(horizon)
-                .execute(&self.pool)
+                .execute(turn.writer()?)
                 .await
                 .map_err(map_err)?
                 .rows_affected();
+                turn.committed();
                 Ok(events + sessions + challenges + throttles)
             }
         }
@@ -962,6 +992,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
+                let mut turn = self.write_turn().await?;
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, alg, sealed_private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -975,9 +1006,10 @@ macro_rules! sql_store {
                 .bind(k.retires_at)
                 .bind(k.expires_at)
                 .bind(k.revoked_at)
-                .execute(&self.pool)
+                .execute(turn.writer()?)
                 .await
                 .map_err(map_err)?;
+                turn.committed();
                 Ok(())
             }
 
@@ -992,30 +1024,35 @@ macro_rules! sql_store {
             }
 
             async fn update_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("UPDATE signing_keys SET activates_at = $1, retires_at = $2, expires_at = $3, revoked_at = $4 WHERE kid = $5")
                     .bind(k.activates_at)
                     .bind(k.retires_at)
                     .bind(k.expires_at)
                     .bind(k.revoked_at)
                     .bind(&k.kid)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
             async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
                     .bind(kid)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
         }
 
         impl ClientStore for $store {
             async fn insert_client(&self, c: &Client) -> StoreResult<()> {
+                let mut turn = self.write_turn().await?;
                 sqlx::query(
                     "INSERT INTO clients (id, secret_hash, scopes, confidential, created_at) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -1024,9 +1061,10 @@ macro_rules! sql_store {
                 .bind(strings_json(&c.scopes))
                 .bind(c.confidential)
                 .bind(c.created_at)
-                .execute(&self.pool)
+                .execute(turn.writer()?)
                 .await
                 .map_err(map_err)?;
+                turn.committed();
                 Ok(())
             }
 
@@ -1051,11 +1089,13 @@ macro_rules! sql_store {
             }
 
             async fn delete_client(&self, id: &ClientId) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("DELETE FROM clients WHERE id = $1")
                     .bind(id.as_str())
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
         }
@@ -1072,12 +1112,14 @@ macro_rules! sql_store {
             }
 
             async fn set_totp_pending(&self, user: UserId, sealed: &[u8]) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
                     .bind(sealed)
                     .bind(user.to_string())
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
@@ -1134,23 +1176,27 @@ macro_rules! sql_store {
             }
 
             async fn advance_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1 AND totp_secret IS NOT NULL")
                     .bind(step)
                     .bind(user.to_string())
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
             async fn use_recovery_code(&self, user: UserId, hash: &[u8; 32], now: i64) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL")
                     .bind(now)
                     .bind(user.to_string())
                     .bind(&hash[..])
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
@@ -1164,6 +1210,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_mfa_challenge(&self, hash: &[u8; 32], c: &MfaChallenge) -> StoreResult<()> {
+                let mut turn = self.write_turn().await?;
                 sqlx::query(
                     "INSERT INTO mfa_challenges (token_hash, user_id, client_id, scope, created_at, expires_at, attempts, used_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
@@ -1175,9 +1222,10 @@ macro_rules! sql_store {
                 .bind(c.created_at)
                 .bind(c.expires_at)
                 .bind(c.attempts)
-                .execute(&self.pool)
+                .execute(turn.writer()?)
                 .await
                 .map_err(map_err)?;
+                turn.committed();
                 Ok(())
             }
 
@@ -1205,21 +1253,25 @@ macro_rules! sql_store {
             }
 
             async fn fail_mfa_challenge(&self, hash: &[u8; 32]) -> StoreResult<i64> {
+                let mut turn = self.write_turn().await?;
                 let n: Option<i64> = sqlx::query_scalar("UPDATE mfa_challenges SET attempts = attempts + 1 WHERE token_hash = $1 RETURNING attempts")
                     .bind(&hash[..])
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(n.unwrap_or(i64::MAX))
             }
 
             async fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
                     .bind(now)
                     .bind(&hash[..])
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
 
@@ -1233,7 +1285,8 @@ macro_rules! sql_store {
             }
 
             async fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64> {
-                sqlx::query_scalar(
+                let mut turn = self.write_turn().await?;
+                let r = sqlx::query_scalar(
                     "INSERT INTO login_throttle (key, failures, locked_until, last_failure_at) VALUES ($1, 1, 0, $2)
                      ON CONFLICT (key) DO UPDATE SET
                          failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END,
@@ -1243,30 +1296,36 @@ macro_rules! sql_store {
                 .bind(key)
                 .bind(now)
                 .bind(window_start)
-                .fetch_one(&self.pool)
+                .fetch_one(turn.writer()?)
                 .await
-                .map_err(map_err)
+                .map_err(map_err)?;
+                turn.committed();
+                Ok(r)
             }
 
             async fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()> {
+                let mut turn = self.write_turn().await?;
                 // Only ever lengthens a lock: concurrent failures past the threshold each
                 // set one (longer for the later count), and the shorter must not win by
                 // landing last. Unlocking is `clear_throttle`.
                 sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2 AND locked_until < $1")
                     .bind(until)
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(())
             }
 
             async fn clear_throttle(&self, key: &str) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
                 let r = sqlx::query("DELETE FROM login_throttle WHERE key = $1")
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(r.rows_affected() == 1)
             }
         }
@@ -1281,12 +1340,14 @@ macro_rules! sql_store {
             }
 
             async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()> {
+                let mut turn = self.write_turn().await?;
                 sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
                     .bind(key)
                     .bind(value)
-                    .execute(&self.pool)
+                    .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
+                turn.committed();
                 Ok(())
             }
         }
@@ -1349,7 +1410,9 @@ macro_rules! sql_store {
 
         impl Store for $store {
             async fn ping(&self) -> StoreResult<()> {
-                sqlx::query($ping).execute(&self.pool).await.map_err(map_err)?;
+                let mut turn = self.write_turn().await?;
+                sqlx::query($ping).execute(turn.writer()?).await.map_err(map_err)?;
+                turn.committed();
                 Ok(())
             }
         }
@@ -1738,6 +1801,39 @@ mod tests {
         let events = store.revocations_since(0, 1, 10).await.unwrap();
         assert_eq!(events.len(), 1, "only the second write committed");
         other.close().await.unwrap();
+    }
+
+    /// Every write goes to the writer; the read pool refuses one, so a write left on it
+    /// fails in the tests instead of racing the writer for SQLite's lock.
+    #[tokio::test]
+    async fn the_read_pool_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        let err = sqlx::query("INSERT INTO meta (key, value) VALUES ('via', 'pool')")
+            .execute(&store.pool)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        store.set_meta("via", "writer").await.unwrap();
+        assert_eq!(meta_rows(&store, "via").await, 1);
+    }
+
+    /// Closed writer last, the database is left as one file: the WAL checkpointed into it
+    /// and removed (a read-only connection closing last could not do either).
+    #[tokio::test]
+    async fn closing_leaves_no_wal_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        let Database::Sqlite(store) = &db else {
+            unreachable!("open_sqlite opens SQLite");
+        };
+        store.set_meta("k", "v").await.unwrap();
+        assert_eq!(meta_rows(store, "k").await, 1);
+        assert!(dir.path().join("t.db-wal").exists());
+        db.close().await;
+        assert!(!dir.path().join("t.db-wal").exists(), "the WAL is gone");
+        let store = sqlite(&dir).await;
+        assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
     }
 
     /// The claim must find the session by its key, not scan every live session: with the
