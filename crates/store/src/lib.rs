@@ -1823,7 +1823,9 @@ mod tests {
     #[tokio::test]
     async fn closing_leaves_no_wal_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(&dir.path().join("t.db")).await.unwrap();
+        let db = Database::open_sqlite(&dir.path().join("t.db"))
+            .await
+            .unwrap();
         let Database::Sqlite(store) = &db else {
             unreachable!("open_sqlite opens SQLite");
         };
