@@ -69,7 +69,8 @@ pub struct PgStore {
 ///   `Transaction` queues runs before the next turn's `BEGIN`;
 /// - a turn that did not commit (an error, a dropped request, an early return) leaves the
 ///   connection unverified, and the next turn pings it first. A connection whose thread has
-///   stopped (sqlx stops it when a rollback fails) is then replaced.
+///   stopped (sqlx stops it when a rollback fails), or that sqlx still counts as inside a
+///   transaction SQLite already ended (a full disk), is then replaced.
 #[derive(Debug, Clone)]
 struct SqliteWriter {
     slot: Arc<tokio::sync::Mutex<WriterSlot>>,
@@ -127,7 +128,12 @@ impl SqliteWriter {
         if let WriterSlot::Open { conn, verified } = &mut *slot
             && !*verified
         {
-            if conn.ping().await.is_ok() {
+            // Answering is not enough: when SQLite ends a transaction by itself (SQLITE_FULL,
+            // SQLITE_IOERR and the like roll it back), the rollback sqlx queues for the
+            // dropped `Transaction` fails with "no transaction is active", sqlx keeps its
+            // depth at 1, and it would refuse every later `BEGIN` on this connection. The
+            // ping is queued after that rollback, so the depth read here is settled.
+            if conn.ping().await.is_ok() && !conn.is_in_transaction() {
                 *verified = true;
             } else if let WriterSlot::Open { conn, .. } =
                 std::mem::replace(&mut *slot, WriterSlot::Lost)
@@ -147,10 +153,24 @@ impl SqliteWriter {
         Ok(SqliteTurn { slot })
     }
 
-    /// Waits for the current turn, then closes the connection for good.
+    /// Waits for the current turn, then closes the connection for good. A writer lost since
+    /// its last turn is opened again to be closed: the last connection to close must be a
+    /// read-write one, or the WAL is neither checkpointed nor removed (a read-only
+    /// connection can do neither), and a backup that copies only the database file after a
+    /// clean shutdown would miss what the WAL holds.
     async fn close(&self) {
         let mut slot = self.slot.lock().await;
-        if let WriterSlot::Open { conn, .. } = std::mem::replace(&mut *slot, WriterSlot::Closed) {
+        let conn = match std::mem::replace(&mut *slot, WriterSlot::Closed) {
+            WriterSlot::Open { conn, .. } => Some(conn),
+            WriterSlot::Lost => {
+                tokio::time::timeout(CLOSE_TIMEOUT, SqliteConnection::connect_with(&self.opts))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            WriterSlot::Closed => None,
+        };
+        if let Some(conn) = conn {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
         }
     }
@@ -1836,6 +1856,132 @@ mod tests {
         assert!(!dir.path().join("t.db-wal").exists(), "the WAL is gone");
         let store = sqlite(&dir).await;
         assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
+    }
+
+    /// A writer lost since its last turn (here: a failed raw batch) is opened again to be
+    /// closed, so the WAL is still checkpointed and removed at shutdown.
+    #[tokio::test]
+    async fn closing_after_the_writer_was_lost_leaves_no_wal_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_sqlite(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let Database::Sqlite(store) = &db else {
+            unreachable!("open_sqlite opens SQLite");
+        };
+        store.set_meta("k", "v").await.unwrap();
+        {
+            let mut turn = store.write_turn().await.unwrap();
+            let failed = sqlx::raw_sql("BEGIN IMMEDIATE; SELECT * FROM no_such_table; COMMIT")
+                .execute(turn.conn().unwrap())
+                .await;
+            assert!(failed.is_err());
+            turn.discard().await;
+        }
+        assert_eq!(writer_verified(store).await, None, "the writer is lost");
+        assert!(dir.path().join("t.db-wal").exists());
+        db.close().await;
+        assert!(!dir.path().join("t.db-wal").exists(), "the WAL is gone");
+        let store = sqlite(&dir).await;
+        assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
+    }
+
+    /// SQLITE_FULL inside a write transaction (a full disk; here `max_page_count`) makes
+    /// SQLite roll the transaction back by itself, so the rollback sqlx then queues fails and
+    /// sqlx still counts the connection as in a transaction. The ping after that turn
+    /// answers; the writer must be replaced anyway, or every later `BEGIN` on it is refused
+    /// until the server restarts.
+    #[tokio::test]
+    async fn a_transaction_ended_by_sqlite_itself_does_not_wedge_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        revoke_all(&store).await.unwrap();
+        {
+            // Per connection: the writer may not grow the file any further.
+            let mut turn = store.write_turn().await.unwrap();
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(turn.writer().unwrap())
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA max_page_count = {pages}"
+            )))
+            .execute(turn.writer().unwrap())
+            .await
+            .unwrap();
+            turn.committed();
+        }
+        let big = "x".repeat(3000);
+        let mut full = None;
+        for _ in 0..200 {
+            let mut turn = store.write_turn().await.unwrap();
+            let written = async {
+                let mut tx = turn.begin_with("BEGIN IMMEDIATE").await?;
+                sqlx::query(
+                    "INSERT INTO revocation_events (kind, subject, created_at, expires_at) \
+                     VALUES ('user', $1, 1, 9)",
+                )
+                .bind(&big)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+            .await;
+            match written {
+                Ok(()) => turn.committed(),
+                Err(e) => {
+                    full = Some(e);
+                    break;
+                }
+            }
+        }
+        let full = full.expect("the file reached max_page_count");
+        assert!(format!("{full:?}").contains("full"), "{full:?}");
+        // The replaced writer is a new connection, without the page limit.
+        for i in 0..3 {
+            let written = revoke_all(&store).await;
+            assert!(written.is_ok(), "write {i} after SQLITE_FULL: {written:?}");
+        }
+    }
+
+    /// A write dropped after any number of polls (a client that hangs up, a timeout) leaves
+    /// the writer usable and outside any transaction, and the next write is committed.
+    #[tokio::test]
+    async fn a_write_dropped_at_any_await_leaves_the_writer_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        for polls in 0..12 {
+            {
+                let mut write = std::pin::pin!(revoke_all(&store));
+                for _ in 0..polls {
+                    let done = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(write.as_mut().poll(cx).is_ready())
+                    })
+                    .await;
+                    if done {
+                        break;
+                    }
+                    // Lets the connection's thread get on with what it was sent.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            let key = format!("after {polls} polls");
+            tokio::time::timeout(Duration::from_secs(3), store.set_meta(&key, "v"))
+                .await
+                .expect("the next write does not hang")
+                .unwrap();
+            assert_eq!(meta_rows(&store, &key).await, 1, "{key}: committed");
+            let mut turn = store.write_turn().await.unwrap();
+            let conn = turn.conn().unwrap();
+            assert!(!conn.is_in_transaction(), "{key}: outside a transaction");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .unwrap_or_else(|e| panic!("{key}: a new transaction begins: {e}"));
+            sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+            turn.committed();
+        }
     }
 
     /// The claim must find the session by its key, not scan every live session: with the
