@@ -457,13 +457,25 @@ impl Database {
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     let kind = match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreErrorKind::Conflict,
-        // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout; PostgreSQL connection
-        // exceptions (class 08), admin/crash shutdown and "cannot connect now" (57P0x), too
-        // many connections (53300), and a database refusing connections (55000).
+        // SQLITE_BUSY / SQLITE_LOCKED after the busy timeout; a full disk (SQLITE_FULL,
+        // PostgreSQL's 53100: writes work again once space is freed, and reads meanwhile);
+        // PostgreSQL connection exceptions (class 08), admin/crash shutdown and "cannot
+        // connect now" (57P0x), too many connections (53300), and a database refusing
+        // connections (55000).
         sqlx::Error::Database(db)
             if matches!(
                 db.code().as_deref(),
-                Some("5" | "6" | "517" | "53300" | "55000" | "57P01" | "57P02" | "57P03")
+                Some(
+                    "5" | "6"
+                        | "13"
+                        | "517"
+                        | "53100"
+                        | "53300"
+                        | "55000"
+                        | "57P01"
+                        | "57P02"
+                        | "57P03"
+                )
             ) || db.code().is_some_and(|c| c.starts_with("08")) =>
         {
             StoreErrorKind::Unavailable
@@ -1938,6 +1950,8 @@ mod tests {
         }
         let full = full.expect("the file reached max_page_count");
         assert!(format!("{full:?}").contains("full"), "{full:?}");
+        // Answered as 503 `temporarily_unavailable`: retrying after space is freed works.
+        assert_eq!(full.kind(), StoreErrorKind::Unavailable, "{full:?}");
         // The replaced writer is a new connection, without the page limit.
         for i in 0..3 {
             let written = revoke_all(&store).await;
