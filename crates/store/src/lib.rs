@@ -1850,10 +1850,9 @@ mod tests {
         assert_eq!(meta_rows(&store, "via").await, 1);
     }
 
-    /// Closed writer last, the database is left as one file: the WAL checkpointed into it
-    /// and removed (a read-only connection closing last could not do either).
-    #[tokio::test]
-    async fn closing_leaves_no_wal_behind() {
+    /// Writes a row, loses the writer first if asked (a failed raw batch), closes the
+    /// database and checks that it is left as one file holding the row.
+    async fn close_and_check_no_wal(lose_writer: bool) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open_sqlite(&dir.path().join("t.db"))
             .await
@@ -1863,6 +1862,16 @@ mod tests {
         };
         store.set_meta("k", "v").await.unwrap();
         assert_eq!(meta_rows(store, "k").await, 1);
+        if lose_writer {
+            let mut turn = store.write_turn().await.unwrap();
+            let failed = sqlx::raw_sql("BEGIN IMMEDIATE; SELECT * FROM no_such_table; COMMIT")
+                .execute(turn.conn().unwrap())
+                .await;
+            assert!(failed.is_err());
+            turn.discard().await;
+            drop(turn);
+            assert_eq!(writer_verified(store).await, None, "the writer is lost");
+        }
         assert!(dir.path().join("t.db-wal").exists());
         db.close().await;
         assert!(!dir.path().join("t.db-wal").exists(), "the WAL is gone");
@@ -1870,32 +1879,18 @@ mod tests {
         assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
     }
 
-    /// A writer lost since its last turn (here: a failed raw batch) is opened again to be
-    /// closed, so the WAL is still checkpointed and removed at shutdown.
+    /// Closed writer last, the database is left as one file: the WAL checkpointed into it
+    /// and removed (a read-only connection closing last could not do either).
+    #[tokio::test]
+    async fn closing_leaves_no_wal_behind() {
+        close_and_check_no_wal(false).await;
+    }
+
+    /// A writer lost since its last turn is opened again to be closed, so the WAL is still
+    /// checkpointed and removed at shutdown.
     #[tokio::test]
     async fn closing_after_the_writer_was_lost_leaves_no_wal_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(&dir.path().join("t.db"))
-            .await
-            .unwrap();
-        let Database::Sqlite(store) = &db else {
-            unreachable!("open_sqlite opens SQLite");
-        };
-        store.set_meta("k", "v").await.unwrap();
-        {
-            let mut turn = store.write_turn().await.unwrap();
-            let failed = sqlx::raw_sql("BEGIN IMMEDIATE; SELECT * FROM no_such_table; COMMIT")
-                .execute(turn.conn().unwrap())
-                .await;
-            assert!(failed.is_err());
-            turn.discard().await;
-        }
-        assert_eq!(writer_verified(store).await, None, "the writer is lost");
-        assert!(dir.path().join("t.db-wal").exists());
-        db.close().await;
-        assert!(!dir.path().join("t.db-wal").exists(), "the WAL is gone");
-        let store = sqlite(&dir).await;
-        assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
+        close_and_check_no_wal(true).await;
     }
 
     /// SQLITE_FULL inside a write transaction (a full disk; here `max_page_count`) makes
