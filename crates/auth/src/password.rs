@@ -180,15 +180,42 @@ impl PasswordPolicy {
     }
 }
 
-/// True if `hash` is a password hash Tessera can verify: Argon2 PHC strings, and bcrypt
-/// (`$2a$`, `$2b$`, `$2y$`) for users imported from other systems (verified once, then
-/// rehashed with Argon2id).
+/// True if `hash` is a password hash Tessera can verify: Argon2 PHC strings within
+/// [`MAX_ARGON2_MEMORY_KIB`] and [`MAX_ARGON2_WORK`], and bcrypt (`$2a$`, `$2b$`, `$2x$`,
+/// `$2y$`, cost 4 to [`MAX_BCRYPT_COST`]) for users imported from other systems (verified
+/// once, then rehashed with Argon2id).
 #[must_use]
 pub fn is_supported_hash(hash: &str) -> bool {
     if is_bcrypt(hash) {
         return bcrypt_shape(hash);
     }
-    PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+    PasswordHash::new(hash).is_ok_and(|h| {
+        h.algorithm.as_str().starts_with("argon2")
+            && Params::try_from(&h).is_ok_and(|p| argon2_cost_allowed(&p))
+    })
+}
+
+/// What [`is_supported_hash`] accepts, for error messages.
+#[must_use]
+pub fn supported_hashes() -> String {
+    format!(
+        "bcrypt ($2a$/$2b$/$2x$/$2y$, cost 04 to {MAX_BCRYPT_COST}) or an Argon2 PHC string with \
+         m at most {MAX_ARGON2_MEMORY_KIB} (KiB) and m × t at most {MAX_ARGON2_WORK}"
+    )
+}
+
+/// The most memory (KiB) a stored Argon2 hash may ask for. A costlier stored hash gets
+/// memory of its own for each check, so without a ceiling one imported row could make every
+/// login attempt on that name allocate gigabytes (an allocation failure aborts the process).
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
+
+/// The most work a stored Argon2 hash may ask for: memory (KiB) × passes, about 27 times
+/// the OWASP cost (19 MiB × 2), or some 0.4 s of a hashing thread per check; like
+/// [`MAX_BCRYPT_COST`], it keeps one login attempt from holding a hashing slot for minutes.
+pub const MAX_ARGON2_WORK: u64 = 1024 * 1024;
+
+fn argon2_cost_allowed(params: &Params) -> bool {
+    params.m_cost() <= MAX_ARGON2_MEMORY_KIB && argon2_work(params) <= MAX_ARGON2_WORK
 }
 
 fn is_bcrypt(hash: &str) -> bool {
@@ -224,6 +251,13 @@ pub struct Verification {
     pub matches: bool,
     /// It matched, but the stored hash uses other parameters: store a fresh hash.
     pub needs_rehash: bool,
+}
+
+impl Verification {
+    const NO_MATCH: Self = Self {
+        matches: false,
+        needs_rehash: false,
+    };
 }
 
 /// Hashes and verifies passwords off the async runtime, with bounded concurrency.
@@ -600,10 +634,6 @@ fn with_work_memory(
     })
 }
 
-fn block_count(params: HashParams) -> Result<usize> {
-    Ok(params.to_argon2()?.block_count())
-}
-
 /// A new Argon2id PHC string for `password` at `params`, with a random 128-bit salt.
 fn hash_blocking(params: HashParams, password: &[u8]) -> Result<String> {
     let salt = tessera_jose::crypto::random_array::<16>().map_err(AuthError::internal)?;
@@ -642,65 +672,110 @@ fn dummy_hash(params: HashParams) -> Result<String> {
     phc_string(&params.to_argon2()?, &salt, &output)
 }
 
+/// Checks `password` against `stored`. Every check costs at least one hash at the current
+/// parameters, whatever is stored, so a name whose hash is cheaper (an imported bcrypt hash,
+/// Argon2 from before a cost increase, a malformed row) answers no faster than a name that
+/// does not exist (the dummy hash): OWASP Authentication Cheat Sheet, "Authentication
+/// Responses". A costlier stored hash still takes longer, until its next login rehashes it.
 fn verify_blocking(params: HashParams, password: &[u8], stored: &str) -> Result<Verification> {
+    let (verification, full_cost) = verify_stored(params, password, stored)?;
+    if !full_cost {
+        let argon2_params = params.to_argon2()?;
+        let keep = argon2_params.block_count();
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params);
+        let mut out = Zeroizing::new([0u8; OUTPUT_LEN]);
+        // The result is not used: this is the work a full-cost check does.
+        let _ = with_work_memory(keep, keep, |memory| {
+            argon2.hash_password_into_with_memory(password, &[0u8; 16], out.as_mut_slice(), memory)
+        });
+    }
+    Ok(verification)
+}
+
+/// The check itself, and whether it cost at least a hash at the current parameters.
+fn verify_stored(
+    params: HashParams,
+    password: &[u8],
+    stored: &str,
+) -> Result<(Verification, bool)> {
     if is_bcrypt(stored) {
+        // Past the import ceiling (a row written some other way), it is not even tried.
+        if !bcrypt_shape(stored) {
+            tracing::error!(target: "tessera::auth", "stored bcrypt hash is malformed or costlier than cost {MAX_BCRYPT_COST}");
+            return Ok((Verification::NO_MATCH, false));
+        }
         // A bcrypt check (up to seconds at cost 15) leaves the Argon2 buffer alone: what an
         // earlier hash left there goes first.
         wipe_work_memory();
         // Legacy import: bcrypt truncates at 72 bytes, exactly as the systems that made these
         // hashes did. A match is always rehashed to Argon2id.
         let matches = bcrypt::verify(password, stored).unwrap_or(false);
-        return Ok(Verification {
+        let verification = Verification {
             matches,
             needs_rehash: matches,
-        });
+        };
+        return Ok((verification, false));
     }
     let Ok(parsed) = PasswordHash::new(stored) else {
         // An unparseable stored hash never matches; it is logged, not surfaced.
         tracing::error!(target: "tessera::auth", "stored password hash is not a valid PHC string");
-        return Ok(Verification {
-            matches: false,
-            needs_rehash: false,
-        });
+        return Ok((Verification::NO_MATCH, false));
     };
-    let matches = argon2_matches(password, &parsed, block_count(params)?);
-    let needs_rehash = matches && !uses_params(&parsed, params);
-    Ok(Verification {
-        matches,
-        needs_rehash,
-    })
+    let current = params.to_argon2()?;
+    let Some(check) = argon2_matches(password, &parsed, current.block_count()) else {
+        return Ok((Verification::NO_MATCH, false));
+    };
+    let verification = Verification {
+        matches: check.matches,
+        needs_rehash: check.matches && !uses_params(&parsed, params),
+    };
+    Ok((verification, check.work >= argon2_work(&current)))
 }
 
 /// Recomputes an Argon2 PHC hash (any variant and version the string names, with its own
-/// parameters) and compares the outputs in constant time. Anything malformed is no match.
-fn argon2_matches(password: &[u8], parsed: &PasswordHash, keep: usize) -> bool {
+/// parameters) and compares the outputs in constant time. `None` when nothing was computed:
+/// the string is malformed, or its cost is past the ceiling; either way, no match.
+fn argon2_matches(password: &[u8], parsed: &PasswordHash, keep: usize) -> Option<Argon2Check> {
     let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
-        return false;
+        return None;
     };
-    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
-        return false;
-    };
+    let algorithm = Algorithm::try_from(parsed.algorithm.as_str()).ok()?;
     let version = match parsed.version {
-        Some(v) => match Version::try_from(v) {
-            Ok(v) => v,
-            Err(_) => return false,
-        },
+        Some(v) => Version::try_from(v).ok()?,
         None => Version::default(),
     };
     // Sets the output length to the stored one.
-    let Ok(argon2_params) = Params::try_from(parsed) else {
-        return false;
-    };
+    let argon2_params = Params::try_from(parsed).ok()?;
+    // Past the import ceiling (a row written some other way), it is not even tried: its
+    // memory and time would be the attacker's to choose.
+    if !argon2_cost_allowed(&argon2_params) {
+        tracing::error!(target: "tessera::auth", "stored Argon2 hash exceeds the cost ceiling; it never matches");
+        return None;
+    }
+    let work = argon2_work(&argon2_params);
     let blocks = argon2_params.block_count();
     let argon2 = Argon2::new(algorithm, version, argon2_params);
     let mut out = Zeroizing::new([0u8; Output::MAX_LENGTH]);
-    let Some(out) = out.get_mut(..expected.len()) else {
-        return false;
-    };
+    let out = out.get_mut(..expected.len())?;
     let computed = with_work_memory(blocks, keep, |memory| {
         argon2.hash_password_into_with_memory(password, salt.as_ref(), out, memory)
     });
-    computed.is_ok() && tessera_jose::crypto::constant_time_eq(out, expected.as_bytes())
+    Some(Argon2Check {
+        matches: computed.is_ok()
+            && tessera_jose::crypto::constant_time_eq(out, expected.as_bytes()),
+        work,
+    })
+}
+
+/// A computed Argon2 check: whether it matched, and its [`argon2_work`].
+struct Argon2Check {
+    matches: bool,
+    work: u64,
+}
+
+/// Memory (KiB) × passes: what an Argon2 hash costs, up to a constant.
+fn argon2_work(params: &Params) -> u64 {
+    u64::from(params.m_cost()) * u64::from(params.t_cost())
 }
 
 fn uses_params(hash: &PasswordHash, params: HashParams) -> bool {
@@ -912,11 +987,15 @@ mod tests {
         let h = PasswordHasher::new(costly, 1, 16).unwrap();
         for _ in 0..2 {
             h.hash(pw("fills all 128 blocks")).await.unwrap();
-            let v = h
-                .verify(pw("a long enough password"), Some(&stored))
+            // The check alone: `verify` then tops it up with a hash at the current cost,
+            // which overwrites all 128 blocks again.
+            let stored = stored.clone();
+            let (v, full_cost) = h
+                .run(move || verify_stored(costly, b"a long enough password", &stored))
                 .await
+                .unwrap()
                 .unwrap();
-            assert!(v.matches && v.needs_rehash);
+            assert!(v.matches && v.needs_rehash && !full_cost);
             // Read on the hashing thread, asserted here (a failed assertion there would only
             // surface as a lost answer).
             let (blocks, dirty, tail_zero) = h
@@ -1089,5 +1168,84 @@ mod tests {
         assert!(!is_supported_hash(&costly));
         let cheap = format!("$2b$03${}", hash.get(7..).unwrap());
         assert!(!is_supported_hash(&cheap));
+    }
+
+    /// An Argon2 PHC string at `m` KiB and `t` passes (its output is not a real hash).
+    fn argon2_at(m: u32, t: u32) -> String {
+        phc_string(&Params::new(m, t, 1, None).unwrap(), &[1; 16], &[0; 32]).unwrap()
+    }
+
+    /// A stored Argon2 hash whose cost is the attacker's choice (a hostile or mistaken
+    /// import): past the ceiling it is refused on import and, if stored some other way,
+    /// never computed: no gigabytes allocated, no hashing thread held for hours.
+    #[tokio::test]
+    async fn stored_argon2_hashes_past_the_cost_ceiling_are_refused_and_never_run() {
+        let huge_memory = argon2_at(4 * 1024 * 1024, 1);
+        let huge_time = argon2_at(8, u32::MAX);
+        assert!(!is_supported_hash(&huge_memory));
+        assert!(!is_supported_hash(&huge_time));
+        assert!(is_supported_hash(&argon2_at(MAX_ARGON2_MEMORY_KIB, 4)));
+        assert!(!is_supported_hash(&argon2_at(MAX_ARGON2_MEMORY_KIB, 5)));
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        for stored in [&huge_memory, &huge_time] {
+            // A bound on a hang, not a timing assertion: computed, either takes hours.
+            let v = tokio::time::timeout(
+                Duration::from_secs(30),
+                h.verify(pw("anyone's guess"), Some(stored)),
+            )
+            .await
+            .expect("a hash past the ceiling is not computed")
+            .unwrap();
+            assert!(!v.matches);
+        }
+        let after = h.hash(pw("the pool still serves")).await.unwrap();
+        assert!(
+            h.verify(pw("the pool still serves"), Some(&after))
+                .await
+                .unwrap()
+                .matches
+        );
+        assert!(supported_hashes().contains(&MAX_ARGON2_WORK.to_string()));
+    }
+
+    /// Whether each kind of stored hash already costs a current-cost hash; the others are
+    /// topped up with one, so no stored hash answers faster than an unknown name.
+    #[test]
+    fn checks_cheaper_than_the_current_cost_are_topped_up() {
+        let params = HashParams::INSECURE_FOR_TESTS; // m = 64, t = 1
+        let current = hash_blocking(params, b"password").unwrap();
+        let bcrypt = bcrypt::hash_with_salt("password", 4, [7u8; 16])
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoB);
+        let cases = [
+            (current.as_str(), true),
+            (&argon2_at(128, 1), true),
+            (&argon2_at(32, 2), true),
+            (&argon2_at(32, 1), false),
+            (&bcrypt, false),
+            ("not a hash", false),
+            ("$argon2id$v=19$m=64,t=1,p=1$bm9oYXNo", false),
+            (&argon2_at(8, u32::MAX), false),
+        ];
+        for (stored, full_cost) in cases {
+            let (_, reported) = verify_stored(params, b"password", stored).unwrap();
+            assert_eq!(reported, full_cost, "{stored}");
+        }
+        // On a fresh thread, a check that does not use the reusable buffer at the current
+        // size (bcrypt, a malformed or refused string) leaves it empty unless the top-up ran.
+        for stored in [bcrypt.as_str(), "not a hash", &argon2_at(8, u32::MAX)] {
+            let owned = stored.to_owned();
+            let (blocks, dirty, zero) = std::thread::spawn(move || {
+                verify_blocking(params, b"password", &owned).unwrap();
+                work_memory_state()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(
+                blocks, 64,
+                "a current-cost hash ran after checking {stored}"
+            );
+            assert!(dirty == 0 && zero, "and was wiped");
+        }
     }
 }

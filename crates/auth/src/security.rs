@@ -758,8 +758,8 @@ impl<S: Store> Auth<S> {
     ) -> Result<User> {
         if !crate::password::is_supported_hash(hash) {
             return Err(AuthError::InvalidRequest(format!(
-                "unsupported password hash: expected bcrypt ($2a$/$2b$/$2y$, cost 04 to {}) or an Argon2 PHC string",
-                crate::password::MAX_BCRYPT_COST
+                "unsupported password hash: expected {}",
+                crate::password::supported_hashes()
             )));
         }
         let username = crate::model::Username::parse(username)?;

@@ -83,8 +83,9 @@ pub(crate) enum UsersCommand {
     /// Import users with existing password hashes from a JSON-lines file
     ///
     /// One object per line: {"username": "alice", "hash": "$2b$12$...", "roles": ["admin"]}
-    /// (`roles` optional). bcrypt hashes (passlib and similar) and Argon2 PHC strings are
-    /// accepted; a bcrypt user's password is rehashed with Argon2id at their first login.
+    /// (`roles` optional). bcrypt hashes (passlib and similar, cost 4-15) and Argon2 PHC
+    /// strings (m <= 262144 KiB, m x t <= 1048576) are accepted; a bcrypt user's password is
+    /// rehashed with Argon2id at their first login.
     /// Every line is checked before anything is written: one bad line imports nothing.
     Import {
         /// The file (`-` for stdin)

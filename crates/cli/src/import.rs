@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tessera_auth::AuthError;
 use tessera_auth::model::{Role, Username};
-use tessera_auth::password::{MAX_BCRYPT_COST, is_supported_hash};
+use tessera_auth::password::{is_supported_hash, supported_hashes};
 use tessera_server::AppState;
 
 use crate::admin::{CLI, fail};
@@ -200,7 +200,8 @@ fn check(lines: &[String]) -> (Vec<Entry>, Vec<String>) {
         }
         if !is_supported_hash(&line.hash) {
             errors.push(format!(
-                "line {n}: the hash of `{username}` is not bcrypt ($2a$/$2b$/$2y$, cost 04 to {MAX_BCRYPT_COST}) or an Argon2 PHC string"
+                "line {n}: the hash of `{username}` is not {}",
+                supported_hashes()
             ));
             continue;
         }
