@@ -370,7 +370,7 @@ impl PasswordHasher {
                 let _guard = WaitGuard(&self.waiting);
                 if depth >= self.max_waiting {
                     return Err(AuthError::Unavailable(
-                        "too many logins in progress; retry shortly",
+                        "too many password checks in progress; retry shortly",
                     ));
                 }
                 Arc::clone(&self.permits)
