@@ -680,14 +680,8 @@ fn dummy_hash(params: HashParams) -> Result<String> {
 fn verify_blocking(params: HashParams, password: &[u8], stored: &str) -> Result<Verification> {
     let (verification, full_cost) = verify_stored(params, password, stored)?;
     if !full_cost {
-        let argon2_params = params.to_argon2()?;
-        let keep = argon2_params.block_count();
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params);
-        let mut out = Zeroizing::new([0u8; OUTPUT_LEN]);
-        // The result is not used: this is the work a full-cost check does.
-        let _ = with_work_memory(keep, keep, |memory| {
-            argon2.hash_password_into_with_memory(password, &[0u8; 16], out.as_mut_slice(), memory)
-        });
+        // The hash is not used: this is the work a full-cost check does.
+        hash_blocking(params, password)?;
     }
     Ok(verification)
 }
@@ -760,6 +754,9 @@ fn argon2_matches(password: &[u8], parsed: &PasswordHash, keep: usize) -> Option
     let computed = with_work_memory(blocks, keep, |memory| {
         argon2.hash_password_into_with_memory(password, salt.as_ref(), out, memory)
     });
+    // Defensive: the parser already refuses the inputs the crate would (a short salt), but
+    // a hash refused before any work must not count as a full-cost check.
+    let work = if computed.is_ok() { work } else { 0 };
     Some(Argon2Check {
         matches: computed.is_ok()
             && tessera_jose::crypto::constant_time_eq(out, expected.as_bytes()),
