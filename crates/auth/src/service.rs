@@ -1023,10 +1023,10 @@ impl<S: Store> Auth<S> {
         let sub = reg.sub.as_deref().unwrap_or_default();
         let user_id = c.uid.as_deref().unwrap_or(sub);
         let iat = reg.iat.map_or(0, |d| d.0);
-        if let Some(why) =
-            self.revocations
-                .check(reg.jti.as_deref(), c.sid.as_deref(), user_id, iat)
-        {
+        // An empty `jti` is no identifier: it is treated as absent here, on a cache hit
+        // and in revocation alike, so the three agree (RFC 7519 §4.1.7).
+        let jti = reg.jti.as_deref().filter(|j| !j.is_empty());
+        if let Some(why) = self.revocations.check(jti, c.sid.as_deref(), user_id, iat) {
             return Err(AuthError::InvalidToken(why.as_str().into()));
         }
         let context = Arc::new(AccessContext::verified(
@@ -1037,7 +1037,7 @@ impl<S: Store> Auth<S> {
                 scope: &c.scope,
                 client_id: &c.client_id,
                 session_id: c.sid.as_deref(),
-                jti: reg.jti.as_deref().unwrap_or_default(),
+                jti: jti.unwrap_or_default(),
                 issued_at: iat,
                 expires_at: reg.exp.map_or(0, |d| d.0),
                 amr: c.amr.iter().map(AsRef::as_ref),
@@ -1046,8 +1046,13 @@ impl<S: Store> Auth<S> {
             token,
             jws.header().kid(),
         ));
-        // `exp` is required, so this always caches; a token without one never would be.
-        if let Some(exp) = reg.exp {
+        // `exp` is required, so a token always has one. A token without `kid` is not
+        // cached: a hit could not tell which key verified it (a one-key set accepts it,
+        // whichever key that is), so it could outlive its key's revocation. Every token
+        // Tessera signs carries a `kid`.
+        if let Some(exp) = reg.exp
+            && jws.header().kid().is_some()
+        {
             self.token_cache.insert(
                 CachedToken {
                     context: Arc::clone(&context),
@@ -1087,10 +1092,11 @@ impl<S: Store> Auth<S> {
             ));
         }
         // The key that verified it must still verify (a revoked key stops its tokens).
-        let key_in_force = match hit.context.kid() {
-            Some(kid) => ring.verifier.find(kid).is_some(),
-            None => ring.verifier.len() == 1,
-        };
+        // Only tokens with a `kid` are cached (see `authenticate_bytes`).
+        let key_in_force = hit
+            .context
+            .kid()
+            .is_some_and(|kid| ring.verifier.find(kid).is_some());
         if !key_in_force {
             return Err(AuthError::InvalidToken(
                 "signing key no longer in force (cached)".into(),
@@ -1161,7 +1167,9 @@ impl<S: Store> Auth<S> {
         }
         let now = self.now();
         let exp = claims.registered.exp.map_or(now, |d| d.0);
-        if let Some(jti) = claims.registered.jti.as_deref()
+        // An empty `jti` identifies nothing (see `authenticate_bytes`): there is nothing
+        // to deny, only the session or the user could be.
+        if let Some(jti) = claims.registered.jti.as_deref().filter(|j| !j.is_empty())
             && exp.saturating_add(i64::try_from(self.config.leeway).unwrap_or(0)) > now
         {
             self.store
@@ -1237,7 +1245,7 @@ impl<S: Store> Auth<S> {
             iss: Some(self.config.issuer.clone()),
             exp: Some(ctx.expires_at),
             iat: Some(ctx.issued_at),
-            jti: Some(ctx.jti().to_owned()),
+            jti: Some(ctx.jti()).filter(|j| !j.is_empty()).map(str::to_owned),
             sid: ctx.session_id().map(str::to_owned),
         })
     }
