@@ -11,6 +11,9 @@
 //!   `Retry-After`, `/readyz` not ready, recovery without a restart. (PostgreSQL going away
 //!   is covered in-process by `crates/server/tests/it/postgres.rs` and across real processes
 //!   by `tests/instances`.)
+//! - `full_disk`: the file system under the SQLite database full (a small tmpfs and a filler
+//!   file; needs root to mount, and fails under `CI=true` without it): 503 with
+//!   `Retry-After`, verification from memory, recovery once space is freed, a clean shutdown.
 //!
 //! Each test is bounded in seconds: loops stop on a count or a deadline, never on luck.
 #![allow(
@@ -22,6 +25,7 @@
 )]
 
 mod crash;
+mod full_disk;
 mod outage;
 
 use std::future::Future;
