@@ -439,11 +439,12 @@ impl<S: Store> Auth<S> {
         // The lockout is per username, existing or not, so it reveals nothing.
         let throttle_key = format!("user:{}", audit_name.to_lowercase());
         let now = self.now();
-        let locked_until = self
-            .store
-            .find_throttle(&throttle_key)
-            .await?
-            .map_or(0, |t| t.locked_until);
+        let throttle = self.store.find_throttle(&throttle_key).await?;
+        // A success clears the failure count below, but only when there is one: a login
+        // without earlier failures (nearly all of them) writes nothing for it. Failures
+        // recorded while this check ran stay counted, which errs on the strict side.
+        let had_failures = throttle.is_some();
+        let locked_until = throttle.map_or(0, |t| t.locked_until);
         let locked = locked_until > now;
         let user = match &username {
             Some(u) => self.store.find_user_by_username(u).await?,
@@ -556,7 +557,9 @@ impl<S: Store> Auth<S> {
             .await;
             return Err(AuthError::MfaRequired { mfa_token: token });
         }
-        self.store.clear_throttle(&throttle_key).await?;
+        if had_failures {
+            self.store.clear_throttle(&throttle_key).await?;
+        }
         let response = self
             .start_session(&user, &client.id, &scope, vec!["pwd".into()], meta)
             .await?;

@@ -312,6 +312,30 @@ async fn repeated_failures_lock_a_username_whether_or_not_it_exists() {
 }
 
 #[tokio::test]
+async fn a_successful_login_clears_the_failure_count() {
+    // Four failures, a success, four more: never five in a row, so never locked. And a
+    // success with no failures before it writes no throttle row (nothing to clear).
+    let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
+    app.create_user("tamsin", PW, &[]).await;
+    assert_eq!(app.password_grant("tamsin", PW).await.status(), 200);
+    for round in 0..3 {
+        for _ in 0..4 {
+            assert_eq!(
+                app.password_grant("tamsin", "wrong guess 123")
+                    .await
+                    .status(),
+                400
+            );
+        }
+        assert_eq!(
+            app.password_grant("tamsin", PW).await.status(),
+            200,
+            "round {round}: four failures and a success do not lock"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_locked_account_with_a_second_factor_can_still_log_in_with_it() {
     let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
     app.create_user("sybil", PW, &[]).await;
