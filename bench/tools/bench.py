@@ -849,13 +849,16 @@ def main() -> int:
     hash_scenario = next((sc for sc in ("login", "users_me_under_login") if sc in scenarios), None)
     last_of = {sc: i for i, (sc, _) in enumerate(runs)}
 
+    def time_hash() -> None:
+        t = argon2_timing(s)
+        if t:
+            hash_samples.append(t)
+            print(f"==> Argon2id: {t.alone_ms:.1f} ms alone, {fmt(t.parallel_ms, '.1f')} ms "
+                  f"each with {os.cpu_count()} at once", flush=True)
+
     def time_bounds(sc: str) -> None:
         if sc == hash_scenario:
-            t = argon2_timing(s)
-            if t:
-                hash_samples.append(t)
-                print(f"==> Argon2id: {t.alone_ms:.1f} ms alone, {fmt(t.parallel_ms, '.1f')} ms "
-                      f"each with {os.cpu_count()} at once", flush=True)
+            time_hash()
         if sc == "refresh":
             us = rs256_sign_us(s)
             if us:
@@ -894,11 +897,7 @@ def main() -> int:
         if i == last_of[sc]:
             time_bounds(sc)
         elif sc == hash_scenario:
-            t = argon2_timing(s)
-            if t:
-                hash_samples.append(t)
-                print(f"==> Argon2id: {t.alone_ms:.1f} ms alone, {fmt(t.parallel_ms, '.1f')} ms "
-                      f"each with {os.cpu_count()} at once", flush=True)
+            time_hash()
         after = hash_samples[-1] if sc == hash_scenario and hash_samples else None
         if before and after and after is not before:
             for r in rows[first_row:]:

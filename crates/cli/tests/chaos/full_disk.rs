@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
-use crate::{ADMIN_PASSWORD, client, json, password_grant, refresh_grant, serve, within};
+use crate::{
+    ADMIN_PASSWORD, assert_unavailable, client, json, password_grant, refresh_grant, serve, within,
+};
 
 /// A tmpfs mounted on a fresh temporary directory, unmounted (lazily, so a server still
 /// holding files in it cannot block that) on drop.
@@ -76,22 +78,6 @@ fn fill(path: &Path) -> u64 {
     }
     f.sync_all().ok();
     written
-}
-
-/// Asserts a 503 in the RFC 6749 §5.2 shape with `Retry-After`.
-async fn assert_unavailable(what: &str, res: reqwest::Response) {
-    assert_eq!(res.status(), 503, "{what}");
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .unwrap_or_else(|| panic!("{what}: Retry-After"))
-        .to_str()
-        .unwrap()
-        .parse::<u64>()
-        .unwrap();
-    assert!(retry_after >= 1, "{what}: Retry-After {retry_after}");
-    let body = json(res).await;
-    assert_eq!(body["error"], "temporarily_unavailable", "{what}: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,22 @@ async fn create_user(
         .await
 }
 
+/// Asserts a 503 in the RFC 6749 §5.2 shape with `Retry-After`.
+async fn assert_unavailable(what: &str, res: reqwest::Response) {
+    assert_eq!(res.status(), 503, "{what}");
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("{what}: Retry-After"))
+        .to_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert!(retry_after >= 1, "{what}: Retry-After {retry_after}");
+    let body = json(res).await;
+    assert_eq!(body["error"], "temporarily_unavailable", "{what}: {body}");
+}
+
 /// Polls until `f` holds, returning how long it took, or panics after `limit`.
 async fn within<F, Fut>(limit: Duration, mut f: F) -> Duration
 where

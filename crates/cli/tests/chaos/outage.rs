@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
-use crate::{ADMIN_PASSWORD, client, json, password_grant, refresh_grant, serve, within};
+use crate::{
+    ADMIN_PASSWORD, assert_unavailable, client, json, password_grant, refresh_grant, serve, within,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_sqlite_refuses_writes_tokens_verify_logins_get_503_and_service_recovers_without_a_restart()
@@ -57,18 +59,7 @@ async fn while_sqlite_refuses_writes_tokens_verify_logins_get_503_and_service_re
     assert_eq!(healthz.status(), 200, "the process is alive");
     assert_eq!(readyz.status(), 503, "not ready while writes fail");
     for (what, res) in [("login", login), ("refresh", refreshed)] {
-        assert_eq!(res.status(), 503, "{what}");
-        let retry_after = res
-            .headers()
-            .get("retry-after")
-            .unwrap_or_else(|| panic!("{what}: Retry-After"))
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
-        assert!(retry_after >= 1, "{what}: Retry-After {retry_after}");
-        let body = json(res).await;
-        assert_eq!(body["error"], "temporarily_unavailable", "{what}: {body}");
+        assert_unavailable(what, res).await;
     }
 
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
