@@ -1804,7 +1804,7 @@ impl<S: Store> Auth<S> {
             request_id: meta.request_id.clone(),
             detail,
         };
-        tracing::info!(target: "audit", event = %e.event, outcome = %e.outcome, user = ?e.username, client = ?e.client_id, ip = ?e.ip, request_id = ?e.request_id, "audit");
+        tracing::info!(target: "audit", event = %e.event, outcome = %e.outcome, user = e.username.as_deref(), client = e.client_id.as_deref(), ip = e.ip.as_deref(), request_id = e.request_id.as_deref(), "audit");
         if let Err(err) = self.store.append_audit(&e, audit::chain_hash).await {
             tracing::error!(target: "tessera::auth", error = %err, event = %e.event, "could not write audit event");
         }

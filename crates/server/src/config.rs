@@ -1276,21 +1276,44 @@ pub fn decode_master_key(text: &str) -> Result<Zeroizing<[u8; 32]>, String> {
     Ok(Zeroizing::new(arr))
 }
 
+/// A database URL with its secrets blanked: the password in the authority and every query
+/// parameter whose name contains `password` (`?password=`, `sslpassword=`), parsed with the
+/// same parser sqlx uses, so a password containing `@` is found where sqlx finds it. A URL
+/// that does not parse is withheld whole.
 fn redact_url(u: &str) -> String {
-    // postgres://user:password@host/db → postgres://user:<redacted>@host/db
-    match (u.find("://"), u.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = u.get(s + 3..at).unwrap_or_default();
-            let user = creds.split(':').next().unwrap_or_default();
-            let rest = u.get(at..).unwrap_or_default();
-            let scheme = u.get(..s + 3).unwrap_or_default();
-            if creds.contains(':') {
-                format!("{scheme}{user}:<redacted>{rest}")
-            } else {
-                u.to_owned()
-            }
-        }
-        _ => u.to_owned(),
+    let Ok(mut url) = url::Url::parse(u) else {
+        return "<redacted: not a valid URL>".into();
+    };
+    let had_password = url.password().is_some();
+    if had_password && url.set_password(None).is_err() {
+        return "<redacted>".into();
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.to_ascii_lowercase().contains("password") {
+                    "redacted".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    let text = url.to_string();
+    if !had_password {
+        return text;
+    }
+    // `scheme://user@host…` → `scheme://user:<redacted>@host…` (the user name is
+    // percent-encoded, so the first `@` after `://` ends it).
+    match text.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) => format!("{scheme}://{user}:<redacted>@{host}"),
+            None => "<redacted>".into(),
+        },
+        None => "<redacted>".into(),
     }
 }
 
@@ -1518,5 +1541,19 @@ mod tests {
             "postgres://u:<redacted>@h/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        // An `@` in the password: sqlx's parser (the same `url` crate) splits at the last.
+        assert_eq!(
+            redact_url("postgres://tessera:Bad@Pass-222@127.0.0.1:5432/tess"),
+            "postgres://tessera:<redacted>@127.0.0.1:5432/tess"
+        );
+        // Passwords given as query parameters.
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=QpPass-999&sslmode=require&sslpassword=x"),
+            "postgres://u@h/db?password=redacted&sslmode=require&sslpassword=redacted"
+        );
+        assert_eq!(
+            redact_url("not a url secret"),
+            "<redacted: not a valid URL>"
+        );
     }
 }

@@ -34,6 +34,9 @@ use crate::AppState;
 use crate::error::AppError;
 use crate::shard::Sharded;
 
+/// How long a scrape waits for the live-session count before it renders the rest.
+const ACTIVE_SESSIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The route label for requests no route matched (404s): one series, not one per path.
 const UNMATCHED: &str = "<unmatched>";
 
@@ -319,7 +322,7 @@ impl EncodeMetric for LatencyHistogram {
         let bounds = LATENCY_BUCKETS
             .iter()
             .copied()
-            .chain(std::iter::once(f64::MAX));
+            .chain(std::iter::once(f64::INFINITY));
         for (slot, bound) in buckets.iter_mut().zip(bounds) {
             slot.0 = bound;
         }
@@ -546,11 +549,26 @@ impl Metrics {
                 })
                 .set(now.saturating_sub(key.created_at).max(0));
         }
-        let live = tessera_auth::store::SessionStore::count_live_sessions(state.db(), now)
-            .await
-            .map_err(AuthError::from)?;
-        self.active_sessions
-            .set(i64::try_from(live).unwrap_or(i64::MAX));
+        // The one value read from the database. While the database does not answer, the
+        // gauge keeps its last value and the scrape still succeeds within about a second:
+        // the request counters, 503 rates and hashing queue matter most during an outage.
+        let live = tokio::time::timeout(
+            ACTIVE_SESSIONS_TIMEOUT,
+            tessera_auth::store::SessionStore::count_live_sessions(state.db(), now),
+        )
+        .await;
+        match live {
+            Ok(Ok(live)) => {
+                self.active_sessions
+                    .set(i64::try_from(live).unwrap_or(i64::MAX));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(target: "tessera::metrics", error = %AuthError::from(e), "tessera_active_sessions not refreshed: the database did not answer");
+            }
+            Err(_) => {
+                tracing::warn!(target: "tessera::metrics", "tessera_active_sessions not refreshed: the database took over a second");
+            }
+        }
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .map_err(|e| AppError::internal(format!("encoding metrics: {e}")))?;

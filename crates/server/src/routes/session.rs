@@ -84,6 +84,8 @@ pub(crate) async fn sign_in(
                 .await
         }
     };
+    // Counted as `POST /token` counts them: a browser login is a login.
+    state.metrics.record_login(&res);
     res.map_err(|e| match e {
         AuthError::MfaRequired { .. } => AppError::from_grant(e).with_description(
             "a second factor is required: send mfa_token with otp (or recovery_code) to POST /session",

@@ -26,7 +26,53 @@ async fn scrape(url: &str) -> String {
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     let text = res.text().await.unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
+    check_histograms(&text);
     text
+}
+
+/// Every histogram series as OpenMetrics requires it (and Prometheus's
+/// `histogram_quantile` needs it): cumulative buckets in rising order, the last one
+/// `le="+Inf"`, and that one equal to `_count`.
+fn check_histograms(text: &str) {
+    // (family, labels without `le`) -> [(le, count)]
+    let mut series: std::collections::BTreeMap<(String, String), Vec<(String, f64)>> =
+        Default::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, rest)) = line.split_once("_bucket{") else {
+            continue;
+        };
+        let (labels, value) = rest.rsplit_once("} ").unwrap();
+        let mut le = None;
+        let others: Vec<&str> = labels
+            .split(',')
+            .filter(|l| match l.strip_prefix("le=") {
+                Some(v) => {
+                    le = Some(v.trim_matches('"').to_owned());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        series
+            .entry((name.to_owned(), others.join(",")))
+            .or_default()
+            .push((le.unwrap(), value.parse().unwrap()));
+    }
+    assert!(!series.is_empty(), "no histogram in {text}");
+    for ((name, labels), buckets) in &series {
+        let (last_le, last) = buckets.last().unwrap();
+        assert_eq!(last_le, "+Inf", "{name}{{{labels}}}: top bucket");
+        for pair in buckets.windows(2) {
+            let bound = |le: &str| le.parse::<f64>().unwrap_or(f64::INFINITY);
+            assert!(
+                bound(&pair[0].0) < bound(&pair[1].0),
+                "{name}{{{labels}}}: order"
+            );
+            assert!(pair[0].1 <= pair[1].1, "{name}{{{labels}}}: cumulative");
+        }
+        let count = sample(text, &format!("{name}_count{{{labels}}}"));
+        assert_eq!(count, Some(*last), "{name}{{{labels}}}: _count and +Inf");
+    }
 }
 
 #[tokio::test]
@@ -104,6 +150,25 @@ async fn metrics_count_requests_by_matched_route_and_logins_by_outcome() {
         Some(2.0)
     );
     assert_eq!(get("tessera_active_sessions"), Some(1.0));
+
+    // Cookie-mode logins (`POST /session`, which the hosted login page shares) are logins.
+    for password in ["wrong 1", ADMIN_PASSWORD] {
+        let res = app
+            .client
+            .post(app.url("/session"))
+            .form(&[("username", "admin"), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().is_success(), password != "wrong 1");
+    }
+    let text = scrape(&app.url("/metrics")).await;
+    let get = |s: &str| sample(&text, s);
+    assert_eq!(get(r#"tessera_logins_total{outcome="success"}"#), Some(2.0));
+    assert_eq!(
+        get(r#"tessera_logins_total{outcome="invalid_credentials"}"#),
+        Some(3.0)
+    );
     assert_eq!(get("tessera_password_hash_queue_depth"), Some(0.0));
     assert_eq!(get("tessera_password_hash_in_flight"), Some(0.0));
     assert_eq!(get("tessera_lockouts_total"), Some(0.0));

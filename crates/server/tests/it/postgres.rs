@@ -232,3 +232,39 @@ async fn revocations_still_propagate_after_connections_are_killed() {
     .await;
     eprintln!("revocation after reconnect reached the other instance in {took:?}");
 }
+
+#[tokio::test]
+async fn metrics_are_served_while_the_database_is_away() {
+    // The request counters, 503 rates and the hashing queue matter most during an outage:
+    // the scrape answers within about a second, with the live-session gauge at its last value.
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = spawn_app_on(Some(db.url()), |c| c.metrics_enabled = true).await;
+    let t = a.admin_login().await;
+    assert_eq!(a.me(&t.access_token).await.status(), 200);
+    let scrape = || async {
+        let started = Instant::now();
+        let res = a.client.get(a.url("/metrics")).send().await.unwrap();
+        (res.status(), res.text().await.unwrap(), started.elapsed())
+    };
+    let (status, before, _) = scrape().await;
+    assert_eq!(status, 200);
+    assert!(before.contains("tessera_active_sessions 1\n"), "{before}");
+    db.set_available(false).await;
+    let res = a
+        .password_grant("admin", tessera_testkit::ADMIN_PASSWORD)
+        .await;
+    assert_eq!(res.status(), 503);
+    let (status, during, took) = scrape().await;
+    assert_eq!(status, 200, "{during}");
+    assert!(took < Duration::from_secs(3), "the scrape took {took:?}");
+    assert!(during.contains("tessera_active_sessions 1\n"), "{during}");
+    assert!(
+        during.contains(
+            r#"tessera_http_requests_total{method="POST",route="/token",status="5xx"} 1"#
+        ),
+        "{during}"
+    );
+    db.set_available(true).await;
+}
