@@ -171,6 +171,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Result<(), Failure> {
+    // SIGHUP's default action ends the process. The server takes it once it runs (a
+    // certificate reload, or a log line), but starting (migrations, the first key, the
+    // bootstrap hash) takes a while; registering a handler now replaces the default for the
+    // life of the process (tokio keeps it installed), so a habitual `kill -HUP` in that
+    // window is ignored rather than fatal.
+    #[cfg(unix)]
+    drop(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::hangup(),
+    ));
     let config = cli.load_serve_config(listen, log_format)?;
     tessera_server::telemetry::init(config.log_format).map_err(Failure::refused)?;
     let addr = config.listen;
@@ -253,32 +262,47 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
             state.config.issuer
         );
     }
-    tessera_server::serve(listener, state, options, shutdown_signal())
+    let mut options = options;
+    let force = Arc::new(tokio::sync::Notify::new());
+    options.force_shutdown = Some(Arc::clone(&force));
+    tessera_server::serve(listener, state, options, shutdown_signals(force))
         .await
         .map_err(|e| Failure::refused(format!("server error: {e}")))?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on the first SIGINT or SIGTERM; a second one notifies `force`, which cuts the
+/// shutdown deadline short (the database is still closed cleanly).
+async fn shutdown_signals(force: Arc<tokio::sync::Notify>) {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut next = async move || {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {},
+            () = term => {},
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+    next().await;
+    tracing::info!(
+        "shutdown signal received; finishing in-flight requests (a second signal stops them now)"
+    );
+    tokio::spawn(async move {
+        next().await;
+        force.notify_one();
+    });
 }

@@ -527,6 +527,10 @@ pub struct ServeOptions {
     /// How long a connection with no request in flight may go without starting one
     /// (`limits.idle_timeout`).
     pub idle_timeout: Duration,
+    /// Notified to cut the shutdown deadline short (the CLI: a second SIGINT or SIGTERM):
+    /// the remaining connections are closed at once, and the database is still closed
+    /// cleanly.
+    pub force_shutdown: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl ServeOptions {
@@ -549,6 +553,7 @@ impl ServeOptions {
             tls: config.tls.clone(),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
             idle_timeout: Duration::from_secs(config.idle_timeout),
+            force_shutdown: None,
         })
     }
 }
@@ -587,9 +592,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let tls = match &options.tls {
-        Some(files) => Some(listen::TlsConfig::new(
-            tls::load(files).map_err(|e| std::io::Error::other(e.0))?,
-        )),
+        Some(files) => {
+            let config = tls::load(files).map_err(|e| std::io::Error::other(e.0))?;
+            tls::warn_if_key_exposed(&files.key);
+            Some(listen::TlsConfig::new(config))
+        }
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -645,17 +652,34 @@ pub async fn serve(
     if let Some(task) = metrics_loop {
         let _ = task.await;
     }
-    if tokio::time::timeout(deadline, connections.closed())
-        .await
-        .is_ok()
-    {
+    let force = async {
+        match &options.force_shutdown {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let finished = tokio::select! {
+        done = tokio::time::timeout(deadline, connections.closed()) => {
+            if done.is_err() {
+                tracing::warn!(
+                    deadline_secs = deadline.as_secs(),
+                    open_connections = connections.count(),
+                    "shutdown deadline reached; closing the remaining connections"
+                );
+            }
+            done.is_ok()
+        }
+        () = force => {
+            tracing::warn!(
+                open_connections = connections.count(),
+                "second shutdown signal: closing the remaining connections now"
+            );
+            connections.count() == 0
+        }
+    };
+    if finished {
         tracing::info!("in-flight requests finished");
     } else {
-        tracing::warn!(
-            deadline_secs = deadline.as_secs(),
-            open_connections = connections.count(),
-            "shutdown deadline reached; closing the remaining connections"
-        );
         connections.abort_all();
         // An aborted task ends at its next await; one stuck in blocking code must not hold
         // the exit forever.

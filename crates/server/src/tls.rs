@@ -3,7 +3,8 @@
 //!
 //! The certificate chain and key are PEM files (`tls.cert`, `tls.key`). They are read and
 //! checked at start (a bad file stops the server with a message naming it), then re-read
-//! when either file's modification time changes (polled every few seconds) or on SIGHUP.
+//! when either file changes (modification or change time, inode, size; polled every few
+//! seconds) or on SIGHUP, and retried at every poll while a reload keeps failing.
 //! A reload swaps the configuration ([`TlsConfig`]): handshakes after the swap use the new
 //! certificate, connections already established keep theirs, nothing is dropped. A reload that fails keeps the old
 //! certificate and logs an error.
@@ -47,13 +48,7 @@ pub struct TlsError(pub String);
 /// [`TlsError`] naming the file that is missing, unreadable, not PEM, or mismatched.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        TlsError(format!(
-            "`tls.key` ({}): no usable PEM private key: {}",
-            files.key.display(),
-            pem_error(&e)
-        ))
-    })?;
+    let key = read_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -90,29 +85,129 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The most a key file may hold (a 16384-bit RSA key in PEM is about 13 KB).
+const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// Reads the private key, its bytes wiped after parsing, and says plainly what is wrong
+/// with a file that holds no usable key: encrypted, a certificate, empty.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    use std::io::Read as _;
+    let err = |what: String| TlsError(format!("`tls.key` ({}): {what}", path.display()));
+    let mut pem = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut pem))
+        .map_err(|e| err(format!("cannot read it: {e}")))?;
+    if pem.len() as u64 > MAX_KEY_FILE {
+        return Err(err(format!("larger than {MAX_KEY_FILE} bytes: not a key")));
+    }
+    let text = String::from_utf8_lossy(&pem);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(err(
+            "the private key is encrypted; Tessera needs it unencrypted (`openssl pkey -in KEY \
+             -out PLAIN`) and protected by its file permissions (chmod 600)"
+                .into(),
+        ));
+    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound
+            if text.contains("-----BEGIN CERTIFICATE-----") =>
+        {
+            err(
+                "holds a certificate, not a private key (are `tls.cert` and `tls.key` swapped?)"
+                    .into(),
+            )
+        }
+        other => err(format!("no usable PEM private key: {}", pem_error(&other))),
+    })
+}
+
 fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
     match e {
         rustls_pki_types::pem::Error::Io(io) => io.to_string(),
-        other => format!("{other:?}"),
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "no PRIVATE KEY block found (PKCS#8, PKCS#1 or SEC1, PEM-encoded)".into()
+        }
+        other => format!("malformed PEM ({other:?})"),
     }
 }
 
-fn mtimes(files: &TlsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (m(&files.cert), m(&files.key))
+/// Logs a warning when the key file can be read by anyone but its owner (and root).
+pub(crate) fn warn_if_key_exposed(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    key = %path.display(),
+                    mode = %format_args!("{mode:04o}"),
+                    "`tls.key` is readable by users other than its owner; restrict it with chmod 600"
+                );
+            }
+        }
+    }
+}
+
+/// What identifies a version of a file: a change to any of these is a reason to re-read
+/// it. The change time and inode catch what the modification time misses: `chmod`/`chown`
+/// that make a file readable, and a file replaced by rename with an older mtime (`cp -p`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Version {
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    unix: Option<(u64, u64, i64, i64, u64)>,
+}
+
+fn version(path: &Path) -> Option<Version> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Version {
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        unix: {
+            use std::os::unix::fs::MetadataExt as _;
+            Some((
+                meta.dev(),
+                meta.ino(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+                meta.len(),
+            ))
+        },
+    })
+}
+
+fn versions(files: &TlsFiles) -> (Option<Version>, Option<Version>) {
+    (version(&files.cert), version(&files.key))
 }
 
 /// Re-reads the files; on success swaps the configuration in, on failure keeps the old one.
-fn reload(files: &TlsFiles, config: &TlsConfig, metrics: &Metrics, why: &str) {
+/// Returns the error, if any. `last_error` is the previous attempt's: a failure repeated
+/// unchanged on a retry is neither logged nor counted again.
+fn reload(
+    files: &TlsFiles,
+    config: &TlsConfig,
+    metrics: &Metrics,
+    why: &str,
+    last_error: Option<&str>,
+) -> Option<String> {
     match load(files) {
         Ok(new) => {
             config.replace(new);
             metrics.record_tls_reload(true);
+            warn_if_key_exposed(&files.key);
             tracing::info!(cert = %files.cert.display(), trigger = why, "TLS certificate reloaded");
+            None
         }
         Err(e) => {
-            metrics.record_tls_reload(false);
-            tracing::error!(error = %e, trigger = why, "TLS certificate reload failed; still serving the previous certificate");
+            let e = e.0;
+            if last_error != Some(e.as_str()) {
+                metrics.record_tls_reload(false);
+                tracing::error!(error = %e, trigger = why, "TLS certificate reload failed; still serving the previous certificate (retried every few seconds)");
+            }
+            Some(e)
         }
     }
 }
@@ -124,7 +219,11 @@ pub(crate) async fn watch(
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut seen = mtimes(&files);
+    let mut seen = versions(&files);
+    // The last reload's error while it keeps failing: a failure can pass without any change
+    // to the files (a full descriptor table, a permission fixed by `chown`, which changes
+    // only the ctime on some systems), so a failed reload is retried at every poll.
+    let mut failing: Option<String> = None;
     #[cfg(unix)]
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -148,18 +247,34 @@ pub(crate) async fn watch(
         tokio::select! {
             _ = stop.changed() => return,
             () = sighup => {
-                seen = mtimes(&files);
-                let (files, config, metrics) = (files.clone(), config.clone(), Arc::clone(&metrics));
-                let _ = tokio::task::spawn_blocking(move || reload(&files, &config, &metrics, "SIGHUP")).await;
+                seen = versions(&files);
+                failing = reload_off_runtime(&files, &config, &metrics, "SIGHUP", None).await;
             }
             () = tokio::time::sleep(POLL_EVERY) => {
-                let now = mtimes(&files);
+                let now = versions(&files);
                 if now != seen {
                     seen = now;
-                    let (files, config, metrics) = (files.clone(), config.clone(), Arc::clone(&metrics));
-                    let _ = tokio::task::spawn_blocking(move || reload(&files, &config, &metrics, "file change")).await;
+                    failing = reload_off_runtime(&files, &config, &metrics, "file change", None).await;
+                } else if let Some(last) = failing.take() {
+                    failing = reload_off_runtime(&files, &config, &metrics, "retry", Some(last)).await;
                 }
             }
         }
     }
+}
+
+/// [`reload`] on the blocking pool (it reads files).
+async fn reload_off_runtime(
+    files: &TlsFiles,
+    config: &TlsConfig,
+    metrics: &Arc<Metrics>,
+    why: &'static str,
+    last_error: Option<String>,
+) -> Option<String> {
+    let (files, config, metrics) = (files.clone(), config.clone(), Arc::clone(metrics));
+    tokio::task::spawn_blocking(move || {
+        reload(&files, &config, &metrics, why, last_error.as_deref())
+    })
+    .await
+    .unwrap_or_else(|e| Some(format!("the reload task failed: {e}")))
 }

@@ -409,3 +409,316 @@ async fn sighup_without_tls_is_logged_and_does_not_stop_the_server() {
     let res = client.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// SIGTERM starts a graceful shutdown that may wait up to `shutdown_timeout` (here 60 s)
+/// for a connection; a second SIGINT/SIGTERM (the operator pressing Ctrl-C again,
+/// `docker stop` escalating, systemd's `KillMode` sending SIGTERM twice) should stop the
+/// wait (closing the remaining connections; the database is still closed cleanly).
+#[tokio::test]
+async fn a_second_signal_during_shutdown_stops_the_wait() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServeProcess::start(
+        bin(),
+        dir.path(),
+        &[
+            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
+            ("TESSERA_SHUTDOWN_TIMEOUT", "60s"),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let addr = server.base().trim_start_matches("http://").to_owned();
+    // A request head that never ends: the shutdown waits for it, up to the deadline.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    let mut draining = false;
+    for _ in 0..100 {
+        if server.log().iter().any(|l| l.contains("shutting down")) {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(draining, "{:#?}", server.log());
+    assert!(
+        server.wait_exit(Duration::from_millis(500)).is_none(),
+        "the first signal waits for the open connection"
+    );
+    server.signal("INT");
+    let exited = server.wait_exit(Duration::from_secs(5));
+    drop(stalled);
+    assert!(
+        exited.is_some(),
+        "a second signal (SIGINT) was ignored: still waiting out the 60 s deadline 5 s later; log:\n{}",
+        server.log().join("\n")
+    );
+}
+
+/// A private key readable by every local user is a leak waiting to happen; the server
+/// already creates `master.key` 0600 and its data directory 0700. A `tls.key` with mode
+/// 0644 is accepted, with a warning naming it.
+#[test]
+fn a_world_readable_tls_key_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    write_pair(certs.path(), &self_signed(), None);
+    let key_path = certs.path().join("key.pem");
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cert_path = certs.path().join("cert.pem").display().to_string();
+    let key_path = key_path.display().to_string();
+    let server = ServeProcess::start(
+        bin(),
+        dir.path(),
+        &[
+            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
+            ("TESSERA_TLS__CERT", &cert_path),
+            ("TESSERA_TLS__KEY", &key_path),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = server.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("WARN") && (l.contains("tls.key") || l.contains(&key_path))),
+        "no warning about the world-readable (0644) `tls.key`; log:\n{}",
+        log.join("\n")
+    );
+}
+
+/// An encrypted private key (what `openssl pkcs8 -topk8` or `openssl genpkey -aes256`
+/// writes by default) is a common mistake; the error says so (it used to print the PEM
+/// parser's `NoItemsFound` or `Base64Decode("InvalidCharacter(45)")`).
+#[test]
+fn an_encrypted_tls_key_is_named_as_such() {
+    const ENCRYPTED_PKCS8: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAiQtAma6ZCrcQICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEM13DifcRTFrHQdy+5HZYFQEgZB7
+toLD0FR5wz7NE+exs4xYDM59x0Ya50LBewyIvMOIn4FsHHhRZF1mGUb+BwTHYZ2z
+sluRfbpsRbMamHvNxYmt0tXVHzhbSgznxkzglIzQVwoe+I2YWRNZIibOQeA1qgVv
+Z8XELfRWxuO5RVFdoRN6C8hluWwvz9Y3pJSz4o8tp9LJmgN2oTougwwt3lV/vmA=
+-----END ENCRYPTED PRIVATE KEY-----
+";
+    // The same kind of key in OpenSSL's legacy encrypted form (headers inside the block).
+    const ENCRYPTED_LEGACY: &str = "-----BEGIN EC PRIVATE KEY-----
+Proc-Type: 4,ENCRYPTED
+DEK-Info: AES-256-CBC,B47C6B490A4CAEB2096E19AB6D05D860
+
+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+-----END EC PRIVATE KEY-----
+";
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let cert = certs.path().join("cert.pem");
+    std::fs::write(&cert, self_signed().0).unwrap();
+    let mut failures = Vec::new();
+    for (name, pem) in [("pkcs8", ENCRYPTED_PKCS8), ("legacy", ENCRYPTED_LEGACY)] {
+        let key = certs.path().join(format!("{name}.pem"));
+        std::fs::write(&key, pem).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("TESSERA_CONFIG")
+            .env_remove("TESSERA_DATABASE_URL")
+            .env_remove("TESSERA_REQUIRE_POSTGRES")
+            .env("TESSERA_TLS__CERT", &cert)
+            .env("TESSERA_TLS__KEY", &key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        if !stderr.to_lowercase().contains("encrypted") {
+            failures.push(format!("{name}: {}", stderr.trim()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the error does not say the key is encrypted:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Open files of process `pid` (Linux).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of process `pid` with util-linux `prlimit`.
+fn set_nofile_soft(pid: u32, soft: u64) {
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={soft}:"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit failed");
+}
+
+/// A reload that fails for a passing reason (here: out of file descriptors while a flood
+/// of half-open TLS connections holds them, the very moment the renewed certificate lands)
+/// is retried at every poll until it succeeds; it used to wait for the next change to the
+/// files or a SIGHUP (with certbot, the next renewal, after the old certificate expired).
+#[tokio::test]
+async fn a_reload_that_failed_for_a_passing_reason_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let first = self_signed();
+    write_pair(certs.path(), &first, None);
+    let cert_path = certs.path().join("cert.pem").display().to_string();
+    let key_path = certs.path().join("key.pem").display().to_string();
+    let server = ServeProcess::start(
+        bin(),
+        dir.path(),
+        &[
+            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
+            ("TESSERA_TLS__CERT", &cert_path),
+            ("TESSERA_TLS__KEY", &key_path),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let base = server.base().replacen("127.0.0.1", "localhost", 1);
+    let addr = server.base().trim_start_matches("https://").to_owned();
+    let health = format!("{base}/healthz");
+    assert_eq!(
+        client_trusting(&first.0)
+            .get(&health)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let pid = server.id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+
+    // Out of descriptors: the limit just above what is open, then connections that never
+    // start their handshake (each held up to the 10 s handshake timeout).
+    set_nofile_soft(pid, open_fds(pid) as u64 + 4);
+    let flood: Vec<_> = (0..32)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut exhausted = false;
+    for _ in 0..40 {
+        if server
+            .log()
+            .iter()
+            .any(|l| l.contains("Too many open files"))
+        {
+            exhausted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(exhausted, "{:#?}", server.log());
+
+    // The renewed certificate lands now; the file watch tries it and fails (EMFILE).
+    let second = self_signed();
+    write_pair(certs.path(), &second, None);
+    let mut failed = false;
+    for _ in 0..100 {
+        if server
+            .log()
+            .iter()
+            .any(|l| l.contains("TLS certificate reload failed"))
+        {
+            failed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(failed, "{:#?}", server.log());
+
+    // The flood ends; descriptors are back.
+    drop(flood);
+    set_nofile_soft(pid, soft);
+
+    // Several poll periods (2 s each) later the renewed certificate should be served.
+    let mut served_new = false;
+    for _ in 0..40 {
+        if client_trusting(&second.0).get(&health).send().await.is_ok() {
+            served_new = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let still_old = client_trusting(&first.0).get(&health).send().await.is_ok();
+    // The files were fine all along: SIGHUP loads them.
+    server.signal("HUP");
+    let mut after_hup = false;
+    for _ in 0..40 {
+        if client_trusting(&second.0).get(&health).send().await.is_ok() {
+            after_hup = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reload_lines: Vec<_> = server
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("TLS certificate reload"))
+        .collect();
+    assert!(
+        served_new,
+        "10 s after the transient failure the renewed certificate is still not served \
+         (old one still served: {still_old}; loaded by a SIGHUP afterwards: {after_hup}); \
+         reload log:\n{}",
+        reload_lines.join("\n")
+    );
+}
+
+/// `docs/operations.md`: "a habitual `kill -HUP` never stops the server", not even while
+/// it starts (migrations, first key, bootstrap hashing, TLS files checked), before
+/// `serve` has spawned `tls::watch` / `ignore_hangups`.
+#[test]
+fn sighup_while_starting_does_not_stop_the_server() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_REQUIRE_POSTGRES")
+        .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Starting: the database file exists, the server is not listening yet.
+    let db = dir.path().join("tessera.db");
+    for _ in 0..2000 {
+        if db.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(db.exists(), "the server never opened its database");
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_secs(3));
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        exited.is_none(),
+        "SIGHUP during start-up stopped the server: {exited:?} (signal {:?})",
+        exited.and_then(|s| s.signal())
+    );
+}
