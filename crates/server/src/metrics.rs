@@ -358,6 +358,9 @@ pub struct Metrics {
     hash_queue: Gauge,
     hash_in_flight: Gauge,
     tls_reloads: Family<OutcomeLabels, Counter>,
+    /// Held while a scrape rebuilds the key-age series and encodes: `key_age` is cleared
+    /// and refilled on every scrape, and a concurrent scrape must not encode it half-empty.
+    render_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -463,6 +466,7 @@ impl Metrics {
             hash_queue,
             hash_in_flight,
             tls_reloads,
+            render_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -539,16 +543,6 @@ impl Metrics {
             .set(i64::try_from(hasher.queue_depth()).unwrap_or(i64::MAX));
         self.hash_in_flight
             .set(i64::try_from(hasher.in_flight()).unwrap_or(i64::MAX));
-        self.key_age.clear();
-        for key in &state.auth.key_ring().keys {
-            self.key_age
-                .get_or_create(&KeyLabels {
-                    kid: key.kid.clone(),
-                    alg: key.alg.clone(),
-                    state: key.state.as_str(),
-                })
-                .set(now.saturating_sub(key.created_at).max(0));
-        }
         // The one value read from the database. While the database does not answer, the
         // gauge keeps its last value and the scrape still succeeds within about a second:
         // the request counters, 503 rates and hashing queue matter most during an outage.
@@ -568,6 +562,17 @@ impl Metrics {
             Err(_) => {
                 tracing::warn!(target: "tessera::metrics", "tessera_active_sessions not refreshed: the database took over a second");
             }
+        }
+        let _rendering = self.render_lock.lock().await;
+        self.key_age.clear();
+        for key in &state.auth.key_ring().keys {
+            self.key_age
+                .get_or_create(&KeyLabels {
+                    kid: key.kid.clone(),
+                    alg: key.alg.clone(),
+                    state: key.state.as_str(),
+                })
+                .set(now.saturating_sub(key.created_at).max(0));
         }
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
