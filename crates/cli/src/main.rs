@@ -275,9 +275,24 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
 /// Resolves on the first SIGINT or SIGTERM; a second one notifies `force`, which cuts the
 /// shutdown deadline short (the database is still closed cleanly).
 async fn shutdown_signals(force: Arc<tokio::sync::Notify>) {
+    // One receiver per signal for the life of the process: a receiver made anew for the
+    // second wait would miss a signal that arrived while the first wait ended (SIGTERM then
+    // SIGINT back to back).
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let mut next = async move || {
+        #[cfg(unix)]
+        let ctrl_c = async {
+            match int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
         let ctrl_c = async {
             let _ = tokio::signal::ctrl_c().await;
         };

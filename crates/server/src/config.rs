@@ -1281,6 +1281,11 @@ pub fn decode_master_key(text: &str) -> Result<Zeroizing<[u8; 32]>, String> {
 /// same parser sqlx uses, so a password containing `@` is found where sqlx finds it. A URL
 /// that does not parse is withheld whole.
 fn redact_url(u: &str) -> String {
+    // sqlx reads a `sqlite:` URL as a path, not with a URL parser, and it holds no secret:
+    // shown as given, it names the file the server opens.
+    if u.starts_with("sqlite:") {
+        return u.to_owned();
+    }
     let Ok(mut url) = url::Url::parse(u) else {
         return "<redacted: not a valid URL>".into();
     };
@@ -1302,19 +1307,17 @@ fn redact_url(u: &str) -> String {
             .collect();
         url.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    let text = url.to_string();
     if !had_password {
-        return text;
+        return url.to_string();
     }
-    // `scheme://user@host…` → `scheme://user:<redacted>@host…` (the user name is
-    // percent-encoded, so the first `@` after `://` ends it).
-    match text.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) => format!("{scheme}://{user}:<redacted>@{host}"),
-            None => "<redacted>".into(),
-        },
-        None => "<redacted>".into(),
-    }
+    // `scheme://user:<redacted>@host…`, rebuilt from the parsed parts (the user name as
+    // encoded; everything from the host on as parsed).
+    format!(
+        "{}://{}:<redacted>@{}",
+        url.scheme(),
+        url.username(),
+        &url[url::Position::BeforeHost..]
+    )
 }
 
 #[cfg(test)]
@@ -1554,6 +1557,15 @@ mod tests {
         assert_eq!(
             redact_url("not a url secret"),
             "<redacted: not a valid URL>"
+        );
+        assert_eq!(
+            redact_url("postgres://:pw@h/db"),
+            "postgres://:<redacted>@h/db"
+        );
+        // sqlx opens `sqlite:` URLs as paths: shown exactly as given.
+        assert_eq!(
+            redact_url("sqlite://data/../t.db?mode=rwc"),
+            "sqlite://data/../t.db?mode=rwc"
         );
     }
 }

@@ -35,7 +35,13 @@ use crate::error::ErrorDetail;
 /// # Errors
 /// If a subscriber was already installed.
 pub fn init(format: LogFormat) -> Result<(), String> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // sqlx logs each connect parameter it does not know together with its value
+    // (`?sslpassword=…`, a mistyped `Password=`): never let that through, whatever
+    // RUST_LOG says. (A directive added last overrides the same target's.)
+    if let Ok(directive) = "sqlx_postgres::options::parse=error".parse() {
+        filter = filter.add_directive(directive);
+    }
     // Colours only on a terminal: escape codes in a log file or a journal are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -66,9 +66,39 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// The most a certificate chain file may hold (CA bundles are a few hundred KB).
+const MAX_CERT_FILE: u64 = 4 << 20;
+
+/// Reads at most `limit` bytes of `path` (a file that is larger, or endless like
+/// `/dev/zero`, is refused rather than read forever).
+fn read_bounded(
+    path: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, TlsError> {
+    use std::io::Read as _;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| {
+            TlsError(format!(
+                "`{what}` ({}): cannot read it: {e}",
+                path.display()
+            ))
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(TlsError(format!(
+            "`{what}` ({}): larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+    let pem = read_bounded(path, MAX_CERT_FILE, "tls.cert")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             TlsError(format!(
                 "`tls.cert` ({}): cannot read the PEM certificate chain: {}",
@@ -91,15 +121,8 @@ const MAX_KEY_FILE: u64 = 1 << 20;
 /// Reads the private key, its bytes wiped after parsing, and says plainly what is wrong
 /// with a file that holds no usable key: encrypted, a certificate, empty.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    use std::io::Read as _;
     let err = |what: String| TlsError(format!("`tls.key` ({}): {what}", path.display()));
-    let mut pem = zeroize::Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut pem))
-        .map_err(|e| err(format!("cannot read it: {e}")))?;
-    if pem.len() as u64 > MAX_KEY_FILE {
-        return Err(err(format!("larger than {MAX_KEY_FILE} bytes: not a key")));
-    }
+    let pem = read_bounded(path, MAX_KEY_FILE, "tls.key")?;
     let text = String::from_utf8_lossy(&pem);
     if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
         || text.contains("Proc-Type: 4,ENCRYPTED")
@@ -133,18 +156,20 @@ fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
-/// Logs a warning when the key file can be read by anyone but its owner (and root).
+/// Logs a warning when the key file can be read by every local user. Group-readable keys
+/// are the usual way to share one with a server's user (Debian's `root:ssl-cert 0640`, a
+/// Kubernetes secret with `defaultMode: 0440` and `fsGroup`), so they are left alone.
 pub(crate) fn warn_if_key_exposed(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+            if mode & 0o007 != 0 {
                 tracing::warn!(
                     key = %path.display(),
                     mode = %format_args!("{mode:04o}"),
-                    "`tls.key` is readable by users other than its owner; restrict it with chmod 600"
+                    "`tls.key` is readable by every local user; remove that with chmod o-rwx"
                 );
             }
         }

@@ -722,3 +722,191 @@ fn sighup_while_starting_does_not_stop_the_server() {
         exited.and_then(|s| s.signal())
     );
 }
+
+/// Two different stop signals sent back to back (a script's `kill -TERM $pid; kill -INT
+/// $pid`, or Ctrl-C on the terminal while the supervisor's SIGTERM is in flight) are two
+/// signals: the second must cut the shutdown wait short. `shutdown_signals` keeps one
+/// receiver per signal; a receiver made afresh for the second wait lost a SIGINT that had
+/// arrived while SIGTERM won the first.
+#[tokio::test]
+async fn term_then_int_back_to_back_both_count() {
+    use std::io::Write as _;
+    for trial in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = ServeProcess::start(
+            bin(),
+            dir.path(),
+            &[
+                ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
+                ("TESSERA_SHUTDOWN_TIMEOUT", "60s"),
+                ("RUST_LOG", "info"),
+            ],
+        );
+        let addr = server.base().trim_start_matches("http://").to_owned();
+        let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+        stalled
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // bash builtins: the two kill(2) calls are microseconds apart.
+        let status = std::process::Command::new("bash")
+            .arg("-c")
+            .arg("kill -TERM $0; kill -INT $0")
+            .arg(server.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = server.wait_exit(Duration::from_secs(5));
+        drop(stalled);
+        if exited.is_none() {
+            let log = server.log().join("\n");
+            server.kill();
+            panic!(
+                "trial {trial}: SIGTERM then SIGINT, yet still waiting out the 60 s deadline \
+                 5 s later (the SIGINT was lost); log:\n{log}"
+            );
+        }
+    }
+}
+
+/// The standard way to share a key with a service account: root-owned, group-readable by
+/// the service's group (Debian's `root:ssl-cert 0640`, a Kubernetes secret volume with
+/// `defaultMode: 0440` and `fsGroup`). Nobody but the owner (root) and the service's group
+/// can read it, yet the server warns and advises `chmod 600`, which would make the key
+/// unreadable to a non-root server (and is impossible on a read-only secret volume).
+#[test]
+fn group_readable_tls_key_is_not_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut failures = Vec::new();
+    for mode in [0o640, 0o440] {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = tempfile::tempdir().unwrap();
+        write_pair(certs.path(), &self_signed(), None);
+        let key_path = certs.path().join("key.pem");
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let cert_path = certs.path().join("cert.pem").display().to_string();
+        let key_path = key_path.display().to_string();
+        let server = ServeProcess::start(
+            bin(),
+            dir.path(),
+            &[
+                ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
+                ("TESSERA_TLS__CERT", &cert_path),
+                ("TESSERA_TLS__KEY", &key_path),
+                ("RUST_LOG", "info"),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(l) = server
+            .log()
+            .into_iter()
+            .find(|l| l.contains("WARN") && l.contains("tls.key"))
+        {
+            failures.push(format!("{mode:04o}: {l}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "a key readable only by its owner and its group is reported as exposed:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// `redact_url` (check-config) treats `sslpassword=` as a secret, but `serve` hands the URL
+/// to sqlx, which does not know `sslpassword` and logs every unrecognised parameter WITH
+/// its value at WARN, under the default `info` filter: the secret is in the server log.
+#[test]
+fn serve_never_logs_a_password_query_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_REQUIRE_POSTGRES")
+        .env_remove("RUST_LOG")
+        // Nothing listens on port 1: the server gives up after the pool timeout.
+        .env(
+            "TESSERA_DATABASE_URL",
+            "postgres://tessera@127.0.0.1:1/tess?sslpassword=Ssl-Secret-777",
+        )
+        .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("Ssl-Secret-777"),
+        "the sslpassword value is in the server's output:\n{text}"
+    );
+}
+
+/// `read_key` now refuses a file over 1 MiB ("not a key"), but `read_certs` still reads
+/// `tls.cert` without a bound (at start, and on every reload/retry): a `tls.cert` pointing
+/// at something endless (`/dev/zero`, a device, a mistaken log file) makes the server grow
+/// by ~100 MB/s until the OOM killer takes it, instead of exiting 2 with a message.
+#[test]
+fn an_endless_tls_cert_is_refused_not_read_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    write_pair(certs.path(), &self_signed(), None);
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_REQUIRE_POSTGRES")
+        .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
+        .env("TESSERA_TLS__CERT", "/dev/zero")
+        .env("TESSERA_TLS__KEY", certs.path().join("key.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .map(str::to_owned);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "tls.cert = /dev/zero: still reading it after 10 s ({rss:?}), no refusal"
+    );
+}
+
+/// check-config exists to show the configuration "resolved". For a `sqlite:` URL sqlx
+/// does NOT use a URL parser: it strips `sqlite://` and opens the rest as a path
+/// (`data/../t.db`, i.e. `./t.db`). `redact_url` re-serialises it through `url::Url`, which
+/// takes `data` for a host and normalises the path: it prints `sqlite://data/t.db`, a file
+/// the server will not open.
+#[test]
+fn check_config_prints_the_sqlite_path_sqlx_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_REQUIRE_POSTGRES")
+        .env("TESSERA_DATABASE_URL", "sqlite://data/../t.db?mode=rwc")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(
+        v["database"], "sqlite://data/../t.db?mode=rwc",
+        "check-config misreports the database file; output:\n{stdout}"
+    );
+}
