@@ -410,15 +410,12 @@ async fn sighup_without_tls_is_logged_and_does_not_stop_the_server() {
     assert_eq!(res.status(), 200);
 }
 
-/// SIGTERM starts a graceful shutdown that may wait up to `shutdown_timeout` (here 60 s)
-/// for a connection; a second SIGINT/SIGTERM (the operator pressing Ctrl-C again,
-/// `docker stop` escalating, systemd's `KillMode` sending SIGTERM twice) should stop the
-/// wait (closing the remaining connections; the database is still closed cleanly).
-#[tokio::test]
-async fn a_second_signal_during_shutdown_stops_the_wait() {
+/// A server with a 60 s shutdown deadline and one connection whose request head never
+/// ends, which a graceful shutdown waits for up to that deadline.
+async fn server_with_a_stalled_request() -> (tempfile::TempDir, ServeProcess, std::net::TcpStream) {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServeProcess::start(
+    let server = ServeProcess::start(
         bin(),
         dir.path(),
         &[
@@ -428,12 +425,21 @@ async fn a_second_signal_during_shutdown_stops_the_wait() {
         ],
     );
     let addr = server.base().trim_start_matches("http://").to_owned();
-    // A request head that never ends: the shutdown waits for it, up to the deadline.
     let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
     stalled
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (dir, server, stalled)
+}
+
+/// SIGTERM starts a graceful shutdown that may wait up to `shutdown_timeout` (here 60 s)
+/// for a connection; a second SIGINT/SIGTERM (the operator pressing Ctrl-C again,
+/// `docker stop` escalating, systemd's `KillMode` sending SIGTERM twice) should stop the
+/// wait (closing the remaining connections; the database is still closed cleanly).
+#[tokio::test]
+async fn a_second_signal_during_shutdown_stops_the_wait() {
+    let (_dir, mut server, stalled) = server_with_a_stalled_request().await;
     server.signal("TERM");
     let mut draining = false;
     for _ in 0..100 {
@@ -730,24 +736,8 @@ fn sighup_while_starting_does_not_stop_the_server() {
 /// arrived while SIGTERM won the first.
 #[tokio::test]
 async fn term_then_int_back_to_back_both_count() {
-    use std::io::Write as _;
     for trial in 0..6 {
-        let dir = tempfile::tempdir().unwrap();
-        let mut server = ServeProcess::start(
-            bin(),
-            dir.path(),
-            &[
-                ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
-                ("TESSERA_SHUTDOWN_TIMEOUT", "60s"),
-                ("RUST_LOG", "info"),
-            ],
-        );
-        let addr = server.base().trim_start_matches("http://").to_owned();
-        let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
-        stalled
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_dir, mut server, stalled) = server_with_a_stalled_request().await;
         // bash builtins: the two kill(2) calls are microseconds apart.
         let status = std::process::Command::new("bash")
             .arg("-c")
