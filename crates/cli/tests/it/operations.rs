@@ -238,6 +238,20 @@ fn unusable_tls_files_stop_the_server_with_exit_code_2() {
     assert!(String::from_utf8_lossy(&only_cert.stderr).contains("tls.key"));
 }
 
+/// `tessera serve` on `data_dir` with TLS from `cert` and `key`, logging at `info`.
+fn serve_tls(data_dir: &Path, cert: &str, key: &str) -> ServeProcess {
+    ServeProcess::start(
+        bin(),
+        data_dir,
+        &[
+            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
+            ("TESSERA_TLS__CERT", cert),
+            ("TESSERA_TLS__KEY", key),
+            ("RUST_LOG", "info"),
+        ],
+    )
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_broken() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,16 +260,7 @@ async fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_br
     write_pair(certs.path(), &first, None);
     let cert_path = certs.path().join("cert.pem").display().to_string();
     let key_path = certs.path().join("key.pem").display().to_string();
-    let server = ServeProcess::start(
-        bin(),
-        dir.path(),
-        &[
-            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
-            ("TESSERA_TLS__CERT", &cert_path),
-            ("TESSERA_TLS__KEY", &key_path),
-            ("RUST_LOG", "info"),
-        ],
-    );
+    let server = serve_tls(dir.path(), &cert_path, &key_path);
     assert!(server.base().starts_with("https://"), "{}", server.base());
     let base = server.base().replacen("127.0.0.1", "localhost", 1);
     let health = format!("{base}/healthz");
@@ -477,16 +482,7 @@ fn a_world_readable_tls_key_is_warned_about() {
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let cert_path = certs.path().join("cert.pem").display().to_string();
     let key_path = key_path.display().to_string();
-    let server = ServeProcess::start(
-        bin(),
-        dir.path(),
-        &[
-            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
-            ("TESSERA_TLS__CERT", &cert_path),
-            ("TESSERA_TLS__KEY", &key_path),
-            ("RUST_LOG", "info"),
-        ],
-    );
+    let server = serve_tls(dir.path(), &cert_path, &key_path);
     std::thread::sleep(Duration::from_millis(500));
     let log = server.log();
     assert!(
@@ -578,16 +574,7 @@ async fn a_reload_that_failed_for_a_passing_reason_is_retried() {
     write_pair(certs.path(), &first, None);
     let cert_path = certs.path().join("cert.pem").display().to_string();
     let key_path = certs.path().join("key.pem").display().to_string();
-    let server = ServeProcess::start(
-        bin(),
-        dir.path(),
-        &[
-            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
-            ("TESSERA_TLS__CERT", &cert_path),
-            ("TESSERA_TLS__KEY", &key_path),
-            ("RUST_LOG", "info"),
-        ],
-    );
+    let server = serve_tls(dir.path(), &cert_path, &key_path);
     let base = server.base().replacen("127.0.0.1", "localhost", 1);
     let addr = server.base().trim_start_matches("https://").to_owned();
     let health = format!("{base}/healthz");
@@ -776,16 +763,7 @@ fn group_readable_tls_key_is_not_warned_about() {
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(mode)).unwrap();
         let cert_path = certs.path().join("cert.pem").display().to_string();
         let key_path = key_path.display().to_string();
-        let server = ServeProcess::start(
-            bin(),
-            dir.path(),
-            &[
-                ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW),
-                ("TESSERA_TLS__CERT", &cert_path),
-                ("TESSERA_TLS__KEY", &key_path),
-                ("RUST_LOG", "info"),
-            ],
-        );
+        let server = serve_tls(dir.path(), &cert_path, &key_path);
         std::thread::sleep(Duration::from_millis(500));
         if let Some(l) = server
             .log()
