@@ -129,7 +129,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     {
         return Err(err(
             "the private key is encrypted; Tessera needs it unencrypted (`openssl pkey -in KEY \
-             -out PLAIN`) and protected by its file permissions (chmod 600)"
+             -out PLAIN`) and protected by its file permissions (readable by the server's user \
+             or group only)"
                 .into(),
         ));
     }
@@ -182,8 +183,9 @@ pub(crate) fn warn_if_key_exposed(path: &Path) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Version {
     modified: Option<SystemTime>,
+    /// Device, inode, change time (seconds, nanoseconds), size.
     #[cfg(unix)]
-    unix: Option<(u64, u64, i64, i64, u64)>,
+    unix: (u64, u64, i64, i64, u64),
 }
 
 fn version(path: &Path) -> Option<Version> {
@@ -193,13 +195,13 @@ fn version(path: &Path) -> Option<Version> {
         #[cfg(unix)]
         unix: {
             use std::os::unix::fs::MetadataExt as _;
-            Some((
+            (
                 meta.dev(),
                 meta.ino(),
                 meta.ctime(),
                 meta.ctime_nsec(),
                 meta.len(),
-            ))
+            )
         },
     })
 }
