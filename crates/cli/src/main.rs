@@ -272,6 +272,17 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
     Ok(())
 }
 
+/// The next delivery of `signal`; never, if it could not be registered.
+#[cfg(unix)]
+async fn next_of(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM; a second one notifies `force`, which cuts the
 /// shutdown deadline short (the database is still closed cleanly).
 async fn shutdown_signals(force: Arc<tokio::sync::Notify>) {
@@ -285,12 +296,7 @@ async fn shutdown_signals(force: Arc<tokio::sync::Notify>) {
     let mut next = async move || {
         #[cfg(unix)]
         let ctrl_c = async {
-            match int.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+            next_of(int.as_mut()).await;
         };
         #[cfg(not(unix))]
         let ctrl_c = async {
@@ -298,12 +304,7 @@ async fn shutdown_signals(force: Arc<tokio::sync::Notify>) {
         };
         #[cfg(unix)]
         let term = async {
-            match term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+            next_of(term.as_mut()).await;
         };
         #[cfg(not(unix))]
         let term = std::future::pending::<()>();

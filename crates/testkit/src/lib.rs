@@ -184,6 +184,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /logout` with a bearer token (ends that token's session).
+    pub async fn logout(&self, access_token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/logout"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A GET with a bearer token.
     pub async fn get_auth(&self, path: &str, access_token: &str) -> reqwest::Response {
         self.client

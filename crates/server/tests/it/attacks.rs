@@ -238,13 +238,7 @@ async fn target(mode: Mode, listener_url: &str) -> Target {
     assert_eq!(res.status(), 200, "setup: revoke");
 
     let logged_out = app.login("alice", PASSWORD).await.access_token;
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&logged_out)
-        .send()
-        .await
-        .unwrap();
+    let res = app.logout(&logged_out).await;
     assert_eq!(res.status(), 200, "setup: logout");
 
     let deleted_user = app.login("carol", PASSWORD).await.access_token;

@@ -39,13 +39,7 @@ async fn a_logout_appears_on_the_feed_and_the_cursor_moves_past_it() {
         .await;
     let tokens = app.login("alice", "a long enough password").await;
     let sid = claims_of(&tokens.access_token)["sid"].clone();
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&tokens.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.logout(&tokens.access_token).await;
     assert_eq!(res.status(), 200);
 
     let page = json(feed(&app, "?since=0", "orders-api", &secret).await).await;
@@ -74,13 +68,7 @@ async fn pages_follow_the_limit_in_id_order() {
         app.create_user(&name, "a long enough password", &["user"])
             .await;
         let t = app.login(&name, "a long enough password").await;
-        let res = app
-            .client
-            .post(app.url("/logout"))
-            .bearer_auth(&t.access_token)
-            .send()
-            .await
-            .unwrap();
+        let res = app.logout(&t.access_token).await;
         assert_eq!(res.status(), 200);
     }
     let first = json(feed(&app, "?limit=2", "svc", &secret).await).await;

@@ -82,13 +82,7 @@ async fn a_revocation_on_one_instance_reaches_the_others_within_a_second() {
         200,
         "instances accept each other's tokens"
     );
-    let res = b
-        .client
-        .post(b.url("/logout"))
-        .bearer_auth(&t.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = b.logout(&t.access_token).await;
     assert_eq!(res.status(), 200);
     let took = within(Duration::from_secs(1), || async {
         a.me(&t.access_token).await.status() == 401

@@ -73,13 +73,7 @@ async fn logout_ends_the_current_session() {
     let app = spawn_app().await;
     let t = app.admin_login().await;
     let other = app.admin_login().await;
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&t.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.logout(&t.access_token).await;
     assert_eq!(res.status(), 200);
     assert_eq!(json(res).await["revoked_sessions"], 1);
     assert_eq!(app.me(&t.access_token).await.status(), 401);

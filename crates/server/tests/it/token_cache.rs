@@ -18,13 +18,7 @@ async fn a_cached_token_stops_working_at_logout() {
     let app = spawn_app().await;
     let t = app.admin_login().await;
     cached(&app, &t.access_token).await;
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&t.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.logout(&t.access_token).await;
     assert!(res.status().is_success(), "{}", res.status());
     assert_eq!(app.me(&t.access_token).await.status(), 401);
     assert_eq!(app.me(&t.access_token).await.status(), 401);
@@ -119,13 +113,7 @@ async fn without_a_cache_every_check_still_holds() {
     let t = app.admin_login().await;
     assert_eq!(app.me(&t.access_token).await.status(), 200);
     assert_eq!(app.state.auth.token_cache().len(), 0);
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&t.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.logout(&t.access_token).await;
     assert!(res.status().is_success());
     assert_eq!(app.me(&t.access_token).await.status(), 401);
     let body = json(app.me(&t.access_token).await).await;
@@ -196,13 +184,7 @@ async fn an_empty_jti_means_the_same_on_a_cache_hit_and_a_miss() {
     let miss = app.me(&second).await.status();
     assert_eq!((hit.as_u16(), miss.as_u16()), (200, 200));
     // The session it names still ends it, on both paths.
-    let res = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(&t.access_token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.logout(&t.access_token).await;
     assert!(res.status().is_success());
     assert_eq!(app.me(&first).await.status(), 401);
     assert_eq!(app.me(&second).await.status(), 401);
