@@ -1171,7 +1171,8 @@ impl<S: Store> Auth<S> {
         let now = self.now();
         let exp = claims.registered.exp.map_or(now, |d| d.0);
         // An empty `jti` identifies nothing (see `authenticate_bytes`): there is nothing
-        // to deny, only the session or the user could be.
+        // to deny, and the answer is still 200 (§2.2). Such a token ends with its session
+        // (its refresh token revoked, or `/logout`) or its user's revocation.
         if let Some(jti) = claims.registered.jti.as_deref().filter(|j| !j.is_empty())
             && exp.saturating_add(i64::try_from(self.config.leeway).unwrap_or(0)) > now
         {
