@@ -268,7 +268,8 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
     tessera_server::serve(listener, state, options, shutdown_signals(force))
         .await
         .map_err(|e| Failure::refused(format!("server error: {e}")))?;
-    tracing::info!("shut down cleanly");
+    // Whether the database closed in time is logged by `serve` ("database closed").
+    tracing::info!("shut down");
     Ok(())
 }
 
@@ -284,7 +285,7 @@ async fn next_of(signal: Option<&mut tokio::signal::unix::Signal>) {
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one notifies `force`, which cuts the
-/// shutdown deadline short (the database is still closed cleanly).
+/// shutdown deadline short (the database still gets a second to close cleanly).
 async fn shutdown_signals(force: Arc<tokio::sync::Notify>) {
     // One receiver per signal for the life of the process: a receiver made anew for the
     // second wait would miss a signal that arrived while the first wait ended (SIGTERM then

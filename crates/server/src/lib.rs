@@ -528,8 +528,8 @@ pub struct ServeOptions {
     /// (`limits.idle_timeout`).
     pub idle_timeout: Duration,
     /// Notified to cut the shutdown deadline short (the CLI: a second SIGINT or SIGTERM):
-    /// the remaining connections are closed at once, and the database is still closed
-    /// cleanly.
+    /// the remaining connections are closed and background tasks stopped at once, and the
+    /// database gets a second to close cleanly.
     pub force_shutdown: Option<Arc<tokio::sync::Notify>>,
 }
 
@@ -580,7 +580,9 @@ pub async fn run(
 ///
 /// Shutdown, step by step (each logged): stop accepting on every listener; let requests in
 /// flight finish, closing idle keep-alive connections at once; after `shutdown_timeout`,
-/// close whatever connections remain; stop background tasks; close the database pool.
+/// close whatever connections remain; stop background tasks; close the database pool. The
+/// last two get what is left of the deadline, at least a second each, so a hung database
+/// cannot hold the exit.
 ///
 /// # Errors
 /// A TLS certificate that cannot be loaded. (Errors accepting a connection are logged and
@@ -600,7 +602,7 @@ pub async fn serve(
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let upkeep = tokio::spawn(upkeep(state.clone(), stop_rx.clone()));
+    let mut upkeep = tokio::spawn(upkeep(state.clone(), stop_rx.clone()));
     match (options.tls, &tls) {
         (Some(files), Some(config)) => {
             tokio::spawn(tls::watch(
@@ -639,6 +641,7 @@ pub async fn serve(
 
     shutdown.await;
     let deadline = options.shutdown_timeout;
+    let deadline_at = tokio::time::Instant::now() + deadline;
     tracing::info!(
         in_flight_connections = connections.count(),
         deadline_secs = deadline.as_secs(),
@@ -658,6 +661,7 @@ pub async fn serve(
             None => std::future::pending().await,
         }
     };
+    let mut forced = false;
     let finished = tokio::select! {
         done = tokio::time::timeout(deadline, connections.closed()) => {
             if done.is_err() {
@@ -670,6 +674,7 @@ pub async fn serve(
             done.is_ok()
         }
         () = force => {
+            forced = true;
             tracing::warn!(
                 open_connections = connections.count(),
                 "second shutdown signal: closing the remaining connections now"
@@ -694,11 +699,79 @@ pub async fn serve(
         }
     }
     let _ = stop_tx.send(true);
-    let _ = upkeep.await;
-    tracing::info!("background tasks stopped; closing the database");
-    state.db().close().await;
-    tracing::info!("database closed");
+    // The rest is bounded too. Background work stops at its next await, but a database that
+    // hangs (a stopped server, a network path dropping packets) can hold a query, or the
+    // pool's close, for as long as TCP keeps the connection. Each step gets what is left of
+    // the deadline, at least a second; after a second signal, background tasks are stopped
+    // at once and the database gets a second to close.
+    let tail_end = || deadline_at.max(tokio::time::Instant::now() + TAIL_FLOOR);
+    let force = options.force_shutdown.as_deref();
+    let until = if forced {
+        tokio::time::Instant::now()
+    } else {
+        tail_end()
+    };
+    if within(until, Duration::ZERO, &mut forced, force, &mut upkeep)
+        .await
+        .is_some()
+    {
+        tracing::info!("background tasks stopped; closing the database");
+    } else {
+        upkeep.abort();
+        tracing::warn!(
+            "background tasks still busy (waiting on the database?); stopped them; closing the database"
+        );
+    }
+    let until = if forced {
+        tokio::time::Instant::now() + TAIL_FLOOR
+    } else {
+        tail_end()
+    };
+    if within(until, TAIL_FLOOR, &mut forced, force, state.db().close())
+        .await
+        .is_some()
+    {
+        tracing::info!("database closed");
+    } else {
+        // Nothing committed is lost: SQLite replays its WAL on the next start, and
+        // PostgreSQL rolls back whatever this process left open.
+        tracing::warn!("the database did not close in time; exiting without waiting for it");
+    }
     Ok(())
+}
+
+/// The least time the last shutdown steps (stopping background tasks, closing the
+/// database) each get, even past the deadline.
+const TAIL_FLOOR: Duration = Duration::from_secs(1);
+
+/// Runs `work` until `until`; a second signal (`force`, if not already `forced`) sets
+/// `forced` and cuts the wait to `grace` from then. `None` if `work` did not finish in time.
+async fn within<F: Future>(
+    mut until: tokio::time::Instant,
+    grace: Duration,
+    forced: &mut bool,
+    force: Option<&tokio::sync::Notify>,
+    work: F,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        let signal = async {
+            match force {
+                Some(n) if !*forced => n.notified().await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            out = &mut work => return Some(out),
+            () = tokio::time::sleep_until(until) => return None,
+            () = signal => {
+                *forced = true;
+                tracing::warn!("second shutdown signal: cutting the remaining shutdown steps short");
+                until = until.min(tokio::time::Instant::now() + grace);
+            }
+        }
+    }
 }
 
 /// Without TLS there is nothing to reload: log each SIGHUP instead of letting its default

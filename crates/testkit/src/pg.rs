@@ -181,3 +181,108 @@ fn without_loopback_tls(url: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}sslmode=disable")
 }
+
+/// A TCP relay in front of a [`TestDatabase`] that can stall: once stalled it passes no
+/// more bytes either way but keeps every connection open, which is how a hung database
+/// looks to its clients (a stopped server process, a network path that drops packets, a
+/// query waiting on a lock). Connections already queued keep their place; `resume` lets
+/// the held bytes through.
+#[derive(Debug)]
+pub struct StallingRelay {
+    url: String,
+    stalled: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TestDatabase {
+    /// A [`StallingRelay`] to this database; connect to its [`StallingRelay::url`].
+    ///
+    /// # Panics
+    /// If the relay cannot bind 127.0.0.1, or the database URL has no host.
+    pub async fn relay(&self) -> StallingRelay {
+        let (before, after) = self.url.split_once("://").expect("a URL with a scheme");
+        let end = after.find(['/', '?']).unwrap_or(after.len());
+        let (authority, rest) = after.split_at(end);
+        let (user, host_port) = match authority.rsplit_once('@') {
+            Some((user, host)) => (format!("{user}@"), host),
+            None => (String::new(), authority),
+        };
+        let upstream = if host_port.contains(':') {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:5432")
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let addr = listener.local_addr().expect("the relay's address");
+        let (stalled, watch) = tokio::sync::watch::channel(false);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pass(client_read, server_write, watch.clone()));
+                tokio::spawn(pass(server_read, client_write, watch.clone()));
+            }
+        });
+        StallingRelay {
+            url: format!("{before}://{user}{addr}{rest}"),
+            stalled,
+            accept,
+        }
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the relay is stalled.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0_u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // An error: the relay is gone, and the connection closes with it.
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to
+            .write_all(buf.get(..n).unwrap_or_default())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl StallingRelay {
+    /// The database URL through the relay.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// From now on, no byte passes either way (connections stay open).
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Lets bytes pass again, the held ones first.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+impl Drop for StallingRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

@@ -262,3 +262,118 @@ async fn metrics_are_served_while_the_database_is_away() {
     );
     db.set_available(true).await;
 }
+
+/// Starts an instance through `relay` whose shutdown deadline is `deadline_secs`, with
+/// `force` as its second-signal notifier; logs in, stalls the relay, and waits until the
+/// background sync is waiting on the stalled database. Returns the stop sender and the task.
+async fn serving_through_a_stalled_database(
+    relay: &tessera_testkit::pg::StallingRelay,
+    deadline_secs: u64,
+    force: Option<std::sync::Arc<tokio::sync::Notify>>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = tessera_server::config::Config::for_tests(dir.path());
+    config.set_public_addr(addr);
+    config.bootstrap_admin_password = Some(tessera_testkit::ADMIN_PASSWORD.to_owned().into());
+    config.database = tessera_server::config::DatabaseConfig::Url(relay.url().to_owned().into());
+    config.master_key = Some(tessera_testkit::TEST_MASTER_KEY.to_owned().into());
+    let prepared = tessera_server::prepare(
+        config,
+        std::sync::Arc::new(tessera_auth::clock::ManualClock::starting_now()),
+    )
+    .await
+    .unwrap();
+    let options = tessera_server::ServeOptions {
+        metrics_listener: None,
+        tls: None,
+        shutdown_timeout: Duration::from_secs(deadline_secs),
+        idle_timeout: Duration::from_secs(60),
+        force_shutdown: force,
+    };
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(tessera_server::serve(
+        listener,
+        prepared.state,
+        options,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let res = client
+        .post(format!("{base}/token"))
+        .form(&[
+            ("username", "admin"),
+            ("password", tessera_testkit::ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = json(res).await["access_token"].as_str().unwrap().to_owned();
+    relay.stall();
+    // The background sync runs every second: by now it waits on the stalled database.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let res = client
+        .get(format!("{base}/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "verification does not need the database");
+    (stop, task, dir)
+}
+
+#[tokio::test]
+async fn shutdown_keeps_its_deadline_while_the_database_hangs() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let relay = db.relay().await;
+    let (stop, task, _dir) = serving_through_a_stalled_database(&relay, 1, None).await;
+    let started = Instant::now();
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    // The deadline (1 s) for the requests and the background tasks, then at most a second
+    // for the pool. Unbounded, the exit waited for good: on the hung sync, then on the pool's
+    // close, which waits for the change listener's connection (its `UNLISTEN *` hangs too).
+    assert!(took < Duration::from_millis(2800), "shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_the_shutdown_while_the_database_hangs() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let relay = db.relay().await;
+    let force = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (stop, task, _dir) =
+        serving_through_a_stalled_database(&relay, 30, Some(std::sync::Arc::clone(&force))).await;
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!task.is_finished(), "the hung sync holds the shutdown");
+    let forced = Instant::now();
+    force.notify_one();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    let took = forced.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "after the second signal: {took:?}"
+    );
+}
