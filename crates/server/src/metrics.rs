@@ -354,6 +354,7 @@ pub struct Metrics {
     refresh_reuse: Counter,
     lockouts: Counter,
     active_sessions: Gauge,
+    database_up: Gauge,
     key_age: Family<KeyLabels, Gauge>,
     hash_queue: Gauge,
     hash_in_flight: Gauge,
@@ -422,6 +423,12 @@ impl Metrics {
             "Live login sessions (not revoked, not expired), counted at scrape time",
             active_sessions.clone(),
         );
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 if the database answered this scrape's query within a second, else 0 (tessera_active_sessions then keeps its last value)",
+            database_up.clone(),
+        );
         let key_age = Family::<KeyLabels, Gauge>::default();
         registry.register(
             "signing_key_age_seconds",
@@ -462,6 +469,7 @@ impl Metrics {
             refresh_reuse,
             lockouts,
             active_sessions,
+            database_up,
             key_age,
             hash_queue,
             hash_in_flight,
@@ -551,6 +559,8 @@ impl Metrics {
             tessera_auth::store::SessionStore::count_live_sessions(state.db(), now),
         )
         .await;
+        // `tessera_database_up` says whether the gauge is current (alert on it, per instance).
+        self.database_up.set(i64::from(matches!(live, Ok(Ok(_)))));
         match live {
             Ok(Ok(live)) => {
                 self.active_sessions

@@ -149,6 +149,7 @@ async fn metrics_count_requests_by_matched_route_and_logins_by_outcome() {
         Some(2.0)
     );
     assert_eq!(get("tessera_active_sessions"), Some(1.0));
+    assert_eq!(get("tessera_database_up"), Some(1.0));
 
     // Cookie-mode logins (`POST /session`, which the hosted login page shares) are logins.
     for password in ["wrong 1", ADMIN_PASSWORD] {

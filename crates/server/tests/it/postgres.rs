@@ -245,6 +245,7 @@ async fn metrics_are_served_while_the_database_is_away() {
     let (status, before, _) = scrape().await;
     assert_eq!(status, 200);
     assert!(before.contains("tessera_active_sessions 1\n"), "{before}");
+    assert!(before.contains("tessera_database_up 1\n"), "{before}");
     db.set_available(false).await;
     let res = a
         .password_grant("admin", tessera_testkit::ADMIN_PASSWORD)
@@ -255,12 +256,20 @@ async fn metrics_are_served_while_the_database_is_away() {
     assert!(took < Duration::from_secs(3), "the scrape took {took:?}");
     assert!(during.contains("tessera_active_sessions 1\n"), "{during}");
     assert!(
+        during.contains("tessera_database_up 0\n"),
+        "the scrape says the gauge is stale: {during}"
+    );
+    assert!(
         during.contains(
             r#"tessera_http_requests_total{method="POST",route="/token",status="5xx"} 1"#
         ),
         "{during}"
     );
     db.set_available(true).await;
+    within(Duration::from_secs(10), || async {
+        scrape().await.1.contains("tessera_database_up 1\n")
+    })
+    .await;
 }
 
 /// Starts an instance through `relay` whose shutdown deadline is `deadline_secs`, with
