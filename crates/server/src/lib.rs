@@ -595,9 +595,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let tls = match &options.tls {
         Some(files) => {
-            let config = tls::load(files).map_err(|e| std::io::Error::other(e.0))?;
+            let loaded = tls::load(files).map_err(|e| std::io::Error::other(e.0))?;
             tls::warn_if_key_exposed(&files.key);
-            Some(listen::TlsConfig::new(config))
+            tls::note_validity(files, &loaded, &state.metrics);
+            Some(listen::TlsConfig::new(loaded.config))
         }
         None => None,
     };

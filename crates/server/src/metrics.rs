@@ -205,6 +205,11 @@ struct KeyLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CertLabels {
+    cert: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -359,6 +364,7 @@ pub struct Metrics {
     hash_queue: Gauge,
     hash_in_flight: Gauge,
     tls_reloads: Family<OutcomeLabels, Counter>,
+    tls_expiry: Family<CertLabels, Gauge>,
     /// Held while a scrape rebuilds the key-age series and encodes: `key_age` is cleared
     /// and refilled on every scrape, and a concurrent scrape must not encode it half-empty.
     render_lock: tokio::sync::Mutex<()>,
@@ -453,6 +459,12 @@ impl Metrics {
             "TLS certificate reloads by outcome (success, error)",
             tls_reloads.clone(),
         );
+        let tls_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate chain expires (its earliest notAfter), Unix seconds",
+            tls_expiry.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -474,6 +486,7 @@ impl Metrics {
             hash_queue,
             hash_in_flight,
             tls_reloads,
+            tls_expiry,
             render_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -501,6 +514,21 @@ impl Metrics {
         self.tls_reloads
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// The served certificate chain's expiry, or no series when its dates are unknown.
+    pub(crate) fn set_tls_expiry(&self, cert: &std::path::Path, expires_at: Option<i64>) {
+        let labels = CertLabels {
+            cert: cert.display().to_string(),
+        };
+        match expires_at {
+            Some(t) => {
+                self.tls_expiry.get_or_create(&labels).set(t);
+            }
+            None => {
+                self.tls_expiry.remove(&labels);
+            }
+        }
     }
 
     /// Counts and times one request under its method, matched route and status class.

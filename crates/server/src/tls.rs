@@ -41,13 +41,27 @@ pub struct TlsFiles {
 #[error("{0}")]
 pub struct TlsError(pub String);
 
+/// A certificate chain and key, checked and ready to serve.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The rustls configuration.
+    pub config: Arc<ServerConfig>,
+    /// When the chain stops being valid: the earliest `notAfter` of its certificates (Unix
+    /// seconds). `None` if a certificate's dates could not be read (rustls still serves it).
+    pub expires_at: Option<i64>,
+    /// When the whole chain is valid from: the latest `notBefore` (Unix seconds).
+    pub valid_from: Option<i64>,
+}
+
 /// Reads both files and builds a rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and
-/// http/1.1), checking that the key matches the certificate.
+/// http/1.1), checking that the key matches the certificate. The chain's validity dates
+/// are read too; an expired chain still loads (clients will refuse it; the caller warns).
 ///
 /// # Errors
 /// [`TlsError`] naming the file that is missing, unreadable, not PEM, or mismatched.
-pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     let certs = read_certs(&files.cert)?;
+    let (valid_from, expires_at) = validity(&certs).unzip();
     let key = read_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -63,7 +77,77 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             ))
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Loaded {
+        config: Arc::new(config),
+        expires_at,
+        valid_from,
+    })
+}
+
+/// The chain's (latest `notBefore`, earliest `notAfter`) in Unix seconds (RFC 5280
+/// §4.1.2.5: every certificate of the chain must be within its validity period), or `None`
+/// if a certificate cannot be parsed.
+fn validity(certs: &[CertificateDer<'_>]) -> Option<(i64, i64)> {
+    certs
+        .iter()
+        .try_fold((i64::MIN, i64::MAX), |(from, until), der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+            let v = cert.validity();
+            Some((
+                from.max(v.not_before.timestamp()),
+                until.min(v.not_after.timestamp()),
+            ))
+        })
+}
+
+/// Certificates expiring within this long get a warning at every (re)load.
+const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
+
+/// What is wrong with serving a chain valid from `from` until `until` at `now`, if anything.
+fn validity_problem(from: Option<i64>, until: Option<i64>, now: i64) -> Option<String> {
+    let at = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .ok()
+            .and_then(|d| {
+                d.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| t.to_string())
+    };
+    match (from, until) {
+        (_, Some(until)) if until <= now => Some(format!(
+            "expired at {}: clients will refuse it; install a renewed certificate (it is picked up without a restart)",
+            at(until)
+        )),
+        (Some(from), _) if from > now => Some(format!(
+            "not valid until {}: clients will refuse it until then",
+            at(from)
+        )),
+        (_, Some(until)) if until - now < EXPIRY_WARNING => Some(format!(
+            "expires in {} h (at {}); renew it (it is picked up without a restart)",
+            (until - now) / 3600,
+            at(until)
+        )),
+        _ => None,
+    }
+}
+
+/// Publishes the chain's expiry (`tessera_tls_certificate_expiry_timestamp_seconds`) and
+/// warns when it has expired, is not yet valid, or expires within 14 days.
+pub(crate) fn note_validity(files: &TlsFiles, loaded: &Loaded, metrics: &Metrics) {
+    metrics.set_tls_expiry(&files.cert, loaded.expires_at);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    match validity_problem(loaded.valid_from, loaded.expires_at, now) {
+        Some(problem) => {
+            tracing::warn!(cert = %files.cert.display(), "the TLS certificate {problem}");
+        }
+        None if loaded.expires_at.is_none() => {
+            tracing::warn!(cert = %files.cert.display(), "the TLS certificate's validity dates could not be read; its expiry is not monitored");
+        }
+        None => {}
+    }
 }
 
 /// The most a certificate chain file may hold (CA bundles are a few hundred KB).
@@ -222,10 +306,11 @@ fn reload(
 ) -> Option<String> {
     match load(files) {
         Ok(new) => {
-            config.replace(new);
+            config.replace(Arc::clone(&new.config));
             metrics.record_tls_reload(true);
             warn_if_key_exposed(&files.key);
             tracing::info!(cert = %files.cert.display(), trigger = why, "TLS certificate reloaded");
+            note_validity(files, &new, metrics);
             None
         }
         Err(e) => {
@@ -304,4 +389,57 @@ async fn reload_off_runtime(
     })
     .await
     .unwrap_or_else(|e| Some(format!("the reload task failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(from: (i32, u8, u8), until: (i32, u8, u8)) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_chain_is_valid_from_its_latest_start_until_its_earliest_end() {
+        let leaf = cert((2026, 1, 1), (2027, 6, 1));
+        let intermediate = cert((2025, 1, 1), (2027, 1, 1));
+        let (from, until) = validity(&[leaf, intermediate]).unwrap();
+        assert_eq!(from, 1_767_225_600, "2026-01-01");
+        assert_eq!(until, 1_798_761_600, "2027-01-01: the intermediate's end");
+        assert_eq!(
+            validity(&[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])]),
+            None
+        );
+    }
+
+    #[test]
+    fn expired_not_yet_valid_and_expiring_chains_are_named() {
+        let day = 24 * 3600;
+        let now = 1_800_000_000;
+        let problem = |from, until| validity_problem(Some(from), Some(until), now);
+        assert_eq!(problem(now - 100 * day, now + 100 * day), None);
+        assert!(
+            problem(now - 100 * day, now)
+                .unwrap()
+                .starts_with("expired at 2027-01-15T08:00:00Z"),
+            "{:?}",
+            problem(now - 100 * day, now)
+        );
+        assert!(
+            problem(now + 1, now + 100 * day)
+                .unwrap()
+                .starts_with("not valid until 2027-01-15T08:00:01Z")
+        );
+        assert!(
+            problem(now - day, now + 13 * day)
+                .unwrap()
+                .starts_with("expires in 312 h (at 2027-01-28T08:00:00Z)")
+        );
+        assert_eq!(problem(now - day, now + 14 * day), None);
+        assert_eq!(validity_problem(None, None, now), None);
+    }
 }

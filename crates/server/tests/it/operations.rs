@@ -419,12 +419,21 @@ async fn request_ids_are_propagated_when_valid_and_generated_otherwise() {
     );
 }
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM (cert, key).
+/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM (cert, key), valid from
+/// 1975 to 4096 (rcgen's defaults).
 fn self_signed() -> (String, String) {
+    self_signed_until(None)
+}
+
+/// [`self_signed`], expiring at the start of the given day if one is given.
+fn self_signed_until(not_after: Option<(i32, u8, u8)>) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let params =
+    let mut params =
         rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
+    if let Some((y, m, d)) = not_after {
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+    }
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem())
 }
@@ -533,20 +542,26 @@ async fn a_changed_certificate_file_is_picked_up_and_a_broken_one_is_ignored() {
             .status(),
         200
     );
+    let expiry = format!(
+        r#"tessera_tls_certificate_expiry_timestamp_seconds{{cert="{}"}}"#,
+        files.cert.display()
+    );
+    let scrape = |pem: String| {
+        let url = format!("{}/metrics", server.base);
+        async move {
+            let res = client_trusting(&pem).get(url).send().await.unwrap();
+            res.text().await.unwrap()
+        }
+    };
+    let text = scrape(first.0.clone()).await;
+    assert_eq!(sample(&text, &expiry), Some(67_090_118_400.0), "4096-01-01");
 
     // A broken certificate is refused at reload: the old one keeps being served.
     std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
     let series = r#"tessera_tls_reloads_total{outcome="error"}"#;
     let mut refused = false;
     for _ in 0..50 {
-        let text = client_trusting(&first.0)
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = scrape(first.0.clone()).await;
         if sample(&text, series).is_some_and(|n| n >= 1.0) {
             refused = true;
             break;
@@ -564,7 +579,7 @@ async fn a_changed_certificate_file_is_picked_up_and_a_broken_one_is_ignored() {
         200
     );
 
-    let second = self_signed();
+    let second = self_signed_until(Some((2031, 1, 1)));
     write_files(certs.path(), &second);
     let mut served_new = false;
     for _ in 0..50 {
@@ -576,6 +591,12 @@ async fn a_changed_certificate_file_is_picked_up_and_a_broken_one_is_ignored() {
     }
     assert!(served_new, "the new certificate was never served");
     assert!(client_trusting(&first.0).get(&url).send().await.is_err());
+    let text = scrape(second.0.clone()).await;
+    assert_eq!(
+        sample(&text, &expiry),
+        Some(1_924_992_000.0),
+        "the reloaded certificate's expiry, 2031-01-01: {text}"
+    );
 }
 
 #[tokio::test]
