@@ -132,7 +132,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Dropping the runtime would wait for every blocking task still running, such as the
+    // RSA key generation of a rotation whose request the shutdown cut: `serve` has bounded
+    // every step that matters (the database is closed or abandoned), so give them a second.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => f.report(),
     }

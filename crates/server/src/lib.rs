@@ -704,15 +704,18 @@ pub async fn serve(
     // hangs (a stopped server, a network path dropping packets) can hold a query, or the
     // pool's close, for as long as TCP keeps the connection. Each step gets what is left of
     // the deadline, at least a second; after a second signal, background tasks are stopped
-    // at once and the database gets a second to close.
+    // at once (100 ms) and the database gets a second to close.
     let tail_end = || deadline_at.max(tokio::time::Instant::now() + TAIL_FLOOR);
     let force = options.force_shutdown.as_deref();
+    // After a second signal, upkeep gets only the moment it needs to see the stop (aborting
+    // it is harmless: a write it had begun rolls back), so that a healthy one is not
+    // reported as stuck.
     let until = if forced {
-        tokio::time::Instant::now()
+        tokio::time::Instant::now() + UPKEEP_GRACE
     } else {
         tail_end()
     };
-    if within(until, Duration::ZERO, &mut forced, force, &mut upkeep)
+    if within(until, UPKEEP_GRACE, &mut forced, force, &mut upkeep)
         .await
         .is_some()
     {
@@ -740,6 +743,9 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// How long background tasks get to stop after a second signal.
+const UPKEEP_GRACE: Duration = Duration::from_millis(100);
 
 /// The least time the last shutdown steps (stopping background tasks, closing the
 /// database) each get, even past the deadline.

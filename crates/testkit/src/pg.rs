@@ -207,7 +207,22 @@ impl TestDatabase {
             Some((user, host)) => (format!("{user}@"), host),
             None => (String::new(), authority),
         };
-        let upstream = if host_port.contains(':') {
+        // sqlx lets these query parameters override the URL's authority, which would
+        // bypass the relay and leave a test of a hung database testing nothing.
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        assert!(
+            !query
+                .split('&')
+                .any(|p| ["host", "hostaddr", "port"].contains(&p.split('=').next().unwrap_or(""))),
+            "the relay rewrites the URL's host and port; give them there, not as `?host=`, \
+             `?hostaddr=` or `?port=`: {}",
+            self.url
+        );
+        let has_port = match host_port.strip_prefix('[') {
+            Some(v6) => v6.contains("]:"),
+            None => host_port.contains(':'),
+        };
+        let upstream = if has_port {
             host_port.to_owned()
         } else {
             format!("{host_port}:5432")

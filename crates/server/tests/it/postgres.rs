@@ -359,6 +359,11 @@ async fn shutdown_keeps_its_deadline_while_the_database_hangs() {
     // for the pool. Unbounded, the exit waited for good: on the hung sync, then on the pool's
     // close, which waits for the change listener's connection (its `UNLISTEN *` hangs too).
     assert!(took < Duration::from_millis(2800), "shutdown took {took:?}");
+    // ...and not much less: both bounded steps were reached, so the stall did hold them.
+    assert!(
+        took >= Duration::from_millis(1900),
+        "the relay stalled nothing: {took:?}"
+    );
 }
 
 #[tokio::test]
