@@ -153,6 +153,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let text = serde_json::to_string_pretty(&config.describe())
                 .context("printing the configuration")?;
             println!("{text}");
+            // Loading the configuration has checked the files; what is left are dates.
+            if let Some(files) = &config.tls
+                && let Ok(loaded) = tessera_server::tls::load(files)
+            {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                for problem in loaded.problems(now) {
+                    eprintln!("warning: {problem}");
+                }
+            }
             eprintln!("configuration is valid");
             Ok(())
         }

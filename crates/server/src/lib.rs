@@ -598,27 +598,30 @@ pub async fn serve(
             let loaded = tls::load(files).map_err(|e| std::io::Error::other(e.0))?;
             tls::warn_if_key_exposed(&files.key);
             tls::note_validity(files, &loaded, &state.metrics);
-            Some(listen::TlsConfig::new(loaded.config))
+            Some((listen::TlsConfig::new(loaded.config), loaded.dates))
         }
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut upkeep = tokio::spawn(upkeep(state.clone(), stop_rx.clone()));
-    match (options.tls, &tls) {
-        (Some(files), Some(config)) => {
+    let tls = match (options.tls, tls) {
+        (Some(files), Some((config, dates))) => {
             tokio::spawn(tls::watch(
                 files,
                 config.clone(),
+                dates,
                 Arc::clone(&state.metrics),
                 stop_rx.clone(),
             ));
+            Some(config)
         }
         // Operators send SIGHUP out of habit (logrotate, config management); its default
         // action would terminate the server, so take it and say there is nothing to do.
         _ => {
             tokio::spawn(ignore_hangups(stop_rx.clone()));
+            None
         }
-    }
+    };
     let connections = Arc::new(listen::Connections::default());
     let (accepting_tx, accepting_rx) = tokio::sync::watch::channel(false);
     let metrics_loop = options.metrics_listener.map(|l| {

@@ -34,8 +34,12 @@ use crate::AppState;
 use crate::error::AppError;
 use crate::shard::Sharded;
 
-/// How long a scrape waits for the live-session count before it renders the rest.
-const ACTIVE_SESSIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a scrape waits for the database's readiness ping (`tessera_database_up`).
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a scrape waits for the live-session count (an index walk that grows with the
+/// number of live sessions) once the database has answered the ping.
+const ACTIVE_SESSIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The route label for requests no route matched (404s): one series, not one per path.
 const UNMATCHED: &str = "<unmatched>";
@@ -432,7 +436,7 @@ impl Metrics {
         let database_up = Gauge::default();
         registry.register(
             "database_up",
-            "1 if the database answered this scrape's query within a second, else 0 (tessera_active_sessions then keeps its last value)",
+            "1 if the database answered this scrape's readiness ping (as /readyz) within a second, else 0 (tessera_active_sessions then keeps its last value)",
             database_up.clone(),
         );
         let key_age = Family::<KeyLabels, Gauge>::default();
@@ -579,29 +583,38 @@ impl Metrics {
             .set(i64::try_from(hasher.queue_depth()).unwrap_or(i64::MAX));
         self.hash_in_flight
             .set(i64::try_from(hasher.in_flight()).unwrap_or(i64::MAX));
-        // The one value read from the database. While the database does not answer, the
-        // gauge keeps its last value and the scrape still succeeds within about a second:
-        // the request counters, 503 rates and hashing queue matter most during an outage.
-        let live = tokio::time::timeout(
-            ACTIVE_SESSIONS_TIMEOUT,
-            tessera_auth::store::SessionStore::count_live_sessions(state.db(), now),
-        )
-        .await;
-        // `tessera_database_up` says whether the gauge is current (alert on it, per instance).
-        self.database_up.set(i64::from(matches!(live, Ok(Ok(_)))));
-        match live {
-            Ok(Ok(live)) => {
-                self.active_sessions
-                    .set(i64::try_from(live).unwrap_or(i64::MAX));
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(target: "tessera::metrics", error = %AuthError::from(e), "tessera_active_sessions not refreshed: the database did not answer");
-            }
-            Err(_) => {
-                tracing::warn!(target: "tessera::metrics", "tessera_active_sessions not refreshed: the database took over a second");
-            }
-        }
+        // One scrape at a time: each one's database outcome and key ages are what it renders.
         let _rendering = self.render_lock.lock().await;
+        // The values read from the database. While it does not answer, the scrape still
+        // succeeds within about a second (the request counters, 503 rates and hashing queue
+        // matter most during an outage): `tessera_database_up` is 0 and
+        // `tessera_active_sessions` keeps its last value.
+        let up = matches!(
+            tokio::time::timeout(PING_TIMEOUT, tessera_auth::store::Store::ping(state.db())).await,
+            Ok(Ok(()))
+        );
+        self.database_up.set(i64::from(up));
+        if up {
+            match tokio::time::timeout(
+                ACTIVE_SESSIONS_TIMEOUT,
+                tessera_auth::store::SessionStore::count_live_sessions(state.db(), now),
+            )
+            .await
+            {
+                Ok(Ok(live)) => {
+                    self.active_sessions
+                        .set(i64::try_from(live).unwrap_or(i64::MAX));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "tessera::metrics", error = %AuthError::from(e), "tessera_active_sessions not refreshed: the count failed");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "tessera::metrics", "tessera_active_sessions not refreshed: counting took over 3 s");
+                }
+            }
+        } else {
+            tracing::warn!(target: "tessera::metrics", "the database did not answer within a second: tessera_database_up 0, tessera_active_sessions not refreshed");
+        }
         self.key_age.clear();
         for key in &state.auth.key_ring().keys {
             self.key_age

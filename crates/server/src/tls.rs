@@ -46,11 +46,80 @@ pub struct TlsError(pub String);
 pub struct Loaded {
     /// The rustls configuration.
     pub config: Arc<ServerConfig>,
-    /// When the chain stops being valid: the earliest `notAfter` of its certificates (Unix
-    /// seconds). `None` if a certificate's dates could not be read (rustls still serves it).
-    pub expires_at: Option<i64>,
-    /// When the whole chain is valid from: the latest `notBefore` (Unix seconds).
-    pub valid_from: Option<i64>,
+    /// Each certificate's validity dates, in file order (the leaf first), or why they could
+    /// not be read.
+    pub dates: Vec<Result<CertDates, String>>,
+}
+
+/// One certificate's validity period (RFC 5280 §4.1.2.5) and subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertDates {
+    /// The subject's distinguished name, to name the certificate in warnings.
+    pub subject: String,
+    /// `notBefore`, Unix seconds.
+    pub not_before: i64,
+    /// `notAfter`, Unix seconds.
+    pub not_after: i64,
+}
+
+impl Loaded {
+    /// When the served certificate (the leaf, the first of the file) expires, if its dates
+    /// could be read. The other certificates of the file do not count: clients build their
+    /// own path, often not through an old cross-signature or a root appended to the file.
+    #[must_use]
+    pub fn expires_at(&self) -> Option<i64> {
+        self.dates.first()?.as_ref().ok().map(|d| d.not_after)
+    }
+
+    /// What is wrong with the file's certificates at `now`, one message per certificate.
+    #[must_use]
+    pub fn problems(&self, now: i64) -> Vec<String> {
+        Self::problems_of(&self.dates, now)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// [`Loaded::problems`] of `dates`, each with whether it breaks the chain now (a
+    /// certificate expired or not yet valid) rather than soon or possibly.
+    fn problems_of(dates: &[Result<CertDates, String>], now: i64) -> Vec<(bool, String)> {
+        let n = dates.len();
+        let broken = |d: &CertDates| d.not_after <= now || d.not_before > now;
+        dates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, dates)| {
+                match (i, dates) {
+                (0, Ok(d)) => validity_problem(d, now).map(|p| {
+                    let advice = if d.not_before > now {
+                        ": clients will refuse it until then"
+                    } else {
+                        ": renew it (a new file is picked up without a restart)"
+                    };
+                    (broken(d), format!("the TLS certificate {p}{advice}"))
+                }),
+                (0, Err(e)) => Some((false, format!(
+                    "the TLS certificate's dates cannot be read ({e}); its expiry is not monitored \
+                     (tessera_tls_certificate_expiry_timestamp_seconds is absent)"
+                ))),
+                (_, Ok(d)) => validity_problem(d, now).map(|p| {
+                    (broken(d), format!(
+                        "certificate {} of {n} in `tls.cert` ({}) {p}; clients that build their \
+                         path through it will refuse the chain (remove it if it is a root or an \
+                         old cross-signature)",
+                        i + 1,
+                        d.subject
+                    ))
+                }),
+                (_, Err(e)) => Some((false, format!(
+                    "certificate {} of {n} in `tls.cert` cannot be parsed ({e}); clients that \
+                     need it will refuse the chain",
+                    i + 1
+                ))),
+            }
+            })
+            .collect()
+    }
 }
 
 /// Reads both files and builds a rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and
@@ -61,7 +130,7 @@ pub struct Loaded {
 /// [`TlsError`] naming the file that is missing, unreadable, not PEM, or mismatched.
 pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     let certs = read_certs(&files.cert)?;
-    let (valid_from, expires_at) = validity(&certs).unzip();
+    let dates = certs.iter().map(cert_dates).collect();
     let key = read_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -79,32 +148,27 @@ pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Loaded {
         config: Arc::new(config),
-        expires_at,
-        valid_from,
+        dates,
     })
 }
 
-/// The chain's (latest `notBefore`, earliest `notAfter`) in Unix seconds (RFC 5280
-/// §4.1.2.5: every certificate of the chain must be within its validity period), or `None`
-/// if a certificate cannot be parsed.
-fn validity(certs: &[CertificateDer<'_>]) -> Option<(i64, i64)> {
-    certs
-        .iter()
-        .try_fold((i64::MIN, i64::MAX), |(from, until), der| {
-            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-            let v = cert.validity();
-            Some((
-                from.max(v.not_before.timestamp()),
-                until.min(v.not_after.timestamp()),
-            ))
-        })
+/// One certificate's subject and validity period (RFC 5280 §4.1.2.5).
+fn cert_dates(der: &CertificateDer<'_>) -> Result<CertDates, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let v = cert.validity();
+    Ok(CertDates {
+        subject: cert.subject().to_string(),
+        not_before: v.not_before.timestamp(),
+        not_after: v.not_after.timestamp(),
+    })
 }
 
 /// Certificates expiring within this long get a warning at every (re)load.
 const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
 
-/// What is wrong with serving a chain valid from `from` until `until` at `now`, if anything.
-fn validity_problem(from: Option<i64>, until: Option<i64>, now: i64) -> Option<String> {
+/// What is wrong with a certificate's dates at `now`, if anything: a phrase to follow "the
+/// certificate" (expired, not yet valid, expiring within 14 days).
+fn validity_problem(d: &CertDates, now: i64) -> Option<String> {
     let at = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .ok()
@@ -114,40 +178,39 @@ fn validity_problem(from: Option<i64>, until: Option<i64>, now: i64) -> Option<S
             })
             .unwrap_or_else(|| t.to_string())
     };
-    match (from, until) {
-        (_, Some(until)) if until <= now => Some(format!(
-            "expired at {}: clients will refuse it; install a renewed certificate (it is picked up without a restart)",
-            at(until)
-        )),
-        (Some(from), _) if from > now => Some(format!(
-            "not valid until {}: clients will refuse it until then",
-            at(from)
-        )),
-        (_, Some(until)) if until - now < EXPIRY_WARNING => Some(format!(
-            "expires in {} h (at {}); renew it (it is picked up without a restart)",
-            (until - now) / 3600,
-            at(until)
-        )),
-        _ => None,
+    if d.not_after <= now {
+        Some(format!("expired at {}", at(d.not_after)))
+    } else if d.not_before > now {
+        Some(format!("is not valid until {}", at(d.not_before)))
+    } else if d.not_after - now < EXPIRY_WARNING {
+        let left = d.not_after - now;
+        let left = if left < 3600 {
+            format!("{} min", left / 60)
+        } else if left < 2 * 86_400 {
+            format!("{} h", left / 3600)
+        } else {
+            format!("{} days", left / 86_400)
+        };
+        Some(format!("expires in {left} (at {})", at(d.not_after)))
+    } else {
+        None
     }
 }
 
-/// Publishes the chain's expiry (`tessera_tls_certificate_expiry_timestamp_seconds`) and
-/// warns when it has expired, is not yet valid, or expires within 14 days.
+/// Publishes the served certificate's expiry (`tessera_tls_certificate_expiry_timestamp_seconds`)
+/// and logs what is wrong with the file's certificates (expired, not yet valid, expiring
+/// within 14 days, unreadable dates).
 pub(crate) fn note_validity(files: &TlsFiles, loaded: &Loaded, metrics: &Metrics) {
-    metrics.set_tls_expiry(&files.cert, loaded.expires_at);
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    match validity_problem(loaded.valid_from, loaded.expires_at, now) {
-        Some(problem) => {
-            tracing::warn!(cert = %files.cert.display(), "the TLS certificate {problem}");
-        }
-        None if loaded.expires_at.is_none() => {
-            tracing::warn!(cert = %files.cert.display(), "the TLS certificate's validity dates could not be read; its expiry is not monitored");
-        }
-        None => {}
+    metrics.set_tls_expiry(&files.cert, loaded.expires_at());
+    for problem in loaded.problems(unix_now()) {
+        tracing::warn!(cert = %files.cert.display(), "{problem}");
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The most a certificate chain file may hold (CA bundles are a few hundred KB).
@@ -294,16 +357,20 @@ fn versions(files: &TlsFiles) -> (Option<Version>, Option<Version>) {
     (version(&files.cert), version(&files.key))
 }
 
-/// Re-reads the files; on success swaps the configuration in, on failure keeps the old one.
-/// Returns the error, if any. `last_error` is the previous attempt's: a failure repeated
-/// unchanged on a retry is neither logged nor counted again.
+/// Each certificate's dates, as [`Loaded::dates`].
+pub(crate) type ChainDates = Vec<Result<CertDates, String>>;
+
+/// Re-reads the files; on success swaps the configuration in and returns the new
+/// certificates' dates, on failure keeps the old one and returns the error. `last_error`
+/// is the previous attempt's: a failure repeated unchanged on a retry is neither logged
+/// nor counted again.
 fn reload(
     files: &TlsFiles,
     config: &TlsConfig,
     metrics: &Metrics,
     why: &str,
     last_error: Option<&str>,
-) -> Option<String> {
+) -> Result<ChainDates, String> {
     match load(files) {
         Ok(new) => {
             config.replace(Arc::clone(&new.config));
@@ -311,7 +378,7 @@ fn reload(
             warn_if_key_exposed(&files.key);
             tracing::info!(cert = %files.cert.display(), trigger = why, "TLS certificate reloaded");
             note_validity(files, &new, metrics);
-            None
+            Ok(new.dates)
         }
         Err(e) => {
             let e = e.0;
@@ -319,7 +386,22 @@ fn reload(
                 metrics.record_tls_reload(false);
                 tracing::error!(error = %e, trigger = why, "TLS certificate reload failed; still serving the previous certificate (retried every few seconds)");
             }
-            Some(e)
+            Err(e)
+        }
+    }
+}
+
+/// How often the served certificates' dates are checked again: one that expires while the
+/// server runs (a renewal that failed leaves the file unchanged) is warned about within
+/// the hour, and one expiring within 14 days once a day.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Logs the served certificates' problems at an hourly check: those that break the chain
+/// now (expired, not yet valid) every time, the rest (expiring soon, unreadable) once a day.
+fn recheck_validity(files: &TlsFiles, dates: &ChainDates, check: u64) {
+    for (now_broken, problem) in Loaded::problems_of(dates, unix_now()) {
+        if now_broken || check.is_multiple_of(24) {
+            tracing::warn!(cert = %files.cert.display(), "{problem}");
         }
     }
 }
@@ -328,10 +410,16 @@ fn reload(
 pub(crate) async fn watch(
     files: TlsFiles,
     config: TlsConfig,
+    mut dates: ChainDates,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut seen = versions(&files);
+    let mut expiry_checks = tokio::time::interval_at(
+        tokio::time::Instant::now() + EXPIRY_CHECK_EVERY,
+        EXPIRY_CHECK_EVERY,
+    );
+    let mut checks: u64 = 0;
     // The last reload's error while it keeps failing: a failure can pass without any change
     // to the files (a full descriptor table, a permission fixed by `chown`, which changes
     // only the ctime on some systems), so a failed reload is retried at every poll.
@@ -356,21 +444,35 @@ pub(crate) async fn watch(
         };
         #[cfg(not(unix))]
         let sighup = std::future::pending::<()>();
-        tokio::select! {
+        let outcome = tokio::select! {
             _ = stop.changed() => return,
+            _ = expiry_checks.tick() => {
+                checks += 1;
+                recheck_validity(&files, &dates, checks);
+                continue;
+            }
             () = sighup => {
                 seen = versions(&files);
-                failing = reload_off_runtime(&files, &config, &metrics, "SIGHUP", None).await;
+                reload_off_runtime(&files, &config, &metrics, "SIGHUP", None).await
             }
             () = tokio::time::sleep(POLL_EVERY) => {
                 let now = versions(&files);
                 if now != seen {
                     seen = now;
-                    failing = reload_off_runtime(&files, &config, &metrics, "file change", None).await;
+                    reload_off_runtime(&files, &config, &metrics, "file change", None).await
                 } else if let Some(last) = failing.take() {
-                    failing = reload_off_runtime(&files, &config, &metrics, "retry", Some(last)).await;
+                    reload_off_runtime(&files, &config, &metrics, "retry", Some(last)).await
+                } else {
+                    continue;
                 }
             }
+        };
+        match outcome {
+            Ok(new) => {
+                dates = new;
+                failing = None;
+            }
+            Err(e) => failing = Some(e),
         }
     }
 }
@@ -382,64 +484,117 @@ async fn reload_off_runtime(
     metrics: &Arc<Metrics>,
     why: &'static str,
     last_error: Option<String>,
-) -> Option<String> {
+) -> Result<ChainDates, String> {
     let (files, config, metrics) = (files.clone(), config.clone(), Arc::clone(metrics));
     tokio::task::spawn_blocking(move || {
         reload(&files, &config, &metrics, why, last_error.as_deref())
     })
     .await
-    .unwrap_or_else(|e| Some(format!("the reload task failed: {e}")))
+    .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cert(from: (i32, u8, u8), until: (i32, u8, u8)) -> CertificateDer<'static> {
+    /// A self-signed certificate for `name` valid between the two days, as (PEM, key PEM).
+    fn cert(name: &str, from: (i32, u8, u8), until: (i32, u8, u8)) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
         params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
-        params.self_signed(&key).unwrap().der().clone()
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 
+    /// Loads a `tls.cert` made of `chain` (the leaf first) with the leaf's key.
+    fn load_chain(chain: &[&str], key: &str) -> Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("chain.pem"),
+            key: dir.path().join("key.pem"),
+        };
+        std::fs::write(&files.cert, chain.concat()).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        load(&files).unwrap()
+    }
+
+    const DEC_2026: i64 = 1_796_000_000; // 2026-11-30
+
     #[test]
-    fn a_chain_is_valid_from_its_latest_start_until_its_earliest_end() {
-        let leaf = cert((2026, 1, 1), (2027, 6, 1));
-        let intermediate = cert((2025, 1, 1), (2027, 1, 1));
-        let (from, until) = validity(&[leaf, intermediate]).unwrap();
-        assert_eq!(from, 1_767_225_600, "2026-01-01");
-        assert_eq!(until, 1_798_761_600, "2027-01-01: the intermediate's end");
+    fn the_served_expiry_is_the_leafs_and_an_old_cross_signature_is_named_not_fatal() {
+        let (leaf, key) = cert("leaf.test", (2026, 1, 1), (2027, 6, 1));
+        let (intermediate, _) = cert("intermediate.test", (2025, 1, 1), (2030, 1, 1));
+        let (old_root, _) = cert("old-root.test", (2010, 1, 1), (2020, 5, 30));
+        let loaded = load_chain(&[&leaf, &intermediate, &old_root], &key);
         assert_eq!(
-            validity(&[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])]),
-            None
+            loaded.expires_at(),
+            Some(1_811_808_000),
+            "2027-06-01, the leaf's"
+        );
+        let problems = loaded.problems(DEC_2026);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "certificate 3 of 3 in `tls.cert` (CN=old-root.test) expired at 2020-05-30T00:00:00Z"
+            ) && problems[0].contains("clients that build their path through it"),
+            "{problems:?}"
+        );
+        assert!(
+            Loaded::problems_of(&loaded.dates, DEC_2026)[0].0,
+            "expired: re-logged at every hourly check"
         );
     }
 
     #[test]
-    fn expired_not_yet_valid_and_expiring_chains_are_named() {
+    fn an_unparseable_extra_block_is_named_and_keeps_the_leafs_dates() {
+        let (leaf, key) = cert("leaf.test", (2026, 1, 1), (2027, 6, 1));
+        let junk = "-----BEGIN CERTIFICATE-----\nMAMCAQI=\n-----END CERTIFICATE-----\n";
+        let loaded = load_chain(&[&leaf, junk], &key);
+        assert_eq!(loaded.expires_at(), Some(1_811_808_000));
+        let problems = loaded.problems(DEC_2026);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("certificate 2 of 2 in `tls.cert` cannot be parsed ("),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn expired_not_yet_valid_and_expiring_certificates_are_named() {
         let day = 24 * 3600;
-        let now = 1_800_000_000;
-        let problem = |from, until| validity_problem(Some(from), Some(until), now);
+        let now = 1_800_000_000; // 2027-01-15T08:00:00Z
+        let problem = |from: i64, until: i64| {
+            validity_problem(
+                &CertDates {
+                    subject: String::new(),
+                    not_before: from,
+                    not_after: until,
+                },
+                now,
+            )
+        };
         assert_eq!(problem(now - 100 * day, now + 100 * day), None);
-        assert!(
-            problem(now - 100 * day, now)
-                .unwrap()
-                .starts_with("expired at 2027-01-15T08:00:00Z"),
-            "{:?}",
-            problem(now - 100 * day, now)
-        );
-        assert!(
-            problem(now + 1, now + 100 * day)
-                .unwrap()
-                .starts_with("not valid until 2027-01-15T08:00:01Z")
-        );
-        assert!(
-            problem(now - day, now + 13 * day)
-                .unwrap()
-                .starts_with("expires in 312 h (at 2027-01-28T08:00:00Z)")
-        );
         assert_eq!(problem(now - day, now + 14 * day), None);
-        assert_eq!(validity_problem(None, None, now), None);
+        let starts = |p: Option<String>, with: &str| {
+            assert!(p.as_deref().is_some_and(|p| p.starts_with(with)), "{p:?}");
+        };
+        starts(
+            problem(now - 100 * day, now),
+            "expired at 2027-01-15T08:00:00Z",
+        );
+        starts(
+            problem(now + 1, now + 100 * day),
+            "is not valid until 2027-01-15T08:00:01Z",
+        );
+        starts(
+            problem(now - day, now + 13 * day),
+            "expires in 13 days (at 2027-01-28T08:00:00Z)",
+        );
+        starts(problem(now - day, now + 30 * 3600), "expires in 30 h (at ");
+        starts(problem(now - day, now + 600), "expires in 10 min (at ");
     }
 }
