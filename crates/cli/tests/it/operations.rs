@@ -930,3 +930,49 @@ fn check_config_prints_the_sqlite_path_sqlx_opens() {
         "check-config misreports the database file; output:\n{stdout}"
     );
 }
+
+/// `check-config` is where a bad certificate is cheapest to catch: an expired one is still
+/// a valid configuration (the server would serve it), but the command says so, and names
+/// an expired certificate further down the file by position and subject.
+#[test]
+fn check_config_warns_about_an_expired_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2020, 5, 30);
+    let leaf = params.self_signed(&key).unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["old-root.test".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Old Root");
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let old_root = params.self_signed(&other_key).unwrap();
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        format!("{}{}", leaf.pem(), old_root.pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_DATABASE_URL")
+        .env("TESSERA_TLS__CERT", dir.path().join("cert.pem"))
+        .env("TESSERA_TLS__KEY", dir.path().join("key.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: the TLS certificate expired at 2020-05-30T00:00:00Z: renew it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "warning: certificate 2 of 2 in `tls.cert` (CN=Old Root) expired at 2021-01-01T00:00:00Z"
+        ),
+        "{stderr}"
+    );
+}
