@@ -84,43 +84,79 @@ impl Loaded {
     /// certificate expired or not yet valid) rather than soon or possibly.
     fn problems_of(dates: &[Result<CertDates, String>], now: i64) -> Vec<(bool, String)> {
         let n = dates.len();
-        let broken = |d: &CertDates| d.not_after <= now || d.not_before > now;
-        dates
-            .iter()
-            .enumerate()
-            .filter_map(|(i, dates)| {
-                match (i, dates) {
-                (0, Ok(d)) => validity_problem(d, now).map(|p| {
-                    let advice = if d.not_before > now {
-                        ": clients will refuse it until then"
-                    } else {
-                        ": renew it (a new file is picked up without a restart)"
-                    };
-                    (broken(d), format!("the TLS certificate {p}{advice}"))
-                }),
-                (0, Err(e)) => Some((false, format!(
-                    "the TLS certificate's dates cannot be read ({e}); its expiry is not monitored \
-                     (tessera_tls_certificate_expiry_timestamp_seconds is absent)"
-                ))),
-                (_, Ok(d)) => validity_problem(d, now).map(|p| {
-                    (broken(d), format!(
-                        "certificate {} of {n} in `tls.cert` ({}) {p}; clients that build their \
-                         path through it will refuse the chain (remove it if it is a root or an \
-                         old cross-signature)",
-                        i + 1,
-                        d.subject
-                    ))
-                }),
-                (_, Err(e)) => Some((false, format!(
-                    "certificate {} of {n} in `tls.cert` cannot be parsed ({e}); clients that \
-                     need it will refuse the chain",
-                    i + 1
-                ))),
-            }
-            })
+        // Chains of public CAs have one to three intermediates; more is a CA bundle.
+        let bundle = (n > MAX_CHAIN).then(|| {
+            (
+                false,
+                format!(
+                    "`tls.cert` holds {n} certificates, and every handshake sends them all: it \
+                     should hold the server's certificate and its intermediates only (is a CA \
+                     bundle appended?)"
+                ),
+            )
+        });
+        bundle
+            .into_iter()
+            .chain(
+                dates
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| cert_problem(i, n, d, now)),
+            )
             .collect()
     }
 }
+
+/// What is wrong with certificate `i` (of `n`, the leaf first) at `now`, if anything, and
+/// whether it breaks the chain now (expired or not yet valid).
+fn cert_problem(
+    i: usize,
+    n: usize,
+    dates: &Result<CertDates, String>,
+    now: i64,
+) -> Option<(bool, String)> {
+    let broken = |d: &CertDates| d.not_after <= now || d.not_before > now;
+    match (i, dates) {
+        (0, Ok(d)) => validity_problem(d, now).map(|p| {
+            let advice = if d.not_before > now {
+                ": clients will refuse it until then"
+            } else {
+                ": renew it (a new file is picked up without a restart)"
+            };
+            (broken(d), format!("the TLS certificate {p}{advice}"))
+        }),
+        (0, Err(e)) => Some((
+            false,
+            format!(
+                "the TLS certificate's dates cannot be read ({e}); its expiry is not monitored \
+                     (tessera_tls_certificate_expiry_timestamp_seconds is absent)"
+            ),
+        )),
+        (_, Ok(d)) => validity_problem(d, now).map(|p| {
+            (
+                broken(d),
+                format!(
+                    "certificate {} of {n} in `tls.cert` ({}) {p}; clients that build their \
+                         path through it will refuse the chain (remove it if it is a root or an \
+                         old cross-signature)",
+                    i + 1,
+                    d.subject
+                ),
+            )
+        }),
+        (_, Err(e)) => Some((
+            false,
+            format!(
+                "certificate {} of {n} in `tls.cert` cannot be parsed ({e}); clients that \
+                     need it will refuse the chain",
+                i + 1
+            ),
+        )),
+    }
+}
+
+/// More certificates than this in `tls.cert` get a warning.
+const MAX_CHAIN: usize = 10;
 
 /// Reads both files and builds a rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and
 /// http/1.1), checking that the key matches the certificate. The chain's validity dates
@@ -561,6 +597,24 @@ mod tests {
             problems[0].starts_with("certificate 2 of 2 in `tls.cert` cannot be parsed ("),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_ca_bundle_in_the_chain_file_is_pointed_out() {
+        let (leaf, key) = cert("leaf.test", (2026, 1, 1), (2027, 6, 1));
+        let others: Vec<String> = (0..10)
+            .map(|i| cert(&format!("ca{i}.test"), (2020, 1, 1), (2040, 1, 1)).0)
+            .collect();
+        let mut chain = vec![leaf.as_str()];
+        chain.extend(others.iter().map(String::as_str));
+        let problems = load_chain(&chain, &key).problems(DEC_2026);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("`tls.cert` holds 11 certificates"),
+            "{problems:?}"
+        );
+        chain.pop();
+        assert!(load_chain(&chain, &key).problems(DEC_2026).is_empty());
     }
 
     #[test]
