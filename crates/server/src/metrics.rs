@@ -250,6 +250,34 @@ impl EncodeMetric for RequestCounter {
     }
 }
 
+/// A gauge with no sample until it is first set: a value read from the database that has
+/// not been read yet is absent, not 0.
+#[derive(Debug, Clone, Default)]
+struct LateGauge(Arc<OnceLock<Gauge>>);
+
+impl LateGauge {
+    fn set(&self, v: i64) {
+        self.0.get_or_init(Gauge::default).set(v);
+    }
+}
+
+impl TypedMetric for LateGauge {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for LateGauge {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self.0.get() {
+            Some(g) => g.encode(encoder),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 /// The requests being served: incremented when one starts and decremented when it ends,
 /// often on different threads, so only the sum over the shards means anything.
 #[derive(Debug, Clone, Default)]
@@ -362,7 +390,7 @@ pub struct Metrics {
     logins: Family<OutcomeLabels, Counter>,
     refresh_reuse: Counter,
     lockouts: Counter,
-    active_sessions: Gauge,
+    active_sessions: LateGauge,
     database_up: Gauge,
     key_age: Family<KeyLabels, Gauge>,
     hash_queue: Gauge,
@@ -427,7 +455,7 @@ impl Metrics {
             "Usernames locked after too many failed logins",
             lockouts.clone(),
         );
-        let active_sessions = Gauge::default();
+        let active_sessions = LateGauge::default();
         registry.register(
             "active_sessions",
             "Live login sessions (not revoked, not expired), counted at scrape time",

@@ -272,6 +272,32 @@ async fn metrics_are_served_while_the_database_is_away() {
     .await;
 }
 
+#[tokio::test]
+async fn active_sessions_is_absent_until_it_has_been_counted() {
+    // 0 would claim there are no sessions; before the first count there is no value.
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = spawn_app_on(Some(db.url()), |c| c.metrics_enabled = true).await;
+    db.set_available(false).await;
+    let text = a
+        .client
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("tessera_database_up 0\n"), "{text}");
+    assert!(
+        text.contains("# TYPE tessera_active_sessions gauge\n")
+            && !text.contains("\ntessera_active_sessions "),
+        "{text}"
+    );
+    db.set_available(true).await;
+}
+
 /// Starts an instance through `relay` whose shutdown deadline is `deadline_secs`, with
 /// `force` as its second-signal notifier; logs in, stalls the relay, and waits until the
 /// background sync is waiting on the stalled database. Returns the stop sender and the task.
