@@ -494,7 +494,7 @@ impl Metrics {
         let tls_expiry = Family::<CertLabels, Gauge>::default();
         registry.register(
             "tls_certificate_expiry_timestamp_seconds",
-            "When the served TLS certificate chain expires (its earliest notAfter), Unix seconds",
+            "When the served TLS certificate (the first of tls.cert) expires: its notAfter, Unix seconds",
             tls_expiry.clone(),
         );
         let build = Family::<VersionLabels, Gauge>::default();
@@ -611,37 +611,43 @@ impl Metrics {
             .set(i64::try_from(hasher.queue_depth()).unwrap_or(i64::MAX));
         self.hash_in_flight
             .set(i64::try_from(hasher.in_flight()).unwrap_or(i64::MAX));
-        // One scrape at a time: each one's database outcome and key ages are what it renders.
-        let _rendering = self.render_lock.lock().await;
-        // The values read from the database. While it does not answer, the scrape still
-        // succeeds within about a second (the request counters, 503 rates and hashing queue
-        // matter most during an outage): `tessera_database_up` is 0 and
-        // `tessera_active_sessions` keeps its last value.
+        // The values read from the database, before taking the render lock so that
+        // concurrent scrapes do not queue behind each other's waits. While the database does
+        // not answer, the scrape still succeeds within about a second (the request counters,
+        // 503 rates and hashing queue matter most during an outage): `tessera_database_up`
+        // is 0 and `tessera_active_sessions` keeps its last value.
         let up = matches!(
             tokio::time::timeout(PING_TIMEOUT, tessera_auth::store::Store::ping(state.db())).await,
             Ok(Ok(()))
         );
-        self.database_up.set(i64::from(up));
-        if up {
+        let live = if up {
             match tokio::time::timeout(
                 ACTIVE_SESSIONS_TIMEOUT,
                 tessera_auth::store::SessionStore::count_live_sessions(state.db(), now),
             )
             .await
             {
-                Ok(Ok(live)) => {
-                    self.active_sessions
-                        .set(i64::try_from(live).unwrap_or(i64::MAX));
-                }
+                Ok(Ok(live)) => Some(live),
                 Ok(Err(e)) => {
                     tracing::warn!(target: "tessera::metrics", error = %AuthError::from(e), "tessera_active_sessions not refreshed: the count failed");
+                    None
                 }
                 Err(_) => {
                     tracing::warn!(target: "tessera::metrics", "tessera_active_sessions not refreshed: counting took over 3 s");
+                    None
                 }
             }
         } else {
             tracing::warn!(target: "tessera::metrics", "the database did not answer within a second: tessera_database_up 0, tessera_active_sessions not refreshed");
+            None
+        };
+        // One render at a time: each scrape's database outcome and key ages are what it
+        // encodes.
+        let _rendering = self.render_lock.lock().await;
+        self.database_up.set(i64::from(up));
+        if let Some(live) = live {
+            self.active_sessions
+                .set(i64::try_from(live).unwrap_or(i64::MAX));
         }
         self.key_age.clear();
         for key in &state.auth.key_ring().keys {

@@ -56,6 +56,8 @@ pub struct Loaded {
 pub struct CertDates {
     /// The subject's distinguished name, to name the certificate in warnings.
     pub subject: String,
+    /// The issuer's distinguished name.
+    pub issuer: String,
     /// `notBefore`, Unix seconds.
     pub not_before: i64,
     /// `notAfter`, Unix seconds.
@@ -84,6 +86,10 @@ impl Loaded {
     /// certificate expired or not yet valid) rather than soon or possibly.
     fn problems_of(dates: &[Result<CertDates, String>], now: i64) -> Vec<(bool, String)> {
         let n = dates.len();
+        let leaf_issuer = dates
+            .first()
+            .and_then(|d| d.as_ref().ok())
+            .map(|d| d.issuer.as_str());
         // Chains of public CAs have one to three intermediates; more is a CA bundle.
         let bundle = (n > MAX_CHAIN).then(|| {
             (
@@ -101,7 +107,7 @@ impl Loaded {
                 dates
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, d)| cert_problem(i, n, d, now)),
+                    .filter_map(|(i, d)| cert_problem(i, n, d, leaf_issuer, now)),
             )
             .collect()
     }
@@ -113,6 +119,7 @@ fn cert_problem(
     i: usize,
     n: usize,
     dates: &Result<CertDates, String>,
+    leaf_issuer: Option<&str>,
     now: i64,
 ) -> Option<(bool, String)> {
     let broken = |d: &CertDates| d.not_after <= now || d.not_before > now;
@@ -133,12 +140,22 @@ fn cert_problem(
             ),
         )),
         (_, Ok(d)) => validity_problem(d, now).map(|p| {
+            let when = if broken(d) { "" } else { "once it expires, " };
+            let consequence = if leaf_issuer == Some(d.subject.as_str()) {
+                format!(
+                    "it issued the served certificate, so {when}every client will refuse the \
+                     chain: replace it with the CA's current intermediate"
+                )
+            } else {
+                format!(
+                    "{when}clients that build their path through it will refuse the chain \
+                     (remove it if it is a root or an old cross-signature)"
+                )
+            };
             (
                 broken(d),
                 format!(
-                    "certificate {} of {n} in `tls.cert` ({}) {p}; clients that build their \
-                         path through it will refuse the chain (remove it if it is a root or an \
-                         old cross-signature)",
+                    "certificate {} of {n} in `tls.cert` ({}) {p}; {consequence}",
                     i + 1,
                     d.subject
                 ),
@@ -194,6 +211,7 @@ fn cert_dates(der: &CertificateDer<'_>) -> Result<CertDates, String> {
     let v = cert.validity();
     Ok(CertDates {
         subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
         not_before: v.not_before.timestamp(),
         not_after: v.not_after.timestamp(),
     })
@@ -220,7 +238,9 @@ fn validity_problem(d: &CertDates, now: i64) -> Option<String> {
         Some(format!("is not valid until {}", at(d.not_before)))
     } else if d.not_after - now < EXPIRY_WARNING {
         let left = d.not_after - now;
-        let left = if left < 3600 {
+        let left = if left < 60 {
+            "under a minute".to_owned()
+        } else if left < 3600 {
             format!("{} min", left / 60)
         } else if left < 2 * 86_400 {
             format!("{} h", left / 3600)
@@ -436,10 +456,16 @@ const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
 /// now (expired, not yet valid) every time, the rest (expiring soon, unreadable) once a day.
 fn recheck_validity(files: &TlsFiles, dates: &ChainDates, check: u64) {
     for (now_broken, problem) in Loaded::problems_of(dates, unix_now()) {
-        if now_broken || check.is_multiple_of(24) {
+        if warn_at_check(now_broken, check) {
             tracing::warn!(cert = %files.cert.display(), "{problem}");
         }
     }
+}
+
+/// Whether hourly check number `check` (from 1) repeats a problem: every time for one that
+/// breaks the chain now, at every 24th for the rest.
+fn warn_at_check(now_broken: bool, check: u64) -> bool {
+    now_broken || check.is_multiple_of(24)
 }
 
 /// Watches the files (mtime poll) and SIGHUP, reloading on either, until `stop` changes.
@@ -455,6 +481,8 @@ pub(crate) async fn watch(
         tokio::time::Instant::now() + EXPIRY_CHECK_EVERY,
         EXPIRY_CHECK_EVERY,
     );
+    // After a pause (a stopped process, a suspended machine), one check, not a burst.
+    expiry_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks: u64 = 0;
     // The last reload's error while it keeps failing: a failure can pass without any change
     // to the files (a full descriptor table, a permission fixed by `chown`, which changes
@@ -586,6 +614,33 @@ mod tests {
     }
 
     #[test]
+    fn an_expiring_issuer_of_the_served_certificate_is_called_what_it_is() {
+        // Self-signed, so the leaf's issuer is its own name: the second certificate has
+        // that name as its subject, as the issuing intermediate of a full chain does.
+        let (leaf, key) = cert("ca.test", (2026, 1, 1), (2027, 6, 1));
+        let (issuer, _) = cert("ca.test", (2025, 1, 1), (2026, 12, 5));
+        let (other, _) = cert("other.test", (2025, 1, 1), (2026, 12, 5));
+        let problems = load_chain(&[&leaf, &issuer, &other], &key).problems(DEC_2026);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0]
+                .starts_with("certificate 2 of 3 in `tls.cert` (CN=ca.test) expires in 4 days")
+                && problems[0].ends_with(
+                    "; it issued the served certificate, so once it expires, every client will \
+                     refuse the chain: replace it with the CA's current intermediate"
+                ),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].ends_with(
+                "; once it expires, clients that build their path through it will refuse the \
+                 chain (remove it if it is a root or an old cross-signature)"
+            ),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn an_unparseable_extra_block_is_named_and_keeps_the_leafs_dates() {
         let (leaf, key) = cert("leaf.test", (2026, 1, 1), (2027, 6, 1));
         let junk = "-----BEGIN CERTIFICATE-----\nMAMCAQI=\n-----END CERTIFICATE-----\n";
@@ -625,6 +680,7 @@ mod tests {
             validity_problem(
                 &CertDates {
                     subject: String::new(),
+                    issuer: String::new(),
                     not_before: from,
                     not_after: until,
                 },
@@ -650,5 +706,16 @@ mod tests {
         );
         starts(problem(now - day, now + 30 * 3600), "expires in 30 h (at ");
         starts(problem(now - day, now + 600), "expires in 10 min (at ");
+        starts(
+            problem(now - day, now + 59),
+            "expires in under a minute (at ",
+        );
+    }
+
+    #[test]
+    fn the_hourly_check_repeats_broken_chains_hourly_and_the_rest_daily() {
+        assert!(warn_at_check(true, 1) && warn_at_check(true, 7));
+        assert!(!warn_at_check(false, 1) && !warn_at_check(false, 23));
+        assert!(warn_at_check(false, 24) && warn_at_check(false, 48));
     }
 }

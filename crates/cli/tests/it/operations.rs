@@ -684,6 +684,15 @@ async fn a_reload_that_failed_for_a_passing_reason_is_retried() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(failed, "{:#?}", server.log());
+    // Two more polls fail the same way: retried (a failed retry keeps the reload pending,
+    // which the recovery below needs), yet logged once.
+    std::thread::sleep(Duration::from_secs(5));
+    let failures = server
+        .log()
+        .iter()
+        .filter(|l| l.contains("TLS certificate reload failed"))
+        .count();
+    assert_eq!(failures, 1, "a repeated identical failure is logged once");
 
     // The flood ends; descriptors are back.
     drop(flood);
