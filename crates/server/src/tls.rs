@@ -8,6 +8,10 @@
 //! A reload swaps the configuration ([`TlsConfig`]): handshakes after the swap use the new
 //! certificate, connections already established keep theirs, nothing is dropped. A reload that fails keeps the old
 //! certificate and logs an error.
+//!
+//! Every certificate's validity dates are read at each load: the served one's expiry is a
+//! metric, and expired, not yet valid, soon expiring or unreadable certificates are warned
+//! about at load and at an hourly check.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,8 +52,11 @@ pub struct Loaded {
     pub config: Arc<ServerConfig>,
     /// Each certificate's validity dates, in file order (the leaf first), or why they could
     /// not be read.
-    pub dates: Vec<Result<CertDates, String>>,
+    pub dates: ChainDates,
 }
+
+/// Each certificate's dates, in file order, or why they could not be read.
+pub type ChainDates = Vec<Result<CertDates, String>>;
 
 /// One certificate's validity period (RFC 5280 §4.1.2.5) and subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +143,7 @@ fn cert_problem(
             false,
             format!(
                 "the TLS certificate's dates cannot be read ({e}); its expiry is not monitored \
-                     (tessera_tls_certificate_expiry_timestamp_seconds is absent)"
+                 (tessera_tls_certificate_expiry_timestamp_seconds is absent)"
             ),
         )),
         (_, Ok(d)) => validity_problem(d, now).map(|p| {
@@ -165,7 +172,7 @@ fn cert_problem(
             false,
             format!(
                 "certificate {} of {n} in `tls.cert` cannot be parsed ({e}); clients that \
-                     need it will refuse the chain",
+                 need it will refuse the chain",
                 i + 1
             ),
         )),
@@ -412,9 +419,6 @@ fn version(path: &Path) -> Option<Version> {
 fn versions(files: &TlsFiles) -> (Option<Version>, Option<Version>) {
     (version(&files.cert), version(&files.key))
 }
-
-/// Each certificate's dates, as [`Loaded::dates`].
-pub(crate) type ChainDates = Vec<Result<CertDates, String>>;
 
 /// Re-reads the files; on success swaps the configuration in and returns the new
 /// certificates' dates, on failure keeps the old one and returns the error. `last_error`
