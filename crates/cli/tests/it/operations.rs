@@ -297,18 +297,9 @@ async fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_br
     // A broken certificate: the reload fails, is logged, and the current one stays.
     std::fs::write(&cert_path, "-----BEGIN CERTIFICATE-----\n!!!\n").unwrap();
     server.signal("HUP");
-    let mut logged = false;
-    for _ in 0..100 {
-        if server
-            .log()
-            .iter()
-            .any(|l| l.contains("TLS certificate reload failed"))
-        {
-            logged = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let logged = server
+        .wait_for_log("TLS certificate reload failed", Duration::from_secs(5))
+        .await;
     assert!(logged, "{:#?}", server.log());
     let res = client_trusting(&second.0)
         .get(&health)
@@ -402,14 +393,9 @@ async fn sighup_without_tls_is_logged_and_does_not_stop_the_server() {
     );
     let client = reqwest::Client::new();
     server.signal("HUP");
-    let mut logged = false;
-    for _ in 0..100 {
-        if server.log().iter().any(|l| l.contains("nothing to reload")) {
-            logged = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let logged = server
+        .wait_for_log("nothing to reload", Duration::from_secs(5))
+        .await;
     assert!(logged, "SIGHUP was not handled: {:#?}", server.log());
     let res = client.get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -446,14 +432,9 @@ async fn server_with_a_stalled_request() -> (tempfile::TempDir, ServeProcess, st
 async fn a_second_signal_during_shutdown_stops_the_wait() {
     let (_dir, mut server, stalled) = server_with_a_stalled_request().await;
     server.signal("TERM");
-    let mut draining = false;
-    for _ in 0..100 {
-        if server.log().iter().any(|l| l.contains("shutting down")) {
-            draining = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let draining = server
+        .wait_for_log("shutting down", Duration::from_secs(5))
+        .await;
     assert!(draining, "{:#?}", server.log());
     assert!(
         server.wait_exit(Duration::from_millis(500)).is_none(),
@@ -654,35 +635,17 @@ async fn a_reload_that_failed_for_a_passing_reason_is_retried() {
     let flood: Vec<_> = (0..32)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
         .collect();
-    let mut exhausted = false;
-    for _ in 0..40 {
-        if server
-            .log()
-            .iter()
-            .any(|l| l.contains("Too many open files"))
-        {
-            exhausted = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let exhausted = server
+        .wait_for_log("Too many open files", Duration::from_secs(2))
+        .await;
     assert!(exhausted, "{:#?}", server.log());
 
     // The renewed certificate lands now; the file watch tries it and fails (EMFILE).
     let second = self_signed();
     write_pair(certs.path(), &second, None);
-    let mut failed = false;
-    for _ in 0..100 {
-        if server
-            .log()
-            .iter()
-            .any(|l| l.contains("TLS certificate reload failed"))
-        {
-            failed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let failed = server
+        .wait_for_log("TLS certificate reload failed", Duration::from_secs(5))
+        .await;
     assert!(failed, "{:#?}", server.log());
     // Two more polls fail the same way: retried (a failed retry keeps the reload pending,
     // which the recovery below needs), yet logged once.
