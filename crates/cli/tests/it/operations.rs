@@ -13,6 +13,20 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tessera"))
 }
 
+/// `tessera <args> --data-dir <data_dir>`, with none of the caller's `TESSERA_CONFIG`,
+/// `TESSERA_DATABASE_URL` or `TESSERA_REQUIRE_POSTGRES`: the test's own settings only.
+fn tessera(args: &[&str], data_dir: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(bin());
+    command
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("TESSERA_CONFIG")
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_REQUIRE_POSTGRES");
+    command
+}
+
 /// A self-signed certificate for `localhost`, as PEM (cert, key).
 fn self_signed() -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -176,12 +190,7 @@ async fn json_logs_carry_request_ids_and_never_secrets() {
 #[test]
 fn a_weak_bootstrap_password_stops_the_first_start_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("TESSERA_CONFIG")
-        .env_remove("TESSERA_DATABASE_URL")
-        .env_remove("TESSERA_REQUIRE_POSTGRES")
+    let out = tessera(&["serve", "--listen", "127.0.0.1:0"], dir.path())
         .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", "aaaaaaaaaaaaaaaa")
         .output()
         .unwrap();
@@ -210,12 +219,7 @@ fn unusable_tls_files_stop_the_server_with_exit_code_2() {
         (p("cert.pem"), p("garbage.pem"), "tls.key"),
         (p("cert.pem"), p("other-key.pem"), "cannot be used together"),
     ] {
-        let out = std::process::Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env_remove("TESSERA_CONFIG")
-            .env_remove("TESSERA_DATABASE_URL")
-            .env_remove("TESSERA_REQUIRE_POSTGRES")
+        let out = tessera(&["serve", "--listen", "127.0.0.1:0"], dir.path())
             .env("TESSERA_TLS__CERT", &cert_file)
             .env("TESSERA_TLS__KEY", &key_file)
             .output()
@@ -228,9 +232,7 @@ fn unusable_tls_files_stop_the_server_with_exit_code_2() {
         );
         assert!(stderr.contains(expect), "{stderr}");
     }
-    let only_cert = std::process::Command::new(bin())
-        .args(["check-config", "--data-dir"])
-        .arg(dir.path())
+    let only_cert = tessera(&["check-config"], dir.path())
         .env("TESSERA_TLS__CERT", p("cert.pem"))
         .output()
         .unwrap();
@@ -555,12 +557,7 @@ AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
     for (name, pem) in [("pkcs8", ENCRYPTED_PKCS8), ("legacy", ENCRYPTED_LEGACY)] {
         let key = certs.path().join(format!("{name}.pem"));
         std::fs::write(&key, pem).unwrap();
-        let out = std::process::Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env_remove("TESSERA_CONFIG")
-            .env_remove("TESSERA_DATABASE_URL")
-            .env_remove("TESSERA_REQUIRE_POSTGRES")
+        let out = tessera(&["serve", "--listen", "127.0.0.1:0"], dir.path())
             .env("TESSERA_TLS__CERT", &cert)
             .env("TESSERA_TLS__KEY", &key)
             .output()
@@ -702,12 +699,7 @@ async fn a_reload_that_failed_for_a_passing_reason_is_retried() {
 fn sighup_while_starting_does_not_stop_the_server() {
     use std::os::unix::process::ExitStatusExt as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("TESSERA_CONFIG")
-        .env_remove("TESSERA_DATABASE_URL")
-        .env_remove("TESSERA_REQUIRE_POSTGRES")
+    let mut child = tessera(&["serve", "--listen", "127.0.0.1:0"], dir.path())
         .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -810,11 +802,7 @@ fn group_readable_tls_key_is_not_warned_about() {
 #[test]
 fn serve_never_logs_a_password_query_parameter() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("TESSERA_CONFIG")
-        .env_remove("TESSERA_REQUIRE_POSTGRES")
+    let out = tessera(&["serve", "--listen", "127.0.0.1:0"], dir.path())
         .env_remove("RUST_LOG")
         // Nothing listens on port 1: the server gives up after the pool timeout.
         .env(
@@ -844,12 +832,7 @@ fn an_endless_tls_cert_is_refused_not_read_forever() {
     let dir = tempfile::tempdir().unwrap();
     let certs = tempfile::tempdir().unwrap();
     write_pair(certs.path(), &self_signed(), None);
-    let mut child = std::process::Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("TESSERA_CONFIG")
-        .env_remove("TESSERA_DATABASE_URL")
-        .env_remove("TESSERA_REQUIRE_POSTGRES")
+    let mut child = tessera(&["serve", "--listen", "127.0.0.1:0"], dir.path())
         .env("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
         .env("TESSERA_TLS__CERT", "/dev/zero")
         .env("TESSERA_TLS__KEY", certs.path().join("key.pem"))
@@ -887,11 +870,7 @@ fn an_endless_tls_cert_is_refused_not_read_forever() {
 #[test]
 fn check_config_prints_the_sqlite_path_sqlx_opens() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check-config", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("TESSERA_CONFIG")
-        .env_remove("TESSERA_REQUIRE_POSTGRES")
+    let out = tessera(&["check-config"], dir.path())
         .env("TESSERA_DATABASE_URL", "sqlite://data/../t.db?mode=rwc")
         .output()
         .unwrap();
@@ -926,11 +905,7 @@ fn check_config_warns_about_an_expired_certificate() {
     )
     .unwrap();
     std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check-config", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("TESSERA_CONFIG")
-        .env_remove("TESSERA_DATABASE_URL")
+    let out = tessera(&["check-config"], dir.path())
         .env("TESSERA_TLS__CERT", dir.path().join("cert.pem"))
         .env("TESSERA_TLS__KEY", dir.path().join("key.pem"))
         .output()
