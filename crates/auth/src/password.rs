@@ -2,9 +2,12 @@
 //!
 //! Hashing is CPU- and memory-bound (19 MiB per hash at the OWASP parameters), so it never
 //! runs on the async runtime: each hash runs on one of a fixed set of hashing threads (one
-//! per permit) behind a fair semaphore with one permit per core, which bounds memory under
-//! a login flood and keeps the runtime free for token checks. A bounded wait queue turns
-//! overload into a fast 503 instead of unbounded latency.
+//! per core), which take jobs in arrival order from one queue. That bounds memory under a
+//! login flood and keeps the runtime free for token checks. The queue is bounded: past it,
+//! overload gets a fast 503 instead of unbounded latency. A job goes straight into the
+//! queue, so a thread that finishes a hash takes the next one at once, without waiting for
+//! the runtime to hand it over; a job whose caller has gone (a cancelled request) is
+//! dropped unrun when its turn comes.
 //!
 //! Why dedicated threads, each with its own working memory: Argon2 needs `m` KiB of scratch
 //! memory per hash. Allocated per hash, it went through the allocator: glibc raises its mmap
@@ -33,7 +36,6 @@ use std::time::Duration;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::Semaphore;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{AuthError, Result};
@@ -265,11 +267,53 @@ impl Verification {
 pub struct PasswordHasher {
     params: HashParams,
     threads: HashThreads,
-    permits: Arc<Semaphore>,
-    concurrency: usize,
-    waiting: Arc<AtomicUsize>,
-    max_waiting: usize,
+    /// Jobs admitted and running, shared with the jobs themselves.
+    load: Arc<Load>,
+    /// The most jobs admitted at once: the threads' own plus the queue's bound.
+    max_admitted: usize,
     dummy_hash: String,
+}
+
+/// How many hashing jobs are admitted (queued or running) and how many of them are running.
+#[derive(Debug, Default)]
+struct Load {
+    admitted: AtomicUsize,
+    running: AtomicUsize,
+}
+
+/// A job's place: taken on admission, given back when the job ends or is dropped unrun.
+struct Ticket {
+    load: Arc<Load>,
+    running: bool,
+}
+
+impl Ticket {
+    /// A place for one more job, unless `max` are admitted already.
+    fn take(load: &Arc<Load>, max: usize) -> Option<Self> {
+        load.admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Self {
+            load: Arc::clone(load),
+            running: false,
+        })
+    }
+
+    fn start(&mut self) {
+        self.running = true;
+        self.load.running.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.running {
+            self.load.running.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.load.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl PasswordHasher {
@@ -297,13 +341,12 @@ impl PasswordHasher {
         nice: u8,
     ) -> Result<Self> {
         let dummy_hash = dummy_hash(params)?;
+        let concurrency = concurrency.max(1);
         Ok(Self {
             params,
-            threads: HashThreads::new(concurrency.max(1), nice.min(19))?,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            concurrency: concurrency.max(1),
-            waiting: Arc::new(AtomicUsize::new(0)),
-            max_waiting,
+            threads: HashThreads::new(concurrency, nice.min(19))?,
+            load: Arc::new(Load::default()),
+            max_admitted: concurrency.saturating_add(max_waiting),
             dummy_hash,
         })
     }
@@ -314,17 +357,22 @@ impl PasswordHasher {
         self.params
     }
 
-    /// Hashes running now (slots taken), at most the configured concurrency.
+    /// Hashes running now, at most the configured concurrency.
     #[must_use]
     pub fn in_flight(&self) -> usize {
-        self.concurrency
-            .saturating_sub(self.permits.available_permits())
+        self.load.running.load(Ordering::Relaxed)
     }
 
-    /// Requests currently waiting for a hashing slot.
+    /// Requests currently waiting for a hashing thread.
     #[must_use]
     pub fn queue_depth(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        // Two reads, not one snapshot: a job ending between them may be missed, never
+        // counted below zero.
+        let running = self.load.running.load(Ordering::SeqCst);
+        self.load
+            .admitted
+            .load(Ordering::SeqCst)
+            .saturating_sub(running)
     }
 
     /// Hashes a new password (PHC string).
@@ -360,31 +408,23 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        // A free slot is taken at once (tokio's semaphore hands released permits to waiters
-        // first, so this never jumps the queue). Otherwise wait, but only behind a bounded
-        // number of others: refuse fast rather than queue without limit.
-        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let depth = self.waiting.fetch_add(1, Ordering::SeqCst);
-                let _guard = WaitGuard(&self.waiting);
-                if depth >= self.max_waiting {
-                    return Err(AuthError::Unavailable(
-                        "too many password checks in progress; retry shortly",
-                    ));
-                }
-                Arc::clone(&self.permits)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| AuthError::Unavailable("password hashing is shutting down"))?
-            }
-        };
+        // Admitted only behind a bounded number of others: refuse fast rather than queue
+        // without limit.
+        let mut ticket = Ticket::take(&self.load, self.max_admitted).ok_or(
+            AuthError::Unavailable("too many password checks in progress; retry shortly"),
+        )?;
         let span = tracing::Span::current();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.threads.submit(Box::new(move || {
+            ticket.start();
+            // The caller has gone (its request was cancelled or timed out): nobody would
+            // read the answer, so the hash is not worth a core.
+            if tx.is_closed() {
+                return;
+            }
             let result = span.in_scope(f);
-            // Free the slot before answering, so the caller never sees it still taken.
-            drop(permit);
+            // Free the place before answering, so the caller never sees it still taken.
+            drop(ticket);
             let _ = tx.send(result);
         }))?;
         rx.await
@@ -415,18 +455,18 @@ fn lower_priority(nice: u8) {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority(_nice: u8) {}
 
-/// The hashing threads: as many as there are permits, so every hash finds one idle.
+/// The hashing threads and their queue: every thread waits on the queue itself (a
+/// multi-consumer channel), so a finished hash is followed at once by the next queued one.
 #[derive(Debug)]
 struct HashThreads {
-    jobs: std::sync::mpsc::Sender<HashJob>,
+    jobs: flume::Sender<HashJob>,
 }
 
 impl HashThreads {
     fn new(count: usize, nice: u8) -> Result<Self> {
-        let (jobs, rx) = std::sync::mpsc::channel::<HashJob>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let (jobs, rx) = flume::unbounded::<HashJob>();
         for _ in 0..count {
-            let rx = Arc::clone(&rx);
+            let rx = rx.clone();
             std::thread::Builder::new()
                 .name("tessera-hash".into())
                 .spawn(move || {
@@ -460,47 +500,28 @@ impl HashThreads {
 }
 
 /// How long a hashing thread holding password-derived memory waits for another job before it
-/// wipes that memory. Under a login flood the next job comes within this (the freed slot's
-/// waiter submits it as soon as the runtime polls it), and that hash overwrites every block
-/// it uses in its first pass, so the wipe, 19 MiB of writes (6.5 % of a login's CPU, by
-/// `perf record` of the login benchmark), is only paid when the flood ends. It is a
-/// minimum: the hashing threads run below the process's priority, so on a saturated CPU
-/// the wipe waits to be scheduled like any other work of theirs.
+/// wipes that memory. Under a login flood the next job is already queued, and that hash
+/// overwrites every block it uses in its first pass, so the wipe, 19 MiB of writes (6.5 % of
+/// a login's CPU, by `perf record` of the login benchmark), is only paid when the flood
+/// ends. It is a minimum: the hashing threads run below the process's priority, so on a
+/// saturated CPU the wipe waits to be scheduled like any other work of theirs.
 const WIPE_AFTER_IDLE: Duration = Duration::from_millis(2);
 
 /// The next job for a hashing thread, or `None` once the hasher is gone. A thread whose
 /// memory is dirty waits only [`WIPE_AFTER_IDLE`] for it and then wipes before it waits
 /// longer, so password-derived memory outlives the last hash by that, plus whatever wait
-/// for the CPU a busy machine adds. It
-/// waits on the queue only when it gets the lock at once: another thread holding it may
-/// wait there indefinitely, so a dirty thread that cannot have it wipes first.
-fn next_job(rx: &std::sync::Mutex<std::sync::mpsc::Receiver<HashJob>>) -> Option<HashJob> {
-    use std::sync::TryLockError;
-    use std::sync::mpsc::RecvTimeoutError;
+/// for the CPU a busy machine adds. Each thread waits on the queue on its own: none waits
+/// behind another to wipe.
+fn next_job(rx: &flume::Receiver<HashJob>) -> Option<HashJob> {
     if work_memory_dirty() {
-        let received = match rx.try_lock() {
-            Ok(rx) => rx.recv_timeout(WIPE_AFTER_IDLE),
-            Err(TryLockError::WouldBlock) => Err(RecvTimeoutError::Timeout),
-            Err(TryLockError::Poisoned(_)) => Err(RecvTimeoutError::Disconnected),
-        };
-        match received {
+        match rx.recv_timeout(WIPE_AFTER_IDLE) {
             Ok(job) => return Some(job),
-            // The lock is released here: the wipe never holds up another thread.
-            Err(RecvTimeoutError::Timeout) => wipe_work_memory(),
-            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(flume::RecvTimeoutError::Timeout) => wipe_work_memory(),
+            Err(flume::RecvTimeoutError::Disconnected) => return None,
         }
     }
-    // Clean memory: wait as long as it takes. The lock is held only while taking a job,
-    // never while running it.
-    rx.lock().ok()?.recv().ok()
-}
-
-struct WaitGuard<'a>(&'a AtomicUsize);
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    // Clean memory: wait as long as it takes.
+    rx.recv().ok()
 }
 
 /// Bytes of Argon2 output in new hashes (the PHC default, 256 bits).
@@ -935,8 +956,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_hashing_thread_wipes_even_while_another_waits_for_work() {
-        // Two threads: one of them waits on the job queue (holding its lock) while the other
-        // goes idle with dirty memory, which must not wait behind it to wipe.
+        // Two threads: one of them waits on the job queue while the other goes idle with
+        // dirty memory, which must not wait behind it to wipe.
         let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 2, 16).unwrap();
         // Jobs that cannot finish until both are running: one on each thread.
         let on_both = |job: fn() -> (usize, usize, bool)| {
@@ -959,8 +980,8 @@ mod tests {
         assert_ne!(tx, ty, "one hash per thread");
         assert_eq!((x.1, y.1), (64, 64), "both left dirty memory behind");
         // One check, after 250 times the idle delay: unlike `state_once_idle`, no retry, as
-        // the checks themselves are jobs, and a job reaching a thread stuck behind the
-        // queue's lock would let it go on and wipe, hiding that it was stuck.
+        // the checks themselves are jobs, and a job reaching a thread stuck waiting on the
+        // queue would let it go on and wipe, hiding that it was stuck.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (x, y) = on_both(work_memory_state).await;
         let ((tx, x), (ty, y)) = (x.unwrap(), y.unwrap());
@@ -1083,13 +1104,72 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused_not_waited_on() {
-        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 0).unwrap();
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 1).unwrap();
         assert!(h.hash(pw("a free slot is used at once")).await.is_ok());
-        let _busy = Arc::clone(&h.permits).try_acquire_owned().unwrap();
-        assert!(matches!(
-            h.hash(pw("x")).await,
-            Err(AuthError::Unavailable(_))
-        ));
+        // One job holds the thread, one waits behind it: the queue is full.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = h.run(move || held.recv().is_ok());
+        let queued = h.hash(pw("queued"));
+        let full = async {
+            while (h.in_flight(), h.queue_depth()) != (1, 1) {
+                tokio::task::yield_now().await;
+            }
+            let refused = h.hash(pw("x")).await;
+            assert!(
+                matches!(refused, Err(AuthError::Unavailable(_))),
+                "{refused:?}"
+            );
+            release.send(()).unwrap();
+        };
+        let (busy, queued, ()) = tokio::join!(busy, queued, full);
+        assert!(busy.unwrap());
+        assert!(
+            queued.is_ok(),
+            "the queued job ran once the thread was free"
+        );
+        assert_eq!((h.in_flight(), h.queue_depth()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_has_gone_is_dropped_unrun() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 4).unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let busy = h.run(move || held.recv().is_ok());
+        let count = Arc::clone(&ran);
+        let abandoned = h.run(move || count.fetch_add(1, Ordering::SeqCst));
+        let rest = async {
+            while h.in_flight() == 0 {
+                tokio::task::yield_now().await;
+            }
+            // Polled once, so it is queued behind the busy job, then given up.
+            let mut abandoned = Box::pin(abandoned);
+            assert!(futures_poll_once(abandoned.as_mut()).await.is_none());
+            assert_eq!(h.queue_depth(), 1);
+            drop(abandoned);
+            release.send(()).unwrap();
+        };
+        let (busy, ()) = tokio::join!(busy, rest);
+        assert!(busy.unwrap());
+        // A job queued after the abandoned one runs, and the abandoned one never did.
+        let count = Arc::clone(&ran);
+        assert_eq!(
+            h.run(move || count.load(Ordering::SeqCst)).await.unwrap(),
+            0
+        );
+        assert_eq!((h.in_flight(), h.queue_depth()), (0, 0));
+    }
+
+    /// Polls `f` once: its output if it was ready.
+    async fn futures_poll_once<F: Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     #[test]
