@@ -381,24 +381,12 @@ impl<S: Store> Auth<S> {
             SecondFactor::Otp(_) => vec!["pwd".into(), "otp".into()],
             SecondFactor::RecoveryCode(_) => vec!["pwd".into(), "mfa".into()],
         };
-        let response = self
-            .start_session(user, client_id, scope, amr, meta)
-            .await?;
         let mut detail = serde_json::json!({"mfa": factor.method()});
         if during_lockout && let Some(o) = detail.as_object_mut() {
             o.insert("during_lockout".into(), serde_json::Value::Bool(true));
         }
-        self.audit(
-            meta,
-            "login",
-            "success",
-            Some(user),
-            None,
-            Some(client_id),
-            detail,
-        )
-        .await;
-        Ok(response)
+        self.start_session(user, client_id, scope, amr, meta, detail)
+            .await
     }
 
     /// Checks a TOTP code (±1 step of skew) against the active (or, with `pending`, the

@@ -560,22 +560,19 @@ impl<S: Store> Auth<S> {
         if had_failures {
             self.store.clear_throttle(&throttle_key).await?;
         }
-        let response = self
-            .start_session(&user, &client.id, &scope, vec!["pwd".into()], meta)
-            .await?;
-        self.audit(
+        self.start_session(
+            &user,
+            &client.id,
+            &scope,
+            vec!["pwd".into()],
             meta,
-            "login",
-            "success",
-            Some(&user),
-            None,
-            Some(&client.id),
             serde_json::json!({}),
         )
-        .await;
-        Ok(response)
+        .await
     }
 
+    /// Starts a session for a user who has just signed in, and records the `login` /
+    /// `success` audit event (with `detail`) in the same transaction.
     pub(crate) async fn start_session(
         &self,
         user: &User,
@@ -583,6 +580,7 @@ impl<S: Store> Auth<S> {
         scope: &str,
         amr: Vec<String>,
         meta: &RequestMeta,
+        detail: serde_json::Value,
     ) -> Result<TokenResponse> {
         let now = self.now();
         let absolute = now.saturating_add(self.config.session_max_age);
@@ -604,10 +602,26 @@ impl<S: Store> Auth<S> {
             user_agent: meta.user_agent.clone(),
         };
         let refresh = tokens::new_refresh_token()?;
-        self.store
-            .create_session(&session, &tokens::refresh_token_hash(&refresh))
-            .await?;
+        // Signed first: a signing failure leaves no session behind.
         let (access_token, expires_in) = self.issue_access_token(user, &session, scope, now)?;
+        let event = self.audit_event(
+            meta,
+            "login",
+            "success",
+            Some(user),
+            None,
+            Some(client_id),
+            detail,
+        );
+        self.store
+            .create_session_audited(
+                &session,
+                &tokens::refresh_token_hash(&refresh),
+                &event,
+                audit::chain_hash,
+            )
+            .await?;
+        self.audit_recorded(&event);
         Ok(TokenResponse {
             access_token,
             token_type: "bearer",
@@ -1793,7 +1807,26 @@ impl<S: Store> Auth<S> {
         client_id: Option<&str>,
         detail: serde_json::Value,
     ) {
-        let e = AuditEvent {
+        let e = self.audit_event(meta, event, outcome, user, username, client_id, detail);
+        if let Err(err) = self.store.append_audit(&e, audit::chain_hash).await {
+            tracing::error!(target: "tessera::auth", error = %err, event = %e.event, "could not write audit event");
+        }
+        self.audit_recorded(&e);
+    }
+
+    /// An audit event as [`Auth::audit`] records it.
+    #[allow(clippy::too_many_arguments)]
+    fn audit_event(
+        &self,
+        meta: &RequestMeta,
+        event: &str,
+        outcome: &str,
+        user: Option<&User>,
+        username: Option<String>,
+        client_id: Option<&str>,
+        detail: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
             at: self.now(),
             event: event.to_owned(),
             outcome: outcome.to_owned(),
@@ -1804,13 +1837,14 @@ impl<S: Store> Auth<S> {
             user_agent: meta.user_agent.clone(),
             request_id: meta.request_id.clone(),
             detail,
-        };
-        tracing::info!(target: "audit", event = %e.event, outcome = %e.outcome, user = e.username.as_deref(), client = e.client_id.as_deref(), ip = e.ip.as_deref(), request_id = e.request_id.as_deref(), "audit");
-        if let Err(err) = self.store.append_audit(&e, audit::chain_hash).await {
-            tracing::error!(target: "tessera::auth", error = %err, event = %e.event, "could not write audit event");
         }
+    }
+
+    /// Logs an audit event (whether or not its row was written) and tells the observer.
+    fn audit_recorded(&self, e: &AuditEvent) {
+        tracing::info!(target: "audit", event = %e.event, outcome = %e.outcome, user = e.username.as_deref(), client = e.client_id.as_deref(), ip = e.ip.as_deref(), request_id = e.request_id.as_deref(), "audit");
         if let Some(observer) = &self.observer {
-            observer.observe(&e);
+            observer.observe(e);
         }
     }
 }

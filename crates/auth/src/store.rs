@@ -161,6 +161,16 @@ pub trait SessionStore: Send + Sync {
         session: &Session,
         refresh_hash: &[u8; 32],
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// [`SessionStore::create_session`] and [`AuditStore::append_audit`] in one
+    /// transaction: a login and its audit row are stored together or not at all, with one
+    /// commit instead of two. Returns the audit row's id.
+    fn create_session_audited(
+        &self,
+        session: &Session,
+        refresh_hash: &[u8; 32],
+        event: &AuditEvent,
+        chain: ChainFn,
+    ) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Rotates a refresh token atomically; see [`RotateOutcome`].
     fn rotate_refresh_token(
         &self,

@@ -516,6 +516,74 @@ macro_rules! user_columns_sql {
 }
 const USER_COLUMNS: &str = user_columns_sql!();
 
+/// Inserts a session and its first refresh token inside the open transaction `$tx`.
+macro_rules! insert_session {
+    ($tx:ident, $s:ident, $refresh_hash:ident) => {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, client_id, scope, amr, created_at, last_used_at, idle_expires_at,
+                                   absolute_expires_at, revoked_at, revoke_reason, ip, user_agent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)",
+        )
+        .bind($s.id.to_string())
+        .bind($s.user_id.to_string())
+        .bind(&$s.client_id)
+        .bind(&$s.scope)
+        .bind(strings_json(&$s.amr))
+        .bind($s.created_at)
+        .bind($s.last_used_at)
+        .bind($s.idle_expires_at)
+        .bind($s.absolute_expires_at)
+        .bind(&$s.ip)
+        .bind(&$s.user_agent)
+        .execute(&mut *$tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, used_at, successor_hash) VALUES ($1, $2, $3, NULL, NULL)")
+            .bind(&$refresh_hash[..])
+            .bind($s.id.to_string())
+            .bind($s.created_at)
+            .execute(&mut *$tx)
+            .await
+            .map_err(map_err)?;
+    };
+}
+
+/// Appends an audit row inside the open transaction `$tx`, chained to the last row's hash
+/// (under `$lock` where the backend needs one); evaluates to the new row's id.
+macro_rules! append_audit_in {
+    ($tx:ident, $e:ident, $chain:ident, $lock:expr) => {{
+        if let Some(lock) = $lock {
+            sqlx::query(lock).execute(&mut *$tx).await.map_err(map_err)?;
+        }
+        let prev: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err(map_err)?;
+        let prev = prev.unwrap_or_else(|| vec![0u8; 32]);
+        let hash = $chain(&prev, $e);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_log (at, event, outcome, user_id, username, client_id, ip, user_agent, request_id, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind($e.at)
+        .bind(&$e.event)
+        .bind(&$e.outcome)
+        .bind(&$e.user_id)
+        .bind(&$e.username)
+        .bind(&$e.client_id)
+        .bind(&$e.ip)
+        .bind(&$e.user_agent)
+        .bind(&$e.request_id)
+        .bind($e.detail.to_string())
+        .bind(&prev)
+        .bind(&hash[..])
+        .fetch_one(&mut *$tx)
+        .await
+        .map_err(map_err)?;
+        id
+    }};
+}
+
 /// Implements every storage trait for a backend. `$begin` starts a write transaction
 /// (SQLite takes the write lock up front with `BEGIN IMMEDIATE` so a transaction never has
 /// to upgrade a read lock); `$audit_lock` serializes audit-chain appends across
@@ -641,35 +709,20 @@ macro_rules! sql_store {
             async fn create_session(&self, s: &Session, refresh_hash: &[u8; 32]) -> StoreResult<()> {
                 let mut turn = self.write_turn().await?;
                 let mut tx = turn.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO sessions (id, user_id, client_id, scope, amr, created_at, last_used_at, idle_expires_at,
-                                           absolute_expires_at, revoked_at, revoke_reason, ip, user_agent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)",
-                )
-                .bind(s.id.to_string())
-                .bind(s.user_id.to_string())
-                .bind(&s.client_id)
-                .bind(&s.scope)
-                .bind(strings_json(&s.amr))
-                .bind(s.created_at)
-                .bind(s.last_used_at)
-                .bind(s.idle_expires_at)
-                .bind(s.absolute_expires_at)
-                .bind(&s.ip)
-                .bind(&s.user_agent)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, used_at, successor_hash) VALUES ($1, $2, $3, NULL, NULL)")
-                    .bind(&refresh_hash[..])
-                    .bind(s.id.to_string())
-                    .bind(s.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                insert_session!(tx, s, refresh_hash);
                 tx.commit().await.map_err(map_err)?;
                 turn.committed();
                 Ok(())
+            }
+
+            async fn create_session_audited(&self, s: &Session, refresh_hash: &[u8; 32], e: &AuditEvent, chain: ChainFn) -> StoreResult<i64> {
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
+                insert_session!(tx, s, refresh_hash);
+                let id = append_audit_in!(tx, e, chain, $audit_lock);
+                tx.commit().await.map_err(map_err)?;
+                turn.committed();
+                Ok(id)
             }
 
             async fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome> {
@@ -1388,34 +1441,7 @@ macro_rules! sql_store {
             async fn append_audit(&self, e: &AuditEvent, chain: ChainFn) -> StoreResult<i64> {
                 let mut turn = self.write_turn().await?;
                 let mut tx = turn.begin_with($begin).await?;
-                if let Some(lock) = $audit_lock {
-                    sqlx::query(lock).execute(&mut *tx).await.map_err(map_err)?;
-                }
-                let prev: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                let prev = prev.unwrap_or_else(|| vec![0u8; 32]);
-                let hash = chain(&prev, e);
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO audit_log (at, event, outcome, user_id, username, client_id, ip, user_agent, request_id, detail, prev_hash, hash)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                )
-                .bind(e.at)
-                .bind(&e.event)
-                .bind(&e.outcome)
-                .bind(&e.user_id)
-                .bind(&e.username)
-                .bind(&e.client_id)
-                .bind(&e.ip)
-                .bind(&e.user_agent)
-                .bind(&e.request_id)
-                .bind(e.detail.to_string())
-                .bind(&prev)
-                .bind(&hash[..])
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                let id = append_audit_in!(tx, e, chain, $audit_lock);
                 tx.commit().await.map_err(map_err)?;
                 turn.committed();
                 Ok(id)
@@ -1655,6 +1681,7 @@ delegate! {
     }
     SessionStore {
         fn create_session(&self, session: &Session, refresh_hash: &[u8; 32]) -> StoreResult<()>;
+        fn create_session_audited(&self, session: &Session, refresh_hash: &[u8; 32], event: &AuditEvent, chain: ChainFn) -> StoreResult<i64>;
         fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome>;
         fn find_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
         fn find_refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<(Session, Option<i64>)>>;

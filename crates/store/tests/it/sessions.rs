@@ -1,15 +1,17 @@
 //! `SessionStore` outside rotation: creation and lookups, the live-session listing and count, and
 //! revocation of one session or all of a user's (with their revocation events).
 
+use tessera_auth::audit::{chain_hash, verify_chain};
 use tessera_auth::model::{RevocationEvent, RevocationKind, SessionId};
-use tessera_auth::store::{RevocationStore as _, SessionStore as _};
+use tessera_auth::store::{AuditStore as _, RevocationStore as _, SessionStore as _};
 
 use crate::support::{
-    EVENT_TTL, NOW, TestDb, conformance, insert_user, session, session_with, token,
+    EVENT_TTL, NOW, TestDb, audit_event, conformance, insert_user, session, session_with, token,
 };
 
 conformance!(
     created_session_round_trips_with_its_refresh_token,
+    a_session_and_its_audit_row_are_stored_together_or_not_at_all,
     unknown_sessions_and_refresh_tokens_are_not_found,
     duplicate_refresh_token_hash_is_refused_and_stores_nothing,
     live_sessions_exclude_revoked_and_expired_ones_and_come_newest_first,
@@ -22,6 +24,64 @@ conformance!(
 /// Every revocation event still alive at [`NOW`].
 async fn events(db: &TestDb) -> Vec<RevocationEvent> {
     db.revocations_since(0, NOW, 1000).await.unwrap()
+}
+
+async fn a_session_and_its_audit_row_are_stored_together_or_not_at_all(db: TestDb) {
+    let u = insert_user(&db, "alice").await;
+    let first = db
+        .append_audit(&audit_event(NOW, "user_created", Some("u-1")), chain_hash)
+        .await
+        .unwrap();
+    let s = session(u.id, NOW);
+    let login = audit_event(NOW + 1, "login", Some("u-1"));
+    let id = db
+        .create_session_audited(&s, &token(1), &login, chain_hash)
+        .await
+        .unwrap();
+    assert!(id > first, "{id} after {first}");
+    assert_eq!(db.find_session(s.id).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        db.find_refresh_token(&token(1)).await.unwrap(),
+        Some((s.clone(), None))
+    );
+    let rows = db.list_audit(0, None, None, 100).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[1].id, &rows[1].event), (id, &login));
+    // Chained to the row before it, like any other append.
+    assert!(verify_chain(vec![0; 32], &rows).is_ok(), "{rows:?}");
+
+    // The session fails (its refresh token hash is taken): no audit row either.
+    let again = session(u.id, NOW + 2);
+    assert!(
+        db.create_session_audited(&again, &token(1), &login, chain_hash)
+            .await
+            .is_err()
+    );
+    assert_eq!(db.find_session(again.id).await.unwrap(), None);
+    assert_eq!(db.list_audit(0, None, None, 100).await.unwrap().len(), 2);
+
+    // The audit row fails (the database refuses it): no session either.
+    let refuse = match db.backend() {
+        "sqlite" => vec![
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        ],
+        _ => vec![
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        ],
+    };
+    for sql in refuse {
+        db.execute(sql).await;
+    }
+    let third = session(u.id, NOW + 3);
+    let err = db
+        .create_session_audited(&third, &token(3), &login, chain_hash)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("refused"), "{err:?}");
+    assert_eq!(db.find_session(third.id).await.unwrap(), None);
+    assert_eq!(db.find_refresh_token(&token(3)).await.unwrap(), None);
+    assert_eq!(db.list_audit(0, None, None, 100).await.unwrap().len(), 2);
 }
 
 async fn created_session_round_trips_with_its_refresh_token(db: TestDb) {
