@@ -6,8 +6,8 @@
 //! login flood and keeps the runtime free for token checks. The queue is bounded: past it,
 //! overload gets a fast 503 instead of unbounded latency. A job goes straight into the
 //! queue, so a thread that finishes a hash takes the next one at once, without waiting for
-//! the runtime to hand it over; a job whose caller has gone (a cancelled request) is
-//! dropped unrun when its turn comes.
+//! the runtime to hand it over. A caller that goes away (a cancelled request) gives its
+//! place in the queue back at once, and its job is skipped when its turn comes.
 //!
 //! Why dedicated threads, each with its own working memory: Argon2 needs `m` KiB of scratch
 //! memory per hash. Allocated per hash, it went through the allocator: glibc raises its mmap
@@ -281,38 +281,51 @@ struct Load {
     running: AtomicUsize,
 }
 
-/// A job's place: taken on admission, given back when the job ends or is dropped unrun.
-struct Ticket {
+/// An admitted job's work, shared by its caller and the job on the queue: whichever takes
+/// it first decides. The job takes it when it reaches a thread, and runs it; a caller that
+/// goes away first (its request was cancelled or timed out) takes it and drops it, giving
+/// its place back at once, so gone callers never fill the queue, and the password they
+/// carried is dropped (and zeroized) then, not when a thread reaches the job.
+struct Place<F> {
     load: Arc<Load>,
-    running: bool,
+    work: std::sync::Mutex<Option<F>>,
 }
 
-impl Ticket {
-    /// A place for one more job, unless `max` are admitted already.
-    fn take(load: &Arc<Load>, max: usize) -> Option<Self> {
-        load.admitted
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()?;
-        Some(Self {
-            load: Arc::clone(load),
-            running: false,
-        })
-    }
-
-    fn start(&mut self) {
-        self.running = true;
-        self.load.running.fetch_add(1, Ordering::SeqCst);
+impl<F> Place<F> {
+    fn take(&self) -> Option<F> {
+        self.work
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 
-impl Drop for Ticket {
+/// The caller's side of a [`Place`]: dropped before the job has started, it gives the
+/// place back.
+struct Waiting<F>(Arc<Place<F>>);
+
+impl<F> Drop for Waiting<F> {
     fn drop(&mut self) {
-        if self.running {
-            self.load.running.fetch_sub(1, Ordering::SeqCst);
+        if self.0.take().is_some() {
+            self.0.load.admitted.fetch_sub(1, Ordering::SeqCst);
         }
-        self.load.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A job running on a hashing thread: gives its place back when it ends, panics included.
+struct Running(Arc<Load>);
+
+impl Running {
+    fn start(load: &Arc<Load>) -> Self {
+        load.running.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(load))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -410,25 +423,43 @@ impl PasswordHasher {
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         // Admitted only behind a bounded number of others: refuse fast rather than queue
         // without limit.
-        let mut ticket = Ticket::take(&self.load, self.max_admitted).ok_or(
-            AuthError::Unavailable("too many password checks in progress; retry shortly"),
-        )?;
+        let max = self.max_admitted;
+        self.load
+            .admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| {
+                AuthError::Unavailable("too many password checks in progress; retry shortly")
+            })?;
+        let place = Arc::new(Place {
+            load: Arc::clone(&self.load),
+            work: std::sync::Mutex::new(Some(f)),
+        });
+        // Gives the place back if this future is dropped (or the job cannot be queued)
+        // before the job has started.
+        let waiting = Waiting(Arc::clone(&place));
         let span = tracing::Span::current();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.threads.submit(Box::new(move || {
-            ticket.start();
-            // The caller has gone (its request was cancelled or timed out): nobody would
-            // read the answer, so the hash is not worth a core.
-            if tx.is_closed() {
+            let Some(f) = place.take() else {
+                // Its caller has gone and given the place back. The buffer is as the last
+                // job left it: clean, or holding one hash that the next hash overwrites or
+                // the idle wipe clears (see `next_job`).
+                JOB_HASHED.set(true);
                 return;
-            }
+            };
+            let running = Running::start(&place.load);
             let result = span.in_scope(f);
             // Free the place before answering, so the caller never sees it still taken.
-            drop(ticket);
+            drop(running);
             let _ = tx.send(result);
         }))?;
-        rx.await
-            .map_err(|_| AuthError::Internal("password hashing task failed".into()))
+        let result = rx
+            .await
+            .map_err(|_| AuthError::Internal("password hashing task failed".into()));
+        drop(waiting);
+        result
     }
 }
 
@@ -1132,7 +1163,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_whose_caller_has_gone_is_dropped_unrun() {
-        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 4).unwrap();
+        // One thread and one queue place: a caller that goes away gives its place back at
+        // once, to the next caller, and its job never runs.
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 1).unwrap();
         let (release, held) = std::sync::mpsc::channel::<()>();
         let ran = Arc::new(AtomicUsize::new(0));
         let busy = h.run(move || held.recv().is_ok());
@@ -1147,17 +1180,55 @@ mod tests {
             assert!(futures_poll_once(abandoned.as_mut()).await.is_none());
             assert_eq!(h.queue_depth(), 1);
             drop(abandoned);
+            assert_eq!(h.queue_depth(), 0, "a gone caller still counted as waiting");
+            // Its place is free: the next caller waits instead of being refused.
+            let count = Arc::clone(&ran);
+            let mut next = Box::pin(h.run(move || count.load(Ordering::SeqCst)));
+            assert!(futures_poll_once(next.as_mut()).await.is_none());
+            assert_eq!(h.queue_depth(), 1);
             release.send(()).unwrap();
+            next.await
         };
-        let (busy, ()) = tokio::join!(busy, rest);
+        let (busy, next) = tokio::join!(busy, rest);
         assert!(busy.unwrap());
-        // A job queued after the abandoned one runs, and the abandoned one never did.
-        let count = Arc::clone(&ran);
-        assert_eq!(
-            h.run(move || count.load(Ordering::SeqCst)).await.unwrap(),
-            0
-        );
+        assert_eq!(next.unwrap(), 0, "the abandoned job ran");
         assert_eq!((h.in_flight(), h.queue_depth()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_skipped_job_leaves_the_buffer_to_the_next_queued_hash() {
+        // A hash, then (queued before it ends, so the thread never goes idle) a job whose
+        // caller has gone and a check of the buffer: skipping costs no wipe. (The idle
+        // wipe still clears it: `hashing_threads_wipe_their_memory_when_no_hash_follows`.)
+        for with_skipped in [false, true] {
+            let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 4).unwrap();
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = h.run(move || {
+                hash_blocking(HashParams::INSECURE_FOR_TESTS, b"correct horse").unwrap();
+                held.recv().is_ok()
+            });
+            let rest = async {
+                while h.in_flight() == 0 {
+                    tokio::task::yield_now().await;
+                }
+                if with_skipped {
+                    let mut gone = Box::pin(h.run(|| ()));
+                    assert!(futures_poll_once(gone.as_mut()).await.is_none());
+                    drop(gone);
+                }
+                let mut check = Box::pin(h.run(work_memory_state));
+                assert!(futures_poll_once(check.as_mut()).await.is_none());
+                release.send(()).unwrap();
+                check.await.unwrap()
+            };
+            let (busy, (blocks, dirty, _)) = tokio::join!(busy, rest);
+            assert!(busy.unwrap());
+            assert_eq!(
+                (blocks, dirty),
+                (64, 64),
+                "with a skipped job: {with_skipped}"
+            );
+        }
     }
 
     /// Polls `f` once: its output if it was ready.

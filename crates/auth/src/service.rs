@@ -621,7 +621,9 @@ impl<S: Store> Auth<S> {
                 audit::chain_hash,
             )
             .await?;
-        self.audit_recorded(&event);
+        // Logged once stored: the login has happened only if its transaction committed.
+        log_audit(&event);
+        self.observe_audit(&event);
         Ok(TokenResponse {
             access_token,
             token_type: "bearer",
@@ -1808,10 +1810,13 @@ impl<S: Store> Auth<S> {
         detail: serde_json::Value,
     ) {
         let e = self.audit_event(meta, event, outcome, user, username, client_id, detail);
+        // Logged first: the line stays even if the write fails or the request goes away
+        // while it runs.
+        log_audit(&e);
         if let Err(err) = self.store.append_audit(&e, audit::chain_hash).await {
             tracing::error!(target: "tessera::auth", error = %err, event = %e.event, "could not write audit event");
         }
-        self.audit_recorded(&e);
+        self.observe_audit(&e);
     }
 
     /// An audit event as [`Auth::audit`] records it.
@@ -1840,13 +1845,17 @@ impl<S: Store> Auth<S> {
         }
     }
 
-    /// Logs an audit event (whether or not its row was written) and tells the observer.
-    fn audit_recorded(&self, e: &AuditEvent) {
-        tracing::info!(target: "audit", event = %e.event, outcome = %e.outcome, user = e.username.as_deref(), client = e.client_id.as_deref(), ip = e.ip.as_deref(), request_id = e.request_id.as_deref(), "audit");
+    /// Tells the observer (the metrics) about an audit event.
+    fn observe_audit(&self, e: &AuditEvent) {
         if let Some(observer) = &self.observer {
             observer.observe(e);
         }
     }
+}
+
+/// An audit event's line in the log, under the target `audit`.
+fn log_audit(e: &AuditEvent) {
+    tracing::info!(target: "audit", event = %e.event, outcome = %e.outcome, user = e.username.as_deref(), client = e.client_id.as_deref(), ip = e.ip.as_deref(), request_id = e.request_id.as_deref(), "audit");
 }
 
 fn parse_roles(roles: &[String]) -> Result<Vec<Role>> {
