@@ -5,7 +5,10 @@
 //! *username*, whether or not it exists, so a lockout tells an attacker nothing. After
 //! `lockout_threshold` failures within `failure_window`, attempts are refused for
 //! `lockout_base`, doubling with each further failure up to `lockout_max` (bounded: nobody is
-//! locked out for long). Attempts during a lock are not counted. An admin can unlock, and an
+//! locked out for long). Attempts during a lock are not counted; attempts admitted before it
+//! and checked after (a burst of concurrent guesses) are counted and get the lock's answer
+//! whatever the password. A password change checks the current password against the same
+//! per-username lock. An admin can unlock, and an
 //! account with a second factor can always log in with password + code, which an attacker
 //! guessing passwords cannot produce.
 
@@ -15,7 +18,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{AuthError, Result};
 use crate::model::{MfaChallenge, RequestMeta, Session, SessionId, User, UserId};
-use crate::service::{AccessContext, Actor, Auth, ClientPolicy, SecondFactor, TokenResponse};
+use crate::service::{
+    AccessContext, Actor, Auth, ClientPolicy, SecondFactor, TokenResponse, user_throttle_key,
+};
 use crate::store::Store;
 
 /// Limits on failed attempts.
@@ -153,6 +158,11 @@ impl<S: Store> Auth<S> {
 
     /// Counts a failure against a throttle key and locks it when the threshold is reached
     /// (audited as `lockout`).
+    ///
+    /// Returns the lock in seconds when an earlier failure had already locked the key: the
+    /// attempt was admitted before the lock (it raced the failures that set it) and must
+    /// get the lock's answer, not "wrong", so that a burst of concurrent guesses learns
+    /// nothing more than the first `lockout_threshold` of them.
     pub(crate) async fn count_failure(
         &self,
         key: &str,
@@ -160,7 +170,7 @@ impl<S: Store> Auth<S> {
         user: Option<&User>,
         username: Option<&str>,
         client_id: Option<&str>,
-    ) {
+    ) -> Option<i64> {
         let policy = &self.config().security;
         let now = self.now();
         match self
@@ -177,9 +187,11 @@ impl<S: Store> Auth<S> {
                     tracing::warn!(target: "tessera::auth", failures, lock_seconds = lock, "too many failed attempts; locked");
                     self.audit(meta, "lockout", "locked", user, username.map(str::to_owned), client_id, serde_json::json!({"failures": failures, "seconds": lock, "key": key.split(':').next().unwrap_or_default()})).await;
                 }
+                (policy.lock_for(failures.saturating_sub(1)) > 0).then_some(lock)
             }
             Err(e) => {
-                tracing::warn!(target: "tessera::auth", error = %e, "could not count a failed attempt")
+                tracing::warn!(target: "tessera::auth", error = %e, "could not count a failed attempt");
+                None
             }
         }
     }
@@ -260,14 +272,24 @@ impl<S: Store> Auth<S> {
             let attempts = self.store().fail_mfa_challenge(&hash).await?;
             if attempts >= self.config().security.mfa_challenge_attempts {
                 // Burn the challenge: the password must be entered again.
-                self.store().consume_mfa_challenge(&hash, now).await?;
+                self.store()
+                    .consume_mfa_challenge(&hash, now, i64::MAX)
+                    .await?;
             }
-            self.mfa_failure(&user, &factor, &client.id, meta).await;
+            if let Some(retry_after) = self.mfa_failure(&user, &factor, &client.id, meta).await {
+                return Err(AuthError::TooManyAttempts { retry_after });
+            }
             return Err(AuthError::InvalidGrant(
                 "the code is wrong, expired or already used",
             ));
         }
-        if !self.store().consume_mfa_challenge(&hash, now).await? {
+        // Only while fewer than `mfa_challenge_attempts` wrong codes are counted: a right
+        // code sent at once with wrong ones must not outrun the burn of the challenge.
+        if !self
+            .store()
+            .consume_mfa_challenge(&hash, now, self.config().security.mfa_challenge_attempts)
+            .await?
+        {
             return Err(invalid);
         }
         let response = self
@@ -313,7 +335,11 @@ impl<S: Store> Auth<S> {
             });
         }
         if !self.check_second_factor(user, factor).await? {
-            self.mfa_failure(user, factor, client_id, meta).await;
+            if let Some(retry_after) = self.mfa_failure(user, factor, client_id, meta).await
+                && !during_lockout
+            {
+                return Err(AuthError::TooManyAttempts { retry_after });
+            }
             return Ok(None);
         }
         self.finish_mfa_login(user, factor, client_id, scope, meta, during_lockout)
@@ -332,22 +358,24 @@ impl<S: Store> Auth<S> {
         }
     }
 
-    /// Counts and audits a wrong second factor.
+    /// Counts and audits a wrong second factor; the lock, if one was already in force (see
+    /// [`Auth::count_failure`]).
     async fn mfa_failure(
         &self,
         user: &User,
         factor: &SecondFactor,
         client_id: &str,
         meta: &RequestMeta,
-    ) {
-        self.count_failure(
-            &format!("mfa:{}", user.id),
-            meta,
-            Some(user),
-            None,
-            Some(client_id),
-        )
-        .await;
+    ) -> Option<i64> {
+        let lock = self
+            .count_failure(
+                &format!("mfa:{}", user.id),
+                meta,
+                Some(user),
+                None,
+                Some(client_id),
+            )
+            .await;
         self.audit(
             meta,
             "mfa",
@@ -358,6 +386,7 @@ impl<S: Store> Auth<S> {
             serde_json::json!({"method": factor.method()}),
         )
         .await;
+        lock
     }
 
     /// Both factors passed: clears the throttles and starts the session. Tokens carry
@@ -375,7 +404,7 @@ impl<S: Store> Auth<S> {
             .clear_throttle(&format!("mfa:{}", user.id))
             .await?;
         self.store()
-            .clear_throttle(&format!("user:{}", user.username))
+            .clear_throttle(&user_throttle_key(user.username.as_str()))
             .await?;
         let amr = match factor {
             SecondFactor::Otp(_) => vec!["pwd".into(), "otp".into()],
@@ -611,7 +640,7 @@ impl<S: Store> Auth<S> {
     pub async fn unlock(&self, user: &User, actor: &Actor, meta: &RequestMeta) -> Result<bool> {
         let a = self
             .store()
-            .clear_throttle(&format!("user:{}", user.username))
+            .clear_throttle(&user_throttle_key(user.username.as_str()))
             .await?;
         let b = self
             .store()
@@ -638,7 +667,7 @@ impl<S: Store> Auth<S> {
         let now = self.now();
         Ok(self
             .store()
-            .find_throttle(&format!("user:{}", username.to_lowercase()))
+            .find_throttle(&user_throttle_key(username))
             .await?
             .map(|t| t.locked_until)
             .filter(|t| *t > now))
@@ -658,12 +687,29 @@ impl<S: Store> Auth<S> {
         meta: &RequestMeta,
     ) -> Result<()> {
         let user = self.user_of(ctx).await?;
-        if !self
+        let matches = self
             .hasher()
             .verify(current, Some(&user.password_hash))
             .await?
-            .matches
+            .matches;
+        // The current password is checked as a login checks it, so it counts against and
+        // obeys the username's lockout (OWASP Authentication Cheat Sheet, "Account
+        // Lockout"): otherwise a stolen access token, or a script in a cookie-mode page,
+        // would be a password oracle without limit. Read after the check, as a login does.
+        let key = user_throttle_key(user.username.as_str());
+        let now = self.now();
+        let throttle = self.store().find_throttle(&key).await?;
+        if let Some(t) = &throttle
+            && t.locked_until > now
         {
+            return Err(AuthError::Locked {
+                retry_after: t.locked_until - now,
+            });
+        }
+        if !matches {
+            let lock = self
+                .count_failure(&key, meta, Some(&user), None, None)
+                .await;
             self.audit(
                 meta,
                 "password_change",
@@ -674,7 +720,12 @@ impl<S: Store> Auth<S> {
                 serde_json::json!({"reason": "wrong_current_password"}),
             )
             .await;
-            return Err(AuthError::InvalidCredentials);
+            return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
+                AuthError::Locked { retry_after }
+            }));
+        }
+        if throttle.is_some() {
+            self.store().clear_throttle(&key).await?;
         }
         let keep = ctx.session_id().and_then(|s| SessionId::parse(s).ok());
         let actor = Actor::User {

@@ -437,15 +437,7 @@ impl<S: Store> Auth<S> {
             .as_ref()
             .map_or_else(|| truncate(&req.username, 64), |u| u.to_string());
         // The lockout is per username, existing or not, so it reveals nothing.
-        let throttle_key = format!("user:{}", audit_name.to_lowercase());
-        let now = self.now();
-        let throttle = self.store.find_throttle(&throttle_key).await?;
-        // A success clears the failure count below, but only when there is one: a login
-        // without earlier failures (nearly all of them) writes nothing for it. Failures
-        // recorded while this check ran stay counted, which errs on the strict side.
-        let had_failures = throttle.is_some();
-        let locked_until = throttle.map_or(0, |t| t.locked_until);
-        let locked = locked_until > now;
+        let throttle_key = user_throttle_key(&audit_name);
         let user = match &username {
             Some(u) => self.store.find_user_by_username(u).await?,
             None => None,
@@ -457,6 +449,19 @@ impl<S: Store> Auth<S> {
                 user.as_ref().map(|u| u.password_hash.as_str()),
             )
             .await?;
+        // The lock is read once the password has been checked, not before: guesses sent
+        // at once are all admitted while the username is still open, and the failures of
+        // those that finish first lock it; every check that finishes after that gets the
+        // lock's answer, the right password included. Read before the hash, a burst of
+        // concurrent guesses would all have been answered truthfully.
+        let now = self.now();
+        let throttle = self.store.find_throttle(&throttle_key).await?;
+        // A success clears the failure count below, but only when there is one: a login
+        // without earlier failures (nearly all of them) writes nothing for it. Failures
+        // recorded while this check ran stay counted, which errs on the strict side.
+        let had_failures = throttle.is_some();
+        let locked_until = throttle.map_or(0, |t| t.locked_until);
+        let locked = locked_until > now;
         // OWASP Authentication Cheat Sheet, "Account Lockout": while a username is locked,
         // the password alone neither logs in nor reveals whether it was right (the answer
         // is the same `Locked`). An account with a second factor can still sign in by
@@ -482,14 +487,15 @@ impl<S: Store> Auth<S> {
                 // Recorded under the user when the name exists (for `audit list --user`);
                 // the answer and the work done are the same either way.
                 let known = known.as_ref();
-                self.count_failure(
-                    &throttle_key,
-                    meta,
-                    known,
-                    Some(&audit_name),
-                    Some(&client.id),
-                )
-                .await;
+                let lock = self
+                    .count_failure(
+                        &throttle_key,
+                        meta,
+                        known,
+                        Some(&audit_name),
+                        Some(&client.id),
+                    )
+                    .await;
                 self.audit(
                     meta,
                     "login",
@@ -500,7 +506,9 @@ impl<S: Store> Auth<S> {
                     serde_json::json!({"reason": "invalid_credentials"}),
                 )
                 .await;
-                return Err(AuthError::InvalidCredentials);
+                return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
+                    AuthError::Locked { retry_after }
+                }));
             }
         };
         if user.disabled {
@@ -1865,6 +1873,12 @@ fn parse_roles(roles: &[String]) -> Result<Vec<Role>> {
         )));
     }
     Role::parse_all(roles)
+}
+
+/// The throttle key of a username's password checks (logins and password changes): one
+/// lockout per name, whether or not a user has it.
+pub(crate) fn user_throttle_key(username: &str) -> String {
+    format!("user:{}", username.to_lowercase())
 }
 
 /// Splits on spaces, drops duplicates, keeps order (RFC 6749 §3.3).

@@ -378,11 +378,15 @@ pub trait SecurityStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Option<MfaChallenge>>> + Send;
     /// Counts a wrong code against a challenge; returns the attempts so far.
     fn fail_mfa_challenge(&self, hash: &[u8; 32]) -> impl Future<Output = StoreResult<i64>> + Send;
-    /// Marks a challenge used, once. False if it was already used.
+    /// Marks a challenge used, once, if fewer than `max_attempts` wrong codes have been
+    /// counted against it (checked in the same statement, so a right code cannot slip in
+    /// between the count that reaches the limit and the burn). False if it was already
+    /// used, or has reached `max_attempts`.
     fn consume_mfa_challenge(
         &self,
         hash: &[u8; 32],
         now: i64,
+        max_attempts: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// The failed-attempt state of a throttle key.
     fn find_throttle(

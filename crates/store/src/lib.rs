@@ -1348,11 +1348,12 @@ macro_rules! sql_store {
                 Ok(n.unwrap_or(i64::MAX))
             }
 
-            async fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<bool> {
+            async fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64, max_attempts: i64) -> StoreResult<bool> {
                 let mut turn = self.write_turn().await?;
-                let r = sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+                let r = sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND attempts < $3")
                     .bind(now)
                     .bind(&hash[..])
+                    .bind(max_attempts)
                     .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?;
@@ -1719,7 +1720,7 @@ delegate! {
         fn insert_mfa_challenge(&self, hash: &[u8; 32], challenge: &MfaChallenge) -> StoreResult<()>;
         fn find_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<Option<MfaChallenge>>;
         fn fail_mfa_challenge(&self, hash: &[u8; 32]) -> StoreResult<i64>;
-        fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<bool>;
+        fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64, max_attempts: i64) -> StoreResult<bool>;
         fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>>;
         fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64>;
         fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()>;

@@ -29,7 +29,8 @@ pub(crate) struct PasswordChange {
     responses((status = 204, description = "Changed; other sessions ended"),
         (status = 401, description = "Invalid token", body = crate::openapi::ErrorBody),
         (status = 403, description = "Wrong current password", body = crate::openapi::ErrorBody),
-        (status = 422, description = "The new password is too weak", body = crate::openapi::ErrorBody)),
+        (status = 422, description = "The new password is too weak", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many wrong passwords for this username (the login lockout); Retry-After says when to try again", body = crate::openapi::ErrorBody)),
     security(("oauth2" = []), ("bearer" = [])))]
 pub(crate) async fn change_password(
     State(state): State<AppState>,

@@ -311,6 +311,123 @@ async fn repeated_failures_lock_a_username_whether_or_not_it_exists() {
     assert_eq!(app.password_grant("rupert", PW).await.status(), 200);
 }
 
+/// An app whose password checks queue behind one hashing thread at a cost of a few
+/// milliseconds each, so that a burst of guesses is all admitted before any is answered.
+async fn spawn_app_with_a_slow_hashing_queue() -> TestApp {
+    spawn_app_with(|c| {
+        c.rate_token_per_minute = 0;
+        c.max_concurrent_hashes = 1;
+        c.max_queued_logins = 64;
+        c.hash_params = tessera_auth::password::HashParams {
+            memory_kib: 4096,
+            iterations: 2,
+            parallelism: 1,
+        };
+    })
+    .await
+}
+
+/// Waits until at least `n` password checks wait for the hashing thread.
+async fn wait_for_queued_checks(app: &TestApp, n: usize) {
+    for _ in 0..2000 {
+        if app.state.auth.hasher().queue_depth() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("{n} password checks never queued");
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_learns_no_more_than_the_lockout_allows() {
+    // Sixteen wrong guesses sent at once are all admitted before the first is answered;
+    // then the right password, queued behind at least ten of them. The lock is read after each check, so only
+    // the first five failures are answered as such, and neither the later ones nor the
+    // right password learn anything (read before the check, all sixteen were answered
+    // "incorrect" and the right password logged in).
+    let app = spawn_app_with_a_slow_hashing_queue().await;
+    app.create_user("ursula", PW, &[]).await;
+    let guesses: Vec<_> = (0..16)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), app.url("/token"));
+            tokio::spawn(async move {
+                let guess = format!("wrong guess number {i}");
+                let res = client
+                    .post(url)
+                    .form(&[("username", "ursula"), ("password", guess.as_str())])
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status(), json(res).await)
+            })
+        })
+        .collect();
+    wait_for_queued_checks(&app, 10).await;
+    let right = app.password_grant("ursula", PW).await;
+    let mut incorrect = 0;
+    for guess in guesses {
+        let (status, body) = guess.await.unwrap();
+        assert_eq!(status, 400, "{body}");
+        let description = body["error_description"].as_str().unwrap();
+        if description == "Incorrect username or password" {
+            incorrect += 1;
+        } else {
+            assert!(description.contains("too many failed attempts"), "{body}");
+        }
+    }
+    assert_eq!(
+        incorrect, 5,
+        "only the threshold's failures are answered as such"
+    );
+    assert_eq!(right.status(), 400);
+    assert!(right.headers().contains_key("retry-after"));
+    let body = json(right).await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed attempts"),
+        "the right password gets the lock's answer: {body}"
+    );
+}
+
+#[tokio::test]
+async fn the_current_password_of_a_password_change_obeys_the_lockout() {
+    let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
+    app.create_user("vernon", PW, &[]).await;
+    let t = app.login("vernon", PW).await;
+    let change = |current: &str| {
+        app.client
+            .post(app.url("/users/me/password"))
+            .bearer_auth(&t.access_token)
+            .json(&serde_json::json!({
+                "current_password": current,
+                "new_password": "another fine horse battery 2"
+            }))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(change("wrong guess 123").await.unwrap().status(), 403);
+    }
+    // Locked now: the right current password gets the same answer as a wrong one, and
+    // the username's logins are locked too.
+    for current in ["wrong guess 123", PW] {
+        let res = change(current).await.unwrap();
+        assert_eq!(res.status(), 429, "{current}");
+        assert_eq!(res.headers()["retry-after"], "60");
+    }
+    assert_eq!(app.password_grant("vernon", PW).await.status(), 400);
+    app.advance(60).await;
+    // Once the lock has passed, the right password changes it and clears the count.
+    assert_eq!(change(PW).await.unwrap().status(), 204);
+    assert_eq!(
+        app.password_grant("vernon", "another fine horse battery 2")
+            .await
+            .status(),
+        200
+    );
+}
+
 #[tokio::test]
 async fn a_successful_login_clears_the_failure_count() {
     // Four failures, a success, four more: never five in a row, so never locked. And a

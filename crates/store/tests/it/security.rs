@@ -36,6 +36,7 @@ conformance!(
     wrong_codes_are_counted_against_their_challenge_only,
     concurrent_wrong_codes_are_all_counted,
     an_mfa_challenge_is_consumed_once,
+    an_mfa_challenge_with_its_wrong_codes_used_up_is_not_consumed,
     concurrent_consumes_of_one_mfa_challenge_succeed_once,
     deleting_a_user_deletes_their_recovery_codes_and_challenges,
 );
@@ -827,12 +828,12 @@ async fn an_mfa_challenge_is_consumed_once(db: TestDb) {
         .unwrap();
 
     assert!(
-        db.consume_mfa_challenge(&challenge_hash(1), NOW + 10)
+        db.consume_mfa_challenge(&challenge_hash(1), NOW + 10, 5)
             .await
             .unwrap()
     );
     assert!(
-        !db.consume_mfa_challenge(&challenge_hash(1), NOW + 11)
+        !db.consume_mfa_challenge(&challenge_hash(1), NOW + 11, 5)
             .await
             .unwrap(),
         "consumed twice"
@@ -852,10 +853,39 @@ async fn an_mfa_challenge_is_consumed_once(db: TestDb) {
         "another challenge of the same user is untouched"
     );
     assert!(
-        !db.consume_mfa_challenge(&challenge_hash(9), NOW)
+        !db.consume_mfa_challenge(&challenge_hash(9), NOW, 5)
             .await
             .unwrap(),
         "unknown challenge"
+    );
+}
+
+async fn an_mfa_challenge_with_its_wrong_codes_used_up_is_not_consumed(db: TestDb) {
+    let alice = insert_user(&db, "alice").await;
+    db.insert_mfa_challenge(&challenge_hash(1), &challenge(alice.id, NOW))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        db.fail_mfa_challenge(&challenge_hash(1)).await.unwrap();
+    }
+    assert!(
+        !db.consume_mfa_challenge(&challenge_hash(1), NOW + 1, 2)
+            .await
+            .unwrap(),
+        "two wrong codes counted, two allowed: a right one comes too late"
+    );
+    assert!(
+        db.find_mfa_challenge(&challenge_hash(1), NOW + 1)
+            .await
+            .unwrap()
+            .is_some(),
+        "refused, not used: the burn is the caller's"
+    );
+    assert!(
+        db.consume_mfa_challenge(&challenge_hash(1), NOW + 1, 3)
+            .await
+            .unwrap(),
+        "below the limit it is consumed"
     );
 }
 
@@ -865,7 +895,7 @@ async fn concurrent_consumes_of_one_mfa_challenge_succeed_once(db: TestDb) {
         .await
         .unwrap();
     let results = concurrently(&db, |db| async move {
-        db.consume_mfa_challenge(&challenge_hash(1), NOW + 1)
+        db.consume_mfa_challenge(&challenge_hash(1), NOW + 1, 5)
             .await
             .unwrap()
     })
