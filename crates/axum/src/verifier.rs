@@ -291,10 +291,18 @@ impl VerifierBuilder {
 
     /// Verifies with a shared HMAC secret (the tutorial's `SECRET_KEY` setup). The secret
     /// must be at least as long as the hash (32 bytes for HS256, RFC 7518 §3.2).
+    ///
+    /// The key's `kid` is the RFC 7638 thumbprint of the secret as an `oct` JWK, which is
+    /// the `kid` `tessera serve` puts on tokens signed with a configured secret
+    /// (`signing.secret`); tokens without a `kid` (other libraries') are accepted too.
     pub fn hmac_secret(mut self, alg: Algorithm, secret: &[u8]) -> Self {
         self.source = Some(
             VerifyingKey::from_hmac_secret(alg, secret)
-                .and_then(|k| KeySet::new([k]))
+                .and_then(|k| {
+                    // The same function the server's config loader names its key with.
+                    let kid = k.thumbprint()?;
+                    KeySet::new([k.with_kid(kid)])
+                })
                 .map(Source::Static)
                 .map_err(|e| key_error(&e)),
         );

@@ -4,6 +4,7 @@
 //!   with audience and issuer checks on;
 //! * the tutorial's own `get_current_user`, unchanged, accepts tokens of `tessera serve`
 //!   run with the tutorial profile and the same HMAC secret;
+//! * tessera-axum's `hmac_secret` accepts the same tokens (no Python needed);
 //! * tokens signed by PyJWT and by the `jsonwebtoken` crate are accepted by tessera-axum,
 //!   and tampered ones are not.
 //!
@@ -19,9 +20,9 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 use tessera_auth::Profile;
 use tessera_axum::{Error, Verifier};
-use tessera_jose::{Algorithm, NoCustomClaims, SigningKey};
-use tessera_server::config::SigningConfig;
-use tessera_testkit::{spawn_app, spawn_app_with};
+use tessera_jose::{Algorithm, Limits, NoCustomClaims, SigningKey, Unverified};
+use tessera_server::config::{Config, Sources};
+use tessera_testkit::{TestApp, spawn_app, spawn_app_with};
 
 use crate::{flip, unix_now};
 
@@ -228,14 +229,24 @@ def outcome(token):
 print(json.dumps({"good": outcome(sys.argv[2]), "forged": outcome(sys.argv[3])}))
 "#;
 
-#[tokio::test]
-async fn the_tutorials_get_current_user_accepts_tokens_of_the_tutorial_profile() {
-    let Some(python) = python() else { return };
+/// A Tessera server in the tutorial profile whose HMAC key comes from the real config loader
+/// (`TESSERA_SIGNING__SECRET`, as `tessera serve` reads it), with the user `johndoe`; returns
+/// it with a genuine access token and one forged with another secret.
+async fn tutorial_server() -> (TestApp, String, String) {
+    let loaded = Config::load(&Sources {
+        file: None,
+        env: vec![
+            ("TESSERA_PROFILE".into(), "tutorial".into()),
+            ("TESSERA_SIGNING__ALG".into(), "HS256".into()),
+            ("TESSERA_SIGNING__SECRET".into(), TUTORIAL_SECRET.into()),
+        ],
+        overrides: vec![],
+    })
+    .unwrap();
+    assert_eq!(loaded.profile, Profile::Tutorial);
     let app = spawn_app_with(|c| {
-        c.profile = Profile::Tutorial;
-        c.signing = SigningConfig::Hmac(
-            SigningKey::from_hmac_secret(Algorithm::Hs256, TUTORIAL_SECRET.as_bytes()).unwrap(),
-        );
+        c.profile = loaded.profile;
+        c.signing = loaded.signing.clone();
     })
     .await;
     app.create_user("johndoe", "correct horse battery", &["user"])
@@ -251,30 +262,63 @@ async fn the_tutorials_get_current_user_accepts_tokens_of_the_tutorial_profile()
             None,
         )
         .unwrap();
+    (app, tokens.access_token, forged)
+}
+
+#[tokio::test]
+async fn the_tutorials_get_current_user_accepts_tokens_of_the_tutorial_profile() {
+    let Some(python) = python() else { return };
+    let (_app, token, forged) = tutorial_server().await;
     let out = run_python(
         python,
         TUTORIAL_GET_CURRENT_USER,
-        &[TUTORIAL_SECRET, &tokens.access_token, &forged],
+        &[TUTORIAL_SECRET, &token, &forged],
     )
     .await;
     assert_eq!(out["good"], json!({"username": "johndoe", "role": "user"}));
     assert_eq!(out["forged"], 401);
+}
 
-    // tessera-axum with the same shared secret accepts the same token (these are plain
-    // JWTs to the tutorial, so the `typ` rule is off; there is no `aud`).
+/// The setup docs/integrations.md gives for the tutorial profile, against `tessera serve`
+/// with a configured secret, whose tokens carry the key's thumbprint as `kid`. Needs no
+/// Python.
+#[tokio::test]
+async fn hmac_secret_verifier_accepts_tokens_of_tessera_serve_with_a_configured_secret() {
+    let (app, token, forged) = tutorial_server().await;
+    let header_kid = Unverified::parse(&token, &Limits::default())
+        .unwrap()
+        .header()
+        .kid()
+        .map(str::to_owned);
+    assert!(header_kid.is_some(), "the server's tokens carry a kid");
+
+    // These are plain JWTs to the tutorial, so the `typ` rule is off; there is no `aud`.
     let v = Verifier::builder()
         .hmac_secret(Algorithm::Hs256, TUTORIAL_SECRET.as_bytes())
         .issuer(&app.base)
         .accept_any_typ()
         .build()
         .unwrap();
-    let user = v
-        .verify::<NoCustomClaims>(&tokens.access_token)
-        .await
-        .unwrap();
+    let user = v.verify::<NoCustomClaims>(&token).await.unwrap();
     assert_eq!(user.subject(), Some("johndoe"));
     assert_eq!(user.roles(), ["user"]);
     assert!(v.verify::<NoCustomClaims>(&forged).await.is_err());
+    // A token naming another kid is still refused.
+    let wrong_kid = SigningKey::from_hmac_secret(Algorithm::Hs256, TUTORIAL_SECRET.as_bytes())
+        .unwrap()
+        .with_kid("another-key")
+        .sign_jws(
+            json!({"sub": "johndoe", "iss": app.base, "exp": unix_now() + 600})
+                .to_string()
+                .as_bytes(),
+            None,
+            None,
+        )
+        .unwrap();
+    assert!(matches!(
+        v.verify::<NoCustomClaims>(&wrong_kid).await,
+        Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+    ));
 }
 
 const PYJWT_SIGN: &str = r#"
