@@ -81,7 +81,12 @@ pub struct KeyStatus {
 #[derive(Debug)]
 pub(crate) enum Locator {
     /// Discover `jwks_uri` from the issuer's metadata.
-    Issuer(Url),
+    Issuer {
+        /// The issuer URL, parsed.
+        url: Url,
+        /// The issuer identifier exactly as configured.
+        given: String,
+    },
     /// A JWKS URL given directly.
     JwksUri(Url),
 }
@@ -217,7 +222,7 @@ impl JwksCache {
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 // The discovered URL may be what changed: look it up again next time.
-                if matches!(self.locator, Locator::Issuer(_))
+                if matches!(self.locator, Locator::Issuer { .. })
                     && let Ok(mut d) = self.discovered.lock()
                 {
                     *d = None;
@@ -323,14 +328,14 @@ impl JwksCache {
     }
 
     async fn jwks_uri(&self) -> Result<Url, Error> {
-        let issuer = match &self.locator {
+        let (issuer, given) = match &self.locator {
             Locator::JwksUri(u) => return Ok(u.clone()),
-            Locator::Issuer(i) => i,
+            Locator::Issuer { url, given } => (url, given),
         };
         if let Some(u) = self.discovered.lock().ok().and_then(|d| d.clone()) {
             return Ok(u);
         }
-        let uri = self.discover(issuer).await?;
+        let uri = self.discover(issuer, given).await?;
         if let Ok(mut d) = self.discovered.lock() {
             *d = Some(uri.clone());
         }
@@ -339,7 +344,13 @@ impl JwksCache {
 
     /// OpenID Connect Discovery 1.0 §4, then RFC 8414 §3: the metadata document, whose
     /// `issuer` must equal ours exactly and whose `jwks_uri` must be on our origin.
-    async fn discover(&self, issuer: &Url) -> Result<Url, Error> {
+    ///
+    /// "Ours" is the issuer URL without a terminating `/`, the prefix the well-known path
+    /// is appended to (OpenID Connect Discovery §4.1 and §4.3; `tessera serve` publishes its
+    /// issuer in this form), or the identifier exactly as configured, for issuers whose
+    /// identifier ends in `/`. The document's value itself is compared as sent
+    /// (RFC 8414 §3.3: identical).
+    async fn discover(&self, issuer: &Url, given: &str) -> Result<Url, Error> {
         #[derive(Deserialize)]
         struct Metadata {
             issuer: String,
@@ -362,7 +373,7 @@ impl JwksCache {
                     url: url.to_string(),
                     reason: truncate(&e.to_string(), 160),
                 })?;
-            if meta.issuer.trim_end_matches('/') != expected {
+            if meta.issuer != expected && meta.issuer != given {
                 return Err(Error::IssuerMismatch {
                     expected: expected.to_owned(),
                     found: truncate(&meta.issuer, 128),

@@ -323,7 +323,9 @@ impl VerifierBuilder {
 
     /// Fetches keys from an issuer: its metadata (`/.well-known/openid-configuration`,
     /// else `/.well-known/oauth-authorization-server`) names the `jwks_uri`, which must be on
-    /// the issuer's origin. Also requires `iss` to equal this URL (unless
+    /// the issuer's origin, and an `issuer` that must be this URL exactly, either without a
+    /// terminating `/` (the form `tessera serve` publishes) or as given (RFC 8414 §3.3).
+    /// Also requires `iss` to equal this URL without a terminating `/` (unless
     /// [`VerifierBuilder::issuer`] says otherwise). `https`, or `http` to loopback only.
     pub fn issuer_url(mut self, url: impl Into<String>) -> Self {
         let url = url.into();
@@ -443,11 +445,11 @@ impl VerifierBuilder {
                 }
                 Keys::Static(set)
             }
-            Source::Issuer(url) => {
-                let url = fetch::parse_url(&url, "issuer_url")?;
+            Source::Issuer(given) => {
+                let url = fetch::parse_url(&given, "issuer_url")?;
                 issuer_url = Some(url.clone());
                 Keys::Remote(Arc::new(JwksCache::new(
-                    Locator::Issuer(url),
+                    Locator::Issuer { url, given },
                     self.jwks.clone(),
                     Arc::clone(&self.clock),
                 )?))

@@ -95,6 +95,34 @@ async fn a_jwks_uri_on_another_origin_or_a_lying_issuer_is_refused() {
     ));
 }
 
+/// RFC 8414 §3.3: the metadata's `issuer` is compared as sent, not with its slashes cut.
+#[tokio::test]
+async fn the_discovered_issuer_must_match_exactly() {
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let discover = async |configured: String, published: String| {
+        *issuer.state.issuer.lock().unwrap() = Some(published);
+        let v = Verifier::builder().issuer_url(configured).build().unwrap();
+        v.refresh_keys().await
+    };
+    let base = issuer.base.clone();
+    assert!(matches!(
+        discover(base.clone(), format!("{base}/")).await,
+        Err(Error::IssuerMismatch { .. })
+    ));
+    assert!(matches!(
+        discover(base.clone(), format!("{base}//")).await,
+        Err(Error::IssuerMismatch { .. })
+    ));
+    // The form `tessera serve` publishes (no terminating slash), however it is configured.
+    discover(base.clone(), base.clone()).await.unwrap();
+    discover(format!("{base}/"), base.clone()).await.unwrap();
+    // An issuer whose identifier ends in a slash, configured as such.
+    discover(format!("{base}/"), format!("{base}/"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_rotated_key_is_picked_up_on_its_first_unknown_kid() {
     let clock = ManualClock::new();
