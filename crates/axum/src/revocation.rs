@@ -247,13 +247,30 @@ impl Revocations {
     }
 
     /// Pulls every page after the cursor and applies it. Returns the number of events.
+    ///
+    /// # Errors
+    /// The fetch failure, or [`Error::InvalidDocument`] when a full page does not move the
+    /// cursor: a feed that ignores `since` would otherwise be asked again at once, forever,
+    /// and what follows that page could never be read.
     pub(crate) async fn sync(&self, now: i64) -> Result<usize, Error> {
         let mut total = 0;
         loop {
+            let before = self.cursor();
             let n = self.poll_page().await?;
             total += n;
             if n < usize::try_from(self.page_size).unwrap_or(usize::MAX) {
                 break;
+            }
+            if self.cursor() <= before {
+                tracing::warn!(
+                    cursor = before,
+                    events = n,
+                    "the revocation feed sent a full page without moving the cursor (does it ignore `since`?); stopped until the next poll"
+                );
+                return Err(Error::InvalidDocument {
+                    url: self.url.to_string(),
+                    reason: "a full page did not move the cursor".into(),
+                });
             }
         }
         self.prune(now);

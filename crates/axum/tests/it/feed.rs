@@ -70,6 +70,64 @@ async fn after_a_failed_poll_the_feed_resumes_from_the_same_cursor() {
     ));
 }
 
+#[tokio::test]
+async fn a_feed_that_ignores_since_stops_the_sync_instead_of_looping() {
+    let key = es256("k1");
+    let issuer = Issuer::start(&[]).await;
+    issuer
+        .state
+        .feed_ignores_since
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let now = unix_now();
+    issuer.revoke("jti", "a", now);
+    issuer.revoke("jti", "b", now);
+    let v = Verifier::builder()
+        .key(key.verifying_key())
+        .accept_any_typ()
+        .revocation_feed(
+            RevocationFeed::new("svc", "feed-secret")
+                .url(format!("{}/revocations", issuer.base))
+                .poll_interval(Duration::from_secs(3600))
+                .page_size(2),
+        )
+        .build()
+        .unwrap();
+    // The background poller's first sync ends, as a failure.
+    assert!(
+        eventually(Duration::from_secs(5), async || v.stats().feed_failures
+            == 1)
+        .await,
+        "the poller's first sync never ended"
+    );
+    let polls_before = issuer
+        .state
+        .feed_polls
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let result = tokio::time::timeout(Duration::from_secs(5), v.sync_revocations())
+        .await
+        .expect("the sync loops on a full page that does not move the cursor");
+    assert!(
+        matches!(result, Err(Error::InvalidDocument { .. })),
+        "{result:?}"
+    );
+    let polls = issuer
+        .state
+        .feed_polls
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - polls_before;
+    assert!(polls <= 2, "{polls} requests for one sync");
+    // What the page held was applied.
+    let token = sign(
+        &key,
+        &serde_json::json!({"sub": "u", "jti": "a", "exp": now + 300}),
+        None,
+    );
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&token).await.unwrap_err(),
+        Error::Revoked { reason: "token" }
+    );
+}
+
 /// A verifier for `app`'s tokens, following its feed as the confidential client `svc`.
 async fn verifier_for(app: &TestApp) -> Verifier {
     let (_, secret) = app

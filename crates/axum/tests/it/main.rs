@@ -121,6 +121,8 @@ pub struct IssuerState {
     pub events: Mutex<Vec<Value>>,
     pub feed_polls: AtomicUsize,
     pub feed_secret: Mutex<String>,
+    /// The feed answers every poll with all its events, whatever `since` says.
+    pub feed_ignores_since: AtomicBool,
 }
 
 /// A fake issuer on a real socket: JWKS, discovery, a revocation feed, and bad answers on
@@ -146,6 +148,7 @@ impl Issuer {
             events: Mutex::new(Vec::new()),
             feed_polls: AtomicUsize::new(0),
             feed_secret: Mutex::new("feed-secret".into()),
+            feed_ignores_since: AtomicBool::new(false),
         });
         let router = Router::new()
             .route("/jwks.json", get(jwks))
@@ -270,7 +273,11 @@ async fn revocations(
     if !ok || s.fail.load(Ordering::SeqCst) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let since: i64 = q.get("since").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let since: i64 = q
+        .get("since")
+        .and_then(|v| v.parse().ok())
+        .filter(|_| !s.feed_ignores_since.load(Ordering::SeqCst))
+        .unwrap_or(0);
     let events: Vec<Value> = s
         .events
         .lock()
