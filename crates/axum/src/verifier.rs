@@ -101,6 +101,8 @@ pub struct VerifierStats {
 pub struct VerifierBuilder {
     source: Option<Result<Source, Error>>,
     issuer: Option<String>,
+    /// The `iss` implied by the last [`VerifierBuilder::issuer_url`]; `issuer` wins over it.
+    issuer_from_url: Option<String>,
     audiences: Vec<String>,
     typ: Option<String>,
     leeway: u64,
@@ -124,6 +126,7 @@ impl Verifier {
         VerifierBuilder {
             source: None,
             issuer: None,
+            issuer_from_url: None,
             audiences: Vec::new(),
             typ: Some(ACCESS_TOKEN_TYP.to_owned()),
             leeway: 30,
@@ -326,12 +329,11 @@ impl VerifierBuilder {
     /// the issuer's origin, and an `issuer` that must be this URL exactly, either without a
     /// terminating `/` (the form `tessera serve` publishes) or as given (RFC 8414 §3.3).
     /// Also requires `iss` to equal this URL without a terminating `/` (unless
-    /// [`VerifierBuilder::issuer`] says otherwise). `https`, or `http` to loopback only.
+    /// [`VerifierBuilder::issuer`] says otherwise, in any order). `https`, or `http` to
+    /// loopback only. Called again, the last URL is used for both keys and `iss`.
     pub fn issuer_url(mut self, url: impl Into<String>) -> Self {
         let url = url.into();
-        if self.issuer.is_none() {
-            self.issuer = Some(url.trim_end_matches('/').to_owned());
-        }
+        self.issuer_from_url = Some(url.trim_end_matches('/').to_owned());
         self.source = Some(Ok(Source::Issuer(url)));
         self
     }
@@ -342,7 +344,8 @@ impl VerifierBuilder {
         self
     }
 
-    /// Requires `iss` to equal `issuer`.
+    /// Requires `iss` to equal `issuer` (instead of the URL given to
+    /// [`VerifierBuilder::issuer_url`], if any).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
@@ -428,7 +431,7 @@ impl VerifierBuilder {
             ));
         }
         let mut validation = Validation::new().with_leeway(self.leeway);
-        validation.issuer = self.issuer.clone();
+        validation.issuer = self.issuer.or(self.issuer_from_url);
         validation.audiences = self.audiences;
         validation.required_typ = self.typ;
         let needs_runtime = !matches!(source, Source::Static(_)) || self.feed.is_some();

@@ -95,6 +95,40 @@ async fn a_jwks_uri_on_another_origin_or_a_lying_issuer_is_refused() {
     ));
 }
 
+#[tokio::test]
+async fn the_last_issuer_url_decides_both_the_keys_and_the_required_iss() {
+    let (ka, kb) = (es256("ka"), es256("kb"));
+    let (a, b) = (Issuer::start(&[&ka]).await, Issuer::start(&[&kb]).await);
+    let v = Verifier::builder()
+        .issuer_url(&a.base)
+        .issuer_url(&b.base)
+        .build()
+        .unwrap();
+    v.verify::<NoCustomClaims>(&sign(&kb, &claims(&b.base), Some("at+jwt")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        v.verify::<NoCustomClaims>(&sign(&kb, &claims(&a.base), Some("at+jwt")))
+            .await,
+        Err(Error::Token(tessera_jose::Error::IssuerMismatch { .. }))
+    ));
+    assert_eq!(a.state.discovery_fetches.load(Ordering::SeqCst), 0);
+    // An explicit `issuer` wins over any `issuer_url`, before or after it.
+    for v in [
+        Verifier::builder()
+            .issuer("https://iss.test")
+            .issuer_url(&b.base),
+        Verifier::builder()
+            .issuer_url(&b.base)
+            .issuer("https://iss.test"),
+    ] {
+        let v = v.build().unwrap();
+        v.verify::<NoCustomClaims>(&sign(&kb, &claims("https://iss.test"), Some("at+jwt")))
+            .await
+            .unwrap();
+    }
+}
+
 /// RFC 8414 §3.3: the metadata's `issuer` is compared as sent, not with its slashes cut.
 #[tokio::test]
 async fn the_discovered_issuer_must_match_exactly() {
