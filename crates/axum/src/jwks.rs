@@ -292,14 +292,7 @@ impl JwksCache {
         };
         let text = std::str::from_utf8(&body).map_err(|_| invalid("not UTF-8".into()))?;
         let jwks = JwkSet::from_json(text).map_err(|e| invalid(e.to_string()))?;
-        let (set, skipped) =
-            KeySet::from_jwks_lenient(&jwks).map_err(|e| invalid(e.to_string()))?;
-        for (kid, why) in &skipped {
-            tracing::debug!(target: "tessera::auth", kid = kid.as_deref().unwrap_or_default(), reason = %why, "JWKS key skipped");
-        }
-        // A published key set holds public keys only; a shared secret there is a leak or an
-        // attack, never something to verify with.
-        let public: Vec<VerifyingKey> = set.iter().filter(|k| !k.is_symmetric()).cloned().collect();
+        let public = usable_public_keys(&jwks);
         if public.is_empty() {
             return Err(invalid("no usable public signing key".into()));
         }
@@ -412,6 +405,50 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
         let failed = cache.refresh(seen).await.is_err();
         delay = cache.next_refresh_in(failed);
     }
+}
+
+/// The keys of a fetched JWK Set that may verify tokens. One odd entry must not take down
+/// the others, so entries are dropped one by one:
+///
+/// * keys that cannot be used (unknown types, encryption keys, weak or malformed keys), at
+///   debug level;
+/// * every shared secret (`kty: oct`, RFC 7518 §6.4): a published key set holds public keys
+///   only, so a secret there is a leak or an attack, never something to verify with;
+/// * every key whose `kid` appears more than once: RFC 7517 §4.5 asks for distinct `kid`s
+///   in a set, and which of them a token naming that `kid` means is ambiguous.
+fn usable_public_keys(jwks: &JwkSet) -> Vec<VerifyingKey> {
+    let mut keys = Vec::new();
+    for jwk in &jwks.keys {
+        let kid = truncate(jwk.kid.as_deref().unwrap_or_default(), 64);
+        if jwk.kty == "oct" {
+            tracing::warn!(%kid, "the JWK Set publishes a shared secret (kty oct); it is never used");
+            continue;
+        }
+        match VerifyingKey::from_jwk(jwk, None) {
+            Ok(k) => keys.push(k),
+            Err(why) => {
+                tracing::debug!(target: "tessera::auth", %kid, reason = %why, "JWKS key skipped");
+            }
+        }
+    }
+    let duplicated: Vec<bool> = keys
+        .iter()
+        .map(|k| keys.iter().filter(|o| o.kid() == k.kid()).count() > 1)
+        .collect();
+    keys.into_iter()
+        .zip(duplicated)
+        .filter_map(|(key, duplicated)| {
+            if duplicated {
+                tracing::warn!(
+                    kid = %truncate(key.kid().unwrap_or_default(), 64),
+                    "the JWK Set has several keys with this kid; none of them is used"
+                );
+                None
+            } else {
+                Some(key)
+            }
+        })
+        .collect()
 }
 
 /// The metadata URLs to try, in order: `{issuer}/.well-known/openid-configuration`

@@ -362,6 +362,49 @@ async fn a_published_shared_secret_is_never_used() {
     ));
 }
 
+/// One odd entry does not take down the others: every key sharing a duplicated `kid` is
+/// dropped (which one a token means is ambiguous), and so is every published secret.
+#[tokio::test]
+async fn a_duplicated_kid_or_a_published_secret_drops_only_those_entries() {
+    let clock = ManualClock::new();
+    let (k1, k2, k2b) = (es256("k1"), es256("k2"), es256("k2"));
+    let issuer = Issuer::start(&[&k1, &k2, &k2b]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    assert_eq!(v.key_status().unwrap().kids, ["k1"]);
+    v.verify::<NoCustomClaims>(&sign(&k1, &claims(&issuer.base), Some("at+jwt")))
+        .await
+        .unwrap();
+    for k2 in [&k2, &k2b] {
+        assert!(matches!(
+            v.verify::<NoCustomClaims>(&sign(k2, &claims(&issuer.base), Some("at+jwt")))
+                .await,
+            Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+        ));
+    }
+
+    let issuer = Issuer::start(&[&k1]).await;
+    let mut set: Value = serde_json::from_str(&issuer.state.jwks.lock().unwrap()).unwrap();
+    set["keys"].as_array_mut().unwrap().push(json!({
+        "kty": "oct", "kid": "h", "alg": "HS256",
+        "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA",
+    }));
+    *issuer.state.jwks.lock().unwrap() = set.to_string();
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    assert_eq!(v.key_status().unwrap().kids, ["k1"]);
+    v.verify::<NoCustomClaims>(&sign(&k1, &claims(&issuer.base), Some("at+jwt")))
+        .await
+        .unwrap();
+
+    // Nothing usable left: the document is refused as before.
+    issuer.set_keys(&[&k2, &k2b]);
+    assert!(matches!(
+        v.refresh_keys().await,
+        Err(Error::InvalidDocument { .. })
+    ));
+}
+
 #[tokio::test]
 async fn a_jwks_document_read_by_the_application_is_a_static_key_source() {
     let (k1, k2) = (es256("k1"), es256("k2"));
