@@ -13,8 +13,9 @@
 ///   token failures with one opaque `invalid_token`; the precise text is for debug logs.
 /// * **the issuer's documents**: fetching or reading the discovery document, the JWKS or the
 ///   revocation feed failed ([`Error::Fetch`], [`Error::Status`], [`Error::TooLarge`],
-///   [`Error::InvalidDocument`], [`Error::IssuerMismatch`], [`Error::UrlRefused`]), or no key
-///   has ever been fetched ([`Error::KeysUnavailable`]).
+///   [`Error::InvalidDocument`], [`Error::IssuerMismatch`], [`Error::UrlRefused`]), no key
+///   has ever been fetched ([`Error::KeysUnavailable`]), or the revocation feed is staler
+///   than allowed ([`Error::RevocationFeedStale`]). The extractor answers these with 503.
 ///
 /// Display texts are lowercase, end without a period and never contain a token or a secret.
 #[non_exhaustive]
@@ -69,6 +70,11 @@ pub enum Error {
     /// No verification key is available: the key set has never been fetched successfully.
     #[error("no verification keys are available yet")]
     KeysUnavailable,
+    /// The revocation feed has not been read successfully within
+    /// [`crate::VerifierBuilder::revocation_feed_max_staleness`] (or, never read, not since
+    /// the verifier started): whether the token is revoked is unknown, so it is refused.
+    #[error("the revocation feed has not been read successfully within the allowed staleness")]
+    RevocationFeedStale,
     /// A request to the issuer failed before an answer arrived (connection, timeout, TLS,
     /// a refused redirect).
     #[error("request to {url} failed: {reason}")]

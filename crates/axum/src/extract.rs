@@ -20,7 +20,9 @@ use crate::verifier::{Authenticated, Verifier};
 /// * a bad, expired or revoked token: 401 `error="invalid_token"`, one generic text for
 ///   every reason;
 /// * a valid token without the role or scope: 403 `error="insufficient_scope"`;
-/// * no key set could ever be fetched: 503 `temporarily_unavailable` with `Retry-After`.
+/// * no key set could ever be fetched, or the revocation feed is staler than
+///   [`crate::VerifierBuilder::revocation_feed_max_staleness`] allows: 503
+///   `temporarily_unavailable` with `Retry-After`.
 ///
 /// The body is `{"error": ..., "error_description": ...}`. The precise reason goes only to
 /// `tracing::debug!` (target `tessera::auth`) and is available from [`AuthRejection::error`].

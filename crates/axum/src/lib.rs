@@ -20,7 +20,8 @@
 //! * **Revocation.** With a [`RevocationFeed`], a background task follows the issuer's
 //!   `GET /revocations?since=` log, so a logout or a detected refresh-token theft on the
 //!   server is refused here within about a poll interval (1 s by default), without calling
-//!   the issuer per request.
+//!   the issuer per request. It fails open unless
+//!   [`VerifierBuilder::revocation_feed_max_staleness`] bounds how old it may be.
 //!
 //! # Design
 //!

@@ -130,6 +130,11 @@ pub(crate) struct Revocations {
     failures: AtomicU64,
     /// Unix time of the last successful poll (`i64::MIN` before the first).
     last_sync: AtomicI64,
+    /// Fail closed when the last successful poll (else `started_at`) is older than this
+    /// many seconds.
+    max_staleness: Option<i64>,
+    /// When the verifier was built (its clock).
+    started_at: i64,
 }
 
 impl Revocations {
@@ -137,12 +142,23 @@ impl Revocations {
         feed: RevocationFeed,
         url: Url,
         http: reqwest::Client,
+        max_staleness: Option<Duration>,
+        started_at: i64,
     ) -> Result<Self, Error> {
         if feed.poll_interval.is_zero() {
             return Err(Error::config("`poll_interval` must be positive"));
         }
         if !(1..=1000).contains(&feed.page_size) {
             return Err(Error::config("`page_size` must be between 1 and 1000"));
+        }
+        if let Some(max) = max_staleness
+            && (max < feed.poll_interval || max.as_secs() == 0)
+        {
+            return Err(Error::config(
+                "`revocation_feed_max_staleness` must be at least one second and at least the \
+                 feed's `poll_interval` (several intervals, so one slow poll does not refuse \
+                 requests)",
+            ));
         }
         Ok(Self {
             url,
@@ -156,7 +172,19 @@ impl Revocations {
             polls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_sync: AtomicI64::new(i64::MIN),
+            max_staleness: max_staleness.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            started_at,
         })
+    }
+
+    /// True when a staleness bound is set and the feed has not been read successfully
+    /// within it (never read: not since the verifier started).
+    pub(crate) fn is_stale(&self, now: i64) -> bool {
+        let Some(max) = self.max_staleness else {
+            return false;
+        };
+        let since = self.last_sync().unwrap_or(self.started_at);
+        now.saturating_sub(since) > max
     }
 
     /// Which revocation applies to a token, if any. `user` is `uid`, else `sub`.
@@ -334,6 +362,8 @@ mod tests {
             RevocationFeed::new("c", "s"),
             Url::parse("http://127.0.0.1/revocations").unwrap(),
             reqwest::Client::new(),
+            None,
+            0,
         )
         .unwrap()
     }

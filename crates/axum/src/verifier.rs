@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::HeaderValue;
 use reqwest::Url;
@@ -110,6 +111,7 @@ pub struct VerifierBuilder {
     token_cache_capacity: usize,
     jwks: JwksOptions,
     feed: Option<RevocationFeed>,
+    feed_max_staleness: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
@@ -134,6 +136,7 @@ impl Verifier {
             token_cache_capacity: 4096,
             jwks: JwksOptions::default(),
             feed: None,
+            feed_max_staleness: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -146,8 +149,10 @@ impl Verifier {
     /// current time → revocation.
     ///
     /// # Errors
-    /// [`Error::Token`] with the JOSE core's precise reason, [`Error::Revoked`], or
-    /// [`Error::KeysUnavailable`] when no key set could ever be fetched.
+    /// [`Error::Token`] with the JOSE core's precise reason, [`Error::Revoked`],
+    /// [`Error::KeysUnavailable`] when no key set could ever be fetched, or
+    /// [`Error::RevocationFeedStale`] for an otherwise valid token when
+    /// [`VerifierBuilder::revocation_feed_max_staleness`] is set and exceeded.
     pub async fn verify<C: DeserializeOwned>(
         &self,
         token: &str,
@@ -198,6 +203,11 @@ impl Verifier {
                 revocations.check(reg.jti.as_deref(), entry.info.sid.as_deref(), user, iat)
             {
                 return Err(Error::Revoked { reason });
+            }
+            // Not known to be revoked, but the feed may be too old to know: fail closed
+            // when the caller asked for it.
+            if revocations.is_stale(now) {
+                return Err(Error::RevocationFeedStale);
             }
         }
         Ok(Authenticated {
@@ -402,8 +412,32 @@ impl VerifierBuilder {
 
     /// Follows the issuer's revocation feed, so revoked tokens are refused within about one
     /// poll interval without a per-request call to the issuer.
+    ///
+    /// # Security
+    /// By default the feed fails open: before its first successful read, and for as long as
+    /// reads fail, tokens revoked meanwhile are accepted (until they expire). Set
+    /// [`VerifierBuilder::revocation_feed_max_staleness`] to refuse instead.
     pub fn revocation_feed(mut self, feed: RevocationFeed) -> Self {
         self.feed = Some(feed);
+        self
+    }
+
+    /// Fails closed when the revocation feed has not been read successfully for longer than
+    /// `max` (counted from when the verifier was built while it has never been read): valid
+    /// tokens are then refused with [`Error::RevocationFeedStale`], which the extractor
+    /// answers with 503 `temporarily_unavailable`, the answer for unavailable keys, until a
+    /// poll succeeds again. Off by default (the feed fails open).
+    ///
+    /// The trade-off: an outage of the issuer's feed becomes an outage of this service
+    /// after `max`, instead of a window in which revoked tokens are still accepted. Choose
+    /// several poll intervals (say 30 s for the 1 s default), so one slow poll refuses
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`VerifierBuilder::build`] fails with [`Error::Config`] without a revocation feed, or
+    /// when `max` is under one second or under the feed's poll interval.
+    pub fn revocation_feed_max_staleness(mut self, max: Duration) -> Self {
+        self.feed_max_staleness = Some(max);
         self
     }
 
@@ -464,6 +498,11 @@ impl VerifierBuilder {
             )?)),
         };
         let revocations = match self.feed {
+            None if self.feed_max_staleness.is_some() => {
+                return Err(Error::config(
+                    "`revocation_feed_max_staleness` is set but there is no revocation feed",
+                ));
+            }
             None => None,
             Some(feed) => {
                 let url = match (&feed.url, &issuer_url) {
@@ -476,7 +515,13 @@ impl VerifierBuilder {
                     }
                 };
                 let http = fetch::client(self.jwks.connect_timeout, self.jwks.timeout)?;
-                Some(Arc::new(Revocations::new(feed, url, http)?))
+                Some(Arc::new(Revocations::new(
+                    feed,
+                    url,
+                    http,
+                    self.feed_max_staleness,
+                    self.clock.now(),
+                )?))
             }
         };
         if let Ok(rt) = runtime {

@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use tessera_auth::Actor;
-use tessera_axum::{Error, RevocationFeed, Verifier};
+use tessera_axum::{Authenticated, Error, RevocationFeed, Verifier};
 use tessera_jose::NoCustomClaims;
 use tessera_testkit::{TestApp, spawn_app};
 
-use crate::{Issuer, es256, eventually, sign, unix_now};
+use crate::{Issuer, ManualClock, es256, eventually, sign, unix_now};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -126,6 +126,120 @@ async fn a_feed_that_ignores_since_stops_the_sync_instead_of_looping() {
         v.verify::<NoCustomClaims>(&token).await.unwrap_err(),
         Error::Revoked { reason: "token" }
     );
+}
+
+#[tokio::test]
+async fn with_a_staleness_bound_a_feed_not_read_in_time_fails_closed_until_it_is_read() {
+    let clock = ManualClock::new();
+    let key = es256("k1");
+    let issuer = Issuer::start(&[]).await;
+    issuer.set_failing(true);
+    let feed = || {
+        RevocationFeed::new("svc", "feed-secret")
+            .url(format!("{}/revocations", issuer.base))
+            .poll_interval(Duration::from_millis(100))
+    };
+    let v = Verifier::builder()
+        .key(key.verifying_key())
+        .accept_any_typ()
+        .clock(clock.shared())
+        .revocation_feed(feed())
+        .revocation_feed_max_staleness(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let token = |jti: &str| {
+        sign(
+            &key,
+            &serde_json::json!({"sub": "u", "jti": jti, "exp": clock.now() + 3600}),
+            None,
+        )
+    };
+    let good = token("good");
+    // Never read, but the verifier started less than the bound ago.
+    v.verify::<NoCustomClaims>(&good).await.unwrap();
+    clock.advance(61);
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&good).await.unwrap_err(),
+        Error::RevocationFeedStale
+    );
+    // The extractor answers it like unavailable keys: 503 with Retry-After.
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|_: Authenticated| async { "ok" }))
+        .with_state(v.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let get = async || {
+        reqwest::Client::new()
+            .get(&base)
+            .bearer_auth(&good)
+            .send()
+            .await
+            .unwrap()
+    };
+    let res = get().await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+
+    // A successful read recovers.
+    issuer.set_failing(false);
+    v.sync_revocations().await.unwrap();
+    v.verify::<NoCustomClaims>(&good).await.unwrap();
+    assert_eq!(get().await.status(), 200);
+
+    // Read once, then failing for longer than the bound: refused again; a known revocation
+    // is still a 401 reason, not a 503 one.
+    issuer.revoke("jti", "gone", clock.now());
+    v.sync_revocations().await.unwrap();
+    issuer.set_failing(true);
+    clock.advance(30);
+    v.verify::<NoCustomClaims>(&good).await.unwrap();
+    clock.advance(31);
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&good).await.unwrap_err(),
+        Error::RevocationFeedStale
+    );
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&token("gone"))
+            .await
+            .unwrap_err(),
+        Error::Revoked { reason: "token" }
+    );
+    // The background poller recovers on its own once the feed answers.
+    issuer.set_failing(false);
+    assert!(
+        eventually(Duration::from_secs(5), async || v
+            .verify::<NoCustomClaims>(&good)
+            .await
+            .is_ok())
+        .await
+    );
+
+    // Without the option the feed fails open (the default), and the option needs a feed
+    // and a bound of at least one poll interval.
+    issuer.set_failing(true);
+    let open = Verifier::builder()
+        .key(key.verifying_key())
+        .accept_any_typ()
+        .clock(clock.shared())
+        .revocation_feed(feed())
+        .build()
+        .unwrap();
+    clock.advance(3600);
+    open.verify::<NoCustomClaims>(&token("fresh"))
+        .await
+        .unwrap();
+    for builder in [
+        Verifier::builder()
+            .key(key.verifying_key())
+            .revocation_feed_max_staleness(Duration::from_secs(60)),
+        Verifier::builder()
+            .key(key.verifying_key())
+            .revocation_feed(feed().poll_interval(Duration::from_secs(10)))
+            .revocation_feed_max_staleness(Duration::from_secs(5)),
+    ] {
+        assert!(matches!(builder.build(), Err(Error::Config { .. })));
+    }
 }
 
 /// A verifier for `app`'s tokens, following its feed as the confidential client `svc`.
