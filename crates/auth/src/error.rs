@@ -58,6 +58,10 @@ pub enum AuthError {
     /// The caller is authenticated but not allowed to do this.
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// A client's own token (client credentials) where a user's is needed: RFC 6750 §3.1
+    /// `insufficient_scope`, as for any token that lacks what the resource requires.
+    #[error("this is a client's own token; there is no user")]
+    NoUser,
     /// The thing named does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),

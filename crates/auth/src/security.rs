@@ -738,10 +738,10 @@ impl<S: Store> Auth<S> {
     /// The user behind an access token.
     ///
     /// # Errors
-    /// [`AuthError::NotFound`] (deleted since), [`AuthError::Forbidden`] for a client token.
+    /// [`AuthError::NotFound`] (deleted since), [`AuthError::NoUser`] for a client token.
     pub async fn user_of(&self, ctx: &AccessContext) -> Result<User> {
         if ctx.is_client {
-            return Err(AuthError::Forbidden("a client's own token has no user"));
+            return Err(AuthError::NoUser);
         }
         let id = UserId::parse(ctx.user_id())?;
         match self.store().find_user_by_id(id).await? {

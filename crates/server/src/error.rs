@@ -251,6 +251,7 @@ impl AppError {
             ),
             AuthError::InvalidRequest(d) => Self::invalid_request(d),
             AuthError::Forbidden(d) => Self::new(StatusCode::FORBIDDEN, "forbidden", d),
+            e @ AuthError::NoUser => Self::insufficient_scope(&e.to_string()),
             AuthError::NotFound(what) => Self::not_found(what),
             AuthError::InvalidClient(d) => Self::invalid_client(d),
             AuthError::AlreadyExists(what) => Self::new(

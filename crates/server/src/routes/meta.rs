@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tessera_auth::Profile;
+use tessera_auth::security::MFA_GRANT_TYPE;
 
 use crate::state::AppState;
 
@@ -73,14 +74,17 @@ fn metadata(state: &AppState, openid: bool) -> serde_json::Value {
         "revocation_endpoint": format!("{base}/revoke"),
         "introspection_endpoint": format!("{base}/introspect"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "registration_endpoint": state.config.registration_open.then(|| format!("{base}/users")),
-        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        // No `registration_endpoint`: RFC 8414 §2 reserves it for RFC 7591 dynamic client
+        // registration, and `POST /users` registers users, not clients.
+        "grant_types_supported": ["password", "refresh_token", "client_credentials", MFA_GRANT_TYPE],
         "response_types_supported": [],
         "scopes_supported": state.config.default_scopes,
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "bearer"],
-        "token_endpoint_auth_signing_alg_values_supported": [alg],
+        // No `token_endpoint_auth_signing_alg_values_supported`: RFC 8414 §2 defines it for
+        // the JWT client authentication of `private_key_jwt` and `client_secret_jwt`,
+        // which are not offered.
         "service_documentation": format!("{base}/docs"),
     });
     if let Some(obj) = m.as_object_mut() {

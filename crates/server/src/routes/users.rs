@@ -48,9 +48,7 @@ impl<'a, I: Iterator<Item = &'a str> + Clone> Serialize for Seq<I> {
     security(("oauth2" = []), ("bearer" = [])))]
 pub(crate) async fn me(CurrentUser(ctx): CurrentUser) -> Result<Response, AppError> {
     if ctx.is_client {
-        return Err(AppError::insufficient_scope(
-            "this is a client's own token; there is no user",
-        ));
+        return Err(AppError::from_api(tessera_auth::AuthError::NoUser));
     }
     let me = Me {
         id: ctx.user_id(),

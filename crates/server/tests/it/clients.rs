@@ -40,9 +40,29 @@ async fn a_confidential_client_gets_a_service_token_without_a_refresh_token() {
     assert_eq!(c["sub"], "orders-service");
     assert_eq!(c["client_id"], "orders-service");
     assert!(c.get("sid").is_none() && c.get("preferred_username").is_none());
-    // Verifies like any access token, but it is nobody's `/users/me`.
+    // Verifies like any access token, but it is nobody's `/users/me`: on every user
+    // endpoint the RFC 6750 §3.1 answer for a token that lacks what is needed.
     let me = app.me(body["access_token"].as_str().unwrap()).await;
     assert_eq!(me.status(), 403);
+    let sessions = app
+        .client
+        .get(app.url("/users/me/sessions"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    for res in [me, sessions] {
+        assert_eq!(res.status(), 403);
+        assert!(
+            res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("error=\"insufficient_scope\""),
+            "{:?}",
+            res.headers()
+        );
+        assert_eq!(json(res).await["error"], "insufficient_scope");
+    }
     // client_secret_post works too, with a narrower scope.
     let res = app
         .post_token(&[

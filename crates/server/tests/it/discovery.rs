@@ -1,7 +1,7 @@
 //! JWKS (RFC 7517) and the metadata documents (RFC 8414, OpenID Connect Discovery).
 
 use tessera_jose::{JwkSet, KeySet, NoCustomClaims, Validation};
-use tessera_testkit::spawn_app;
+use tessera_testkit::{spawn_app, spawn_app_with};
 
 use crate::json;
 
@@ -46,7 +46,7 @@ async fn the_jwks_has_public_keys_only_and_verifies_our_tokens() {
 
 #[tokio::test]
 async fn authorization_server_metadata_has_what_clients_need() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.registration_open = true).await;
     for path in [
         "/.well-known/oauth-authorization-server",
         "/.well-known/openid-configuration",
@@ -59,8 +59,22 @@ async fn authorization_server_metadata_has_what_clients_need() {
         assert_eq!(m["jwks_uri"], app.url("/.well-known/jwks.json"));
         assert_eq!(
             m["grant_types_supported"],
-            serde_json::json!(["password", "refresh_token", "client_credentials"])
+            serde_json::json!([
+                "password",
+                "refresh_token",
+                "client_credentials",
+                "urn:tessera:params:oauth:grant-type:mfa-otp"
+            ]),
+            "every grant /token accepts"
         );
+        // RFC 8414 §2: client registration (RFC 7591), which user sign-up is not, and the
+        // algorithms of JWT client authentication, which is not offered.
+        for absent in [
+            "registration_endpoint",
+            "token_endpoint_auth_signing_alg_values_supported",
+        ] {
+            assert!(m.get(absent).is_none(), "{path}: {absent}");
+        }
         assert!(
             m["token_endpoint_auth_methods_supported"]
                 .as_array()
