@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use tessera_auth::AccessContext;
 use tessera_auth::model::RequestMeta;
 
@@ -190,26 +190,83 @@ impl FromRequestParts<AppState> for ClientMeta {
     }
 }
 
+/// The request's `Authorization` header, if it has one. Two or more are refused: the field
+/// takes one credential, not a list (RFC 9110 §11.6.2), and a proxy that read another of
+/// them than we do would disagree about who is calling (RFC 6750 §3.1 and RFC 6749 §5.2:
+/// `invalid_request` for a request that repeats a parameter).
+///
+/// # Errors
+/// `invalid_request` for more than one `Authorization` header.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, AppError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(AppError::invalid_request(
+            "more than one Authorization header; send one",
+        ));
+    }
+    Ok(first)
+}
+
+/// The `Authorization` header as text for client authentication (RFC 6749 §2.3.1), or
+/// `None` without one. HTTP Basic credentials that are not even text are refused like any
+/// other malformed ones: a client that tried to authenticate must get `invalid_client`
+/// (§5.2), not be served as the public client.
+///
+/// # Errors
+/// `invalid_request` for repeated headers, `invalid_client` for Basic credentials that are
+/// not visible ASCII.
+pub fn client_authorization(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
+    let Some(value) = authorization(headers)? else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(text) => Ok(Some(text)),
+        Err(_)
+            if value
+                .as_bytes()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"basic ")) =>
+        {
+            Err(AppError::invalid_client("malformed HTTP Basic credentials"))
+        }
+        // Another scheme, not ours to read here.
+        Err(_) => Ok(None),
+    }
+}
+
 /// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme is
 /// case-insensitive).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+///
+/// # Errors
+/// `invalid_request` for more than one `Authorization` header.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
     // UTF-8 validation (vectorized) rather than `to_str`'s byte-by-byte visible-ASCII check:
     // a token is ~1 KB and the verifier refuses anything outside the base64url alphabet.
-    std::str::from_utf8(bearer_token_bytes(headers)?).ok()
+    Ok(bearer_token_bytes(headers)?.and_then(|t| std::str::from_utf8(t).ok()))
 }
 
 /// [`bearer_token`] as the header's bytes, not yet checked to be text: the verified-token
 /// cache compares bytes, so a token seen before is never scanned twice
 /// ([`tessera_auth::Auth::authenticate_bytes`] checks the others).
-#[must_use]
-pub fn bearer_token_bytes(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = value.split_at_checked(6)?;
+///
+/// # Errors
+/// `invalid_request` for more than one `Authorization` header.
+pub fn bearer_token_bytes(headers: &HeaderMap) -> Result<Option<&[u8]>, AppError> {
+    let Some(value) = authorization(headers)? else {
+        return Ok(None);
+    };
+    let Some((scheme, rest)) = value.as_bytes().split_at_checked(6) else {
+        return Ok(None);
+    };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return None;
+        return Ok(None);
     }
-    let token = rest.strip_prefix(b" ")?.trim_ascii();
-    (!token.is_empty()).then_some(token)
+    let Some(token) = rest.strip_prefix(b" ") else {
+        return Ok(None);
+    };
+    let token = token.trim_ascii();
+    Ok((!token.is_empty()).then_some(token))
 }
 
 /// The authenticated caller of a protected endpoint: an `Authorization: Bearer` header, or
@@ -230,7 +287,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(token) = bearer_token_bytes(&parts.headers) {
+        if let Some(token) = bearer_token_bytes(&parts.headers)? {
             return authenticate_bytes(state, token).map(Self);
         }
         let token = session::cookie(&parts.headers, session::ACCESS_COOKIE)
@@ -269,7 +326,7 @@ impl FromRequestParts<AppState> for AdminUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers).ok_or_else(AppError::missing_token)?;
+        let token = bearer_token(&parts.headers)?.ok_or_else(AppError::missing_token)?;
         let ctx = authenticate(state, token)?;
         if ctx.has_role(tessera_auth::model::Role::ADMIN) {
             Ok(Self(ctx))
@@ -282,31 +339,67 @@ impl FromRequestParts<AppState> for AdminUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::StatusCode;
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_strict() {
+        let token = |h: &HeaderMap| bearer_token(h).unwrap().map(str::to_owned);
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "bEaReR abc".parse().unwrap());
-        assert_eq!(bearer_token(&h), Some("abc"));
+        assert_eq!(token(&h).as_deref(), Some("abc"));
         h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(token(&h), None);
         h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(token(&h), None);
         h.insert(header::AUTHORIZATION, "Bearerabc".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(token(&h), None);
         h.insert(header::AUTHORIZATION, "Bearer  abc ".parse().unwrap());
-        assert_eq!(bearer_token(&h), Some("abc"));
+        assert_eq!(token(&h).as_deref(), Some("abc"));
         h.insert(header::AUTHORIZATION, "Bear abc".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(token(&h), None);
         h.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(token(&h), None);
         // Not text: the bytes go to the cache lookup, the text form refuses them.
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_bytes(b"Bearer a\xffb").unwrap(),
         );
-        assert_eq!(bearer_token_bytes(&h), Some(&b"a\xffb"[..]));
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(bearer_token_bytes(&h).unwrap(), Some(&b"a\xffb"[..]));
+        assert_eq!(token(&h), None);
+    }
+
+    #[test]
+    fn a_second_authorization_header_is_refused_whatever_it_holds() {
+        let mut h = HeaderMap::new();
+        h.append(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        h.append(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        for e in [
+            bearer_token(&h).unwrap_err(),
+            bearer_token_bytes(&h).unwrap_err(),
+            client_authorization(&h).unwrap_err(),
+        ] {
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(e.code(), "invalid_request");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_that_are_not_text_are_an_invalid_client() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"bAsIc \xff\xfe").unwrap(),
+        );
+        let e = client_authorization(&h).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(e.code(), "invalid_client");
+        // Another scheme that is not text is not ours to judge; text passes through.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Other \xff").unwrap(),
+        );
+        assert_eq!(client_authorization(&h).unwrap(), None);
+        h.insert(header::AUTHORIZATION, "Basic YTpi".parse().unwrap());
+        assert_eq!(client_authorization(&h).unwrap(), Some("Basic YTpi"));
     }
 }

@@ -16,8 +16,9 @@ use tessera_auth::store::RevocationStore;
 use zeroize::Zeroizing;
 
 use crate::error::AppError;
-use crate::extract::{ApiQuery, bearer_token};
+use crate::extract::{ApiQuery, bearer_token, client_authorization};
 use crate::state::AppState;
+use crate::token_request::decode_basic;
 
 /// Events per page when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
@@ -129,7 +130,7 @@ pub(crate) async fn revocations(
 /// The caller must be an admin (bearer token) or a confidential client (HTTP Basic,
 /// RFC 6749 §2.3.1).
 async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    if let Some(token) = bearer_token(headers) {
+    if let Some(token) = bearer_token(headers)? {
         let ctx = state.auth.authenticate(token).map_err(|e| {
             tracing::debug!(target: "tessera::auth", reason = %e, "revocation feed caller rejected");
             AppError::invalid_token()
@@ -162,10 +163,7 @@ type Credentials = (Option<String>, Option<Zeroizing<String>>);
 
 /// HTTP Basic credentials, if the `Authorization` header carries them.
 fn client_credentials(headers: &HeaderMap) -> Result<Credentials, AppError> {
-    let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(auth) = client_authorization(headers)? else {
         return Ok((None, None));
     };
     let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
@@ -175,26 +173,6 @@ fn client_credentials(headers: &HeaderMap) -> Result<Credentials, AppError> {
     let (id, secret) = decode_basic(rest)
         .ok_or_else(|| AppError::invalid_client("malformed HTTP Basic credentials"))?;
     Ok((Some(id), Some(secret).filter(|s| !s.is_empty())))
-}
-
-/// Decodes `base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
-fn decode_basic(b64: &str) -> Option<(String, Zeroizing<String>)> {
-    use base64::Engine as _;
-    let raw = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()?,
-    );
-    let text = std::str::from_utf8(&raw).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    let dec = |s: &str| -> Option<Zeroizing<String>> {
-        let pairs = Zeroizing::new(format!("v={s}"));
-        serde_urlencoded::from_str::<Vec<(String, String)>>(&pairs)
-            .ok()?
-            .pop()
-            .map(|(_, v)| Zeroizing::new(v))
-    };
-    Some((dec(id)?.to_string(), dec(secret)?))
 }
 
 #[cfg(test)]

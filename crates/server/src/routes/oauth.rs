@@ -21,9 +21,7 @@ async fn client_of(
     form: &OAuthForm,
     headers: &HeaderMap,
 ) -> Result<ClientPolicy, AppError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = crate::extract::client_authorization(headers)?;
     let p = PresentedClient::from_request(form, authorization)?;
     state
         .auth
@@ -172,7 +170,7 @@ pub(crate) async fn introspect(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, AppError> {
-    if let Some(caller) = bearer_token(&headers) {
+    if let Some(caller) = bearer_token(&headers)? {
         let ctx = state.auth.authenticate(caller).map_err(|e| {
             tracing::debug!(target: "tessera::auth", reason = %e, "introspection caller rejected");
             AppError::invalid_token()
@@ -183,9 +181,7 @@ pub(crate) async fn introspect(
             ));
         }
     } else {
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let authorization = crate::extract::client_authorization(&headers)?;
         let p = PresentedClient::from_request(&form, authorization)?;
         if p.id.is_none() {
             return Err(AppError::missing_token());

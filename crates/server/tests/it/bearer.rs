@@ -108,3 +108,77 @@ async fn users_me_answers_from_the_token_with_the_session() {
     let res = app.me(&t.access_token).await;
     assert_eq!(res.headers()["cache-control"], "no-store");
 }
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_on_every_endpoint_that_reads_one() {
+    // RFC 6750 §3.1 / RFC 6749 §5.2 `invalid_request`: the field holds one credential,
+    // and a proxy that read the other one would disagree about who is calling.
+    let app = spawn_app().await;
+    let t = app.login("admin", tessera_testkit::ADMIN_PASSWORD).await;
+    let bearer = format!("Bearer {}", t.access_token);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.append("authorization", bearer.parse().unwrap());
+    headers.append("authorization", "Bearer x".parse().unwrap());
+    for res in [
+        app.client
+            .get(app.url("/users/me"))
+            .headers(headers.clone())
+            .send(),
+        app.client
+            .get(app.url("/admin/users"))
+            .headers(headers.clone())
+            .send(),
+        app.client
+            .post(app.url("/introspect"))
+            .headers(headers.clone())
+            .form(&[("token", t.access_token.as_str())])
+            .send(),
+        app.client
+            .post(app.url("/token"))
+            .headers(headers.clone())
+            .form(&[
+                ("username", "admin"),
+                ("password", tessera_testkit::ADMIN_PASSWORD),
+            ])
+            .send(),
+    ] {
+        let res = res.await.unwrap();
+        let url = res.url().clone();
+        assert_eq!(res.status(), 400, "{url}");
+        assert_eq!(json(res).await["error"], "invalid_request", "{url}");
+    }
+    // One of them alone is fine.
+    let res = app
+        .client
+        .get(app.url("/users/me"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn basic_credentials_that_are_not_text_are_an_invalid_client_not_the_public_client() {
+    // RFC 6749 §5.2: a client that tried to authenticate with the Authorization header
+    // gets 401 invalid_client; these bytes used to be dropped, and the password grant ran
+    // as the built-in public client.
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.url("/token"))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Basic \xff\xfe").unwrap(),
+        )
+        .form(&[
+            ("username", "admin"),
+            ("password", tessera_testkit::ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().contains_key("www-authenticate"));
+    assert_eq!(json(res).await["error"], "invalid_client");
+}
