@@ -83,7 +83,7 @@ enum Command {
 }
 
 impl Cli {
-    fn sources(&self, listen: Option<&str>, log_format: Option<&str>) -> Sources {
+    fn sources(&self, listen: Option<&str>, log_format: Option<&str>) -> Result<Sources, Failure> {
         let mut overrides = Vec::new();
         if let Some(d) = &self.data_dir {
             overrides.push(("data_dir".to_owned(), d.display().to_string()));
@@ -97,11 +97,11 @@ impl Cli {
         if let Some(f) = log_format {
             overrides.push(("log_format".to_owned(), f.to_owned()));
         }
-        Sources {
+        Ok(Sources {
             file: self.config.clone(),
-            env: std::env::vars().collect(),
+            env: tessera_env()?,
             overrides,
-        }
+        })
     }
 
     /// The resolved configuration, or a usage failure (exit 2) naming the key.
@@ -115,9 +115,33 @@ impl Cli {
         listen: Option<&str>,
         log_format: Option<&str>,
     ) -> Result<Config, Failure> {
-        Config::load(&self.sources(listen, log_format))
+        Config::load(&self.sources(listen, log_format)?)
             .map_err(|e| Failure::usage(format!("configuration error: {e}")))
     }
+}
+
+/// The `TESSERA_*` environment variables, for the configuration. Other variables are not
+/// ours: whatever their bytes (a Latin-1 name left by another program), they are skipped,
+/// never read as text (`std::env::vars` panics on the first one that is not UTF-8).
+fn tessera_env() -> Result<Vec<(String, String)>, Failure> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("TESSERA_")) else {
+            continue;
+        };
+        // Read by clap as a path, which need not be UTF-8.
+        if name == "TESSERA_CONFIG" {
+            continue;
+        }
+        let value = value.into_string().map_err(|_| {
+            Failure::usage(format!(
+                "configuration error: environment variable {name} is not valid UTF-8; set it \
+                 to UTF-8 text or unset it"
+            ))
+        })?;
+        env.push((name.to_owned(), value));
+    }
+    Ok(env)
 }
 
 fn main() -> ExitCode {

@@ -361,3 +361,32 @@ fn help_documents_the_defaults() {
         "{generate}"
     );
 }
+
+/// Another program's variable that is not UTF-8 (a Latin-1 name) is none of ours and must
+/// not stop anything; a `TESSERA_*` one that is not UTF-8 is a configuration error naming it.
+#[cfg(unix)]
+#[test]
+fn environment_variables_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let dir = Dir::new();
+    let data = dir.path("data");
+    let latin1 = OsStr::from_bytes(b"caf\xe9");
+    let out: crate::common::Run = crate::common::tessera()
+        .args(["check-config", "--data-dir"])
+        .arg(&data)
+        .env("LEGACY_NAME", latin1)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out: crate::common::Run = crate::common::tessera()
+        .args(["check-config", "--data-dir"])
+        .arg(&data)
+        .env("TESSERA_ISSUER", latin1)
+        .output()
+        .unwrap()
+        .into();
+    out.fails(2, "environment variable TESSERA_ISSUER is not valid UTF-8");
+}
