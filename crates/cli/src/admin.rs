@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::Cli;
 use crate::exit::Failure;
+use crate::output::{self, outln};
 use crate::tokens::GenerateArgs;
 
 /// `tessera users ...`
@@ -266,14 +267,15 @@ fn opt_time(t: Option<i64>) -> String {
 }
 
 /// Prints rows as an aligned table.
-pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<(), Failure> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut text = String::new();
+    let mut line = |cells: &[String]| {
         let mut out = String::new();
         for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
@@ -282,12 +284,14 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        text.push_str(out.trim_end());
+        text.push('\n');
     };
-    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    line(&headers.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
     for r in rows {
-        line(r.clone());
+        line(r);
     }
+    output::write(text.as_bytes())
 }
 
 fn user_json(u: &User) -> serde_json::Value {
@@ -304,11 +308,10 @@ fn user_json(u: &User) -> serde_json::Value {
 }
 
 pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).map_err(|e| Failure::refused(e.to_string()))?
-    );
-    Ok(())
+    )
 }
 
 /// `tessera users ...`
@@ -334,7 +337,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
                 .create_user(name, pw, roles, &CLI, &meta())
                 .await
                 .map_err(fail)?;
-            println!("created user {} ({})", u.username, u.id);
+            outln!("created user {} ({})", u.username, u.id)?;
         }
         UsersCommand::List { json } => {
             let users = auth.list_users().await.map_err(fail)?;
@@ -363,7 +366,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
                         ]
                     })
                     .collect();
-                table(&["USERNAME", "ROLES", "STATUS", "CREATED", "ID"], &rows);
+                table(&["USERNAME", "ROLES", "STATUS", "CREATED", "ID"], &rows)?;
             }
         }
         UsersCommand::Show { name } => {
@@ -386,7 +389,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
                 .set_roles(&u, roles, &CLI, &meta())
                 .await
                 .map_err(fail)?;
-            println!(
+            outln!(
                 "{} now has roles: {} (tokens pick this up at their next refresh)",
                 u.username,
                 if u.roles.is_empty() {
@@ -398,46 +401,46 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
                         .collect::<Vec<_>>()
                         .join(", ")
                 }
-            );
+            )?;
         }
         UsersCommand::Disable { name } => {
             let u = auth.find_user(name).await.map_err(fail)?;
             auth.set_disabled(&u, true, &CLI, &meta())
                 .await
                 .map_err(fail)?;
-            println!(
+            outln!(
                 "disabled {}; every session and token of theirs is revoked",
                 u.username
-            );
+            )?;
         }
         UsersCommand::Enable { name } => {
             let u = auth.find_user(name).await.map_err(fail)?;
             auth.set_disabled(&u, false, &CLI, &meta())
                 .await
                 .map_err(fail)?;
-            println!("enabled {}", u.username);
+            outln!("enabled {}", u.username)?;
         }
         UsersCommand::Passwd { name, .. } => {
             let u = auth.find_user(name).await.map_err(fail)?;
             auth.set_password(&u, password.unwrap_or_default(), None, &CLI, &meta())
                 .await
                 .map_err(fail)?;
-            println!(
+            outln!(
                 "password of {} changed; their sessions were ended",
                 u.username
-            );
+            )?;
         }
         UsersCommand::Delete { name } => {
             let u = auth.find_user(name).await.map_err(fail)?;
             auth.delete_user(&u, &CLI, &meta()).await.map_err(fail)?;
-            println!("deleted {}", u.username);
+            outln!("deleted {}", u.username)?;
         }
         UsersCommand::Unlock { name } => {
             let u = auth.find_user(name).await.map_err(fail)?;
             if auth.unlock(&u, &CLI, &meta()).await.map_err(fail)? {
-                println!("unlocked {}: failed-attempt counters cleared", u.username);
+                outln!("unlocked {}: failed-attempt counters cleared", u.username)?;
             } else {
-                println!("{} was not locked; nothing to lift", u.username);
+                outln!("{} was not locked; nothing to lift", u.username)?;
             }
         }
         UsersCommand::ResetMfa { name } => {
@@ -449,10 +452,10 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
                 )));
             }
             auth.reset_mfa(&u, &CLI, &meta()).await.map_err(fail)?;
-            println!(
+            outln!(
                 "second factor of {} turned off and recovery codes deleted; they sign in with the password and can enrol again",
                 u.username
-            );
+            )?;
         }
         UsersCommand::Import {
             skip_existing,
@@ -466,7 +469,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
                 *dry_run,
             )
             .await?;
-            println!("{report}");
+            outln!("{report}")?;
         }
     }
     state.db().close().await;
@@ -494,10 +497,10 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                     .collect();
                 print_json(&serde_json::Value::Array(keys))?;
             } else if ring.keys.is_empty() {
-                println!(
+                outln!(
                     "no stored keys: tokens are signed with {} from `signing.secret`",
                     ring.signer.algorithm()
-                );
+                )?;
             } else {
                 let rows: Vec<Vec<String>> = ring
                     .keys
@@ -516,12 +519,12 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                 table(
                     &["KID", "ALG", "STATE", "CREATED", "ACTIVATES", "RETIRES"],
                     &rows,
-                );
+                )?;
             }
         }
         KeysCommand::Rotate { now } => {
             let info = auth.rotate_keys(*now, &CLI).await.map_err(fail)?;
-            println!(
+            outln!(
                 "created key {} ({}), {} at {}; running servers pick it up within a second",
                 info.kid,
                 info.alg,
@@ -531,15 +534,15 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                     "published now, signing"
                 },
                 time(info.activates_at)
-            );
+            )?;
         }
-        KeysCommand::ExportJwks => println!("{}", auth.key_ring().jwks_json),
+        KeysCommand::ExportJwks => outln!("{}", auth.key_ring().jwks_json)?,
         KeysCommand::Revoke { kid } => {
             auth.revoke_key(kid, &CLI).await.map_err(fail)?;
-            println!(
+            outln!(
                 "revoked key {kid}: tokens it signed are refused (running servers within a second); signing uses {}",
                 auth.key_ring().signer.kid().unwrap_or("-")
-            );
+            )?;
         }
         KeysCommand::Generate(_) => {}
     }
@@ -595,7 +598,7 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
                 table(
                     &["ID", "USER", "CLIENT", "CREATED", "LAST USED", "IP"],
                     &rows,
-                );
+                )?;
             }
         }
         SessionsCommand::Revoke { id } => {
@@ -609,7 +612,7 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
                 .await
                 .map_err(fail)?
             {
-                Some(_) => println!("revoked session {id}"),
+                Some(_) => outln!("revoked session {id}")?,
                 None => return Err(Failure::refused(format!("no live session {id}"))),
             }
         }
@@ -619,7 +622,7 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
                 .revoke_all_sessions(&u, &CLI, &meta())
                 .await
                 .map_err(fail)?;
-            println!("revoked {n} session(s) of {}", u.username);
+            outln!("revoked {n} session(s) of {}", u.username)?;
         }
     }
     state.db().close().await;
@@ -640,8 +643,9 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
                 .create_client(name, scopes, *confidential, &CLI)
                 .await
                 .map_err(fail)?;
-            println!(
-                "created {} client {} with scopes: {}",
+            // One write, so the secret is either shown with the rest or reported lost.
+            let mut text = Zeroizing::new(format!(
+                "created {} client {} with scopes: {}\n",
                 if client.confidential {
                     "confidential"
                 } else {
@@ -653,9 +657,27 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
                 } else {
                     client.scopes.join(" ")
                 }
-            );
-            if let Some(secret) = secret {
-                println!("client_secret: {}", secret.as_str());
+            ));
+            if let Some(secret) = &secret {
+                text.push_str("client_secret: ");
+                text.push_str(secret.as_str());
+                text.push('\n');
+            }
+            output::write(text.as_bytes()).map_err(|f| {
+                if secret.is_some() {
+                    Failure::refused(format!(
+                        "{}; the client {} was created, but its secret was not shown and is \
+                         stored only hashed: delete it (`tessera clients delete {}`) and add it \
+                         again",
+                        f.message(),
+                        client.id,
+                        client.id
+                    ))
+                } else {
+                    f
+                }
+            })?;
+            if secret.is_some() {
                 eprintln!(
                     "The secret is shown only once and stored hashed; keep it somewhere safe."
                 );
@@ -690,12 +712,12 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
                         ]
                     })
                     .collect();
-                table(&["CLIENT_ID", "TYPE", "SCOPES", "CREATED"], &rows);
+                table(&["CLIENT_ID", "TYPE", "SCOPES", "CREATED"], &rows)?;
             }
         }
         ClientsCommand::Delete { name } => {
             auth.delete_client(name, &CLI).await.map_err(fail)?;
-            println!("deleted client {name}");
+            outln!("deleted client {name}")?;
         }
     }
     state.db().close().await;

@@ -12,6 +12,7 @@ use tessera_jose::base64url;
 use crate::Cli;
 use crate::admin::{fail, open, table, time};
 use crate::exit::Failure;
+use crate::output::{self, outln};
 
 /// `tessera audit ...`
 #[derive(Debug, Subcommand)]
@@ -115,15 +116,17 @@ async fn list(
         }
     }
     if json {
+        let mut text = String::new();
         for r in &rows {
             let mut v = tessera_auth::audit::record_json(r);
             // RFC 3339 times in the CLI's output, as log shippers expect.
             if let Some(o) = v.as_object_mut() {
                 o.insert("at".into(), serde_json::Value::String(time(r.event.at)));
             }
-            println!("{v}");
+            text.push_str(&v.to_string());
+            text.push('\n');
         }
-        return Ok(());
+        return output::write(text.as_bytes());
     }
     if rows.is_empty() {
         eprintln!("no matching events");
@@ -155,7 +158,7 @@ async fn list(
     table(
         &["ID", "TIME", "EVENT", "OUTCOME", "USER", "IP", "DETAIL"],
         &cells,
-    );
+    )?;
     Ok(())
 }
 
@@ -188,7 +191,7 @@ async fn verify(
                 "audit log BROKEN: it is empty, but the recorded head row {id} existed: rows were cut off the end"
             )));
         }
-        println!("audit log is empty");
+        outln!("audit log is empty")?;
         return Ok(());
     };
     if let Some((id, hash)) = expect {
@@ -211,12 +214,14 @@ async fn verify(
             }
         }
     }
-    println!(
+    let verdict = format!(
         "audit log intact: {} rows; head {head_id}:{}",
         check.intact_rows,
         base64url::encode(&head_hash)
     );
-    Ok(())
+    // Exit 1 all the same: a scheduled check must not pass while the head it is meant to
+    // record is lost, and the message keeps the verdict and the head.
+    outln!("{verdict}").map_err(|f| Failure::refused(format!("{verdict}, but {}", f.message())))
 }
 
 /// `ID:HASH` as printed by `audit verify`.

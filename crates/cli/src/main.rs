@@ -13,9 +13,11 @@ mod admin;
 mod audit;
 mod exit;
 mod import;
+mod output;
 mod tokens;
 
 use exit::Failure;
+use output::outln;
 
 /// Tessera: a JWT authentication server and toolkit.
 ///
@@ -176,7 +178,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let config = cli.load_config(None)?;
             let text = serde_json::to_string_pretty(&config.describe())
                 .context("printing the configuration")?;
-            println!("{text}");
+            outln!("{text}")?;
             // Loading the configuration has checked the files; what is left are dates.
             if let Some(files) = &config.tls
                 && let Ok(loaded) = tessera_server::tls::load(files)
@@ -199,13 +201,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(cmd) => audit::run(&cli, cmd).await,
         Command::Token(cmd) => tokens::run(cmd).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "tessera",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+            // Into memory first: `generate` panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "tessera", &mut script);
+            output::write(&script)
         }
     }
 }

@@ -1,14 +1,13 @@
 //! `tessera token encode`: build a claims set from flags and sign it with a key that must
 //! fit `--alg`.
 
-use std::io::Write as _;
-
 use serde_json::{Map, Value};
 use tessera_jose::{Algorithm, JwkSet, SigningKey};
 
 use super::input::{self, KeyFile};
 use super::{EncodeArgs, time};
 use crate::exit::Failure;
+use crate::output;
 
 /// The registered claims of RFC 7519 §4.1 and the flag that sets each one.
 const REGISTERED: [(&str, &str); 7] = [
@@ -38,10 +37,7 @@ pub(super) fn run(args: &EncodeArgs) -> Result<(), Failure> {
     let token = key
         .sign_jwt(&claims, args.typ.as_deref())
         .map_err(|e| Failure::usage(format!("{e}")))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{token}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::refused(format!("cannot write to stdout: {e}")))
+    output::line(token)
 }
 
 /// The signing key from `--key` or `--secret`; the library refuses a key that does not fit

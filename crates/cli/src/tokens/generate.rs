@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{GenerateArgs, KeyFormat, input};
 use crate::exit::Failure;
+use crate::output;
 
 pub(super) fn run(args: &GenerateArgs) -> Result<(), Failure> {
     let alg = input::algorithm(&args.alg)?;
@@ -43,12 +44,7 @@ pub(super) fn run(args: &GenerateArgs) -> Result<(), Failure> {
     };
     match &args.out {
         Some(path) => write_new_private(path, text.as_bytes())?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(|e| Failure::refused(format!("cannot write to stdout: {e}")))?;
-        }
+        None => output::write(text.as_bytes())?,
     }
     let thumbprint = key
         .verifying_key()

@@ -5,7 +5,6 @@
 //! when the token is refused; exit 2 when the keys or flags cannot work.
 
 use std::fmt::Display;
-use std::io::Write as _;
 
 use serde_json::{Map, Value, json};
 use tessera_jose::{
@@ -16,6 +15,7 @@ use tessera_jose::{
 use super::input::{self, KeyFile};
 use super::{VerifyArgs, jwks_url, time};
 use crate::exit::Failure;
+use crate::output;
 
 /// Prints the steps of `--explain` to stderr; silent otherwise.
 pub(super) struct Explain {
@@ -443,12 +443,7 @@ fn header_value(token: &str, limits: &Limits) -> Value {
 fn print_payload(payload: &[u8]) -> Result<(), Failure> {
     match serde_json::from_slice::<Value>(payload) {
         Ok(value) => print_json(&value),
-        Err(_) => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(payload)
-                .and_then(|()| out.flush())
-                .map_err(|e| Failure::refused(format!("cannot write to stdout: {e}")))
-        }
+        Err(_) => output::write(payload),
     }
 }
 
@@ -456,8 +451,5 @@ fn print_payload(payload: &[u8]) -> Result<(), Failure> {
 pub(super) fn print_json(value: &Value) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::refused(format!("cannot print JSON: {e}")))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::refused(format!("cannot write to stdout: {e}")))
+    output::line(text)
 }

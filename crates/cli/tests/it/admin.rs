@@ -559,3 +559,72 @@ async fn audit_verify_finds_an_edited_a_deleted_and_a_cut_off_row() {
     d.run(&["audit", "verify", "--expect-head", &head])
         .fails(1, "rows were cut off the end");
 }
+
+/// Every command's output goes through one fallible path: a full disk or a closed pipe on
+/// stdout is "cannot write to stdout" with exit 1, never a panic (exit 101).
+#[cfg(target_os = "linux")]
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    use crate::common::{Sink, run_into};
+
+    let d = Data::new();
+    d.add_user("olga", &[]);
+    d.run(&["clients", "add", "listed"]).success();
+    for args in [
+        &["users", "list"][..],
+        &["users", "list", "--json"],
+        &["users", "show", "olga"],
+        &["keys", "list"],
+        &["keys", "export-jwks"],
+        &["sessions", "list"],
+        &["clients", "list"],
+        &["audit", "list"],
+        &["audit", "list", "--json"],
+        &["check-config"],
+        &["completions", "bash"],
+    ] {
+        for sink in [Sink::Full, Sink::Closed] {
+            let out = run_into(&d.command(args), sink);
+            assert_eq!(out.code, 1, "{args:?} into {sink:?}: {}", out.stderr);
+            assert!(
+                out.stderr.starts_with("error: cannot write to stdout: "),
+                "{args:?} into {sink:?}: {}",
+                out.stderr
+            );
+        }
+    }
+
+    // The chain is intact, but the head the check is run for is lost: not exit 0, and the
+    // message keeps the verdict.
+    let out = run_into(&d.command(&["audit", "verify"]), Sink::Full);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: audit log intact: ")
+            && out.stderr.contains("but cannot write to stdout"),
+        "{}",
+        out.stderr
+    );
+
+    // The client exists, but its secret was never shown: say so, and what to do.
+    let out = run_into(
+        &d.command(&["clients", "add", "lost", "--confidential"]),
+        Sink::Full,
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the client lost was created, but its secret was not shown")
+            && out.stderr.contains("tessera clients delete lost"),
+        "{}",
+        out.stderr
+    );
+    let clients = d.run(&["clients", "list", "--json"]).success().json();
+    assert!(
+        clients
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_id"] == "lost"),
+        "{clients}"
+    );
+}

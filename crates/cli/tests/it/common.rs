@@ -213,3 +213,39 @@ pub(crate) fn assert_payload(run: &Run, expected: &[u8], label: &str) {
         Err(_) => assert_eq!(run.stdout, expected, "{label}"),
     }
 }
+
+/// Where a run's stdout goes when it is not captured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sink {
+    /// `/dev/full`: every write fails with ENOSPC.
+    Full,
+    /// A pipe whose reading end is closed before the command writes (`| head -c0`).
+    Closed,
+}
+
+/// Runs `cmd` (as built, with its arguments and environment) with stdout sent to `sink`.
+pub(crate) fn run_into(cmd: &Command, sink: Sink) -> Run {
+    use std::process::Stdio;
+
+    let mut std_cmd = std::process::Command::new(cmd.get_program());
+    std_cmd.args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => std_cmd.env(key, v),
+            None => std_cmd.env_remove(key),
+        };
+    }
+    std_cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+    match sink {
+        Sink::Full => {
+            std_cmd.stdout(std::fs::File::create("/dev/full").unwrap());
+        }
+        Sink::Closed => {
+            std_cmd.stdout(Stdio::piped());
+        }
+    }
+    let mut child = std_cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    output.into()
+}
