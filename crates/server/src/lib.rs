@@ -33,6 +33,7 @@ use axum::routing::{delete, get, post, put};
 use secrecy::ExposeSecret;
 use tessera_auth::keys::{KeySchedule, KeySource};
 use tessera_auth::password::PasswordHasher;
+use tessera_auth::store::KeyStore as _;
 use tessera_auth::{Auth, AuthConfig, AuthParts, Bootstrapped, SharedClock};
 use tessera_jose::crypto::{self, SealingKey};
 use tessera_store::Database;
@@ -115,7 +116,33 @@ pub async fn open(
                 })?
         }
     };
-    let master = load_master_key(&config, &mut warnings)?;
+    let (master, generated) = load_master_key(&config)?;
+    let stored_keys = db.list_signing_keys().await.map_err(|e| {
+        StartError(format!(
+            "cannot read the signing keys: {e} ({})",
+            source_text(&e)
+        ))
+    })?;
+    if generated {
+        let path = config.master_key_path();
+        // A database restored without its master key: a new key would unseal nothing, and
+        // written next to it, would stand in for the real one at the next start.
+        if !stored_keys.is_empty() {
+            return Err(StartError(format!(
+                "{} is missing, but the database holds {} signing key(s) sealed with the \
+                 master key it was created with; restore master.key from backup or set \
+                 TESSERA_MASTER_KEY (or TESSERA_MASTER_KEY_FILE) to that key",
+                path.display(),
+                stored_keys.len()
+            )));
+        }
+        let text = Zeroizing::new(tessera_jose::base64url::encode(master.as_slice()));
+        write_secret_file(&path, text.as_bytes())?;
+        warnings.push(format!(
+            "generated a master key in {} (mode 0600); back it up, or set TESSERA_MASTER_KEY / TESSERA_MASTER_KEY_FILE",
+            path.display()
+        ));
+    }
     if matches!(config.database, DatabaseConfig::Url(_)) && config.master_key.is_none() {
         warnings.push(
             "no master_key configured: instances sharing this database must all use the same one; set TESSERA_MASTER_KEY (or _FILE) on every instance".into(),
@@ -131,12 +158,16 @@ pub async fn open(
     ));
     let key_source = match &config.signing {
         SigningConfig::Hmac(k) => KeySource::Hmac(k.clone()),
-        SigningConfig::Stored { alg, rsa_bits } => KeySource::Stored {
-            alg: *alg,
-            rsa_bits: *rsa_bits,
-            sealing: SealingKey::new(sealing_key.as_slice())
-                .map_err(|e| StartError(e.to_string()))?,
-        },
+        SigningConfig::Stored { alg, rsa_bits } => {
+            let sealing =
+                SealingKey::new(sealing_key.as_slice()).map_err(|e| StartError(e.to_string()))?;
+            check_master_key(&config, &sealing, &stored_keys)?;
+            KeySource::Stored {
+                alg: *alg,
+                rsa_bits: *rsa_bits,
+                sealing,
+            }
+        }
     };
     let params = config.hash_params;
     let (concurrency, queue) = (config.max_concurrent_hashes, config.max_queued_logins);
@@ -223,38 +254,68 @@ fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The master key from configuration, or from `<data_dir>/master.key`, generated (0600)
-/// on first start.
-fn load_master_key(
-    config: &Config,
-    warnings: &mut Vec<String>,
-) -> Result<Zeroizing<[u8; 32]>, StartError> {
+/// The master key from configuration or from `<data_dir>/master.key`; `true` with a new
+/// random key when neither exists. The caller writes it to that file once it knows the
+/// database holds no signing key sealed with another one.
+fn load_master_key(config: &Config) -> Result<(Zeroizing<[u8; 32]>, bool), StartError> {
     if let Some(mk) = &config.master_key {
         return config::decode_master_key(mk.expose_secret())
+            .map(|key| (key, false))
             .map_err(|e| StartError(format!("`master_key`: {e}")));
     }
     let path = config.master_key_path();
     match std::fs::read_to_string(&path) {
-        Ok(text) => config::decode_master_key(&text).map_err(|e| {
-            StartError(format!(
-                "{}: {e}; restore it from backup (without it, stored signing keys cannot be read)",
-                path.display()
-            ))
-        }),
+        Ok(text) => config::decode_master_key(&text)
+            .map(|key| (key, false))
+            .map_err(|e| {
+                StartError(format!(
+                    "{}: {e}; restore it from backup (without it, stored signing keys cannot be read)",
+                    path.display()
+                ))
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Zeroizing::new(
                 crypto::random_array::<32>().map_err(|e| StartError(e.to_string()))?,
             );
-            let text = Zeroizing::new(tessera_jose::base64url::encode(key.as_slice()));
-            write_secret_file(&path, text.as_bytes())?;
-            warnings.push(format!(
-                "generated a master key in {} (mode 0600); back it up, or set TESSERA_MASTER_KEY / TESSERA_MASTER_KEY_FILE",
-                path.display()
-            ));
-            Ok(key)
+            Ok((key, true))
         }
         Err(e) => Err(StartError(format!("cannot read {}: {e}", path.display()))),
     }
+}
+
+/// Refuses a master key that does not unseal the stored signing keys (every one was sealed
+/// with the same key), with what to do instead of the key ring's "cannot unseal".
+fn check_master_key(
+    config: &Config,
+    sealing: &SealingKey,
+    stored: &[tessera_auth::model::StoredKey],
+) -> Result<(), StartError> {
+    let Some(key) = stored
+        .iter()
+        .rev()
+        .find(|k| !k.sealed_private_key.is_empty())
+    else {
+        return Ok(());
+    };
+    if sealing
+        .open(key.kid.as_bytes(), &key.sealed_private_key)
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let from = if config.master_key.is_some() {
+        "the configured master_key (TESSERA_MASTER_KEY, TESSERA_MASTER_KEY_FILE or the config file)"
+            .to_owned()
+    } else {
+        config.master_key_path().display().to_string()
+    };
+    Err(StartError(format!(
+        "the master key from {from} does not unseal the stored signing key {}: it is not the \
+         key this database was sealed with; restore {} from backup or set TESSERA_MASTER_KEY \
+         to the right key",
+        key.kid,
+        config.master_key_path().display()
+    )))
 }
 
 fn write_secret_file(path: &Path, content: &[u8]) -> Result<(), StartError> {

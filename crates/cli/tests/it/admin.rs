@@ -628,3 +628,41 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
         "{clients}"
     );
 }
+
+/// A database restored without its master key: no new key is written beside it (it would
+/// unseal nothing, and stand in for the real one from then on); the error says what to
+/// restore. A wrong master key is named as such, with the same advice.
+#[test]
+fn a_restored_database_without_its_master_key_is_refused_and_nothing_is_written() {
+    let a = Data::new();
+    a.run(&["users", "list"]).success();
+    let b = Data::new();
+    std::fs::copy(a.path().join("tessera.db"), b.path().join("tessera.db")).unwrap();
+    let out = b.run(&["audit", "verify"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("master.key is missing")
+            && out
+                .stderr
+                .contains("restore master.key from backup or set TESSERA_MASTER_KEY"),
+        "{}",
+        out.stderr
+    );
+    assert!(!b.path().join("master.key").exists());
+
+    let wrong = tessera_jose::base64url::encode([7u8; 32]);
+    std::fs::write(b.path().join("master.key"), wrong).unwrap();
+    let out = b.run(&["users", "list"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("does not unseal the stored signing key")
+            && out.stderr.contains("set TESSERA_MASTER_KEY")
+            && !out.stderr.contains("internal error"),
+        "{}",
+        out.stderr
+    );
+
+    std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
+    b.run(&["users", "list"]).success();
+}
