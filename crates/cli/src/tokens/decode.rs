@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 use tessera_jose::{Algorithm, Limits, base64url, decode_unverified};
 
-use super::verify::print_json;
+use super::verify::{is_too_deep, print_json};
 use super::{DecodeArgs, input, time};
 use crate::exit::Failure;
 
@@ -56,7 +56,13 @@ pub(super) fn run(args: &DecodeArgs) -> Result<(), Failure> {
         }
         None => match std::str::from_utf8(&parts.payload) {
             Ok(text) => {
-                eprintln!("note: the payload is not JSON, so it holds no JWT claims");
+                match serde_json::from_slice::<Value>(&parts.payload) {
+                    Err(e) if is_too_deep(&e) => eprintln!(
+                        "note: the payload nests more than 128 levels deep, more than this \
+                         command parses; shown as text"
+                    ),
+                    _ => eprintln!("note: the payload is not JSON, so it holds no JWT claims"),
+                }
                 out.insert("payload".into(), json!(text));
             }
             Err(_) => {

@@ -126,9 +126,26 @@ pub(super) async fn run(args: &VerifyArgs) -> Result<(), Failure> {
         .map_err(|e| explain.refuse("claims", &e, &claims_hint(&e)))?;
     explain.ok("claims valid");
 
-    // Both are authentic now: the header was signed, and the claims just validated.
+    // Both are authentic now: the header was signed, and the claims just validated. The
+    // claim rules read only the claims they check, so claims that serde_json cannot read
+    // (nested deeper than its 128 levels) validate; printing `{}` for them as verified
+    // would misstate the token.
     let header = header_value(&token, &limits);
-    let claims = claims.unwrap_or_default();
+    let claims = match claims {
+        Some(claims) => claims,
+        None => serde_json::from_slice(jws.payload()).map_err(|e| {
+            Failure::refused(format!(
+                "the signature and claim rules pass, but the claims cannot be printed ({e}{}); \
+                 nothing is shown rather than incomplete claims (check the signature alone \
+                 with --jws, which prints the payload as it is)",
+                if is_too_deep(&e) {
+                    ": they nest more than 128 levels deep"
+                } else {
+                    ""
+                }
+            ))
+        })?,
+    };
     let dates = time::dates(&claims);
     print_json(&json!({
         "verified": true,
@@ -437,6 +454,11 @@ fn header_json(token: &str, limits: &Limits) -> Option<String> {
 
 fn header_value(token: &str, limits: &Limits) -> Value {
     decode_unverified(token, limits).map_or(Value::Null, |p| p.header)
+}
+
+/// True when serde_json gave up on JSON nested deeper than its recursion limit (128).
+pub(super) fn is_too_deep(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with("recursion limit exceeded")
 }
 
 /// The verified payload: pretty-printed if it is JSON, otherwise its bytes as they are.

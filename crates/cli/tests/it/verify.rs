@@ -508,3 +508,40 @@ fn jwks_url_follows_a_redirect_on_the_same_host() {
     ])
     .success();
 }
+
+/// Claims nested deeper than serde_json's 128 levels pass the claim rules (they read only
+/// the claims they check), but cannot be printed: `verify` refuses (it printed
+/// `"claims": {}` as verified) and `decode` says why it shows them as text (it said "not
+/// JSON").
+#[test]
+fn claims_too_deep_to_print_are_never_shown_empty_as_verified() {
+    let secret = "a secret of thirty-two bytes, ok";
+    let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+    let payload = format!(r#"{{"sub":"deep","exp":{},"n":{deep}}}"#, NOW + 3600);
+    let input = format!(
+        "{}.{}",
+        base64url::encode(br#"{"alg":"HS256"}"#),
+        base64url::encode(payload.as_bytes())
+    );
+    let key = tessera_jose::SigningKey::from_hmac_secret(
+        tessera_jose::Algorithm::Hs256,
+        secret.as_bytes(),
+    )
+    .unwrap();
+    let token = format!(
+        "{input}.{}",
+        base64url::encode(key.sign(input.as_bytes()).unwrap())
+    );
+    run(&[
+        "token", "verify", "--alg", "HS256", "--secret", secret, "--now", NOW_ARG, &token,
+    ])
+    .fails(1, "the claims cannot be printed");
+
+    let out = run(&["token", "decode", &token]).success();
+    assert!(
+        out.stderr.contains("nests more than 128 levels deep"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.json()["payload"], payload);
+}
