@@ -3,11 +3,12 @@
 use std::collections::VecDeque;
 
 use clap::Subcommand;
-use tessera_auth::audit::ChainBreak;
+use tessera_auth::audit::{ChainBreak, GENESIS, verify_chain};
 use tessera_auth::model::{AuditRecord, UserId};
 use tessera_auth::store::AuditStore as _;
 use tessera_auth::{AuthError, Clock as _, SystemClock};
 use tessera_jose::base64url;
+use tessera_store::Database;
 
 use crate::Cli;
 use crate::admin::{fail, open, table, time};
@@ -101,11 +102,15 @@ async fn list(
     let mut rows: VecDeque<AuditRecord> = VecDeque::new();
     let mut after = 0;
     loop {
-        let page = state
-            .db()
-            .list_audit(after, user_id.as_deref(), since, PAGE)
-            .await
-            .map_err(|e| fail(e.into()))?;
+        let (page, unreadable) = page(state.db(), after, user_id.as_deref(), since).await?;
+        if let Some(bad) = unreadable {
+            return Err(Failure::refused(format!(
+                "audit row {} cannot be read ({}): it was changed outside Tessera; \
+                 `tessera audit verify` reports it, and --since after its time lists the rows \
+                 past it",
+                bad.id, bad.reason
+            )));
+        }
         let Some(last) = page.last() else { break };
         after = last.id;
         for r in page {
@@ -166,24 +171,17 @@ async fn verify(
     state: &tessera_server::AppState,
     expect: Option<(i64, Vec<u8>)>,
 ) -> Result<(), Failure> {
-    let check = state.auth.verify_audit().await.map_err(fail)?;
+    let check = match state.auth.verify_audit().await {
+        Ok(check) => check,
+        Err(e @ AuthError::Storage(_)) => return verify_row_by_row(state, e).await,
+        Err(e) => return Err(fail(e)),
+    };
     if let Some(b) = check.broken {
-        let after = check
-            .head
-            .as_ref()
-            .map_or_else(|| "none".to_owned(), |(id, _)| format!("up to row {id}"));
-        let what = match b {
-            ChainBreak::Link { id } => format!(
-                "row {id} does not link to the row before it: a row before it was deleted, inserted or rewritten"
-            ),
-            ChainBreak::Content { id } => {
-                format!("row {id} does not match its hash: the row was edited")
-            }
-        };
-        return Err(Failure::refused(format!(
-            "audit log BROKEN: {what}. Intact rows: {} ({after}). Restore the table from a backup and compare.",
-            check.intact_rows
-        )));
+        return Err(broken(
+            &break_text(&b),
+            check.intact_rows,
+            check.head.map(|(id, _)| id),
+        ));
     }
     let Some((head_id, head_hash)) = check.head else {
         if let Some((id, _)) = expect {
@@ -222,6 +220,107 @@ async fn verify(
     // Exit 1 all the same: a scheduled check must not pass while the head it is meant to
     // record is lost, and the message keeps the verdict and the head.
     outln!("{verdict}").map_err(|f| Failure::refused(format!("{verdict}, but {}", f.message())))
+}
+
+/// What a chain break means.
+fn break_text(b: &ChainBreak) -> String {
+    match b {
+        ChainBreak::Link { id } => format!(
+            "row {id} does not link to the row before it: a row before it was deleted, inserted or rewritten"
+        ),
+        ChainBreak::Content { id } => {
+            format!("row {id} does not match its hash: the row was edited")
+        }
+    }
+}
+
+/// The failure of `audit verify` for a broken chain.
+fn broken(what: &str, intact_rows: u64, head: Option<i64>) -> Failure {
+    let after = head.map_or_else(|| "none".to_owned(), |id| format!("up to row {id}"));
+    Failure::refused(format!(
+        "audit log BROKEN: {what}. Intact rows: {intact_rows} ({after}). Restore the table from a backup and compare."
+    ))
+}
+
+/// A row the store cannot decode: edited outside Tessera (its detail not JSON, its text not
+/// UTF-8, its time text), which the hash chain cannot even be computed for.
+struct Unreadable {
+    id: i64,
+    reason: String,
+}
+
+/// A page of rows after `after`, as `list_audit` gives them; when the page cannot be read,
+/// the readable rows before the first unreadable one, and that one (found row by row).
+async fn page(
+    db: &Database,
+    after: i64,
+    user_id: Option<&str>,
+    since: Option<i64>,
+) -> Result<(Vec<AuditRecord>, Option<Unreadable>), Failure> {
+    let error = match db.list_audit(after, user_id, since, PAGE).await {
+        Ok(rows) => return Ok((rows, None)),
+        Err(e) => e,
+    };
+    let mut rows = Vec::new();
+    let mut cursor = after;
+    loop {
+        let ids = db
+            .audit_ids(cursor, PAGE)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        if ids.is_empty() {
+            // Every row reads on its own: the failure was not a row's.
+            return Err(fail(error.into()));
+        }
+        for id in ids {
+            match db.list_audit(id - 1, None, None, 1).await {
+                Ok(found) => rows.extend(found.into_iter().filter(|r| {
+                    r.id == id
+                        && user_id.is_none_or(|u| r.event.user_id.as_deref() == Some(u))
+                        && since.is_none_or(|t| r.event.at >= t)
+                })),
+                Err(e) => {
+                    let reason = std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+                    return Ok((rows, Some(Unreadable { id, reason })));
+                }
+            }
+            cursor = id;
+        }
+    }
+}
+
+/// `verify_audit` met a row it cannot read: walk the chain here, around that row, to name
+/// it (or a break before it) as `audit verify` names an edited row.
+async fn verify_row_by_row(
+    state: &tessera_server::AppState,
+    error: AuthError,
+) -> Result<(), Failure> {
+    let mut prev = GENESIS.to_vec();
+    let mut intact = 0;
+    let mut head = None;
+    loop {
+        let (rows, unreadable) = page(state.db(), head.unwrap_or(0), None, None).await?;
+        for row in &rows {
+            prev = verify_chain(prev, std::iter::once(row))
+                .map_err(|b| broken(&break_text(&b), intact, head))?;
+            intact += 1;
+            head = Some(row.id);
+        }
+        if let Some(bad) = unreadable {
+            return Err(broken(
+                &format!(
+                    "row {} cannot be read ({}): the row was edited outside Tessera",
+                    bad.id, bad.reason
+                ),
+                intact,
+                head,
+            ));
+        }
+        if rows.is_empty() {
+            return Err(fail(error));
+        }
+    }
 }
 
 /// `ID:HASH` as printed by `audit verify`.

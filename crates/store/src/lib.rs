@@ -357,6 +357,33 @@ impl Database {
         }
     }
 
+    /// Ids of the audit rows after `after`, ascending, at most `limit`. It reads no other
+    /// column, so it answers where a row edited outside Tessera (its detail not JSON, its
+    /// text not UTF-8, its time text) cannot be decoded, and lets the caller name that row.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn audit_ids(&self, after: i64, limit: u32) -> StoreResult<Vec<i64>> {
+        const SQL: &str = "SELECT id FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2";
+        match self {
+            Self::Sqlite(s) => {
+                sqlx::query_scalar(SQL)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&s.pool)
+                    .await
+            }
+            Self::Postgres(p) => {
+                sqlx::query_scalar(SQL)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&p.pool)
+                    .await
+            }
+        }
+        .map_err(map_err)
+    }
+
     /// The PostgreSQL pool, for LISTEN/NOTIFY.
     #[must_use]
     pub fn pg_pool(&self) -> Option<&PgPool> {

@@ -666,3 +666,47 @@ fn a_restored_database_without_its_master_key_is_refused_and_nothing_is_written(
     std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
     b.run(&["users", "list"]).success();
 }
+
+/// A row edited outside Tessera so that it cannot even be read (detail not JSON, a time
+/// that is text, an event that is not UTF-8) is a broken row for `audit verify`, named by
+/// id, and `audit list` names it instead of a bare "storage error".
+#[tokio::test]
+async fn an_unreadable_audit_row_is_named_by_verify_and_list() {
+    let d = Data::new();
+    for name in ["kate", "liam", "mona"] {
+        d.add_user(name, &[]);
+    }
+    d.execute("DROP TRIGGER audit_log_no_update").await;
+    for edit in [
+        "UPDATE audit_log SET detail = 'not json' WHERE id = 2",
+        "UPDATE audit_log SET at = 'yesterday' WHERE id = 2",
+        "UPDATE audit_log SET event = CAST(X'FF' AS TEXT) WHERE id = 2",
+    ] {
+        let saved: (i64, String, String) =
+            sqlx::query_as("SELECT at, event, detail FROM audit_log WHERE id = 2")
+                .fetch_one(&mut d.sql().await)
+                .await
+                .unwrap();
+        d.execute(edit).await;
+        let broken = d.run(&["audit", "verify"]).fails(1, "audit log BROKEN");
+        assert!(
+            broken.stderr.contains("row 2 cannot be read")
+                && broken.stderr.contains("Intact rows: 1 (up to row 1)"),
+            "{edit}: {}",
+            broken.stderr
+        );
+        let list = d
+            .run(&["audit", "list"])
+            .fails(1, "audit row 2 cannot be read");
+        assert!(!list.stderr.contains("storage error"), "{}", list.stderr);
+        let mut c = d.sql().await;
+        sqlx::query("UPDATE audit_log SET at = $1, event = $2, detail = $3 WHERE id = 2")
+            .bind(saved.0)
+            .bind(saved.1)
+            .bind(saved.2)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        d.run(&["audit", "verify"]).success();
+    }
+}
