@@ -88,7 +88,15 @@ impl Cli {
     fn sources(&self, listen: Option<&str>, log_format: Option<&str>) -> Result<Sources, Failure> {
         let mut overrides = Vec::new();
         if let Some(d) = &self.data_dir {
-            overrides.push(("data_dir".to_owned(), d.display().to_string()));
+            // `display` would swap bytes that are not UTF-8 for U+FFFD, and so another
+            // directory; the configuration holds text.
+            let d = d.to_str().ok_or_else(|| {
+                Failure::usage(format!(
+                    "--data-dir {} is not valid UTF-8; choose a directory whose path is UTF-8",
+                    d.display()
+                ))
+            })?;
+            overrides.push(("data_dir".to_owned(), d.to_owned()));
         }
         if let Some(u) = &self.database_url {
             overrides.push(("database_url".to_owned(), u.clone()));

@@ -390,3 +390,24 @@ fn environment_variables_that_are_not_utf8() {
         .into();
     out.fails(2, "environment variable TESSERA_ISSUER is not valid UTF-8");
 }
+
+/// A `--data-dir` that is not UTF-8 is refused; it was turned into another directory (its
+/// odd bytes replaced by U+FFFD) and used.
+#[cfg(unix)]
+#[test]
+fn a_data_dir_that_is_not_utf8_is_refused() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let dir = Dir::new();
+    let mut data = dir.path("d").into_os_string();
+    data.push(OsStr::from_bytes(b"\xff"));
+    let out: crate::common::Run = crate::common::tessera()
+        .args(["users", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap()
+        .into();
+    out.fails(2, "is not valid UTF-8");
+    assert!(!dir.path("d\u{FFFD}").exists());
+}
