@@ -145,8 +145,10 @@ impl PasswordPolicy {
                     self.min_strength
                 );
                 if let Some(f) = estimate.feedback() {
+                    // zxcvbn's warnings and tips are sentences of their own, some ending
+                    // in a full stop ("This is a very common password."): one stop each.
                     if let Some(w) = f.warning() {
-                        msg.push_str(&format!(": {w}"));
+                        msg.push_str(&format!(": {}", w.to_string().trim_end_matches('.')));
                     }
                     let tips: Vec<String> =
                         f.suggestions().iter().map(ToString::to_string).collect();
@@ -1142,6 +1144,22 @@ mod tests {
             e.contains("too easy to guess") || e.contains("common"),
             "{e}"
         );
+        // zxcvbn's warning ends in its own full stop: one stop, not two.
+        let mut warned = 0;
+        for pw in [
+            "Password123456",
+            "qwertyuiopasdfgh",
+            "aaaaaaaaaaaaaaaa",
+            "abcdabcdabcdabcd",
+        ] {
+            let e = PasswordPolicy::default()
+                .check(pw, None)
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(".."), "{pw}: {e}");
+            warned += usize::from(e.contains("needed): "));
+        }
+        assert!(warned > 0, "some password got a zxcvbn warning");
     }
 
     #[tokio::test]

@@ -141,6 +141,22 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
     }
 }
 
+/// A path parameter whose rejections (`/admin/users/%ff`: not UTF-8) are `invalid_request`
+/// errors in our JSON shape, not axum's plain text.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(e) => Err(AppError::invalid_request(e.body_text())),
+        }
+    }
+}
+
 /// Who sent the request: client IP (see [`crate::ratelimit::client_ip`]), user agent and
 /// request id, for sessions, audit and rate limits.
 #[derive(Debug, Clone)]

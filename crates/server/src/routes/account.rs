@@ -2,14 +2,14 @@
 //! second factor.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tessera_auth::model::SessionId;
 use zeroize::Zeroizing;
 
 use crate::error::AppError;
-use crate::extract::{ApiJson, ClientMeta, CurrentUser};
+use crate::extract::{ApiJson, ApiPath, ClientMeta, CurrentUser};
 use crate::ratelimit::Bucket;
 use crate::routes::SessionView;
 use crate::state::AppState;
@@ -85,7 +85,7 @@ pub(crate) async fn revoke_session(
     State(state): State<AppState>,
     ClientMeta(meta): ClientMeta,
     CurrentUser(ctx): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let id = SessionId::parse(&id)?;
     state.auth.revoke_own_session(&ctx, id, &meta).await?;

@@ -1,7 +1,7 @@
 //! The admin API (`/admin/...`, `admin` role required).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use tessera_auth::model::SessionId;
 use zeroize::Zeroizing;
 
 use crate::error::AppError;
-use crate::extract::{AdminUser, ApiJson, ApiQuery, ClientMeta};
+use crate::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, ClientMeta};
 use crate::routes::{SessionView, UserView};
 use crate::state::AppState;
 
@@ -75,7 +75,7 @@ pub(crate) async fn create_user(
 pub(crate) async fn show_user(
     State(state): State<AppState>,
     AdminUser(_admin): AdminUser,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<UserView>, AppError> {
     Ok(Json(UserView::from(&state.auth.find_user(&user).await?)))
 }
@@ -95,7 +95,7 @@ pub(crate) async fn set_roles(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<Roles>,
 ) -> Result<Json<UserView>, AppError> {
     let user = state.auth.find_user(&user).await?;
@@ -114,7 +114,7 @@ pub(crate) async fn disable_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<UserView>, AppError> {
     let user = state.auth.find_user(&user).await?;
     Ok(Json(UserView::from(
@@ -133,7 +133,7 @@ pub(crate) async fn enable_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<UserView>, AppError> {
     let user = state.auth.find_user(&user).await?;
     Ok(Json(UserView::from(
@@ -159,7 +159,7 @@ pub(crate) async fn reset_password(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<NewPassword>,
 ) -> Result<StatusCode, AppError> {
     let user = state.auth.find_user(&user).await?;
@@ -178,7 +178,7 @@ pub(crate) async fn delete_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let user = state.auth.find_user(&user).await?;
     if user.id.to_string() == admin.user_id() {
@@ -222,7 +222,7 @@ pub(crate) async fn revoke_session(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let id = SessionId::parse(&id)?;
     match state
@@ -247,7 +247,7 @@ pub(crate) async fn revoke_user_sessions(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let user = state.auth.find_user(&user).await?;
     let n = state
@@ -319,7 +319,7 @@ pub(crate) async fn unlock_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let user = state.auth.find_user(&user).await?;
     state.auth.unlock(&user, &actor(&admin), &meta).await?;
@@ -338,7 +338,7 @@ pub(crate) async fn reset_mfa(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ClientMeta(meta): ClientMeta,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let user = state.auth.find_user(&user).await?;
     state.auth.reset_mfa(&user, &actor(&admin), &meta).await?;

@@ -268,3 +268,24 @@ async fn open_registration_creates_plain_users() {
         403
     );
 }
+
+#[tokio::test]
+async fn a_path_parameter_that_is_not_text_gets_a_json_invalid_request() {
+    let app = spawn_app().await;
+    let admin = app.admin_login().await;
+    for path in ["/admin/users/%ff", "/admin/users/%ff/disable"] {
+        let req = if path.ends_with("disable") {
+            app.client.post(app.url(path))
+        } else {
+            app.client.get(app.url(path))
+        };
+        let res = req.bearer_auth(&admin.access_token).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/json",
+            "{path}: our error shape, not axum's plain text"
+        );
+        assert_eq!(json(res).await["error"], "invalid_request", "{path}");
+    }
+}
