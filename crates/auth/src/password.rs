@@ -108,6 +108,10 @@ impl PasswordPolicy {
     /// # Errors
     /// [`AuthError::WeakPassword`] with a message a user can act on.
     pub fn check(&self, password: &str, username: Option<&str>) -> Result<()> {
+        // The policy judges what is stored: fullwidth "ｐａｓｓｗｏｒｄ…" is hashed as the
+        // common password it normalizes to, so it is refused as that.
+        let normalized = normalize(password);
+        let password = normalized.as_str();
         let len = password.chars().count();
         if len < self.min_length {
             return Err(AuthError::WeakPassword(format!(
@@ -335,7 +339,7 @@ impl PasswordHasher {
     /// [`AuthError::Unavailable`] when the queue is full.
     pub async fn hash(&self, password: Zeroizing<String>) -> Result<String> {
         let params = self.params;
-        self.run(move || hash_blocking(params, password.as_bytes()))
+        self.run(move || hash_blocking(params, normalize(&password).as_bytes()))
             .await?
     }
 
@@ -353,7 +357,23 @@ impl PasswordHasher {
         let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
         let params = self.params;
         let v = self
-            .run(move || verify_blocking(params, password.as_bytes(), &hash))
+            .run(move || -> Result<Verification> {
+                let normalized = normalize(&password);
+                let v = verify_blocking(params, normalized.as_bytes(), &hash)?;
+                if v.matches || normalized == password {
+                    return Ok(v);
+                }
+                // A hash made from the text as typed: stored before passwords were
+                // normalized, or imported (passlib's bcrypt hashes the raw text). It is
+                // tried for any input that normalization changes, existing user or not,
+                // so what it costs says nothing about the account; a match is re-hashed
+                // in normalized form.
+                let raw = verify_blocking(params, password.as_bytes(), &hash)?;
+                Ok(Verification {
+                    matches: raw.matches,
+                    needs_rehash: raw.matches || v.needs_rehash,
+                })
+            })
             .await??;
         Ok(Verification {
             matches: v.matches && known,
@@ -392,6 +412,19 @@ impl PasswordHasher {
         rx.await
             .map_err(|_| AuthError::Internal("password hashing task failed".into()))
     }
+}
+
+/// A password as it is hashed and judged: Unicode NFKC (NIST SP 800-63B §5.1.1.2, "the
+/// verifier SHOULD apply the Normalization Process for Stabilized Strings using either the
+/// NFKC or NFKD normalization"), so "é" typed as one code point or as "e" + a combining
+/// accent, or a fullwidth "Ａ" from an East Asian input method, is the same password. ASCII
+/// passwords are unchanged.
+fn normalize(password: &str) -> Zeroizing<String> {
+    use unicode_normalization::UnicodeNormalization as _;
+    if password.is_ascii() {
+        return Zeroizing::new(password.to_owned());
+    }
+    Zeroizing::new(password.nfkc().collect())
 }
 
 type HashJob = Box<dyn FnOnce() + Send>;
@@ -825,6 +858,64 @@ mod tests {
             .unwrap();
         assert!(ok.matches && !ok.needs_rehash);
         assert!(!h.verify(pw("wrong"), Some(&hash)).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn passwords_are_compared_in_nfkc() {
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        // "Café zébu quokka" with precomposed é, and with e + U+0301 (what some input
+        // methods and macOS text fields produce); and fullwidth letters.
+        let nfc = "Caf\u{e9} z\u{e9}bu quokka";
+        let nfd = "Cafe\u{301} ze\u{301}bu quokka";
+        let hash = h.hash(pw(nfc)).await.unwrap();
+        let v = h.verify(pw(nfd), Some(&hash)).await.unwrap();
+        assert!(v.matches && !v.needs_rehash, "NFD verifies against NFC");
+        let hash = h.hash(pw(nfd)).await.unwrap();
+        assert!(h.verify(pw(nfc), Some(&hash)).await.unwrap().matches);
+        let hash = h.hash(pw("\u{ff21}\u{ff22}c horse battery")).await.unwrap();
+        assert!(
+            h.verify(pw("ABc horse battery"), Some(&hash))
+                .await
+                .unwrap()
+                .matches
+        );
+        assert!(
+            !h.verify(pw("abc horse battery"), Some(&hash))
+                .await
+                .unwrap()
+                .matches
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hash_of_the_text_as_typed_still_verifies_and_asks_for_a_rehash() {
+        // Stored before normalization (or imported): the hash of the NFD bytes themselves.
+        let h = PasswordHasher::new(HashParams::INSECURE_FOR_TESTS, 1, 16).unwrap();
+        let nfd = "Cafe\u{301} ze\u{301}bu quokka";
+        let legacy = hash_blocking(HashParams::INSECURE_FOR_TESTS, nfd.as_bytes()).unwrap();
+        let v = h.verify(pw(nfd), Some(&legacy)).await.unwrap();
+        assert!(v.matches && v.needs_rehash, "{v:?}");
+        assert!(!h.verify(pw("wrong"), Some(&legacy)).await.unwrap().matches);
+        // bcrypt from passlib hashed the raw text too.
+        let bcrypt = bcrypt::hash_with_salt(nfd, 4, [7u8; 16])
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoB);
+        let v = h.verify(pw(nfd), Some(&bcrypt)).await.unwrap();
+        assert!(v.matches && v.needs_rehash, "{v:?}");
+    }
+
+    #[test]
+    fn the_policy_judges_the_normalized_password() {
+        // Fullwidth "password123456" is hashed as the common password it normalizes to.
+        let fullwidth: String = "password123456"
+            .chars()
+            .map(|c| char::from_u32(u32::from(c) - 0x21 + 0xff01).unwrap())
+            .collect();
+        let e = PasswordPolicy::default()
+            .check(&fullwidth, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("common") || e.contains("too easy"), "{e}");
     }
 
     #[tokio::test]
