@@ -115,6 +115,23 @@ impl Username {
         Ok(Self(s.to_ascii_lowercase()))
     }
 
+    /// [`Username::parse`] for a name being given to a new user: it must not also read as a
+    /// user id. Every command and endpoint that takes "a username or an id" tries the id
+    /// first, so a user named like another's id would make them act on that other user,
+    /// and could not itself be reached by name.
+    ///
+    /// # Errors
+    /// As [`Username::parse`], and [`AuthError::InvalidRequest`] for a name that is a UUID.
+    pub fn parse_new(s: &str) -> Result<Self, AuthError> {
+        let name = Self::parse(s)?;
+        if UserId::parse(s).is_ok() {
+            return Err(AuthError::InvalidRequest(
+                "username must not be a UUID (it would read as a user id); choose another".into(),
+            ));
+        }
+        Ok(name)
+    }
+
     /// The normalized username.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -504,6 +521,16 @@ mod tests {
         assert!(Username::parse("a/b").is_err());
         assert!(Username::parse(&"a".repeat(65)).is_err());
         assert!(Username::parse("ünicode").is_err());
+        // A new user's name must not read as an id; an existing one still parses (logins).
+        for id in [
+            "0192f0c4-5a1b-7c3d-8e4f-a0b1c2d3e4f5",
+            "0192F0C45A1B7C3D8E4FA0B1C2D3E4F5",
+        ] {
+            assert!(Username::parse(id).is_ok());
+            let e = Username::parse_new(id).unwrap_err().to_string();
+            assert!(e.contains("UUID"), "{e}");
+        }
+        assert!(Username::parse_new("alice").is_ok());
     }
 
     #[test]

@@ -801,7 +801,7 @@ impl<S: Store> Auth<S> {
                 crate::password::supported_hashes()
             )));
         }
-        let username = crate::model::Username::parse(username)?;
+        let username = crate::model::Username::parse_new(username)?;
         let roles = crate::model::Role::parse_all(roles)?;
         let now = self.now();
         let user = User {

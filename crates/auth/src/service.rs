@@ -1446,7 +1446,7 @@ impl<S: Store> Auth<S> {
         if !self.config.registration_open {
             return Err(AuthError::RegistrationClosed);
         }
-        let username = Username::parse(username)?;
+        let username = Username::parse_new(username)?;
         self.insert_user(
             username,
             password,
@@ -1469,7 +1469,7 @@ impl<S: Store> Auth<S> {
         actor: &Actor,
         meta: &RequestMeta,
     ) -> Result<User> {
-        let username = Username::parse(username)?;
+        let username = Username::parse_new(username)?;
         let roles = parse_roles(roles)?;
         self.insert_user(username, password, roles, actor, meta)
             .await

@@ -187,7 +187,7 @@ fn check(lines: &[String]) -> (Vec<Entry>, Vec<String>) {
                 continue;
             }
         };
-        let username = match Username::parse(&line.username) {
+        let username = match Username::parse_new(&line.username) {
             Ok(u) => u.to_string(),
             Err(e) => {
                 errors.push(format!("line {n}: {}", fail(e).message()));

@@ -128,6 +128,17 @@ fn users_are_created_listed_changed_and_deleted_with_meaningful_exit_codes() {
         &format!("{PW}\n"),
     )
     .fails(2, "username may contain only");
+    // A name that reads as a user id would make "username or id" commands act on whoever
+    // has that id (`users delete <it>` deleted that other user).
+    let alice_id = d.run(&["users", "show", "alice"]).success().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.run_stdin(
+        &["users", "add", &alice_id, "--password-stdin"],
+        &format!("{PW}\n"),
+    )
+    .fails(2, "must not be a UUID");
     d.run(&["users", "add", "carol"])
         .fails(2, "--password-stdin");
 
