@@ -1072,9 +1072,16 @@ macro_rules! sql_store {
                 if blocking > 0 {
                     return Ok(false);
                 }
+                // Every key that would still sign once the new one activates retires then:
+                // the current signer, and keys scheduled by earlier rotations (an immediate
+                // rotation supersedes them; they used to keep their schedule and sign again
+                // later). A key that would only have activated after the new one never
+                // signed anything, so it leaves the JWKS at once.
                 sqlx::query(
-                    "UPDATE signing_keys SET retires_at = $1, expires_at = $2
-                     WHERE retires_at IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)",
+                    "UPDATE signing_keys
+                     SET retires_at = $1, expires_at = CASE WHEN activates_at > $1 THEN $1 ELSE $2 END
+                     WHERE (retires_at IS NULL OR retires_at > $1) AND revoked_at IS NULL
+                       AND (expires_at IS NULL OR expires_at > $3)",
                 )
                 .bind(new.activates_at)
                 .bind(new.activates_at.saturating_add(retain_after_retire))

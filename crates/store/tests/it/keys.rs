@@ -12,6 +12,7 @@ conformance!(
     updating_a_key_changes_only_its_schedule,
     deleting_a_key_removes_it_once,
     rotation_retires_every_usable_key_at_the_new_keys_activation,
+    an_immediate_rotation_supersedes_the_keys_earlier_rotations_scheduled,
     guarded_rotations_happen_once,
     concurrent_guarded_rotations_insert_one_key,
 );
@@ -132,6 +133,56 @@ async fn rotation_retires_every_usable_key_at_the_new_keys_activation(db: TestDb
         "an already retiring key keeps its schedule"
     );
     assert_eq!(by("new").retires_at, None);
+}
+
+async fn an_immediate_rotation_supersedes_the_keys_earlier_rotations_scheduled(db: TestDb) {
+    // Two scheduled rotations (`keys rotate` twice), then `keys rotate --now`: the signer
+    // and both scheduled successors retire now; the successors, which never signed, leave
+    // the JWKS at once. (They kept their schedule, so the first one later became active
+    // and signed tokens beside the new key.)
+    let schedule = |kid: &str, activates_at: i64, retires_at: Option<i64>| StoredKey {
+        activates_at,
+        retires_at,
+        expires_at: retires_at.map(|r| r + 1000),
+        ..key(kid, NOW - 100)
+    };
+    db.insert_signing_key(&schedule("a", NOW - 100, Some(NOW + 300)))
+        .await
+        .unwrap();
+    db.insert_signing_key(&schedule("b", NOW + 300, Some(NOW + 600)))
+        .await
+        .unwrap();
+    db.insert_signing_key(&schedule("c", NOW + 600, None))
+        .await
+        .unwrap();
+    let mut now_key = key("d", NOW);
+    now_key.activates_at = NOW;
+    assert!(
+        db.rotate_signing_key(&now_key, 1000, RotateGuard::Always)
+            .await
+            .unwrap()
+    );
+    let keys = db.list_signing_keys().await.unwrap();
+    let by = |kid: &str| {
+        let k = keys.iter().find(|k| k.kid == kid).unwrap();
+        (k.retires_at, k.expires_at)
+    };
+    assert_eq!(
+        by("a"),
+        (Some(NOW), Some(NOW + 1000)),
+        "the signer retires now"
+    );
+    assert_eq!(
+        by("b"),
+        (Some(NOW), Some(NOW)),
+        "never signed: gone at once"
+    );
+    assert_eq!(
+        by("c"),
+        (Some(NOW), Some(NOW)),
+        "never signed: gone at once"
+    );
+    assert_eq!(by("d"), (None, None));
 }
 
 async fn guarded_rotations_happen_once(db: TestDb) {
