@@ -370,7 +370,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             }
         }
         UsersCommand::Show { name } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             let sessions = auth.list_sessions(Some(&u)).await.map_err(fail)?;
             let locked_until = auth.locked_until(u.username.as_str()).await.map_err(fail)?;
             let mut v = user_json(&u);
@@ -384,7 +384,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             print_json(&v)?;
         }
         UsersCommand::SetRoles { name, roles } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             let u = auth
                 .set_roles(&u, roles, &CLI, &meta())
                 .await
@@ -404,7 +404,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             )?;
         }
         UsersCommand::Disable { name } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             auth.set_disabled(&u, true, &CLI, &meta())
                 .await
                 .map_err(fail)?;
@@ -414,14 +414,14 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             )?;
         }
         UsersCommand::Enable { name } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             auth.set_disabled(&u, false, &CLI, &meta())
                 .await
                 .map_err(fail)?;
             outln!("enabled {}", u.username)?;
         }
         UsersCommand::Passwd { name, .. } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             auth.set_password(&u, password.unwrap_or_default(), None, &CLI, &meta())
                 .await
                 .map_err(fail)?;
@@ -431,12 +431,12 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             )?;
         }
         UsersCommand::Delete { name } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             auth.delete_user(&u, &CLI, &meta()).await.map_err(fail)?;
             outln!("deleted {}", u.username)?;
         }
         UsersCommand::Unlock { name } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             if auth.unlock(&u, &CLI, &meta()).await.map_err(fail)? {
                 outln!("unlocked {}: failed-attempt counters cleared", u.username)?;
             } else {
@@ -444,7 +444,7 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             }
         }
         UsersCommand::ResetMfa { name } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             if !u.totp_enabled {
                 return Err(Failure::refused(format!(
                     "{} has no second factor to reset",
@@ -617,7 +617,7 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
             }
         }
         SessionsCommand::RevokeAll { name } => {
-            let u = auth.find_user(name).await.map_err(fail)?;
+            let u = find_user(auth, name).await?;
             let n = auth
                 .revoke_all_sessions(&u, &CLI, &meta())
                 .await
@@ -722,4 +722,17 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
     }
     state.db().close().await;
     Ok(())
+}
+
+/// The user named `name` (a username or an id), or an error naming what was looked for.
+async fn find_user(
+    auth: &tessera_auth::Auth<tessera_store::Database>,
+    name: &str,
+) -> Result<User, Failure> {
+    auth.find_user(name).await.map_err(|e| match e {
+        AuthError::NotFound(_) => Failure::refused(format!(
+            "no user `{name}` (by username or id); `tessera users list` shows them"
+        )),
+        other => fail(other),
+    })
 }

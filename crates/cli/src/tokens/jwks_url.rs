@@ -21,8 +21,14 @@ const MAX_REDIRECTS: usize = 5;
 /// Fetches and parses the JWK Set at `url`. Every failure is exit 2: the key source is
 /// part of the command's configuration.
 pub(super) async fn fetch(url: &str, explain: &Explain) -> Result<JwkSet, Failure> {
-    let parsed = Url::parse(url)
-        .map_err(|e| Failure::usage(format!("--jwks-url `{url}` is not a URL: {e}")))?;
+    let parsed = Url::parse(url).map_err(|e| {
+        // Not echoed when it may hold credentials (`user:password@`).
+        let shown = if url.contains('@') { "" } else { url };
+        Failure::usage(format!("--jwks-url `{shown}` is not a URL: {e}"))
+    })?;
+    // Messages show the URL with any password in it replaced.
+    let redacted = redact(&parsed);
+    let url = redacted.as_str();
     let host = parsed
         .host_str()
         .ok_or_else(|| Failure::usage(format!("--jwks-url `{url}` has no host")))?
@@ -72,7 +78,7 @@ pub(super) async fn fetch(url: &str, explain: &Explain) -> Result<JwkSet, Failur
         .header("accept", "application/jwk-set+json, application/json")
         .send()
         .await
-        .map_err(|e| fetch_error(url, &e))?;
+        .map_err(|e| fetch_error(url, e))?;
     let status = response.status();
     if status.is_redirection() {
         let location = response
@@ -100,7 +106,7 @@ pub(super) async fn fetch(url: &str, explain: &Explain) -> Result<JwkSet, Failur
         return Err(too_large(url));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| fetch_error(url, &e))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| fetch_error(url, e))? {
         if body.len() + chunk.len() > MAX_BYTES {
             return Err(too_large(url));
         }
@@ -119,7 +125,9 @@ fn too_large(url: &str) -> Failure {
     ))
 }
 
-fn fetch_error(url: &str, e: &reqwest::Error) -> Failure {
+fn fetch_error(url: &str, e: reqwest::Error) -> Failure {
+    // reqwest's own text repeats the URL, credentials included.
+    let e = e.without_url();
     let mut message = if e.is_timeout() {
         format!("fetching {url} timed out after {} s", TIMEOUT.as_secs())
     } else {
@@ -132,6 +140,15 @@ fn fetch_error(url: &str, e: &reqwest::Error) -> Failure {
         source = s.source();
     }
     Failure::usage(format!("{message}; check the URL and the network"))
+}
+
+/// `url` with its password, if any, replaced by `***`.
+fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
 }
 
 fn is_loopback(host: &str) -> bool {

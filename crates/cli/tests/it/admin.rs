@@ -176,9 +176,11 @@ fn users_are_created_listed_changed_and_deleted_with_meaningful_exit_codes() {
     .success();
     d.run(&["users", "delete", "alice"]).success();
     d.run(&["users", "show", "alice"])
-        .fails(1, "user not found");
-    d.run(&["users", "unlock", "nobody"])
-        .fails(1, "user not found");
+        .fails(1, "no user `alice` (by username or id)");
+    d.run(&["users", "unlock", "nobody"]).fails(
+        1,
+        "no user `nobody` (by username or id); `tessera users list` shows them",
+    );
 }
 
 #[tokio::test]
@@ -301,7 +303,7 @@ async fn imports_check_every_line_first_then_users_log_in_with_their_old_passwor
     );
     assert!(run.stderr.contains("line 4:"), "{}", run.stderr);
     d.run(&["users", "show", "legacy-ann"])
-        .fails(1, "not found");
+        .fails(1, "no user `legacy-ann`");
     d.run(&["users", "import", "/no/such/file.jsonl"])
         .fails(2, "cannot read /no/such/file.jsonl");
 
@@ -310,7 +312,7 @@ async fn imports_check_every_line_first_then_users_log_in_with_their_old_passwor
         .success();
     assert!(dry.stdout_text().contains("would import 2 user(s)"));
     d.run(&["users", "show", "legacy-ann"])
-        .fails(1, "not found");
+        .fails(1, "no user `legacy-ann`");
 
     let done = d.run(&["users", "import", &good_file]).success();
     assert!(

@@ -480,6 +480,21 @@ fn jwks_url_refuses_redirects_to_other_hosts_errors_and_huge_bodies() {
 
     verify_url("ftp://127.0.0.1/jwks").fails(2, "must be an http:// or https:// URL");
     verify_url("not a url").fails(2, "is not a URL");
+
+    // A password in the URL is never repeated: not by our messages, not by reqwest's.
+    let port = serve(|_| vec![http("404 Not Found", "", b"nope")]);
+    let out = verify_url(&format!("http://user:s3cretpw@127.0.0.1:{port}/jwks"));
+    assert!(!out.stderr.contains("s3cretpw"), "{}", out.stderr);
+    out.fails(2, "user:***@127.0.0.1");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = verify_url(&format!("http://user:s3cretpw@127.0.0.1:{port}/jwks"));
+    assert!(!out.stderr.contains("s3cretpw"), "{}", out.stderr);
+    out.fails(2, "cannot fetch http://user:***@127.0.0.1");
+    let out = verify_url("http://user:s3cretpw@[::zz]/jwks");
+    assert!(!out.stderr.contains("s3cretpw"), "{}", out.stderr);
+    out.fails(2, "is not a URL");
 }
 
 #[test]
