@@ -486,7 +486,7 @@ fn jwks_url_refuses_redirects_to_other_hosts_errors_and_huge_bodies() {
     let out = verify_url(&format!("http://user:s3cretpw@127.0.0.1:{port}/jwks"));
     assert!(!out.stderr.contains("s3cretpw"), "{}", out.stderr);
     out.fails(2, "user:***@127.0.0.1");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let out = verify_url(&format!("http://user:s3cretpw@127.0.0.1:{port}/jwks"));
