@@ -110,6 +110,13 @@ impl PasswordPolicy {
     pub fn check(&self, password: &str, username: Option<&str>) -> Result<()> {
         // The policy judges what is stored: fullwidth "ｐａｓｓｗｏｒｄ…" is hashed as the
         // common password it normalizes to, so it is refused as that.
+        // Refused before normalizing too, so a huge input is not expanded first.
+        if password.chars().count() > self.max_length {
+            return Err(AuthError::WeakPassword(format!(
+                "password is too long: use at most {} characters",
+                self.max_length
+            )));
+        }
         let normalized = normalize(password);
         let password = normalized.as_str();
         let len = password.chars().count();
@@ -357,23 +364,7 @@ impl PasswordHasher {
         let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
         let params = self.params;
         let v = self
-            .run(move || -> Result<Verification> {
-                let normalized = normalize(&password);
-                let v = verify_blocking(params, normalized.as_bytes(), &hash)?;
-                if v.matches || normalized == password {
-                    return Ok(v);
-                }
-                // A hash made from the text as typed: stored before passwords were
-                // normalized, or imported (passlib's bcrypt hashes the raw text). It is
-                // tried for any input that normalization changes, existing user or not,
-                // so what it costs says nothing about the account; a match is re-hashed
-                // in normalized form.
-                let raw = verify_blocking(params, password.as_bytes(), &hash)?;
-                Ok(Verification {
-                    matches: raw.matches,
-                    needs_rehash: raw.matches || v.needs_rehash,
-                })
-            })
+            .run(move || verify_normalized(params, &password, &hash).map(|(v, _)| v))
             .await??;
         Ok(Verification {
             matches: v.matches && known,
@@ -414,18 +405,62 @@ impl PasswordHasher {
     }
 }
 
+/// Checks `password` against `stored` in NFKC, and for input that normalization changes,
+/// also as typed; returns the outcome and how many checks ran.
+///
+/// The raw check covers a hash made from the text as typed: stored before passwords were
+/// normalized, or imported (passlib's bcrypt hashes the raw text). It runs for every input
+/// that normalization changes, whether the first check matched or not and whether the user
+/// exists or not: the work depends on the input alone, so its time says nothing about the
+/// password (during a lock, when every answer is the same, it would otherwise tell a right
+/// password from a wrong one). A raw match asks for a rehash, which stores the normalized
+/// form.
+fn verify_normalized(
+    params: HashParams,
+    password: &str,
+    stored: &str,
+) -> Result<(Verification, usize)> {
+    let normalized = normalize(password);
+    let v = verify_blocking(params, normalized.as_bytes(), stored)?;
+    if *normalized == *password {
+        return Ok((v, 1));
+    }
+    let raw = verify_blocking(params, password.as_bytes(), stored)?;
+    let v = if v.matches {
+        v
+    } else {
+        Verification {
+            matches: raw.matches,
+            needs_rehash: raw.matches || v.needs_rehash,
+        }
+    };
+    Ok((v, 2))
+}
+
 /// A password as it is hashed and judged: Unicode NFKC (NIST SP 800-63B §5.1.1.2, "the
 /// verifier SHOULD apply the Normalization Process for Stabilized Strings using either the
 /// NFKC or NFKD normalization"), so "é" typed as one code point or as "e" + a combining
 /// accent, or a fullwidth "Ａ" from an East Asian input method, is the same password. ASCII
 /// passwords are unchanged.
+///
+/// Input longer than [`MAX_NORMALIZED_INPUT`] bytes is left as it is: no password the
+/// policy accepts is that long, and NFKC can expand text 18-fold (U+FDFA), which would
+/// otherwise let a request near the body limit allocate megabytes. The copy is zeroized;
+/// it is sized for the common case up front, so it rarely grows (a growth leaves the old
+/// buffer behind unwiped).
 fn normalize(password: &str) -> Zeroizing<String> {
     use unicode_normalization::UnicodeNormalization as _;
-    if password.is_ascii() {
+    if password.is_ascii() || password.len() > MAX_NORMALIZED_INPUT {
         return Zeroizing::new(password.to_owned());
     }
-    Zeroizing::new(password.nfkc().collect())
+    let mut out = Zeroizing::new(String::with_capacity(password.len().saturating_mul(3)));
+    out.extend(password.nfkc());
+    out
 }
+
+/// The longest input normalized: 4 KiB, four times what the policy's 256 characters can
+/// take in any script.
+const MAX_NORMALIZED_INPUT: usize = 4096;
 
 type HashJob = Box<dyn FnOnce() + Send>;
 
@@ -885,6 +920,36 @@ mod tests {
                 .unwrap()
                 .matches
         );
+    }
+
+    #[test]
+    fn input_that_normalization_changes_costs_two_checks_right_or_wrong() {
+        // During a lock every answer is the same: the work must not tell a right password
+        // from a wrong one.
+        let params = HashParams::INSECURE_FOR_TESTS;
+        let stored = hash_blocking(params, b"ABc horse battery").unwrap();
+        let check = |pw: &str| {
+            let (v, checks) = verify_normalized(params, pw, &stored).unwrap();
+            (v.matches, checks)
+        };
+        assert_eq!(
+            check("\u{ff21}Bc horse battery"),
+            (true, 2),
+            "right, changed by NFKC"
+        );
+        assert_eq!(
+            check("\u{ff21}Bc horse batterx"),
+            (false, 2),
+            "wrong, changed by NFKC"
+        );
+        assert_eq!(check("ABc horse battery"), (true, 1));
+        assert_eq!(check("ABc horse batterx"), (false, 1));
+        // Too long to be a password the policy takes: left as it is, one check.
+        assert!(MAX_NORMALIZED_INPUT >= 4 * PasswordPolicy::default().max_length);
+        let long = "\u{fdfa}".repeat(2000);
+        assert_eq!(*normalize(&long), long);
+        assert_eq!(check(&long), (false, 1));
+        assert_ne!(*normalize("\u{fdfa}"), "\u{fdfa}");
     }
 
     #[tokio::test]

@@ -159,13 +159,17 @@ impl<S: Store> Auth<S> {
     /// Counts a failure against a throttle key and locks it when the threshold is reached
     /// (audited as `lockout`).
     ///
-    /// Returns the lock in seconds when an earlier failure had already locked the key: the
-    /// attempt was admitted before the lock (it raced the failures that set it) and must
-    /// get the lock's answer, not "wrong", so that a burst of concurrent guesses learns
-    /// nothing more than the first `lockout_threshold` of them.
+    /// `seen` is the failure count the caller read for the key before this attempt was
+    /// checked (0 without a row); the key was not locked then. Returns the lock in seconds
+    /// when failures counted since that read had locked the key: the attempt raced them
+    /// (it was admitted before the lock) and must get the lock's answer, not "wrong", so
+    /// that a burst of concurrent guesses learns nothing more than the first
+    /// `lockout_threshold` of them. (A failure after a lock has expired, with no other
+    /// failure in between, is answered as a failure, as before the lock.)
     pub(crate) async fn count_failure(
         &self,
         key: &str,
+        seen: i64,
         meta: &RequestMeta,
         user: Option<&User>,
         username: Option<&str>,
@@ -187,7 +191,8 @@ impl<S: Store> Auth<S> {
                     tracing::warn!(target: "tessera::auth", failures, lock_seconds = lock, "too many failed attempts; locked");
                     self.audit(meta, "lockout", "locked", user, username.map(str::to_owned), client_id, serde_json::json!({"failures": failures, "seconds": lock, "key": key.split(':').next().unwrap_or_default()})).await;
                 }
-                (policy.lock_for(failures.saturating_sub(1)) > 0).then_some(lock)
+                let before = failures.saturating_sub(1);
+                (before > seen && policy.lock_for(before) > 0).then_some(lock)
             }
             Err(e) => {
                 tracing::warn!(target: "tessera::auth", error = %e, "could not count a failed attempt");
@@ -256,13 +261,7 @@ impl<S: Store> Auth<S> {
             return Err(invalid);
         }
         let mfa_key = format!("mfa:{}", challenge.user_id);
-        if let Some(t) = self.store().find_throttle(&mfa_key).await?
-            && t.locked_until > now
-        {
-            return Err(AuthError::TooManyAttempts {
-                retry_after: t.locked_until - now,
-            });
-        }
+        let seen = self.mfa_lock(&mfa_key, now).await?;
         let user = match self.store().find_user_by_id(challenge.user_id).await? {
             Some(u) if !u.disabled => u,
             Some(_) => return Err(AuthError::AccountDisabled),
@@ -276,13 +275,20 @@ impl<S: Store> Auth<S> {
                     .consume_mfa_challenge(&hash, now, i64::MAX)
                     .await?;
             }
-            if let Some(retry_after) = self.mfa_failure(&user, &factor, &client.id, meta).await {
+            if let Some(retry_after) = self
+                .mfa_failure(&user, &factor, &client.id, seen, meta)
+                .await
+            {
                 return Err(AuthError::TooManyAttempts { retry_after });
             }
             return Err(AuthError::InvalidGrant(
                 "the code is wrong, expired or already used",
             ));
         }
+        // Read again once the code has been checked: wrong codes sent at once with this one,
+        // on this challenge or on others, may have locked the user's codes meanwhile, and
+        // then a right code gets the lock's answer like the rest of the burst.
+        self.mfa_lock(&mfa_key, self.now()).await?;
         // Only while fewer than `mfa_challenge_attempts` wrong codes are counted: a right
         // code sent at once with wrong ones must not outrun the burn of the challenge.
         if !self
@@ -320,27 +326,26 @@ impl<S: Store> Auth<S> {
         meta: &RequestMeta,
         during_lockout: bool,
     ) -> Result<Option<TokenResponse>> {
-        let now = self.now();
-        if let Some(t) = self
-            .store()
-            .find_throttle(&format!("mfa:{}", user.id))
-            .await?
-            && t.locked_until > now
-        {
-            if during_lockout {
-                return Ok(None);
-            }
-            return Err(AuthError::TooManyAttempts {
-                retry_after: t.locked_until - now,
-            });
-        }
+        let mfa_key = format!("mfa:{}", user.id);
+        let seen = match self.mfa_lock(&mfa_key, self.now()).await {
+            Ok(seen) => seen,
+            Err(AuthError::TooManyAttempts { .. }) if during_lockout => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if !self.check_second_factor(user, factor).await? {
-            if let Some(retry_after) = self.mfa_failure(user, factor, client_id, meta).await
+            if let Some(retry_after) = self.mfa_failure(user, factor, client_id, seen, meta).await
                 && !during_lockout
             {
                 return Err(AuthError::TooManyAttempts { retry_after });
             }
             return Ok(None);
+        }
+        // As in `mfa_grant`: a right code raced by wrong ones that locked the codes meanwhile
+        // gets the lock's answer.
+        match self.mfa_lock(&mfa_key, self.now()).await {
+            Ok(_) => {}
+            Err(AuthError::TooManyAttempts { .. }) if during_lockout => return Ok(None),
+            Err(e) => return Err(e),
         }
         self.finish_mfa_login(user, factor, client_id, scope, meta, during_lockout)
             .await
@@ -358,18 +363,31 @@ impl<S: Store> Auth<S> {
         }
     }
 
-    /// Counts and audits a wrong second factor; the lock, if one was already in force (see
-    /// [`Auth::count_failure`]).
+    /// The failures counted against a user's codes (`key`), or
+    /// [`AuthError::TooManyAttempts`] while they are locked.
+    async fn mfa_lock(&self, key: &str, now: i64) -> Result<i64> {
+        match self.store().find_throttle(key).await? {
+            Some(t) if t.locked_until > now => Err(AuthError::TooManyAttempts {
+                retry_after: t.locked_until - now,
+            }),
+            t => Ok(t.map_or(0, |t| t.failures)),
+        }
+    }
+
+    /// Counts and audits a wrong second factor; the lock, if failures counted since `seen`
+    /// had set one (see [`Auth::count_failure`]).
     async fn mfa_failure(
         &self,
         user: &User,
         factor: &SecondFactor,
         client_id: &str,
+        seen: i64,
         meta: &RequestMeta,
     ) -> Option<i64> {
         let lock = self
             .count_failure(
                 &format!("mfa:{}", user.id),
+                seen,
                 meta,
                 Some(user),
                 None,
@@ -708,7 +726,14 @@ impl<S: Store> Auth<S> {
         }
         if !matches {
             let lock = self
-                .count_failure(&key, meta, Some(&user), None, None)
+                .count_failure(
+                    &key,
+                    throttle.as_ref().map_or(0, |t| t.failures),
+                    meta,
+                    Some(&user),
+                    None,
+                    None,
+                )
                 .await;
             self.audit(
                 meta,

@@ -460,6 +460,7 @@ impl<S: Store> Auth<S> {
         // without earlier failures (nearly all of them) writes nothing for it. Failures
         // recorded while this check ran stay counted, which errs on the strict side.
         let had_failures = throttle.is_some();
+        let seen_failures = throttle.as_ref().map_or(0, |t| t.failures);
         let locked_until = throttle.map_or(0, |t| t.locked_until);
         let locked = locked_until > now;
         // OWASP Authentication Cheat Sheet, "Account Lockout": while a username is locked,
@@ -490,6 +491,7 @@ impl<S: Store> Auth<S> {
                 let lock = self
                     .count_failure(
                         &throttle_key,
+                        seen_failures,
                         meta,
                         known,
                         Some(&audit_name),
