@@ -284,6 +284,13 @@ pub trait MetaStore: Send + Sync {
     fn get_meta(&self, key: &str) -> impl Future<Output = StoreResult<Option<String>>> + Send;
     /// Sets a value.
     fn set_meta(&self, key: &str, value: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Sets a value unless the key has one; returns the value stored (the one given, or
+    /// the one that was there), atomically.
+    fn set_meta_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
 }
 
 /// Computes a row's chain hash from the previous row's hash.

@@ -33,7 +33,7 @@ use axum::routing::{delete, get, post, put};
 use secrecy::ExposeSecret;
 use tessera_auth::keys::{KeySchedule, KeySource};
 use tessera_auth::password::PasswordHasher;
-use tessera_auth::store::KeyStore as _;
+use tessera_auth::store::{KeyStore as _, MetaStore as _};
 use tessera_auth::{Auth, AuthConfig, AuthParts, Bootstrapped, SharedClock};
 use tessera_jose::crypto::{self, SealingKey};
 use tessera_store::Database;
@@ -123,6 +123,31 @@ pub async fn open(
             source_text(&e)
         ))
     })?;
+    let fingerprint = master_key_fingerprint(&master);
+    let recorded = db.get_meta(MASTER_KEY_CHECK).await.map_err(|e| {
+        StartError(format!(
+            "cannot read the database's master-key check: {e} ({})",
+            source_text(&e)
+        ))
+    })?;
+    if let Some(recorded) = &recorded
+        && !crypto::constant_time_eq(recorded.as_bytes(), fingerprint.as_bytes())
+    {
+        // Whatever the signing mode: the master key also seals TOTP secrets and keys the
+        // recovery codes and refresh successors, which a database in HMAC mode holds too.
+        return Err(StartError(if generated {
+            format!(
+                "{} is missing, but this database was created with a master key; restore master.key from backup or set TESSERA_MASTER_KEY (or TESSERA_MASTER_KEY_FILE) to that key",
+                config.master_key_path().display()
+            )
+        } else {
+            format!(
+                "the master key from {} is not the one this database was created with; restore {} from backup or set TESSERA_MASTER_KEY to the right key",
+                master_key_origin(&config),
+                config.master_key_path().display()
+            )
+        }));
+    }
     if generated {
         let path = config.master_key_path();
         // A database restored without its master key: a new key would unseal nothing, and
@@ -142,6 +167,27 @@ pub async fn open(
             "generated a master key in {} (mode 0600); back it up, or set TESSERA_MASTER_KEY / TESSERA_MASTER_KEY_FILE",
             path.display()
         ));
+    }
+    if recorded.is_none() {
+        // First start with this key (a new database, or one from before the check existed):
+        // record it once the key is known to be the database's (the checks above) and on
+        // disk. Read back, so that of two instances starting at once on a new database
+        // with different keys, the one that lost is refused now, not at its next start.
+        let stored = db
+            .set_meta_if_absent(MASTER_KEY_CHECK, &fingerprint)
+            .await
+            .map_err(|e| {
+                StartError(format!(
+                    "cannot record the database's master-key check: {e} ({})",
+                    source_text(&e)
+                ))
+            })?;
+        if !crypto::constant_time_eq(stored.as_bytes(), fingerprint.as_bytes()) {
+            return Err(StartError(format!(
+                "another instance initialized this database with a different master key at the same time; give every instance the same TESSERA_MASTER_KEY (the master key from {} was not used)",
+                master_key_origin(&config)
+            )));
+        }
     }
     if matches!(config.database, DatabaseConfig::Url(_)) && config.master_key.is_none() {
         warnings.push(
@@ -283,6 +329,25 @@ fn load_master_key(config: &Config) -> Result<(Zeroizing<[u8; 32]>, bool), Start
     }
 }
 
+/// The `meta` key under which a database records which master key it was created with.
+const MASTER_KEY_CHECK: &str = "master_key_check";
+
+/// What a database records of its master key: a MAC under it of a fixed label, which tells
+/// whether a key is the same without revealing anything of it.
+fn master_key_fingerprint(master: &[u8; 32]) -> String {
+    tessera_jose::base64url::encode(crypto::hmac_sha256(master, b"tessera/master-key-check/v1"))
+}
+
+/// Where the master key in use came from, for messages.
+fn master_key_origin(config: &Config) -> String {
+    if config.master_key.is_some() {
+        "the configured master_key (TESSERA_MASTER_KEY, TESSERA_MASTER_KEY_FILE or the config file)"
+            .to_owned()
+    } else {
+        config.master_key_path().display().to_string()
+    }
+}
+
 /// Refuses a master key that does not unseal the stored signing keys (every one was sealed
 /// with the same key), with what to do instead of the key ring's "cannot unseal".
 fn check_master_key(
@@ -303,12 +368,7 @@ fn check_master_key(
     {
         return Ok(());
     }
-    let from = if config.master_key.is_some() {
-        "the configured master_key (TESSERA_MASTER_KEY, TESSERA_MASTER_KEY_FILE or the config file)"
-            .to_owned()
-    } else {
-        config.master_key_path().display().to_string()
-    };
+    let from = master_key_origin(config);
     Err(StartError(format!(
         "the master key from {from} does not unseal the stored signing key {}: it is not the \
          key this database was sealed with; restore {} from backup or set TESSERA_MASTER_KEY \
@@ -332,7 +392,16 @@ fn write_secret_file(path: &Path, content: &[u8]) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("cannot create {}: {e}", path.display())))?;
     f.write_all(content)
         .and_then(|()| f.sync_all())
-        .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))?;
+    // The new directory entry too: without it, a crash could lose the file after the keys
+    // sealed with its content were committed.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StartError(format!("cannot sync {}: {e}", dir.display())))?;
+    }
+    Ok(())
 }
 
 /// The server's HTTP service: the router, inside the per-request layer

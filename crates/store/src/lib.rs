@@ -1470,6 +1470,23 @@ macro_rules! sql_store {
                 turn.committed();
                 Ok(())
             }
+
+            async fn set_meta_if_absent(&self, key: &str, value: &str) -> StoreResult<String> {
+                let mut turn = self.write_turn().await?;
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(turn.writer()?)
+                    .await
+                    .map_err(map_err)?;
+                let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(turn.writer()?)
+                    .await
+                    .map_err(map_err)?;
+                turn.committed();
+                Ok(stored)
+            }
         }
 
         impl AuditStore for $store {
@@ -1763,6 +1780,7 @@ delegate! {
     MetaStore {
         fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
         fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+        fn set_meta_if_absent(&self, key: &str, value: &str) -> StoreResult<String>;
     }
     AuditStore {
         fn append_audit(&self, event: &AuditEvent, chain: ChainFn) -> StoreResult<i64>;

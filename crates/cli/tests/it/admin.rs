@@ -669,7 +669,7 @@ fn a_restored_database_without_its_master_key_is_refused_and_nothing_is_written(
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("does not unseal the stored signing key")
+            .contains("is not the one this database was created with")
             && out.stderr.contains("set TESSERA_MASTER_KEY")
             && !out.stderr.contains("internal error"),
         "{}",
@@ -678,6 +678,59 @@ fn a_restored_database_without_its_master_key_is_refused_and_nothing_is_written(
 
     std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
     b.run(&["users", "list"]).success();
+}
+
+/// The same with an HMAC signing secret, where the database holds no signing key: the
+/// master key still seals TOTP secrets and keys recovery codes, and the database records
+/// which one it was created with.
+#[test]
+fn an_hmac_mode_database_restored_without_its_master_key_is_refused_too() {
+    let hmac = |d: &Data, args: &[&str]| -> Run {
+        d.command(args)
+            .env("TESSERA_SIGNING__ALG", "HS256")
+            .env(
+                "TESSERA_SIGNING__SECRET",
+                "an hmac secret of thirty-two byte",
+            )
+            .output()
+            .unwrap()
+            .into()
+    };
+    let a = Data::new();
+    hmac(&a, &["users", "list"]).success();
+    let b = Data::new();
+    std::fs::copy(a.path().join("tessera.db"), b.path().join("tessera.db")).unwrap();
+    let out = hmac(&b, &["users", "list"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("master.key is missing")
+            && out
+                .stderr
+                .contains("restore master.key from backup or set TESSERA_MASTER_KEY"),
+        "{}",
+        out.stderr
+    );
+    assert!(!b.path().join("master.key").exists(), "nothing written");
+    let wrong = tessera_jose::base64url::encode([7u8; 32]);
+    let out = b
+        .command(&["users", "list"])
+        .env("TESSERA_SIGNING__ALG", "HS256")
+        .env(
+            "TESSERA_SIGNING__SECRET",
+            "an hmac secret of thirty-two byte",
+        )
+        .env("TESSERA_MASTER_KEY", &wrong)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is not the one this database was created with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
+    hmac(&b, &["users", "list"]).success();
 }
 
 /// A row edited outside Tessera so that it cannot even be read (detail not JSON, a time

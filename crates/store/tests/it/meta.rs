@@ -7,9 +7,47 @@ use crate::support::{TestDb, conformance};
 
 conformance!(
     meta_values_are_set_read_and_overwritten,
+    set_if_absent_keeps_the_first_value_even_when_racing,
     ping_answers,
     a_closed_store_reports_unavailable,
 );
+
+async fn set_if_absent_keeps_the_first_value_even_when_racing(db: TestDb) {
+    assert_eq!(
+        db.set_meta_if_absent("check", "first").await.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        db.set_meta_if_absent("check", "second").await.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        db.get_meta("check").await.unwrap().as_deref(),
+        Some("first")
+    );
+    let results = set_concurrently(&db).await;
+    let winner = results[0].clone();
+    assert!(results.iter().all(|r| *r == winner), "{results:?}");
+    assert_eq!(db.get_meta("race").await.unwrap(), Some(winner));
+}
+
+/// Eight concurrent `set_meta_if_absent` of one key with different values.
+async fn set_concurrently(db: &TestDb) -> Vec<String> {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let db = db.database();
+        tasks.push(tokio::spawn(async move {
+            db.set_meta_if_absent("race", &format!("instance {i}"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
 
 async fn meta_values_are_set_read_and_overwritten(db: TestDb) {
     assert_eq!(db.get_meta("bootstrap").await.unwrap(), None);
