@@ -68,6 +68,10 @@ pub enum AuthError {
     /// The thing to create already exists.
     #[error("{0} already exists")]
     AlreadyExists(&'static str),
+    /// A well-formed username that cannot be given to a new user (it would read as a user
+    /// id); the message says why.
+    #[error("{0}")]
+    UnusableUsername(&'static str),
     /// A new password does not meet the policy; the message says what to change.
     #[error("{0}")]
     WeakPassword(String),

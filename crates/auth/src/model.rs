@@ -121,12 +121,12 @@ impl Username {
     /// and could not itself be reached by name.
     ///
     /// # Errors
-    /// As [`Username::parse`], and [`AuthError::InvalidRequest`] for a name that is a UUID.
+    /// As [`Username::parse`], and [`AuthError::UnusableUsername`] for a name that is a UUID.
     pub fn parse_new(s: &str) -> Result<Self, AuthError> {
         let name = Self::parse(s)?;
         if UserId::parse(s).is_ok() {
-            return Err(AuthError::InvalidRequest(
-                "username must not be a UUID (it would read as a user id); choose another".into(),
+            return Err(AuthError::UnusableUsername(
+                "username must not be a UUID (it would read as a user id); choose another",
             ));
         }
         Ok(name)

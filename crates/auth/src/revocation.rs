@@ -122,6 +122,16 @@ impl RevocationCache {
         None
     }
 
+    /// The user-wide cut-off of `user`, if any: their tokens issued at or before it are
+    /// revoked.
+    #[must_use]
+    pub fn user_cutoff(&self, user: &str) -> Option<i64> {
+        self.state
+            .read()
+            .ok()
+            .and_then(|s| s.users.get(user).map(|(not_before, _)| *not_before))
+    }
+
     /// Forgets entries whose tokens have all expired.
     pub fn prune(&self, now: i64) {
         if let Ok(mut s) = self.state.write() {

@@ -1588,8 +1588,10 @@ impl<S: Store> Auth<S> {
 
     /// Disables or enables a user. Disabling ends every session and kills every access
     /// token already issued: by session, and by a user-wide cut-off that also catches a
-    /// login racing the change. (That cut-off has one-second resolution, like `iat`, so a
-    /// token issued in the very second of the disable stays dead after re-enabling.)
+    /// login racing the change. That cut-off has one-second resolution, like `iat`, so it
+    /// covers the whole second of the disable: enabling answers only once the clock has
+    /// left that second (at most about a second later), or a login right after it would
+    /// get a token dead on arrival.
     ///
     /// # Errors
     /// [`AuthError::NotFound`]; storage failures.
@@ -1620,6 +1622,12 @@ impl<S: Store> Auth<S> {
                 )
                 .await?;
             self.sync_revocations().await;
+        }
+        if !disabled && let Some(cutoff) = self.revocations.user_cutoff(&user.id.to_string()) {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1100);
+            while self.now() <= cutoff && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
         let event = if disabled {
             "user_disabled"

@@ -259,6 +259,11 @@ impl AppError {
                 "already_exists",
                 format!("{what} already exists"),
             ),
+            // 422 like a weak password: the request is well-formed (the name matches the
+            // documented pattern) but cannot be honoured as it is.
+            AuthError::UnusableUsername(d) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_username", d)
+            }
             AuthError::WeakPassword(d) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", d)
             }

@@ -48,7 +48,7 @@ pub(crate) struct NewUser {
 #[utoipa::path(post, path = "/admin/users", tag = "admin", request_body = NewUser,
     responses((status = 201, description = "Created", body = UserView), (status = 400, description = "Invalid request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing, invalid, expired or revoked token", body = crate::openapi::ErrorBody), (status = 403, description = "The admin role is required", body = crate::openapi::ErrorBody),
         (status = 409, description = "The username is taken", body = crate::openapi::ErrorBody),
-        (status = 422, description = "The password is too weak", body = crate::openapi::ErrorBody)), security(("oauth2" = []), ("bearer" = [])))]
+        (status = 422, description = "The password is too weak, or the username is a UUID", body = crate::openapi::ErrorBody)), security(("oauth2" = []), ("bearer" = [])))]
 pub(crate) async fn create_user(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,

@@ -93,7 +93,7 @@ pub(crate) struct Registration {
     responses((status = 201, description = "Created", body = UserView), (status = 400, description = "Invalid request", body = crate::openapi::ErrorBody),
         (status = 403, description = "Registration is closed", body = crate::openapi::ErrorBody),
         (status = 409, description = "The username is taken", body = crate::openapi::ErrorBody),
-        (status = 422, description = "The password is too weak", body = crate::openapi::ErrorBody),
+        (status = 422, description = "The password is too weak, or the username is a UUID", body = crate::openapi::ErrorBody),
         (status = 429, description = "rate_limited (per client IP, with Retry-After)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn register(
     State(state): State<AppState>,

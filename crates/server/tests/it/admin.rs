@@ -289,3 +289,36 @@ async fn a_path_parameter_that_is_not_text_gets_a_json_invalid_request() {
         assert_eq!(json(res).await["error"], "invalid_request", "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_user_enabled_in_the_second_of_their_disable_gets_live_tokens_at_once() {
+    // The disable's cut-off covers its whole second (like `iat`): enabling in that second
+    // answers only once the clock has left it, so the login that follows gets a token that
+    // works (it got one dead on arrival, refused for its whole lifetime).
+    let app = spawn_app().await;
+    let admin = app.admin_login().await;
+    app.create_user("hana", "violet gramophone harbour", &[])
+        .await;
+    let post = |path: &str| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(&admin.access_token)
+            .send()
+    };
+    assert_eq!(
+        post("/admin/users/hana/disable").await.unwrap().status(),
+        200
+    );
+    let clock = app.clock.clone();
+    let tick = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        clock.advance(1);
+    });
+    assert_eq!(
+        post("/admin/users/hana/enable").await.unwrap().status(),
+        200
+    );
+    let t = app.login("hana", "violet gramophone harbour").await;
+    assert_eq!(app.me(&t.access_token).await.status(), 200);
+    tick.await.unwrap();
+}
