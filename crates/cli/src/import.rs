@@ -63,6 +63,9 @@ pub(crate) fn read(path: &Path) -> Result<Vec<String>, Failure> {
             MAX_FILE / 1024 / 1024
         )));
     }
+    // A byte-order mark, as some Windows editors write at the start of UTF-8 files, is not
+    // part of the first line's JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     Ok(text.lines().map(str::to_owned).collect())
 }
 

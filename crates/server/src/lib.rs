@@ -282,6 +282,13 @@ fn source_text(e: &dyn std::error::Error) -> String {
 }
 
 fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(StartError(format!(
+            "the data directory {} is not a directory; point --data-dir (TESSERA_DATA_DIR) at a \
+             directory, or move that file away",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| {
         StartError(format!(
             "cannot create the data directory {}: {e}",

@@ -341,6 +341,12 @@ async fn imports_check_every_line_first_then_users_log_in_with_their_old_passwor
         d.run(&["users", "show", "legacy-ann"]).success().json()["roles"],
         serde_json::json!(["editor"])
     );
+    // A byte-order mark before the first line (Windows editors write one) is not JSON.
+    let bom = format!(
+        "\u{feff}{}\n",
+        serde_json::json!({"username": "legacy-dee", "hash": hash("dee's old password")})
+    );
+    d.run_stdin(&["users", "import", "-"], &bom).success();
 
     // They log in with their old passwords, and the bcrypt hash is replaced by Argon2id.
     let server = d.serve();

@@ -411,3 +411,19 @@ fn a_data_dir_that_is_not_utf8_is_refused() {
     out.fails(2, "is not valid UTF-8");
     assert!(!dir.path("d\u{FFFD}").exists());
 }
+
+#[test]
+fn a_data_dir_that_is_a_file_is_named_as_such() {
+    let dir = Dir::new();
+    std::fs::write(dir.path("plain"), "not a directory").unwrap();
+    let out: crate::common::Run = crate::common::tessera()
+        .args(["users", "list", "--data-dir"])
+        .arg(dir.path("plain"))
+        .output()
+        .unwrap()
+        .into();
+    out.fails(
+        1,
+        "is not a directory; point --data-dir (TESSERA_DATA_DIR) at a directory",
+    );
+}
