@@ -35,8 +35,10 @@ pub(crate) struct Cli {
     /// Database URL (postgres://... for PostgreSQL) [env: TESSERA_DATABASE_URL] [default: SQLite in the data dir]
     #[arg(long, global = true, value_name = "URL")]
     database_url: Option<String>,
-    /// TOML configuration file
-    #[arg(long, global = true, value_name = "FILE", env = "TESSERA_CONFIG")]
+    /// TOML configuration file [env: TESSERA_CONFIG]
+    // Read from the environment by `config_file`, not by clap: clap takes an empty
+    // `TESSERA_CONFIG=` for a missing value ("a value is required for '--config <FILE>'").
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -108,9 +110,19 @@ impl Cli {
             overrides.push(("log_format".to_owned(), f.to_owned()));
         }
         Ok(Sources {
-            file: self.config.clone(),
+            file: self.config_file(),
             env: tessera_env()?,
             overrides,
+        })
+    }
+
+    /// `--config`, else `TESSERA_CONFIG` when it is set and not empty (an empty value, as
+    /// `TESSERA_CONFIG=` in a unit file leaves it, means no file).
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            std::env::var_os("TESSERA_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
         })
     }
 

@@ -427,3 +427,42 @@ fn a_data_dir_that_is_a_file_is_named_as_such() {
         "is not a directory; point --data-dir (TESSERA_DATA_DIR) at a directory",
     );
 }
+
+/// `TESSERA_CONFIG=` (empty, as a unit file or a compose file can leave it) means no file;
+/// clap read it as a missing value ("a value is required for '--config <FILE>'"). Set, it
+/// is read like `--config`, and `--config` wins over it.
+#[test]
+fn an_empty_tessera_config_means_no_configuration_file() {
+    let dir = Dir::new();
+    let data = dir.path("data");
+    let check = |config: &str, args: &[&str]| -> crate::common::Run {
+        crate::common::tessera()
+            .args(["check-config", "--data-dir"])
+            .arg(&data)
+            .args(args)
+            .env("TESSERA_CONFIG", config)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let out = check("", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let file = dir.path("tessera.toml");
+    std::fs::write(&file, "issuer = \"https://from-the-env-file.example\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let out = check(file, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout_text().contains("from-the-env-file"),
+        "{}",
+        out.stdout_text()
+    );
+    let other = dir.path("other.toml");
+    std::fs::write(&other, "issuer = \"https://from-the-flag.example\"\n").unwrap();
+    let out = check(file, &["--config", other.to_str().unwrap()]);
+    assert!(
+        out.stdout_text().contains("from-the-flag"),
+        "{}",
+        out.stdout_text()
+    );
+}
