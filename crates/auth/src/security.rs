@@ -54,6 +54,18 @@ impl Default for SecurityPolicy {
 }
 
 impl SecurityPolicy {
+    /// The failures of `t` that still count at `now`: none once the last one is older than
+    /// `failure_window`, when the next failure restarts the count (as
+    /// [`crate::store::SecurityStore::record_failure`] does), though the row remains.
+    #[must_use]
+    pub fn counted_failures(&self, t: &crate::model::Throttle, now: i64) -> i64 {
+        if t.last_failure_at < now - self.failure_window {
+            0
+        } else {
+            t.failures
+        }
+    }
+
     /// The lock, in seconds, after `failures` consecutive failures (0 when below the
     /// threshold).
     #[must_use]
@@ -370,7 +382,7 @@ impl<S: Store> Auth<S> {
             Some(t) if t.locked_until > now => Err(AuthError::TooManyAttempts {
                 retry_after: t.locked_until - now,
             }),
-            t => Ok(t.map_or(0, |t| t.failures)),
+            t => Ok(t.map_or(0, |t| self.config().security.counted_failures(&t, now))),
         }
     }
 
@@ -728,7 +740,9 @@ impl<S: Store> Auth<S> {
             let lock = self
                 .count_failure(
                     &key,
-                    throttle.as_ref().map_or(0, |t| t.failures),
+                    throttle
+                        .as_ref()
+                        .map_or(0, |t| self.config().security.counted_failures(t, now)),
                     meta,
                     Some(&user),
                     None,
@@ -884,6 +898,21 @@ mod tests {
         assert_eq!(p.lock_for(10), 1920);
         assert_eq!(p.lock_for(11), 3600);
         assert_eq!(p.lock_for(1000), 3600);
+    }
+
+    #[test]
+    fn failures_older_than_the_window_no_longer_count() {
+        // The row outlives the window (it is pruned later), but the next failure restarts
+        // the count at 1: a caller that took its stale count for the current one would
+        // answer up to that many raced failures truthfully.
+        let p = SecurityPolicy::default();
+        let t = crate::model::Throttle {
+            failures: 11,
+            locked_until: 1_000,
+            last_failure_at: 1_000,
+        };
+        assert_eq!(p.counted_failures(&t, 1_000 + p.failure_window), 11);
+        assert_eq!(p.counted_failures(&t, 1_001 + p.failure_window), 0);
     }
 
     #[test]

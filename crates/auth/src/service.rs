@@ -460,7 +460,9 @@ impl<S: Store> Auth<S> {
         // without earlier failures (nearly all of them) writes nothing for it. Failures
         // recorded while this check ran stay counted, which errs on the strict side.
         let had_failures = throttle.is_some();
-        let seen_failures = throttle.as_ref().map_or(0, |t| t.failures);
+        let seen_failures = throttle
+            .as_ref()
+            .map_or(0, |t| self.config.security.counted_failures(t, now));
         let locked_until = throttle.map_or(0, |t| t.locked_until);
         let locked = locked_until > now;
         // OWASP Authentication Cheat Sheet, "Account Lockout": while a username is locked,

@@ -33,7 +33,7 @@ use axum::routing::{delete, get, post, put};
 use secrecy::ExposeSecret;
 use tessera_auth::keys::{KeySchedule, KeySource};
 use tessera_auth::password::PasswordHasher;
-use tessera_auth::store::{KeyStore as _, MetaStore as _};
+use tessera_auth::store::{KeyStore as _, MetaStore as _, UserStore as _};
 use tessera_auth::{Auth, AuthConfig, AuthParts, Bootstrapped, SharedClock};
 use tessera_jose::crypto::{self, SealingKey};
 use tessera_store::Database;
@@ -148,17 +148,36 @@ pub async fn open(
             )
         }));
     }
+    let sealing_key = Zeroizing::new(crypto::hmac_sha256(
+        master.as_slice(),
+        b"tessera/key-sealing/v1",
+    ));
+    let sealing = SealingKey::new(sealing_key.as_slice()).map_err(|e| StartError(e.to_string()))?;
     if generated {
         let path = config.master_key_path();
         // A database restored without its master key: a new key would unseal nothing, and
-        // written next to it, would stand in for the real one at the next start.
-        if !stored_keys.is_empty() {
+        // written next to it, would stand in for the real one at the next start. Signing
+        // keys show it; so do users, whose TOTP secrets and recovery codes depend on the
+        // key, in a database from before the check was recorded (in HMAC signing mode it
+        // holds no signing key). A new database has neither.
+        let users = if stored_keys.is_empty() && recorded.is_none() {
+            db.count_users().await.map_err(|e| {
+                StartError(format!("cannot count the users: {e} ({})", source_text(&e)))
+            })?
+        } else {
+            0
+        };
+        if !stored_keys.is_empty() || users > 0 {
+            let what = if stored_keys.is_empty() {
+                format!("{users} user(s) whose second factors are sealed")
+            } else {
+                format!("{} signing key(s) sealed", stored_keys.len())
+            };
             return Err(StartError(format!(
-                "{} is missing, but the database holds {} signing key(s) sealed with the \
-                 master key it was created with; restore master.key from backup or set \
-                 TESSERA_MASTER_KEY (or TESSERA_MASTER_KEY_FILE) to that key",
+                "{} is missing, but the database holds {what} with the master key it was \
+                 created with; restore master.key from backup or set TESSERA_MASTER_KEY (or \
+                 TESSERA_MASTER_KEY_FILE) to that key",
                 path.display(),
-                stored_keys.len()
             )));
         }
         let text = Zeroizing::new(tessera_jose::base64url::encode(master.as_slice()));
@@ -168,6 +187,9 @@ pub async fn open(
             path.display()
         ));
     }
+    // Before anything is recorded: a configured key that does not open the stored signing
+    // keys (in any signing mode) is not the database's.
+    check_master_key(&config, &sealing, &stored_keys)?;
     if recorded.is_none() {
         // First start with this key (a new database, or one from before the check existed):
         // record it once the key is known to be the database's (the checks above) and on
@@ -198,22 +220,13 @@ pub async fn open(
         master.as_slice(),
         b"tessera/refresh-successor-secret/v1",
     ));
-    let sealing_key = Zeroizing::new(crypto::hmac_sha256(
-        master.as_slice(),
-        b"tessera/key-sealing/v1",
-    ));
     let key_source = match &config.signing {
         SigningConfig::Hmac(k) => KeySource::Hmac(k.clone()),
-        SigningConfig::Stored { alg, rsa_bits } => {
-            let sealing =
-                SealingKey::new(sealing_key.as_slice()).map_err(|e| StartError(e.to_string()))?;
-            check_master_key(&config, &sealing, &stored_keys)?;
-            KeySource::Stored {
-                alg: *alg,
-                rsa_bits: *rsa_bits,
-                sealing,
-            }
-        }
+        SigningConfig::Stored { alg, rsa_bits } => KeySource::Stored {
+            alg: *alg,
+            rsa_bits: *rsa_bits,
+            sealing,
+        },
     };
     let params = config.hash_params;
     let (concurrency, queue) = (config.max_concurrent_hashes, config.max_queued_logins);

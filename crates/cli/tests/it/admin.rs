@@ -777,3 +777,55 @@ async fn an_unreadable_audit_row_is_named_by_verify_and_list() {
         d.run(&["audit", "verify"]).success();
     }
 }
+
+/// A database from before the master-key check (no `master_key_check` row) must not get a
+/// wrong key recorded: a configured key that does not open its signing keys is refused
+/// before anything is written, and the right one still works after; in HMAC mode, with no
+/// signing key to tell, a database that has users is not given a new master key.
+#[tokio::test]
+async fn a_database_from_before_the_check_never_records_a_wrong_key() {
+    let d = Data::new();
+    d.add_user("olga", &[]);
+    assert_eq!(
+        d.execute("DELETE FROM meta WHERE key = 'master_key_check'")
+            .await,
+        1
+    );
+    let wrong = tessera_jose::base64url::encode([7u8; 32]);
+    let out: Run = d
+        .command(&["users", "list"])
+        .env("TESSERA_MASTER_KEY", &wrong)
+        .output()
+        .unwrap()
+        .into();
+    out.fails(1, "does not unseal the stored signing key");
+    d.run(&["users", "show", "olga"]).success();
+
+    let hmac = |d: &Data, args: &[&str]| -> Run {
+        d.command(args)
+            .env("TESSERA_SIGNING__ALG", "HS256")
+            .env(
+                "TESSERA_SIGNING__SECRET",
+                "an hmac secret of thirty-two byte",
+            )
+            .output()
+            .unwrap()
+            .into()
+    };
+    let h = Data::new();
+    h.add_user("pavel", &[]);
+    hmac(&h, &["users", "list"]).success();
+    h.execute("DELETE FROM signing_keys").await;
+    h.execute("DELETE FROM meta WHERE key = 'master_key_check'")
+        .await;
+    let key = std::fs::read(h.path().join("master.key")).unwrap();
+    std::fs::remove_file(h.path().join("master.key")).unwrap();
+    let out = hmac(&h, &["users", "list"]);
+    out.fails(
+        1,
+        "user(s) whose second factors are sealed with the master key",
+    );
+    assert!(!h.path().join("master.key").exists(), "nothing written");
+    std::fs::write(h.path().join("master.key"), key).unwrap();
+    hmac(&h, &["users", "show", "pavel"]).success();
+}
