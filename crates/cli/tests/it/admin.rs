@@ -48,6 +48,19 @@ impl Data {
         self.command(args).output().unwrap().into()
     }
 
+    /// Same, signing with an HMAC secret (`signing.secret`) instead of stored keys.
+    fn run_hmac(&self, args: &[&str]) -> Run {
+        self.command(args)
+            .env("TESSERA_SIGNING__ALG", "HS256")
+            .env(
+                "TESSERA_SIGNING__SECRET",
+                "an hmac secret of thirty-two byte",
+            )
+            .output()
+            .unwrap()
+            .into()
+    }
+
     /// Same, with `stdin`.
     fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
         self.command(args)
@@ -696,22 +709,11 @@ fn assert_refused_without_its_master_key(d: &Data, out: &Run) {
 /// which one it was created with.
 #[test]
 fn an_hmac_mode_database_restored_without_its_master_key_is_refused_too() {
-    let hmac = |d: &Data, args: &[&str]| -> Run {
-        d.command(args)
-            .env("TESSERA_SIGNING__ALG", "HS256")
-            .env(
-                "TESSERA_SIGNING__SECRET",
-                "an hmac secret of thirty-two byte",
-            )
-            .output()
-            .unwrap()
-            .into()
-    };
     let a = Data::new();
-    hmac(&a, &["users", "list"]).success();
+    a.run_hmac(&["users", "list"]).success();
     let b = Data::new();
     std::fs::copy(a.path().join("tessera.db"), b.path().join("tessera.db")).unwrap();
-    assert_refused_without_its_master_key(&b, &hmac(&b, &["users", "list"]));
+    assert_refused_without_its_master_key(&b, &b.run_hmac(&["users", "list"]));
     let wrong = tessera_jose::base64url::encode([7u8; 32]);
     let out = b
         .command(&["users", "list"])
@@ -731,7 +733,7 @@ fn an_hmac_mode_database_restored_without_its_master_key_is_refused_too() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
-    hmac(&b, &["users", "list"]).success();
+    b.run_hmac(&["users", "list"]).success();
 }
 
 /// A row edited outside Tessera so that it cannot even be read (detail not JSON, a time
@@ -801,31 +803,20 @@ async fn a_database_from_before_the_check_never_records_a_wrong_key() {
     out.fails(1, "does not unseal the stored signing key");
     d.run(&["users", "show", "olga"]).success();
 
-    let hmac = |d: &Data, args: &[&str]| -> Run {
-        d.command(args)
-            .env("TESSERA_SIGNING__ALG", "HS256")
-            .env(
-                "TESSERA_SIGNING__SECRET",
-                "an hmac secret of thirty-two byte",
-            )
-            .output()
-            .unwrap()
-            .into()
-    };
     let h = Data::new();
     h.add_user("pavel", &[]);
-    hmac(&h, &["users", "list"]).success();
+    h.run_hmac(&["users", "list"]).success();
     h.execute("DELETE FROM signing_keys").await;
     h.execute("DELETE FROM meta WHERE key = 'master_key_check'")
         .await;
     let key = std::fs::read(h.path().join("master.key")).unwrap();
     std::fs::remove_file(h.path().join("master.key")).unwrap();
-    let out = hmac(&h, &["users", "list"]);
+    let out = h.run_hmac(&["users", "list"]);
     out.fails(
         1,
         "user(s) whose second factors are sealed with the master key",
     );
     assert!(!h.path().join("master.key").exists(), "nothing written");
     std::fs::write(h.path().join("master.key"), key).unwrap();
-    hmac(&h, &["users", "show", "pavel"]).success();
+    h.run_hmac(&["users", "show", "pavel"]).success();
 }
