@@ -672,18 +672,8 @@ fn a_restored_database_without_its_master_key_is_refused_and_nothing_is_written(
     std::fs::copy(a.path().join("tessera.db"), b.path().join("tessera.db")).unwrap();
     assert_refused_without_its_master_key(&b, &b.run(&["audit", "verify"]));
 
-    let wrong = tessera_jose::base64url::encode([7u8; 32]);
-    std::fs::write(b.path().join("master.key"), wrong).unwrap();
-    let out = b.run(&["users", "list"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("is not the one this database was created with")
-            && out.stderr.contains("set TESSERA_MASTER_KEY")
-            && !out.stderr.contains("internal error"),
-        "{}",
-        out.stderr
-    );
+    write_wrong_master_key(&b);
+    assert_refused_with_a_wrong_master_key(&b.run(&["users", "list"]));
 
     std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
     b.run(&["users", "list"]).success();
@@ -704,6 +694,25 @@ fn assert_refused_without_its_master_key(d: &Data, out: &Run) {
     assert!(!d.path().join("master.key").exists(), "nothing written");
 }
 
+/// Puts a master key in `d` that is not the one its database was created with.
+fn write_wrong_master_key(d: &Data) {
+    let wrong = tessera_jose::base64url::encode([7u8; 32]);
+    std::fs::write(d.path().join("master.key"), wrong).unwrap();
+}
+
+/// `out` is the refusal of a master key that is not the database's, with what to do.
+fn assert_refused_with_a_wrong_master_key(out: &Run) {
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("is not the one this database was created with")
+            && out.stderr.contains("set TESSERA_MASTER_KEY")
+            && !out.stderr.contains("internal error"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// The same with an HMAC signing secret, where the database holds no signing key: the
 /// master key still seals TOTP secrets and keys recovery codes, and the database records
 /// which one it was created with.
@@ -714,24 +723,8 @@ fn an_hmac_mode_database_restored_without_its_master_key_is_refused_too() {
     let b = Data::new();
     std::fs::copy(a.path().join("tessera.db"), b.path().join("tessera.db")).unwrap();
     assert_refused_without_its_master_key(&b, &b.run_hmac(&["users", "list"]));
-    let wrong = tessera_jose::base64url::encode([7u8; 32]);
-    let out = b
-        .command(&["users", "list"])
-        .env("TESSERA_SIGNING__ALG", "HS256")
-        .env(
-            "TESSERA_SIGNING__SECRET",
-            "an hmac secret of thirty-two byte",
-        )
-        .env("TESSERA_MASTER_KEY", &wrong)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("is not the one this database was created with"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    write_wrong_master_key(&b);
+    assert_refused_with_a_wrong_master_key(&b.run_hmac(&["users", "list"]));
     std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
     b.run_hmac(&["users", "list"]).success();
 }
