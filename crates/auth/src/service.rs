@@ -665,6 +665,19 @@ impl<S: Store> Auth<S> {
             ));
         }
         let now = self.now();
+        // RFC 6749 §6: a requested scope must be within the session's. Checked before the
+        // token is rotated: a refusal must leave it usable, or the client, which never saw
+        // a successor, would be treated as a thief (reuse) once the grace window passed.
+        // (Checked again after the rotation, against the session it returned.)
+        if let Some(requested) = scope
+            && let Some((session, _)) = self
+                .store
+                .find_refresh_token(&tokens::refresh_token_hash(refresh_token))
+                .await?
+            && session.client_id == client.id
+        {
+            check_narrower_scope(&session.scope, requested)?;
+        }
         let successor = tokens::successor_token(&self.refresh_secret, refresh_token);
         let req = RotateRequest {
             parent_hash: tokens::refresh_token_hash(refresh_token),
@@ -714,14 +727,7 @@ impl<S: Store> Auth<S> {
         // RFC 6749 §6: a narrower scope may be requested, never a wider one.
         let granted = match scope {
             None => session.scope.clone(),
-            Some(requested) => {
-                let allowed: Vec<&str> = session.scope.split_whitespace().collect();
-                let wanted = normalize_scope(requested);
-                if let Some(bad) = wanted.split_whitespace().find(|s| !allowed.contains(s)) {
-                    return Err(AuthError::InvalidScope(bad.to_owned()));
-                }
-                wanted
-            }
+            Some(requested) => check_narrower_scope(&session.scope, requested)?,
         };
         let (access_token, expires_in) = self.issue_access_token(&user, &session, &granted, now)?;
         Ok(TokenResponse {
@@ -1891,6 +1897,17 @@ fn parse_roles(roles: &[String]) -> Result<Vec<Role>> {
 /// lockout per name, whether or not a user has it.
 pub(crate) fn user_throttle_key(username: &str) -> String {
     format!("user:{}", username.to_lowercase())
+}
+
+/// The scope a refresh may ask for (RFC 6749 §6): `requested`, normalized, if every value
+/// of it is in the session's `granted` scope.
+fn check_narrower_scope(granted: &str, requested: &str) -> Result<String> {
+    let allowed: Vec<&str> = granted.split_whitespace().collect();
+    let wanted = normalize_scope(requested);
+    if let Some(bad) = wanted.split_whitespace().find(|s| !allowed.contains(s)) {
+        return Err(AuthError::InvalidScope(bad.to_owned()));
+    }
+    Ok(wanted)
 }
 
 /// Splits on spaces, drops duplicates, keeps order (RFC 6749 §3.3).

@@ -218,3 +218,24 @@ async fn an_access_token_is_not_a_refresh_token_and_vice_versa() {
         401
     );
 }
+
+#[tokio::test]
+async fn a_refused_scope_leaves_the_refresh_token_usable() {
+    // RFC 6749 §6: an `invalid_scope` answer carries no successor, so the token the client
+    // holds must not have been rotated; using it later is not reuse.
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let rt = t.refresh_token.unwrap();
+    let wider = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", "profile admin"),
+        ])
+        .await;
+    assert_eq!(json(wider).await["error"], "invalid_scope");
+    app.advance(11).await; // past the 10 s grace window
+    let again = refreshed(&app, &rt).await;
+    assert_eq!(app.me(&again.access_token).await.status(), 200);
+    assert_eq!(app.me(&t.access_token).await.status(), 200, "no reuse");
+}
