@@ -1900,12 +1900,17 @@ pub(crate) fn user_throttle_key(username: &str) -> String {
 }
 
 /// The scope a refresh may ask for (RFC 6749 §6): `requested`, normalized, if every value
-/// of it is in the session's `granted` scope.
+/// of it is in the session's `granted` scope. A blank one (only spaces) names no scope
+/// token (§3.3 needs at least one) and means the session's, as an omitted one does, and as
+/// it does in the password grant.
 fn check_narrower_scope(granted: &str, requested: &str) -> Result<String> {
     let allowed: Vec<&str> = granted.split_whitespace().collect();
     let wanted = normalize_scope(requested);
+    if wanted.is_empty() {
+        return Ok(granted.to_owned());
+    }
     if let Some(bad) = wanted.split_whitespace().find(|s| !allowed.contains(s)) {
-        return Err(AuthError::InvalidScope(bad.to_owned()));
+        return Err(AuthError::InvalidScope(truncate(bad, 64)));
     }
     Ok(wanted)
 }

@@ -239,3 +239,24 @@ async fn a_refused_scope_leaves_the_refresh_token_usable() {
     assert_eq!(app.me(&again.access_token).await.status(), 200);
     assert_eq!(app.me(&t.access_token).await.status(), 200, "no reuse");
 }
+
+#[tokio::test]
+async fn a_blank_scope_on_refresh_means_the_sessions_scope() {
+    // RFC 6749 §3.3: a scope has at least one token; `scope=%20` names none and is taken
+    // as omitted (as the password grant takes it), not as a grant of no scope at all.
+    let app = spawn_app().await;
+    let rt = app.admin_login().await.refresh_token.unwrap();
+    let res = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", "  "),
+        ])
+        .await;
+    let body = json(res).await;
+    assert_eq!(body["scope"], "profile", "{body}");
+    assert_eq!(
+        crate::claims_of(body["access_token"].as_str().unwrap())["scope"],
+        "profile"
+    );
+}
