@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use tessera_auth::AccessContext;
 use tessera_auth::model::RequestMeta;
 
@@ -105,9 +105,44 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {
-                AppError::invalid_request(format!("malformed form body: {}", e.body_text()))
+                body_error(
+                    e.status(),
+                    format!("malformed form body: {}", e.body_text()),
+                )
             })?;
         Self::parse(content_type.as_deref(), &body)
+    }
+}
+
+/// The error for a body the extractors refused: 413 when it is over `limits.max_body_bytes`
+/// (RFC 9110 §15.5.14: the request is well-formed, only too large; retrying it as it is will
+/// not help), else 400 `invalid_request` with `description`. Either way our JSON shape, never
+/// axum's plain text.
+fn body_error(status: StatusCode, description: String) -> AppError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::new(
+            status,
+            "invalid_request",
+            "the request body is larger than this server accepts (limits.max_body_bytes)",
+        )
+    } else {
+        AppError::invalid_request(description)
+    }
+}
+
+/// The raw request body, whose rejections are errors in our JSON shape (413 when over
+/// `limits.max_body_bytes`; see [`body_error`]).
+#[derive(Debug)]
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(|e| body_error(e.status(), e.body_text()))
     }
 }
 
@@ -121,7 +156,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(e) => Err(AppError::invalid_request(e.body_text())),
+            Err(e) => Err(body_error(e.status(), e.body_text())),
         }
     }
 }

@@ -114,6 +114,8 @@ const FROM_MEMORY: &[&str] = &[
 /// * 400 `invalid_request` on every operation with a body or parameters: a malformed body,
 ///   a missing or wrong `Content-Type` (reported as 400 in the RFC 6749 §5.2 shape rather
 ///   than axum's 415/422 plain text) or an invalid parameter;
+/// * 413 `invalid_request` on every operation with a body, for one over
+///   `limits.max_body_bytes`;
 /// * 503 `temporarily_unavailable` with `Retry-After` on every operation that touches the
 ///   database (unreachable, or refusing writes) or may exceed the request timeout.
 struct CommonResponses;
@@ -151,6 +153,12 @@ impl Modify for CommonResponses {
                     responses.insert(
                         "400".into(),
                         error("invalid_request: malformed body, wrong content type or invalid parameter").into(),
+                    );
+                }
+                if op.request_body.is_some() && !responses.contains_key("413") {
+                    responses.insert(
+                        "413".into(),
+                        error("invalid_request: the body is over limits.max_body_bytes").into(),
                     );
                 }
                 if !from_memory && !responses.contains_key("503") {

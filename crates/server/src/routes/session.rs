@@ -6,7 +6,6 @@
 //! CSRF model.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +15,7 @@ use tessera_auth::{AccessContext, AuthError, PasswordGrant, SecondFactor, TokenR
 use zeroize::Zeroizing;
 
 use crate::error::AppError;
-use crate::extract::{ApiQuery, ClientMeta, OAuthForm};
+use crate::extract::{ApiBytes, ApiQuery, ClientMeta, OAuthForm};
 use crate::ratelimit::Bucket;
 use crate::session::{self, REFRESH_COOKIE};
 use crate::state::AppState;
@@ -216,7 +215,7 @@ pub(crate) async fn refresh(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, AppError> {
     let form = optional_form(&headers, &body)?;
     session::check_csrf(
@@ -281,7 +280,7 @@ pub(crate) async fn logout(
     uri: Uri,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<LogoutQuery>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, AppError> {
     let form = optional_form(&headers, &body)?;
     session::check_csrf(
@@ -333,7 +332,7 @@ pub(crate) async fn end_session(
 /// Form fields of an optional `application/x-www-form-urlencoded` body (empty without one).
 pub(crate) fn optional_form(
     headers: &HeaderMap,
-    body: &Bytes,
+    body: &axum::body::Bytes,
 ) -> Result<Vec<(String, String)>, AppError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)

@@ -67,3 +67,61 @@ async fn every_response_carries_a_request_id_and_echoes_the_callers() {
     assert_eq!(res.headers()["x-request-id"], "abc-123");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_in_json_everywhere() {
+    // RFC 9110 §15.5.14: too large is 413, not "malformed" (400); and the JSON error shape
+    // of docs/api.md, not axum's plain text (the cookie-mode endpoints answered that).
+    let app = spawn_app().await;
+    let admin = app.admin_login().await.access_token;
+    let c = &app.client;
+    let big = "a=".to_owned() + &"b".repeat(64 * 1024);
+    let form = "application/x-www-form-urlencoded";
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        (
+            "/token",
+            c.post(app.url("/token"))
+                .header("content-type", form)
+                .body(big.clone()),
+        ),
+        (
+            "/revoke",
+            c.post(app.url("/revoke"))
+                .header("content-type", form)
+                .body(big.clone()),
+        ),
+        (
+            "/session",
+            c.post(app.url("/session"))
+                .header("content-type", form)
+                .body(big.clone()),
+        ),
+        (
+            "/session/refresh",
+            c.post(app.url("/session/refresh"))
+                .header("content-type", form)
+                .body(big.clone()),
+        ),
+        (
+            "/session/logout",
+            c.post(app.url("/session/logout"))
+                .header("content-type", form)
+                .body(big.clone()),
+        ),
+        (
+            "/admin/users",
+            c.post(app.url("/admin/users"))
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body(format!("{{\"username\":\"{}\"}}", "x".repeat(64 * 1024))),
+        ),
+    ];
+    for (path, req) in cases {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 413, "{path}");
+        let body = res.text().await.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: not JSON: {body}"));
+        assert_eq!(v["error"], "invalid_request", "{path}: {body}");
+    }
+}
