@@ -166,9 +166,15 @@ impl Actor {
 pub struct Introspection {
     /// Whether the token is currently active.
     pub active: bool,
-    /// `access_token` or `refresh_token`.
+    /// The token's type as RFC 6749 §5.1 defines it (RFC 7662 §2.2): `bearer` for an access
+    /// token; none for a refresh token, which is not presented as a bearer credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    /// Which kind of token this is: `access_token` or `refresh_token` (the values of RFC
+    /// 7009's `token_type_hint`). An extension member (RFC 7662 §2.2 allows them), named as
+    /// Ory Hydra names it: `token_type` cannot say it, being the §5.1 type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_use: Option<&'static str>,
     /// Granted scope.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -1247,7 +1253,7 @@ impl<S: Store> Auth<S> {
                     match user {
                         Some(u) if !u.disabled => Introspection {
                             active: true,
-                            token_type: Some("refresh_token"),
+                            token_use: Some("refresh_token"),
                             scope: Some(s.scope.clone()),
                             client_id: Some(s.client_id.clone()),
                             username: Some(u.username.to_string()),
@@ -1270,7 +1276,8 @@ impl<S: Store> Auth<S> {
         let tutorial = self.config.profile == Profile::Tutorial;
         Ok(Introspection {
             active: true,
-            token_type: Some("access_token"),
+            token_type: Some("bearer"),
+            token_use: Some("access_token"),
             scope: Some(ctx.scope().to_owned()),
             client_id: Some(ctx.client_id().to_owned()),
             sub: Some(if tutorial {

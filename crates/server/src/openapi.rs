@@ -314,7 +314,11 @@ pub(crate) struct IntrospectRequest {
 )]
 pub(crate) struct Introspection {
     active: bool,
+    /// `bearer` for an access token (RFC 7662 §2.2, the RFC 6749 §5.1 type); absent for a
+    /// refresh token.
     token_type: Option<String>,
+    /// `access_token` or `refresh_token`.
+    token_use: Option<String>,
     scope: Option<String>,
     client_id: Option<String>,
     username: Option<String>,

@@ -90,10 +90,9 @@ fn metadata(state: &AppState, openid: bool) -> serde_json::Value {
     if let Some(obj) = m.as_object_mut() {
         obj.retain(|_, v| !v.is_null());
         if openid {
-            obj.insert(
-                "userinfo_endpoint".into(),
-                json!(format!("{base}/users/me")),
-            );
+            // No `userinfo_endpoint`: `/users/me` is not an OpenID Connect UserInfo endpoint
+            // (Core §5.3.2 requires a `sub` member, and the `openid` scope to call it), and
+            // the document exists for JWT middleware that finds `jwks_uri` this way.
             obj.insert("subject_types_supported".into(), json!(["public"]));
             obj.insert("id_token_signing_alg_values_supported".into(), json!([alg]));
             obj.insert(

@@ -92,7 +92,8 @@ async fn authorization_server_metadata_has_what_clients_need() {
             .unwrap(),
     )
     .await;
-    assert_eq!(oidc["userinfo_endpoint"], app.url("/users/me"));
+    // `/users/me` is not an OpenID Connect UserInfo endpoint (no `sub`): not advertised.
+    assert!(oidc.get("userinfo_endpoint").is_none(), "{oidc}");
     assert_eq!(
         oidc["id_token_signing_alg_values_supported"],
         serde_json::json!(["ES256"])
