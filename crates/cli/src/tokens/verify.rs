@@ -220,8 +220,30 @@ async fn load_keys(
     }
     if let Some(url) = &args.jwks_url {
         let mut set = jwks_url::fetch(url, explain).await?;
+        // A fetched JWK Set is published: a shared secret in it (`kty: oct`, RFC 7518 §6.4)
+        // is known to whoever can read it, so a token it verifies proves nothing. Such keys
+        // are dropped, as tessera-axum drops them from a `jwks_uri`; they would otherwise
+        // also make a set with public keys unusable (secrets and public keys never share a
+        // key set).
+        let mut skipped: Vec<(Option<String>, String)> = Vec::new();
+        set.keys.retain(|jwk| {
+            if jwk.kty != "oct" {
+                return true;
+            }
+            eprintln!(
+                "warning: {url} publishes a shared secret (kty oct, kid {}); it is never used \
+                 to verify",
+                show_kid(jwk.kid.as_deref())
+            );
+            skipped.push((
+                jwk.kid.clone(),
+                "a shared secret (kty oct) in a published JWK Set is never used".to_owned(),
+            ));
+            false
+        });
         input::fill_algorithm(&mut set, alg);
-        let (keys, skipped) = KeySet::from_jwks_lenient(&set).map_err(|e| key_error(url, &e))?;
+        let (keys, unusable) = KeySet::from_jwks_lenient(&set).map_err(|e| key_error(url, &e))?;
+        skipped.extend(unusable.into_iter().map(|(kid, e)| (kid, e.to_string())));
         for (kid, e) in &skipped {
             explain.info(format_args!(
                 "skipped the key {} of {url}: {e}",

@@ -524,6 +524,75 @@ fn jwks_url_follows_a_redirect_on_the_same_host() {
     .success();
 }
 
+/// A JWK Set is published: a shared secret in it is known to everyone, so it is never used
+/// (as tessera-axum's `jwks_uri` drops it), and it does not stop the set's public keys from
+/// verifying (a secret next to public keys made the whole set unusable).
+#[test]
+fn jwks_url_never_verifies_with_a_published_secret() {
+    let secret = "a secret of thirty-two bytes, ok";
+    let k = base64url::encode(secret);
+    let forged = encode(&[
+        "--alg", "HS256", "--secret", secret, "--kid", "h", "--exp", "+60", "--sub", "mallory",
+    ]);
+    let only_secret = format!(r#"{{"keys":[{{"kty":"oct","kid":"h","alg":"HS256","k":"{k}"}}]}}"#);
+    let port = serve(|_| vec![http("200 OK", "", only_secret.as_bytes())]);
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let out = run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--now",
+        NOW_ARG,
+        &forged,
+    ]);
+    assert_eq!(out.code, 2, "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("publishes a shared secret") && out.stderr.contains("no usable"),
+        "{}",
+        out.stderr
+    );
+
+    let (_dir, key, token) = fixture();
+    let mixed = format!(
+        r#"{{"keys":[{},{{"kty":"oct","kid":"h","alg":"HS256","k":"{k}"}}]}}"#,
+        public_jwk(&key)
+    );
+    let port = serve(|_| {
+        vec![
+            http("200 OK", "", mixed.as_bytes()),
+            http("200 OK", "", mixed.as_bytes()),
+        ]
+    });
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let out = run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--now",
+        NOW_ARG,
+        &token,
+    ])
+    .success();
+    assert_eq!(out.json()["claims"]["sub"], "alice");
+    let out = run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--now",
+        NOW_ARG,
+        &forged,
+    ]);
+    assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("no verification key for kid `h`"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Claims nested deeper than serde_json's 128 levels pass the claim rules (they read only
 /// the claims they check), but cannot be printed: `verify` refuses (it printed
 /// `"claims": {}` as verified) and `decode` says why it shows them as text (it said "not
