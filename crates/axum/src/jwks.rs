@@ -412,8 +412,10 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
 ///
 /// * keys that cannot be used (unknown types, encryption keys, weak or malformed keys), at
 ///   debug level;
-/// * every shared secret (`kty: oct`, RFC 7518 §6.4): a published key set holds public keys
-///   only, so a secret there is a leak or an attack, never something to verify with;
+/// * every shared secret (`kty: oct`, RFC 7518 §6.4) and every key with private members
+///   (`d`, RSA's primes and CRT values, RFC 7518 §6.2.2 and §6.3.2): a published key set
+///   holds public keys only, so a secret there is a leak or an attack (whoever reads the
+///   set can sign with it), never something to verify with;
 /// * every key whose `kid` appears more than once: RFC 7517 §4.5 asks for distinct `kid`s
 ///   in a set, and which of them a token naming that `kid` means is ambiguous.
 fn usable_public_keys(jwks: &JwkSet) -> Vec<VerifyingKey> {
@@ -422,6 +424,10 @@ fn usable_public_keys(jwks: &JwkSet) -> Vec<VerifyingKey> {
         let kid = truncate(jwk.kid.as_deref().unwrap_or_default(), 64);
         if jwk.kty == "oct" {
             tracing::warn!(%kid, "the JWK Set publishes a shared secret (kty oct); it is never used");
+            continue;
+        }
+        if jwk.is_private() {
+            tracing::warn!(%kid, "the JWK Set publishes a private key; it is never used");
             continue;
         }
         match VerifyingKey::from_jwk(jwk, None) {

@@ -362,6 +362,33 @@ async fn a_published_shared_secret_is_never_used() {
     ));
 }
 
+/// A private key published in the key set (`d`, RFC 7518 §6.2.2.1 and §6.3.2) is known to
+/// whoever can read the set: it is dropped like a published secret, and the other keys stay
+/// in use.
+#[tokio::test]
+async fn a_published_private_key_is_never_used() {
+    let clock = ManualClock::new();
+    let (k1, leaked) = (es256("k1"), es256("leaked"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let mut set: Value = serde_json::from_str(&issuer.state.jwks.lock().unwrap()).unwrap();
+    set["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::from_str(&leaked.to_private_jwk().unwrap().to_json()).unwrap());
+    *issuer.state.jwks.lock().unwrap() = set.to_string();
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    assert_eq!(v.key_status().unwrap().kids, ["k1"]);
+    v.verify::<NoCustomClaims>(&sign(&k1, &claims(&issuer.base), Some("at+jwt")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        v.verify::<NoCustomClaims>(&sign(&leaked, &claims(&issuer.base), Some("at+jwt")))
+            .await,
+        Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+    ));
+}
+
 /// One odd entry does not take down the others: every key sharing a duplicated `kid` is
 /// dropped (which one a token means is ambiguous), and so is every published secret.
 #[tokio::test]
