@@ -53,8 +53,8 @@ pub(crate) struct VerifyArgs {
     /// HMAC secret: `string`, `@file` or `b64:...`
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub(crate) secret: Option<String>,
-    /// Fetch the verification keys from a JWKS URL (public keys only: a shared secret
-    /// published there is never used)
+    /// Fetch the verification keys from a JWKS URL (public keys only: a shared secret or
+    /// a private key published there is never used)
     #[arg(long, value_name = "URL")]
     pub(crate) jwks_url: Option<String>,
     /// Algorithm for PEM keys, secrets and JWKs without `alg` (JWKs otherwise carry their

@@ -221,23 +221,27 @@ async fn load_keys(
     if let Some(url) = &args.jwks_url {
         let mut set = jwks_url::fetch(url, explain).await?;
         // A fetched JWK Set is published: a shared secret in it (`kty: oct`, RFC 7518 §6.4)
-        // is known to whoever can read it, so a token it verifies proves nothing. Such keys
-        // are dropped, as tessera-axum drops them from a `jwks_uri`; they would otherwise
+        // or a private key (`d` and RSA's other private members, §6.2.2, §6.3.2) is known
+        // to whoever can read it, so a token it verifies proves nothing. Such keys are
+        // dropped, as tessera-axum drops them from a `jwks_uri`; a secret would otherwise
         // also make a set with public keys unusable (secrets and public keys never share a
         // key set).
         let mut skipped: Vec<(Option<String>, String)> = Vec::new();
         set.keys.retain(|jwk| {
-            if jwk.kty != "oct" {
+            let what = if jwk.kty == "oct" {
+                "a shared secret (kty oct)"
+            } else if jwk.is_private() {
+                "a private key"
+            } else {
                 return true;
-            }
+            };
             eprintln!(
-                "warning: {url} publishes a shared secret (kty oct, kid {}); it is never used \
-                 to verify",
+                "warning: {url} publishes {what} (kid {}); it is never used to verify",
                 show_kid(jwk.kid.as_deref())
             );
             skipped.push((
                 jwk.kid.clone(),
-                "a shared secret (kty oct) in a published JWK Set is never used".to_owned(),
+                format!("{what} in a published JWK Set is never used"),
             ));
             false
         });

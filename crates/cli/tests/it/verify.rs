@@ -593,6 +593,54 @@ fn jwks_url_never_verifies_with_a_published_secret() {
     );
 }
 
+/// A private key published in a JWK Set (`d`) is known to whoever can read the set: it is
+/// never used, as tessera-axum never uses it, and the set's public keys still verify.
+#[test]
+fn jwks_url_never_verifies_with_a_published_private_key() {
+    let (_dir, key, token) = fixture();
+    let other = Dir::new();
+    let leaked = other.generate("ES256", "jwk");
+    let leaked_jwk = std::fs::read_to_string(&leaked).unwrap();
+    let forged = encode(&[
+        "--alg", "ES256", "--key", &leaked, "--exp", "+60", "--sub", "mallory",
+    ]);
+    let jwks = format!(r#"{{"keys":[{},{}]}}"#, public_jwk(&key), leaked_jwk.trim());
+    let port = serve(|_| {
+        vec![
+            http("200 OK", "", jwks.as_bytes()),
+            http("200 OK", "", jwks.as_bytes()),
+        ]
+    });
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let out = run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--now",
+        NOW_ARG,
+        &forged,
+    ]);
+    assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("publishes a private key")
+            && out.stderr.contains("no verification key for kid"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--now",
+        NOW_ARG,
+        &token,
+    ])
+    .success();
+    assert_eq!(out.json()["claims"]["sub"], "alice");
+}
+
 /// Claims nested deeper than serde_json's 128 levels pass the claim rules (they read only
 /// the claims they check), but cannot be printed: `verify` refuses (it printed
 /// `"claims": {}` as verified) and `decode` says why it shows them as text (it said "not
