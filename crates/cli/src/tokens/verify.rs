@@ -246,8 +246,34 @@ async fn load_keys(
             false
         });
         input::fill_algorithm(&mut set, alg);
-        let (keys, unusable) = KeySet::from_jwks_lenient(&set).map_err(|e| key_error(url, &e))?;
-        skipped.extend(unusable.into_iter().map(|(kid, e)| (kid, e.to_string())));
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            match VerifyingKey::from_jwk(jwk, None) {
+                Ok(key) => keys.push(key),
+                Err(e) => skipped.push((jwk.kid.clone(), e.to_string())),
+            }
+        }
+        // RFC 7517 §4.5: the keys of a set have distinct `kid`s. Which of several keys with
+        // one `kid` a token means is ambiguous, so all of them are dropped (as tessera-axum
+        // does) and the others stay usable.
+        let duplicated: Vec<bool> = keys
+            .iter()
+            .map(|k| keys.iter().filter(|o| o.kid() == k.kid()).count() > 1)
+            .collect();
+        let mut keys_kept = Vec::new();
+        for (key, duplicated) in keys.into_iter().zip(duplicated) {
+            if duplicated {
+                let kid = key.kid().map(str::to_owned);
+                eprintln!(
+                    "warning: {url} has several keys with the kid {}; none of them is used",
+                    show_kid(kid.as_deref())
+                );
+                skipped.push((kid, "its kid is not unique in the JWK Set".to_owned()));
+            } else {
+                keys_kept.push(key);
+            }
+        }
+        let keys = KeySet::new(keys_kept).map_err(|e| key_error(url, &e))?;
         for (kid, e) in &skipped {
             explain.info(format_args!(
                 "skipped the key {} of {url}: {e}",

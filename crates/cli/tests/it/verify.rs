@@ -641,6 +641,67 @@ fn jwks_url_never_verifies_with_a_published_private_key() {
     assert_eq!(out.json()["claims"]["sub"], "alice");
 }
 
+/// Keys that share a `kid` in a fetched JWK Set are ambiguous: they are dropped, as
+/// tessera-axum drops them, and the set's other keys still verify (the whole set was
+/// refused, so a token tessera-axum accepts was a usage error here).
+#[test]
+fn jwks_url_drops_keys_with_a_duplicated_kid_and_keeps_the_others() {
+    let (_dir, key, token) = fixture();
+    let other = Dir::new();
+    let (a, b) = (
+        other.generate("ES256", "jwk"),
+        other.generate("ES384", "jwk"),
+    );
+    let twin = |path: &str| {
+        let mut jwk: serde_json::Value = serde_json::from_str(&public_jwk(path)).unwrap();
+        jwk["kid"] = json!("twin");
+        jwk
+    };
+    let jwks = json!({"keys": [serde_json::from_str::<serde_json::Value>(&public_jwk(&key)).unwrap(), twin(&a), twin(&b)]})
+        .to_string();
+    let twin_token = encode(&[
+        "--alg", "ES256", "--key", &a, "--kid", "twin", "--exp", "+60",
+    ]);
+    let port = serve(|_| {
+        vec![
+            http("200 OK", "", jwks.as_bytes()),
+            http("200 OK", "", jwks.as_bytes()),
+        ]
+    });
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let out = run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--now",
+        NOW_ARG,
+        &token,
+    ]);
+    assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
+    assert_eq!(out.json()["claims"]["sub"], "alice");
+    assert!(
+        out.stderr.contains("several keys with the kid `twin`"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        &url,
+        "--now",
+        NOW_ARG,
+        &twin_token,
+    ]);
+    assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("no verification key for kid `twin`"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Claims nested deeper than serde_json's 128 levels pass the claim rules (they read only
 /// the claims they check), but cannot be printed: `verify` refuses (it printed
 /// `"claims": {}` as verified) and `decode` says why it shows them as text (it said "not
