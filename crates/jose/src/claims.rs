@@ -309,9 +309,20 @@ struct Members<'f, 'de, A> {
 }
 
 impl<'de, A: MapAccess<'de>> Members<'_, 'de, A> {
-    /// Passes `result` on, remembering an error so that it sticks.
+    /// Passes `result` on, remembering an error so that it sticks. The first error is also
+    /// kept as the reason, unless a precise one was recorded already: the claims are then
+    /// refused with what was wrong (a trailing comma, a lone surrogate...), not with the
+    /// generic "claims refused" that stands in for it once `T` has returned.
     fn watch<R>(&mut self, result: Result<R, A::Error>) -> Result<R, A::Error> {
-        if result.is_err() {
+        if let Err(e) = &result {
+            if !self.refused {
+                let recorded = self.failure.take();
+                self.failure.set(recorded.or_else(|| {
+                    Some(Error::MalformedClaims {
+                        reason: truncate(&e.to_string(), 160),
+                    })
+                }));
+            }
             self.refused = true;
         }
         result
@@ -886,6 +897,28 @@ mod tests {
                 String::from_utf8_lossy(json)
             );
         }
+    }
+
+    #[test]
+    fn malformed_claims_say_what_is_wrong() {
+        for (json, reason) in [
+            (&br#"{"exp":1,"x":1,}"#[..], "trailing comma"),
+            (br#"{"exp":1,"sub":"\ud800"}"#, "hex escape"),
+            (br#"{"exp":1,"x":tru}"#, "expected ident"),
+            (br#"{"exp":1,"x":01}"#, "invalid number"),
+        ] {
+            match parse::<NoCustomClaims>(json) {
+                Err(Error::MalformedClaims { reason: r }) => {
+                    assert!(r.contains(reason), "{}: {r}", String::from_utf8_lossy(json));
+                }
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(json)),
+            }
+        }
+        // A precise reason recorded first still wins.
+        assert!(matches!(
+            parse::<NoCustomClaims>(br#"{"exp":"1","x":1,}"#),
+            Err(Error::InvalidClaimType { claim: "exp", .. })
+        ));
     }
 
     #[test]
