@@ -37,6 +37,9 @@ pub struct Verifier {
 struct Inner {
     keys: Keys,
     validation: Validation,
+    /// No audience is configured and `accept_any_audience` was not called: a token that
+    /// names audiences is refused (RFC 7519 §4.1.3).
+    refuse_audiences: bool,
     pub(crate) challenge: Challenge,
     token_cache: Option<TokenCache>,
     revocations: Option<Arc<Revocations>>,
@@ -95,7 +98,8 @@ pub struct VerifierStats {
 /// Builds a [`Verifier`]. Start with [`Verifier::builder`].
 ///
 /// Defaults are strict: the algorithm is the key's, `exp` is required, `typ` must be
-/// `at+jwt` (RFC 9068), `iss` and `aud` are required once configured, unknown `crit`
+/// `at+jwt` (RFC 9068), `iss` and `aud` are required once configured (with no audience
+/// configured, a token that names one is refused: RFC 7519 §4.1.3), unknown `crit`
 /// headers are refused, and 30 s of clock skew is allowed.
 #[must_use]
 #[derive(Debug)]
@@ -105,6 +109,7 @@ pub struct VerifierBuilder {
     /// The `iss` implied by the last [`VerifierBuilder::issuer_url`]; `issuer` wins over it.
     issuer_from_url: Option<String>,
     audiences: Vec<String>,
+    any_audience: bool,
     typ: Option<String>,
     leeway: u64,
     realm: String,
@@ -130,6 +135,7 @@ impl Verifier {
             issuer: None,
             issuer_from_url: None,
             audiences: Vec::new(),
+            any_audience: false,
             typ: Some(ACCESS_TOKEN_TYP.to_owned()),
             leeway: 30,
             realm: "tessera".to_owned(),
@@ -195,6 +201,22 @@ impl Verifier {
         // `exp`/`nbf` at the current time.
         let claims: Claims<'static, C> =
             entry.jws.claims::<C>(&inner.validation, now)?.into_owned();
+        // RFC 7519 §4.1.3: a principal that does not identify itself with a value of a
+        // present `aud` MUST reject the token; with no audience configured, this verifier
+        // identifies itself with none (a token for another API is not for us).
+        if inner.refuse_audiences
+            && let Some(aud) = &claims.registered.aud
+        {
+            return Err(tessera_jose::Error::AudienceMismatch {
+                expected: Vec::new(),
+                found: aud
+                    .iter()
+                    .take(8)
+                    .map(|a| crate::error::truncate(a, 64))
+                    .collect(),
+            }
+            .into());
+        }
         if let Some(revocations) = &inner.revocations {
             let reg = &claims.registered;
             let user = entry.info.uid.as_deref().or(reg.sub.as_deref());
@@ -363,8 +385,24 @@ impl VerifierBuilder {
 
     /// Accepts tokens for this audience; `aud` becomes required. Call again to accept
     /// several.
+    ///
+    /// Without any audience, tokens that carry `aud` are refused (RFC 7519 §4.1.3: this
+    /// service is not one of the audiences they name) and tokens without it are accepted
+    /// (the tutorial profile's); see [`VerifierBuilder::accept_any_audience`].
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
+        self
+    }
+
+    /// With no [`VerifierBuilder::audience`] configured, accepts tokens whatever their
+    /// `aud` says, instead of refusing those that carry one.
+    ///
+    /// # Security
+    /// The `aud` check keeps a token issued for another API from being accepted by this one
+    /// (RFC 8725 §3.9). Turn it off only when the issuer's tokens are all meant for this
+    /// service.
+    pub fn accept_any_audience(mut self) -> Self {
+        self.any_audience = true;
         self
     }
 
@@ -466,6 +504,7 @@ impl VerifierBuilder {
         }
         let mut validation = Validation::new().with_leeway(self.leeway);
         validation.issuer = self.issuer.or(self.issuer_from_url);
+        let refuse_audiences = self.audiences.is_empty() && !self.any_audience;
         validation.audiences = self.audiences;
         validation.required_typ = self.typ;
         let needs_runtime = !matches!(source, Source::Static(_)) || self.feed.is_some();
@@ -543,6 +582,7 @@ impl VerifierBuilder {
             inner: Arc::new(Inner {
                 keys,
                 validation,
+                refuse_audiences,
                 challenge: Challenge {
                     realm: realm.into(),
                 },

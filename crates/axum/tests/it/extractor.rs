@@ -372,3 +372,46 @@ async fn revoked_tokens_sessions_and_users_are_refused() {
     assert_eq!(f.get("/me", Some(&after_user_cut)).await.0, 200);
     assert_eq!(f.verifier.stats().feed_cursor, 3);
 }
+
+/// RFC 7519 §4.1.3: a token that names audiences must be refused by a principal that does
+/// not identify itself with one of them. A verifier configured with no audience identifies
+/// itself with none, so a token for another API (`aud` present) is refused; a token without
+/// `aud` (the tutorial profile) still verifies, and `accept_any_audience` opts out.
+#[tokio::test]
+async fn a_verifier_without_an_audience_refuses_tokens_that_name_one() {
+    let key = es256("k1");
+    let build = |any: bool| {
+        let b = Verifier::builder()
+            .key(key.verifying_key())
+            .issuer(ISS)
+            .token_cache_capacity(0);
+        if any { b.accept_any_audience() } else { b }
+            .build()
+            .unwrap()
+    };
+    let strict = build(false);
+    for aud in [json!("billing-api"), json!(["billing-api", "x"]), json!([])] {
+        let token = sign(&key, &with(json!({ "aud": aud })), Some("at+jwt"));
+        let err = strict
+            .verify::<tessera_jose::NoCustomClaims>(&token)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                tessera_axum::Error::Token(tessera_jose::Error::AudienceMismatch { .. })
+            ),
+            "{aud}: {err}"
+        );
+    }
+    let no_aud = sign(&key, &with(json!({ "aud": null })), Some("at+jwt"));
+    strict
+        .verify::<tessera_jose::NoCustomClaims>(&no_aud)
+        .await
+        .unwrap();
+    let lax = build(true);
+    let billing = sign(&key, &with(json!({ "aud": "billing-api" })), Some("at+jwt"));
+    lax.verify::<tessera_jose::NoCustomClaims>(&billing)
+        .await
+        .unwrap();
+}
