@@ -32,7 +32,8 @@ pub(crate) enum TokenCommand {
     ///
     /// The output is labelled UNVERIFIED on stderr and with `"verified": false` in the JSON;
     /// `exp`, `nbf`, `iat` and `auth_time` are also shown as RFC 3339 dates. Tokens that
-    /// `verify` refuses (`alg: none`, unknown algorithms) are shown too.
+    /// `verify` refuses (`alg: none`, unknown algorithms) are shown too; a member named
+    /// twice in the header or claims is pointed out on stderr (the JSON shows its last value).
     Decode(DecodeArgs),
     /// Create and sign a token
     ///

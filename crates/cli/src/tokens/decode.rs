@@ -2,6 +2,10 @@
 //! such on stderr and in the JSON (`"verified": false`). Works on tokens that `verify`
 //! would refuse, `alg: none` included.
 
+use std::collections::HashSet;
+
+use serde::Deserializer as _;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value, json};
 use tessera_jose::{Algorithm, Limits, base64url, decode_unverified};
 
@@ -30,6 +34,27 @@ pub(super) fn run(args: &DecodeArgs) -> Result<(), Failure> {
             name.chars().take(32).collect::<String>()
         ),
         Some(_) => {}
+    }
+
+    // RFC 7515 §5.2 and RFC 7519 §4: a member named twice is read as its first value by
+    // some parsers and its last by others; the JSON below can show only one of them.
+    let header_bytes = token
+        .split('.')
+        .next()
+        .and_then(base64url::decode)
+        .unwrap_or_default();
+    for (part, json) in [
+        ("header names", &header_bytes),
+        ("claims name", &parts.payload),
+    ] {
+        if let Some(name) = first_duplicate(json) {
+            eprintln!(
+                "note: the {part} `{}` more than once; the JSON below shows the last \
+                 value, other parsers may read the first, and `tessera token verify` \
+                 refuses the token",
+                name.chars().take(64).collect::<String>()
+            );
+        }
     }
 
     let mut out = Map::new();
@@ -76,4 +101,32 @@ pub(super) fn run(args: &DecodeArgs) -> Result<(), Failure> {
     }
     out.insert("signature_bytes".into(), json!(parts.signature.len()));
     print_json(&Value::Object(out))
+}
+
+/// The first member name of the top-level JSON object `json` that appears twice (compared
+/// after unescaping), if `json` is an object.
+fn first_duplicate(json: &[u8]) -> Option<String> {
+    struct Names;
+    impl<'de> Visitor<'de> for Names {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(name) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(name.clone()) {
+                    return Ok(Some(name));
+                }
+            }
+            Ok(None)
+        }
+    }
+    serde_json::Deserializer::from_slice(json)
+        .deserialize_map(Names)
+        .ok()
+        .flatten()
 }

@@ -119,3 +119,30 @@ fn decode_reads_stdin_and_refuses_what_is_not_a_token() {
     run(&["token", "decode", "e30.e30.e30.e30"]).fails(1, "has 4 segments");
     run(&["token", "decode", "!!.e30."]).fails(1, "token header is not valid unpadded base64url");
 }
+
+/// A member named twice (RFC 7515 §5.2, RFC 7519 §4) reads differently in different
+/// parsers: JSON output can show only one value, so decode says which member is named twice
+/// and that `verify` refuses the token, instead of silently showing the last value.
+#[test]
+fn decode_names_members_given_twice() {
+    let token = unsigned(
+        r#"{"alg":"none","\u0061lg":"HS256"}"#,
+        r#"{"sub":"alice","exp":1,"sub":"admin"}"#,
+    );
+    let out = run(&["token", "decode", &token]).success();
+    for expected in [
+        "note: the header names `alg` more than once",
+        "note: the claims name `sub` more than once",
+    ] {
+        assert!(out.stderr.contains(expected), "{}", out.stderr);
+    }
+    assert!(
+        out.stderr.contains("the JSON below shows the last"),
+        "{}",
+        out.stderr
+    );
+    // A token without duplicates gets no such note.
+    let plain = unsigned(r#"{"alg":"none"}"#, r#"{"sub":"alice","n":{"a":1}}"#);
+    let out = run(&["token", "decode", &plain]).success();
+    assert!(!out.stderr.contains("more than once"), "{}", out.stderr);
+}
