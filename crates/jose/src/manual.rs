@@ -40,8 +40,10 @@
 //! RFC 7518 §3.2 requires an HMAC key at least as long as the hash output. Short secrets
 //! ("secret", the tutorial's "your-very-secret-key") are brute-forced offline from any one
 //! token. **Here:** shorter secrets are [`crate::Error::WeakKey`] when the key is built.
-//! RSA moduli under 2048 bits, even or tiny public exponents and ROCA-affected moduli are
-//! refused too.
+//! RSA moduli under 2048 bits, public exponents that are even, 1 or above 2^33, and
+//! ROCA-affected moduli are refused too. `e = 3` is accepted: verification compares the
+//! whole encoded message, so the small-exponent forgeries against lax PKCS#1 v1.5 parsers
+//! do not apply (and Wycheproof's RSA vectors include valid `e = 3` keys).
 //!
 //! ## Duplicate JSON member names
 //! `{"sub":"alice","sub":"admin"}` is read as `alice` by one parser and `admin` by another;
