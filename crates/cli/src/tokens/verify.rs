@@ -383,7 +383,7 @@ fn explain_claims(
     }
     explain.info(format_args!(
         "clock: now {now} ({}, {}), leeway {}s",
-        time::rfc3339(now).unwrap_or_default(),
+        time::rfc3339(now).unwrap_or_else(|| "out of range".to_owned()),
         if from_flag {
             "from --now"
         } else {
@@ -402,7 +402,7 @@ fn explain_claims(
             Some(v) => match time::numeric_date(v) {
                 Some(t) => explain.info(format_args!(
                     "{name}: {t} ({}), {}",
-                    time::rfc3339(t).unwrap_or_default(),
+                    time::rfc3339(t).unwrap_or_else(|| "out of range".to_owned()),
                     time::relative(t, now)
                 )),
                 None => explain.info(format_args!("{name}: {v} is not a number")),

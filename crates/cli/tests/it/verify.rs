@@ -264,6 +264,21 @@ fn explain_prints_each_step_and_the_clock_offset() {
 }
 
 #[test]
+fn explain_says_when_a_date_is_past_what_it_can_show() {
+    let dir = Dir::new();
+    let key = dir.generate("ES256", "jwk");
+    // 10000-01-01T00:00:00Z: a NumericDate, but past what RFC 3339 can write.
+    let token = encode(&["--alg", "ES256", "--key", &key, "--exp", "253402300800"]);
+    let out = verify(&key, &["--explain", "--now", NOW_ARG], &token).success();
+    assert!(
+        out.stderr
+            .contains("explain: exp: 253402300800 (out of range), "),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn several_keys_are_chosen_between_by_kid() {
     let dir = Dir::new();
     let es = dir.generate("ES256", "jwk");
