@@ -287,17 +287,18 @@ pub struct Sources {
 }
 
 impl RawConfig {
-    /// Merges the layers: TOML file, then environment, then command-line overrides; then
-    /// reads `<secret>_file` indirections.
+    /// Merges the layers: TOML file, then environment, then command-line overrides, each
+    /// with its `<secret>_file` indirections read (a secret given in a layer, in either
+    /// form, replaces the lower layers' value in either form).
     ///
     /// # Errors
     /// Unreadable or invalid files, unknown keys (named), type errors (with the key).
     pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
-        let mut table = toml::Table::new();
+        let mut file = toml::Table::new();
         if let Some(path) = &sources.file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
-            table = text.parse::<toml::Table>().map_err(|e| {
+            file = text.parse::<toml::Table>().map_err(|e| {
                 err(format!(
                     "config file {} is not valid TOML: {e}",
                     path.display()
@@ -306,6 +307,7 @@ impl RawConfig {
         }
         // Which environment variable set which key, to name it in errors.
         let mut from_env: Vec<(String, String)> = Vec::new();
+        let mut env = toml::Table::new();
         for (name, value) in &sources.env {
             let Some(rest) = name.strip_prefix("TESSERA_") else {
                 continue;
@@ -321,7 +323,7 @@ impl RawConfig {
                     "environment variable {name} is not a valid configuration key"
                 )));
             }
-            set_path(&mut table, &path, toml::Value::String(value.clone()))
+            set_path(&mut env, &path, toml::Value::String(value.clone()))
                 .map_err(|e| err(format!("{e} (from environment variable {name})")))?;
             let mut dotted = path.join(".");
             if let Some(base) = dotted.strip_suffix("_file") {
@@ -329,11 +331,29 @@ impl RawConfig {
             }
             from_env.push((dotted, name.clone()));
         }
+        let mut flags = toml::Table::new();
         for (key, value) in &sources.overrides {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-            set_path(&mut table, &path, toml::Value::String(value.clone()))?;
+            set_path(&mut flags, &path, toml::Value::String(value.clone()))?;
         }
+        // A secret given in a layer, as itself or as `<key>_file`, replaces whatever a lower
+        // layer gave for it in either form: `TESSERA_MASTER_KEY` overrides the file's
+        // `master_key_file`, `--database-url` overrides `TESSERA_DATABASE_URL_FILE`. Both
+        // forms in one layer stay an error (`resolve_secret_files`).
+        for key in SECRET_KEYS {
+            if secret_set(&flags, key) {
+                remove_secret(&mut env, key);
+                remove_secret(&mut file, key);
+            } else if secret_set(&env, key) {
+                remove_secret(&mut file, key);
+            }
+        }
+        let mut table = file;
         resolve_secret_files(&mut table)?;
+        for mut layer in [env, flags] {
+            resolve_secret_files(&mut layer)?;
+            merge(&mut table, layer);
+        }
         let de = toml::Value::Table(table);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -373,6 +393,46 @@ fn set_path(
     }
     t.insert(last.clone(), value);
     Ok(())
+}
+
+/// Copies `upper` over `base`: tables are merged key by key, anything else replaced.
+fn merge(base: &mut toml::Table, upper: toml::Table) {
+    for (key, value) in upper {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(u)) => merge(b, u),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Whether `table` gives the secret `key` (dotted), as itself or as `<key>_file`.
+fn secret_set(table: &toml::Table, key: &str) -> bool {
+    let path: Vec<&str> = key.split('.').collect();
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut t = table;
+    for p in parents {
+        match t.get(*p).and_then(toml::Value::as_table) {
+            Some(inner) => t = inner,
+            None => return false,
+        }
+    }
+    t.contains_key(*last) || t.contains_key(&format!("{last}_file"))
+}
+
+/// Removes the secret `key` (dotted) from `table`, in both its forms.
+fn remove_secret(table: &mut toml::Table, key: &str) {
+    let path: Vec<&str> = key.split('.').collect();
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    if let Some(t) = table_at(table, parents) {
+        t.remove(*last);
+        t.remove(&format!("{last}_file"));
+    }
 }
 
 fn table_at<'a>(t: &'a mut toml::Table, path: &[&str]) -> Option<&'a mut toml::Table> {

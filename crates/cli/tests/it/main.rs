@@ -19,6 +19,7 @@
 //! - `wycheproof`: Wycheproof JWS vectors through `token verify --jws`, with the JOSE
 //!   core's documented errata.
 //! - `completions`: `tessera completions bash|zsh|fish`.
+//! - `config`: `check-config`: the precedence of file, environment and flags, and bad values.
 //! - `operations`: the server binary's JSON logs (no secrets, request ids), TLS files
 //!   checked at start and reloaded on SIGHUP, graceful shutdown on SIGTERM.
 //! - `admin`: users (add, list, show, roles, disable, passwd, delete, import, unlock,
@@ -38,6 +39,7 @@
 mod admin;
 mod common;
 mod completions;
+mod config;
 mod decode;
 mod generate;
 mod operations;

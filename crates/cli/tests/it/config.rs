@@ -1,0 +1,104 @@
+//! `tessera check-config`: the configuration layers (file, environment, flags) and how bad
+//! values are refused.
+
+use crate::common::{Dir, Run, tessera};
+
+/// `check-config --data-dir DATA` with `args`, `env` and nothing else of the caller's.
+fn check(dir: &Dir, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = tessera();
+    cmd.args(["check-config", "--data-dir"])
+        .arg(dir.path("data"))
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap().into()
+}
+
+/// The `database` line check-config prints (the SQLite file it would open).
+fn database(run: &Run) -> String {
+    run.json()["database"].as_str().unwrap().to_owned()
+}
+
+/// A secret set in a higher layer replaces a lower layer's, whichever of its two forms
+/// (`<key>` or `<key>_file`) each uses; both forms in one layer stay an error. The file's
+/// `database_url_file` and the environment's `TESSERA_DATABASE_URL` were "both set; keep
+/// one", and so was `--database-url` beside `TESSERA_DATABASE_URL_FILE`.
+#[test]
+fn a_secret_in_a_higher_layer_replaces_a_lower_layers_file_form() {
+    let dir = Dir::new();
+    let url_file = dir.write("db-url", "sqlite:/tmp/from-the-secret-file.db\n");
+    let config = dir.write(
+        "tessera.toml",
+        format!("database_url_file = \"{url_file}\"\n"),
+    );
+    let out = check(&dir, &["--config", &config], &[]).success();
+    assert!(
+        database(&out).contains("from-the-secret-file"),
+        "{}",
+        database(&out)
+    );
+
+    // The environment over the file.
+    let out = check(
+        &dir,
+        &["--config", &config],
+        &[("TESSERA_DATABASE_URL", "sqlite:/tmp/from-the-env.db")],
+    )
+    .success();
+    assert!(
+        database(&out).contains("from-the-env"),
+        "{}",
+        database(&out)
+    );
+
+    // A flag over the environment's `_FILE`.
+    let out = check(
+        &dir,
+        &["--database-url", "sqlite:/tmp/from-the-flag.db"],
+        &[("TESSERA_DATABASE_URL_FILE", &url_file)],
+    )
+    .success();
+    assert!(
+        database(&out).contains("from-the-flag"),
+        "{}",
+        database(&out)
+    );
+
+    // The environment's `_FILE` over the file's value; the overridden form is not read.
+    let config = dir.write(
+        "plain.toml",
+        "database_url = \"sqlite:/tmp/from-the-toml.db\"\nmaster_key_file = \"/nonexistent/key\"\n",
+    );
+    let out = check(
+        &dir,
+        &["--config", &config],
+        &[
+            ("TESSERA_DATABASE_URL_FILE", &url_file),
+            ("TESSERA_MASTER_KEY", &"ab".repeat(32)),
+        ],
+    )
+    .success();
+    assert!(
+        database(&out).contains("from-the-secret-file"),
+        "{}",
+        database(&out)
+    );
+
+    // Both forms in one layer: still refused.
+    check(
+        &dir,
+        &[],
+        &[
+            ("TESSERA_DATABASE_URL", "sqlite:/tmp/a.db"),
+            ("TESSERA_DATABASE_URL_FILE", &url_file),
+        ],
+    )
+    .fails(2, "both `database_url` and `database_url_file` are set");
+    let both = dir.write(
+        "both.toml",
+        format!("database_url = \"sqlite:/tmp/a.db\"\ndatabase_url_file = \"{url_file}\"\n"),
+    );
+    check(&dir, &["--config", &both], &[])
+        .fails(2, "both `database_url` and `database_url_file` are set");
+}
