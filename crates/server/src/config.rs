@@ -194,15 +194,26 @@ impl<'de> Deserialize<'de> for DurationValue {
             Int(i64),
             Str(String),
         }
-        match Repr::deserialize(d)? {
-            Repr::Int(n) if n >= 0 => Ok(Self(n)),
-            Repr::Int(_) => Err(serde::de::Error::custom("a duration must not be negative")),
-            Repr::Str(s) => parse_duration(&s)
-                .map(Self)
-                .map_err(serde::de::Error::custom),
+        let secs = match Repr::deserialize(d)? {
+            Repr::Int(n) if n >= 0 => n,
+            Repr::Int(_) => {
+                return Err(serde::de::Error::custom("a duration must not be negative"));
+            }
+            Repr::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom)?,
+        };
+        if secs > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "{secs} s is too long; a duration is at most 100 years ({MAX_DURATION} s)"
+            )));
         }
+        Ok(Self(secs))
     }
 }
+
+/// The longest duration any key accepts: 100 years. Nothing needs more, and it keeps every
+/// sum and product the server makes of durations and timestamps far from overflowing
+/// (`keys.publish_ahead = 9223372036854775807` overflowed `now + publish_ahead`: a panic).
+const MAX_DURATION: i64 = 100 * 365 * 86_400;
 
 /// Parses `30`, `30s`, `15m`, `12h`, `30d`, `2w`.
 ///

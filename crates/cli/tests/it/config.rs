@@ -102,3 +102,36 @@ fn a_secret_in_a_higher_layer_replaces_a_lower_layers_file_form() {
     check(&dir, &["--config", &both], &[])
         .fails(2, "both `database_url` and `database_url_file` are set");
 }
+
+/// A duration too large to add to a timestamp is refused when the configuration is read.
+/// `keys.publish_ahead = 9223372036854775807` made `check-config` (and `serve`) panic on
+/// `2 × publish_ahead`, and with `keys.rotate_every = 0` it started, then a key rotation
+/// panicked on `now + publish_ahead` (a 500).
+#[test]
+fn durations_too_large_for_the_clock_are_refused_not_a_panic() {
+    let dir = Dir::new();
+    for (key, env) in [
+        ("keys.publish_ahead", "TESSERA_KEYS__PUBLISH_AHEAD"),
+        ("refresh_token_ttl", "TESSERA_REFRESH_TOKEN_TTL"),
+        ("session_max_age", "TESSERA_SESSION_MAX_AGE"),
+        ("limits.request_timeout", "TESSERA_LIMITS__REQUEST_TIMEOUT"),
+    ] {
+        for value in ["9223372036854775807", "4611686018427387904", "9999999999w"] {
+            let out = check(
+                &dir,
+                &[],
+                &[(env, value), ("TESSERA_KEYS__ROTATE_EVERY", "0")],
+            );
+            assert_eq!(out.code, 2, "{env}={value}: {}", out.stderr);
+            assert!(
+                out.stderr
+                    .contains(&format!("invalid configuration key `{key}`"))
+                    && out.stderr.contains("at most 100 years"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+    // A long one that fits is still fine.
+    check(&dir, &[], &[("TESSERA_SESSION_MAX_AGE", "5200w")]).success();
+}
