@@ -111,8 +111,10 @@ impl<'de> Deserialize<'de> for BoolValue {
         enum Repr {
             Bool(bool),
             Str(String),
+            Other(toml::Value),
         }
         match Repr::deserialize(d)? {
+            Repr::Other(v) => Err(wrong_type("true or false", &v)),
             Repr::Bool(b) => Ok(Self(b)),
             Repr::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(Self(true)),
@@ -193,8 +195,15 @@ impl<'de> Deserialize<'de> for DurationValue {
         enum Repr {
             Int(i64),
             Str(String),
+            Other(toml::Value),
         }
         let secs = match Repr::deserialize(d)? {
+            Repr::Other(v) => {
+                return Err(wrong_type(
+                    "a duration: whole seconds or a string such as \"90s\", \"15m\", \"12h\"",
+                    &v,
+                ));
+            }
             Repr::Int(n) if n >= 0 => n,
             Repr::Int(_) => {
                 return Err(serde::de::Error::custom("a duration must not be negative"));
@@ -252,8 +261,10 @@ impl<'de> Deserialize<'de> for NumberValue {
         enum Repr {
             Int(u64),
             Str(String),
+            Other(toml::Value),
         }
         match Repr::deserialize(d)? {
+            Repr::Other(v) => Err(wrong_type("a non-negative integer", &v)),
             Repr::Int(n) => Ok(Self(n)),
             Repr::Str(s) => s.trim().parse().map(Self).map_err(|_| {
                 serde::de::Error::custom(format!("`{s}` is not a non-negative integer"))
@@ -274,8 +285,15 @@ impl<'de> Deserialize<'de> for ListValue {
         enum Repr {
             List(Vec<String>),
             Str(String),
+            Other(toml::Value),
         }
         Ok(Self(match Repr::deserialize(d)? {
+            Repr::Other(toml::Value::Array(_)) => {
+                return Err(serde::de::Error::custom(
+                    "expected a list of strings, and an element is not a string",
+                ));
+            }
+            Repr::Other(v) => return Err(wrong_type("a list of strings", &v)),
             Repr::List(v) => v,
             Repr::Str(s) => s
                 .split(|c: char| c == ',' || c.is_whitespace())
@@ -284,6 +302,20 @@ impl<'de> Deserialize<'de> for ListValue {
                 .collect(),
         }))
     }
+}
+
+/// The error for a value of the wrong type: what was `expected`, and what was given (the
+/// value itself when it is a number or a boolean, its type otherwise). Without it, serde's
+/// untagged enums said "data did not match any variant of untagged enum Repr".
+fn wrong_type<E: serde::de::Error>(expected: &str, given: &toml::Value) -> E {
+    let given = match given {
+        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+            format!("`{given}`")
+        }
+        toml::Value::Array(_) => "an array".to_owned(),
+        other => format!("a {}", other.type_str()),
+    };
+    E::custom(format!("expected {expected}, not {given}"))
 }
 
 /// Where the configuration layers come from.

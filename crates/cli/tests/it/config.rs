@@ -135,3 +135,56 @@ fn durations_too_large_for_the_clock_are_refused_not_a_panic() {
     // A long one that fits is still fine.
     check(&dir, &[], &[("TESSERA_SESSION_MAX_AGE", "5200w")]).success();
 }
+
+/// A value of the wrong type in the file is named with what was expected. Every number,
+/// duration, list and boolean key answered "data did not match any variant of untagged
+/// enum Repr".
+#[test]
+fn values_of_the_wrong_type_say_what_was_expected() {
+    let dir = Dir::new();
+    for (toml, key, expected) in [
+        (
+            "access_token_ttl = 1.5",
+            "access_token_ttl",
+            "expected a duration",
+        ),
+        ("access_token_ttl = [1]", "access_token_ttl", "not an array"),
+        (
+            "trusted_proxies = -1",
+            "trusted_proxies",
+            "expected a non-negative integer, not `-1`",
+        ),
+        (
+            "[limits]\nmax_body_bytes = 2.5",
+            "limits.max_body_bytes",
+            "not `2.5`",
+        ),
+        (
+            "default_scopes = [1]",
+            "default_scopes",
+            "expected a list of strings",
+        ),
+        (
+            "[metrics]\nenabled = 1",
+            "metrics.enabled",
+            "expected true or false, not `1`",
+        ),
+        (
+            "[keys]\nrotate_every = {}",
+            "keys.rotate_every",
+            "not a table",
+        ),
+    ] {
+        let file = dir.write("bad.toml", format!("{toml}\n"));
+        let out = check(&dir, &["--config", &file], &[]);
+        assert_eq!(out.code, 2, "{toml}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("invalid configuration key `{key}`"))
+                && out.stderr.contains(expected)
+                && !out.stderr.contains("untagged"),
+            "{toml}: {}",
+            out.stderr
+        );
+    }
+}
