@@ -828,9 +828,10 @@ impl Config {
             .ok()
             .filter(|n| *n <= 19)
             .ok_or_else(|| err("`limits.password_hash_nice` must be between 0 and 19"))?;
-        let request_timeout = u64::try_from(secs(limits.request_timeout, 30))
-            .unwrap_or(30)
-            .max(1);
+        let request_timeout = u64::try_from(secs(limits.request_timeout, 30)).unwrap_or(30);
+        if request_timeout == 0 {
+            return Err(err("`limits.request_timeout` must be at least 1s"));
+        }
         let idle_timeout = u64::try_from(secs(limits.idle_timeout, 60)).unwrap_or(60);
         if !(1..=3600).contains(&idle_timeout) {
             return Err(err("`limits.idle_timeout` must be between 1s and 1h"));
@@ -842,8 +843,15 @@ impl Config {
                 "`limits.token_cache_entries` must be between 0 and 16777216",
             ));
         }
+        // Out of range for the type is out of range for the check, never the default.
         let db_max_connections =
-            u32::try_from(num(raw.database.unwrap_or_default().max_connections, 10)).unwrap_or(10);
+            u32::try_from(num(raw.database.unwrap_or_default().max_connections, 10))
+                .unwrap_or(u32::MAX);
+        if !(1..=10_000).contains(&db_max_connections) {
+            return Err(err(
+                "`database.max_connections` must be between 1 and 10000",
+            ));
+        }
         // Only the length here: the full policy (common passwords, zxcvbn strength) runs
         // when the password is used, on an empty database (`Auth::bootstrap_admin`). Running
         // it on every start left zxcvbn's dictionaries resident for nothing: +8 MiB of idle
@@ -886,7 +894,7 @@ impl Config {
         let pw = raw.password.unwrap_or_default();
         let password_policy = PasswordPolicy {
             min_length: usize::try_from(num(pw.min_length, 12)).unwrap_or(12),
-            min_strength: u8::try_from(num(pw.min_strength, 3)).unwrap_or(3),
+            min_strength: u8::try_from(num(pw.min_strength, 3)).unwrap_or(u8::MAX),
             ..PasswordPolicy::default()
         };
         if !(8..=128).contains(&password_policy.min_length) {
@@ -899,7 +907,7 @@ impl Config {
         }
         let lo = raw.lockout.unwrap_or_default();
         let security = tessera_auth::security::SecurityPolicy {
-            lockout_threshold: i64::try_from(num(lo.threshold, 5)).unwrap_or(5),
+            lockout_threshold: i64::try_from(num(lo.threshold, 5)).unwrap_or(i64::MAX),
             lockout_base: secs(lo.base, 60),
             lockout_max: secs(lo.max, 3600),
             ..tessera_auth::security::SecurityPolicy::default()

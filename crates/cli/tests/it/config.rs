@@ -188,3 +188,56 @@ fn values_of_the_wrong_type_say_what_was_expected() {
         );
     }
 }
+
+/// A number out of range is refused, never replaced: `password.min_strength = 256` ran with
+/// 3, `lockout.threshold = 18446744073709551615` with 5, `database.max_connections =
+/// 4294967296` with 10 (the defaults, since the value did not fit the field's type);
+/// `database.max_connections = 0` and `limits.request_timeout = 0` were accepted and run
+/// as 2 and 1 s.
+#[test]
+fn numbers_out_of_range_are_refused_not_replaced_by_the_default() {
+    let dir = Dir::new();
+    for (env, value, key) in [
+        (
+            "TESSERA_PASSWORD__MIN_STRENGTH",
+            "256",
+            "password.min_strength",
+        ),
+        (
+            "TESSERA_LOCKOUT__THRESHOLD",
+            "18446744073709551615",
+            "lockout",
+        ),
+        (
+            "TESSERA_DATABASE__MAX_CONNECTIONS",
+            "4294967296",
+            "database.max_connections",
+        ),
+        (
+            "TESSERA_DATABASE__MAX_CONNECTIONS",
+            "0",
+            "database.max_connections",
+        ),
+        (
+            "TESSERA_LIMITS__REQUEST_TIMEOUT",
+            "0",
+            "limits.request_timeout",
+        ),
+    ] {
+        check(&dir, &[], &[(env, value)]).fails(2, &format!("`{key}`"));
+    }
+    let out = check(
+        &dir,
+        &[],
+        &[
+            ("TESSERA_PASSWORD__MIN_STRENGTH", "4"),
+            ("TESSERA_DATABASE__MAX_CONNECTIONS", "50"),
+            ("TESSERA_LIMITS__REQUEST_TIMEOUT", "1s"),
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(out["password"]["min_strength"], 4);
+    assert_eq!(out["database_pool"]["max_connections"], 50);
+    assert_eq!(out["limits"]["request_timeout"], 1);
+}
