@@ -504,7 +504,7 @@ fn resolve_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
                     "both `{key}` and `{key}_file` are set; keep one"
                 )));
             }
-            let content = std::fs::read_to_string(file)
+            let content = read_secret_file(file)
                 .map_err(|e| err(format!("cannot read `{key}_file` ({file}): {e}")))?;
             let content = content.strip_suffix('\n').unwrap_or(&content);
             let content = content.strip_suffix('\r').unwrap_or(content);
@@ -512,6 +512,25 @@ fn resolve_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// The largest file a `<secret>_file` may name (a secret or a database URL is far smaller).
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Reads a secret file, refusing one larger than [`MAX_SECRET_FILE`] (or endless, like
+/// `/dev/zero`, which was read until memory ran out) and one that is not UTF-8.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "larger than {MAX_SECRET_FILE} bytes; is it the right file?"
+        ));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| "not valid UTF-8".to_owned())
 }
 
 /// How logs are written.

@@ -241,3 +241,19 @@ fn numbers_out_of_range_are_refused_not_replaced_by_the_default() {
     assert_eq!(out["database_pool"]["max_connections"], 50);
     assert_eq!(out["limits"]["request_timeout"], 1);
 }
+
+/// A `<secret>_file` is read up to 64 KiB: `TESSERA_MASTER_KEY_FILE=/dev/zero` (a wrong
+/// path, or a device) was read until memory ran out.
+#[cfg(unix)]
+#[test]
+fn a_secret_file_that_never_ends_is_refused() {
+    let dir = Dir::new();
+    let started = std::time::Instant::now();
+    check(&dir, &[], &[("TESSERA_MASTER_KEY_FILE", "/dev/zero")]).fails(
+        2,
+        "cannot read `master_key_file` (/dev/zero): larger than 65536 bytes",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let big = dir.write("big", vec![b'a'; 70_000]);
+    check(&dir, &[], &[("TESSERA_DATABASE_URL_FILE", &big)]).fails(2, "larger than 65536 bytes");
+}
