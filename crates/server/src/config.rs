@@ -339,7 +339,7 @@ impl RawConfig {
     pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
         let mut file = toml::Table::new();
         if let Some(path) = &sources.file {
-            let text = std::fs::read_to_string(path)
+            let text = read_bounded_text(path, MAX_CONFIG_FILE)
                 .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
             file = text.parse::<toml::Table>().map_err(|e| {
                 err(format!(
@@ -517,18 +517,24 @@ fn resolve_secret_files(table: &mut toml::Table) -> Result<(), ConfigError> {
 /// The largest file a `<secret>_file` may name (a secret or a database URL is far smaller).
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
+/// The largest configuration file.
+const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
 /// Reads a secret file, refusing one larger than [`MAX_SECRET_FILE`] (or endless, like
 /// `/dev/zero`, which was read until memory ran out) and one that is not UTF-8.
 fn read_secret_file(path: &str) -> Result<String, String> {
+    read_bounded_text(Path::new(path), MAX_SECRET_FILE)
+}
+
+/// Reads at most `limit` bytes of UTF-8 text from `path`; a larger file is an error.
+fn read_bounded_text(path: &Path, limit: u64) -> Result<String, String> {
     use std::io::Read as _;
     let mut bytes = Zeroizing::new(Vec::new());
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
         .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
-        return Err(format!(
-            "larger than {MAX_SECRET_FILE} bytes; is it the right file?"
-        ));
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes; is it the right file?"));
     }
     String::from_utf8(bytes.to_vec()).map_err(|_| "not valid UTF-8".to_owned())
 }

@@ -257,3 +257,15 @@ fn a_secret_file_that_never_ends_is_refused() {
     let big = dir.write("big", vec![b'a'; 70_000]);
     check(&dir, &[], &[("TESSERA_DATABASE_URL_FILE", &big)]).fails(2, "larger than 65536 bytes");
 }
+
+/// The configuration file is read up to 1 MiB: `--config /dev/zero` was read until memory
+/// ran out.
+#[cfg(unix)]
+#[test]
+fn a_configuration_file_that_never_ends_is_refused() {
+    let dir = Dir::new();
+    check(&dir, &["--config", "/dev/zero"], &[]).fails(
+        2,
+        "cannot read config file /dev/zero: larger than 1048576 bytes",
+    );
+}
