@@ -363,7 +363,21 @@ fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
         rustls_pki_types::pem::Error::NoItemsFound => {
             "no PRIVATE KEY block found (PKCS#8, PKCS#1 or SEC1, PEM-encoded)".into()
         }
-        other => format!("malformed PEM ({other:?})"),
+        // The markers as text: their `Debug` form was a list of byte values
+        // (`MissingSectionEnd { end_marker: [67, 69, 82, ...] }`).
+        rustls_pki_types::pem::Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no `-----END {}-----` line (is the file cut short, or still being \
+             written?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        rustls_pki_types::pem::Error::IllegalSectionStart { line } => format!(
+            "malformed PEM: a `-----BEGIN` line is not valid: `{}`",
+            String::from_utf8_lossy(line).trim()
+        ),
+        rustls_pki_types::pem::Error::Base64Decode(e) => {
+            format!("malformed PEM: the base64 inside a section is invalid ({e})")
+        }
+        other => format!("malformed PEM ({other})"),
     }
 }
 

@@ -269,3 +269,22 @@ fn a_configuration_file_that_never_ends_is_refused() {
         "cannot read config file /dev/zero: larger than 1048576 bytes",
     );
 }
+
+/// A certificate file cut short (a copy still being written) is named as such; the error
+/// listed the missing marker as byte values (`end_marker: [67, 69, 82, 84, ...]`).
+#[test]
+fn a_truncated_certificate_is_described_in_words() {
+    let dir = Dir::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap().pem();
+    let cert = dir.write("cert.pem", &cert[..cert.len() / 2]);
+    let key = dir.write("key.pem", key.serialize_pem());
+    let out = check(
+        &dir,
+        &[],
+        &[("TESSERA_TLS__CERT", &cert), ("TESSERA_TLS__KEY", &key)],
+    )
+    .fails(2, "a section has no `-----END CERTIFICATE-----` line");
+    assert!(!out.stderr.contains("[67, 69"), "{}", out.stderr);
+}
