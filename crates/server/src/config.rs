@@ -821,7 +821,9 @@ impl Config {
         let signing = resolve_signing(raw.signing.unwrap_or_default(), profile)?;
         let keys = raw.keys.unwrap_or_default();
         let key_publish_ahead = secs(keys.publish_ahead, 300);
-        let jwks_max_age = secs(keys.jwks_max_age, 300);
+        // Never more than the publish delay (a verifier must see a key before it signs):
+        // resolved here so that check-config shows the `max-age` actually sent.
+        let jwks_max_age = secs(keys.jwks_max_age, 300).min(key_publish_ahead);
         let key_rotate_every = secs(keys.rotate_every, 30 * 86_400);
         if key_rotate_every != 0
             && (key_rotate_every < 3600 || key_rotate_every < 2 * key_publish_ahead)

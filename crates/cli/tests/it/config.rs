@@ -288,3 +288,21 @@ fn a_truncated_certificate_is_described_in_words() {
     .fails(2, "a section has no `-----END CERTIFICATE-----` line");
     assert!(!out.stderr.contains("[67, 69"), "{}", out.stderr);
 }
+
+/// `keys.jwks_max_age` is never more than `keys.publish_ahead` (the JWKS is served with the
+/// smaller); check-config printed the configured value, not the one the server uses.
+#[test]
+fn check_config_shows_the_jwks_max_age_the_server_sends() {
+    let dir = Dir::new();
+    let out = check(
+        &dir,
+        &[],
+        &[
+            ("TESSERA_KEYS__JWKS_MAX_AGE", "1h"),
+            ("TESSERA_KEYS__PUBLISH_AHEAD", "10m"),
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(out["keys"]["jwks_max_age"], 600);
+}
