@@ -262,12 +262,32 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
         tracing::warn!("{w}");
     }
     let state = prepared.state;
-    // With JSON logs, stderr carries JSON lines only: the banners become log events. The
-    // one exception is a generated admin password, shown once on the terminal and never
-    // put into the log.
+    // With JSON logs, stderr carries JSON lines only: the banners become log events. A
+    // generated admin password is shown once on the terminal; where stderr is no terminal
+    // (a service manager or a container keeps it as the log) or carries JSON lines, it
+    // goes to a 0600 file in the data directory instead, and the log names the file.
     let json_logs = state.config.log_format == tessera_server::config::LogFormat::Json;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     if let Some(b) = &prepared.bootstrap {
         match &b.generated_password {
+            Some(pw) if json_logs || !terminal => {
+                match tessera_server::save_initial_admin_password(&state.config, pw.as_str()) {
+                    Ok(path) => tracing::warn!(
+                        username = %b.username,
+                        path = %path.display(),
+                        "created the first admin user; its generated password is in the file \
+                         at `path` (mode 0600) and nowhere else: log in, change it \
+                         (POST /users/me/password), then delete the file"
+                    ),
+                    Err(e) => tracing::error!(
+                        username = %b.username,
+                        "created the first admin user, but could not save its generated \
+                         password ({e}); set one with `tessera users passwd {}`, or start \
+                         on an empty database with TESSERA_BOOTSTRAP_ADMIN_PASSWORD",
+                        b.username
+                    ),
+                }
+            }
             Some(pw) => eprintln!(
                 "\n  Created the first admin user.\n    username: {}\n    password: {}\n  This password is shown only once. Log in:\n    curl -s -X POST {}/token -d username={} -d password=<password>\n",
                 b.username,

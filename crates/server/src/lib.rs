@@ -398,6 +398,26 @@ fn check_master_key(
     )))
 }
 
+/// Writes a generated first-admin password to `<data_dir>/initial-admin-password` (mode
+/// 0600, never over an existing file) and returns that path: for a server whose stderr is
+/// no terminal (a service manager or a container keeps it as the log) or carries JSON log
+/// lines, where the password must not be printed.
+///
+/// # Errors
+/// [`StartError`] saying what could not be created or written.
+pub fn save_initial_admin_password(
+    config: &Config,
+    password: &str,
+) -> Result<std::path::PathBuf, StartError> {
+    ensure_data_dir(&config.data_dir)?;
+    let path = config.data_dir.join("initial-admin-password");
+    let mut content = Zeroizing::new(String::with_capacity(password.len() + 1));
+    content.push_str(password);
+    content.push('\n');
+    write_secret_file(&path, content.as_bytes())?;
+    Ok(path)
+}
+
 fn write_secret_file(path: &Path, content: &[u8]) -> Result<(), StartError> {
     use std::io::Write as _;
     let mut opts = std::fs::OpenOptions::new();

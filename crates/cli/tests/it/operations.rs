@@ -70,6 +70,32 @@ async fn login(client: &reqwest::Client, base: &str, password: &str) -> reqwest:
 }
 
 #[tokio::test]
+async fn a_generated_admin_password_goes_to_a_private_file_when_stderr_is_no_terminal() {
+    for args in [&[][..], &["--log-format", "json"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        // The test's stderr is a pipe, as under a service manager or in a container.
+        // (JSON logs announce readiness with an info event.)
+        let server =
+            ServeProcess::start_with_args(bin(), dir.path(), args, &[("RUST_LOG", "info")]);
+        let path = dir.path().join("initial-admin-password");
+        let password = std::fs::read_to_string(&path).unwrap();
+        let password = password.trim_end();
+        assert!(password.len() >= 16, "{password:?}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let log = server.log().join("\n");
+        assert!(!log.contains(password), "the password was logged:\n{log}");
+        assert!(log.contains("initial-admin-password"), "{log}");
+        let client = reqwest::Client::new();
+        assert_eq!(login(&client, server.base(), password).await.status(), 200);
+    }
+}
+
+#[tokio::test]
 async fn json_logs_carry_request_ids_and_never_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServeProcess::start_with_args(
