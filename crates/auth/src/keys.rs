@@ -368,20 +368,37 @@ impl KeyManager {
     /// # Errors
     /// [`AuthError::NotFound`] for an unknown kid; storage failures.
     pub async fn revoke<S: KeyStore>(&self, store: &S, kid: &str, now: i64) -> Result<()> {
+        let rows = sorted_rows(store).await?;
+        if !rows.iter().any(|k| k.kid == kid) {
+            return Err(AuthError::NotFound("signing key"));
+        }
+        // Whether it signs is read from the stored rows (what every instance signs with),
+        // not from this process's ring, which may not have caught up with a rotation made
+        // elsewhere. The signer is the active key activated last (`ring_from_rows`).
+        let signing = rows
+            .iter()
+            .filter(|k| KeyState::of(k, now) == KeyState::Active)
+            .max_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)))
+            .is_some_and(|k| k.kid == kid);
+        if signing {
+            // The successor first, then the revocation. The other way round left a moment
+            // (the key generation: up to seconds for RSA) in which the stored keys had no
+            // signer, and every instance, finding none, kept its ring: signing with the
+            // revoked key and accepting its tokens, for good if this process stopped
+            // before the successor was stored. Now the revoked key retires (signs no more)
+            // before it is revoked, and a failure in between leaves it retired.
+            self.rotate(store, now, true).await?;
+        }
+        // Re-read: the rotation has just rescheduled this key's retirement.
         let mut key = store
             .list_signing_keys()
             .await?
             .into_iter()
             .find(|k| k.kid == kid)
             .ok_or(AuthError::NotFound("signing key"))?;
-        let was_signing = self.current().signer.kid() == Some(kid);
         key.revoked_at = Some(now);
         store.update_signing_key(&key).await?;
-        if was_signing {
-            self.rotate(store, now, true).await?;
-        } else {
-            self.reload(store, now).await?;
-        }
+        self.reload(store, now).await?;
         Ok(())
     }
 

@@ -29,20 +29,25 @@ struct Instance {
 
 impl Instance {
     fn start(database_url: &str) -> Self {
+        Self::start_with(database_url, &[])
+    }
+
+    /// With more environment: a variable named again here wins.
+    fn start_with(database_url: &str, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let server = ServeProcess::start(
-            Path::new(env!("CARGO_BIN_EXE_tessera")),
-            dir.path(),
-            &[
-                ("TESSERA_DATABASE_URL", database_url),
-                ("TESSERA_MASTER_KEY", MASTER_KEY),
-                ("TESSERA_ISSUER", ISSUER),
-                ("TESSERA_AUDIENCE", ISSUER),
-                ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
-                ("TESSERA_SIGNING__ALG", "ES256"),
-                ("TESSERA_KEYS__PUBLISH_AHEAD", "0"),
-            ],
-        );
+        let mut envs = vec![
+            ("TESSERA_DATABASE_URL", database_url),
+            ("TESSERA_MASTER_KEY", MASTER_KEY),
+            ("TESSERA_ISSUER", ISSUER),
+            ("TESSERA_AUDIENCE", ISSUER),
+            ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("TESSERA_SIGNING__ALG", "ES256"),
+            ("TESSERA_KEYS__PUBLISH_AHEAD", "0"),
+        ];
+        envs.retain(|(name, _)| !extra.iter().any(|(n, _)| n == name));
+        envs.extend_from_slice(extra);
+        let server =
+            ServeProcess::start(Path::new(env!("CARGO_BIN_EXE_tessera")), dir.path(), &envs);
         Self { server, _dir: dir }
     }
 
@@ -65,6 +70,14 @@ async fn login(http: &reqwest::Client, i: &Instance) -> serde_json::Value {
         .unwrap();
     assert_eq!(res.status(), 200);
     json(res).await
+}
+
+/// The `kid` in a JWS's protected header.
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&tessera_jose::base64url::decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
 }
 
 async fn within<F, Fut>(limit: Duration, mut f: F) -> Duration
@@ -275,4 +288,101 @@ async fn three_instances_on_one_database_behave_as_one_server() {
             == 401
     })
     .await;
+}
+
+/// `tessera keys revoke` stopped (SIGKILL) the moment the revocation is stored, as a crash,
+/// a Ctrl-C or a dropped SSH session would stop it: no instance may go on signing with the
+/// revoked key or accepting its tokens. The revocation used to be stored first and the
+/// successor generated after it (seconds for a 4096-bit RSA key); meanwhile, and for good
+/// once the command was stopped, the stored keys had no signer and every instance kept the
+/// ring it had, revoked key included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revocation_cut_short_leaves_no_instance_on_the_revoked_key() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let url = db.url().to_owned();
+    let rsa = [("TESSERA_SIGNING__ALG", "RS256")];
+    let (a, b) = (
+        Instance::start_with(&url, &rsa),
+        Instance::start_with(&url, &rsa),
+    );
+    let http = reqwest::Client::new();
+    let old = login(&http, &a).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kid = kid_of(&old);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["keys", "revoke", &kid])
+        .envs([
+            ("TESSERA_DATABASE_URL", url.as_str()),
+            ("TESSERA_MASTER_KEY", MASTER_KEY),
+            ("TESSERA_ISSUER", ISSUER),
+            ("TESSERA_AUDIENCE", ISSUER),
+            ("TESSERA_SIGNING__ALG", "RS256"),
+            // The slowest key to generate: the widest window to stop the command in.
+            ("TESSERA_SIGNING__RSA_BITS", "4096"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let revoked: bool =
+            sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM signing_keys WHERE kid = $1")
+                .bind(&kid)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        if revoked {
+            break;
+        }
+        if let Some(status) = cli.try_wait().unwrap() {
+            panic!("`keys revoke` ended ({status}) without revoking {kid}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "`keys revoke` stored no revocation within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = cli.kill();
+    let _ = cli.wait();
+
+    for i in [&a, &b] {
+        within(Duration::from_secs(3), || async {
+            let status = http
+                .get(i.url("/users/me"))
+                .bearer_auth(&old)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            let fresh = login(&http, i).await;
+            status == 401 && kid_of(fresh["access_token"].as_str().unwrap()) != kid
+        })
+        .await;
+        let jwks = http
+            .get(i.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !jwks.contains(&kid),
+            "{} still publishes {kid}",
+            i.server.base()
+        );
+    }
 }
