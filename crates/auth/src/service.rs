@@ -490,7 +490,7 @@ impl<S: Store> Auth<S> {
                 retry_after: locked_until - now,
             });
         }
-        let user = match user {
+        let mut user = match user {
             Some(u) if verification.matches => u,
             known => {
                 // Recorded under the user when the name exists (for `audit list --user`);
@@ -537,12 +537,18 @@ impl<S: Store> Auth<S> {
         if verification.needs_rehash {
             match self.hasher.hash(req.password).await {
                 Ok(h) => {
-                    if let Err(e) = self
+                    // Only over the hash just checked: a password changed meanwhile stays
+                    // changed (this login then fails in `start_session`).
+                    match self
                         .store
-                        .update_password_hash(user.id, &h, self.now(), false)
+                        .rehash_password(user.id, &user.password_hash, &h, self.now())
                         .await
                     {
-                        tracing::warn!(target: "tessera::auth", error = %e, "could not store the upgraded password hash");
+                        Ok(true) => user.password_hash = h,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(target: "tessera::auth", error = %e, "could not store the upgraded password hash");
+                        }
                     }
                 }
                 Err(e) => {
@@ -642,6 +648,28 @@ impl<S: Store> Auth<S> {
         // Logged once stored: the login has happened only if its transaction committed.
         log_audit(&event);
         self.observe_audit(&event);
+        // `user` was read before the password was checked, which takes a while (and may
+        // wait in the hashing queue). A password change or a disable that committed
+        // meanwhile, here or on another instance, ended the user's sessions before this one
+        // existed, so it would have outlived them, signed in with the old password or for
+        // a disabled account. Read the user again now that the session is stored: a change
+        // not visible yet commits after it, and ends it like the others (both first update
+        // the user, then revoke the sessions). The hash is compared, not
+        // `password_changed_at`, which has one-second resolution.
+        let current = self.store.find_user_by_id(user.id).await?;
+        if let Some(reason) = match &current {
+            None => Some("user_deleted"),
+            Some(u) if u.disabled => Some("user_disabled"),
+            Some(u) if u.password_hash != user.password_hash => Some("password_changed"),
+            Some(_) => None,
+        } {
+            self.revoke_session_internal(session.id, reason).await?;
+            return Err(if reason == "user_disabled" {
+                AuthError::AccountDisabled
+            } else {
+                AuthError::InvalidCredentials
+            });
+        }
         Ok(TokenResponse {
             access_token,
             token_type: "bearer",

@@ -105,6 +105,16 @@ pub trait UserStore: Send + Sync {
         now: i64,
         password_changed: bool,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// A transparent rehash (the same password, new parameters): replaces the hash only if
+    /// it is still `old_hash`. False if it is not (the password was changed meanwhile, and
+    /// a rehash of the old one must not undo that) or there is no such user.
+    fn rehash_password(
+        &self,
+        id: UserId,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Deletes a user and (by cascade) their sessions. False if no such user.
     fn delete_user(&self, id: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
 }

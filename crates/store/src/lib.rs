@@ -720,6 +720,20 @@ macro_rules! sql_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn rehash_password(&self, id: UserId, old_hash: &str, new_hash: &str, now: i64) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
+                let r = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4")
+                    .bind(new_hash)
+                    .bind(now)
+                    .bind(id.to_string())
+                    .bind(old_hash)
+                    .execute(turn.writer()?)
+                    .await
+                    .map_err(map_err)?;
+                turn.committed();
+                Ok(r.rows_affected() == 1)
+            }
+
             async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
                 let mut turn = self.write_turn().await?;
                 let r = sqlx::query("DELETE FROM users WHERE id = $1")
@@ -1729,6 +1743,7 @@ delegate! {
         fn update_user_roles(&self, id: UserId, roles: &[Role], now: i64) -> StoreResult<bool>;
         fn update_user_disabled(&self, id: UserId, disabled: bool, now: i64) -> StoreResult<bool>;
         fn update_password_hash(&self, id: UserId, hash: &str, now: i64, password_changed: bool) -> StoreResult<bool>;
+        fn rehash_password(&self, id: UserId, old_hash: &str, new_hash: &str, now: i64) -> StoreResult<bool>;
         fn delete_user(&self, id: UserId) -> StoreResult<bool>;
     }
     SessionStore {

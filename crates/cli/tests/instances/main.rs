@@ -386,3 +386,144 @@ async fn a_key_revocation_cut_short_leaves_no_instance_on_the_revoked_key() {
         );
     }
 }
+
+/// A login with the old password that is still being checked on one instance (here held in
+/// its hashing queue, as under load) while the password is changed on another, or the user
+/// disabled, must not leave a session behind: the change ends every session, and this one
+/// used to be stored just after, with a refresh token that went on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_in_flight_across_a_password_change_on_another_instance_gets_no_session() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let url = db.url().to_owned();
+    let a = Instance::start(&url);
+    // One hash at a time and no per-IP limit: a queue is easy to build.
+    let q = Instance::start_with(
+        &url,
+        &[
+            ("TESSERA_LIMITS__MAX_CONCURRENT_HASHES", "1"),
+            ("TESSERA_RATE_LIMITS__TOKEN_PER_MINUTE", "0"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let admin = login(&http, &a).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old = "the password before the change";
+    let new = "the password after the change";
+    // An imported bcrypt hash is rehashed (to Argon2id) by the login that checks it: that
+    // rehash, of the old password, used to replace the new one.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n",
+            serde_json::json!({"username": "imp", "hash": bcrypt::hash(old, 4).unwrap()})
+        ),
+    )
+    .unwrap();
+    let imported = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("users")
+        .arg("import")
+        .arg(&file)
+        .envs([
+            ("TESSERA_DATABASE_URL", url.as_str()),
+            ("TESSERA_MASTER_KEY", MASTER_KEY),
+            ("TESSERA_SIGNING__ALG", "ES256"),
+        ])
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    for (name, change) in [
+        ("pat", "/password"),
+        ("dee", "/disable"),
+        ("imp", "/password"),
+    ] {
+        if name != "imp" {
+            let res = http
+                .post(a.url("/admin/users"))
+                .bearer_auth(&admin)
+                .json(&serde_json::json!({"username": name, "password": old, "roles": ["user"]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+        }
+        // Logins of unknown users fill Q's hashing queue...
+        let filler: Vec<_> = (0..40)
+            .map(|i| {
+                http.post(q.url("/token"))
+                    .form(&[
+                        ("username", format!("nobody{i}")),
+                        ("password", "not anybody's password".to_owned()),
+                    ])
+                    .send()
+            })
+            .collect();
+        let filler = tokio::spawn(futures_util::future::join_all(filler));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // ...so this one reads the user now and checks the password after the change.
+        let racing = tokio::spawn(
+            http.post(q.url("/token"))
+                .form(&[("username", name), ("password", old)])
+                .send(),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let res = http
+            .post(a.url(&format!("/admin/users/{name}{change}")))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"password": new}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{change}: {}", res.status());
+        assert!(
+            !racing.is_finished(),
+            "the login finished before the change: the queue was too short to race it"
+        );
+        let res = racing.await.unwrap().unwrap();
+        let status = res.status();
+        let body = json(res).await;
+        filler.await.unwrap();
+        if status == 200 {
+            let refreshed = http
+                .post(a.url("/token"))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", body["refresh_token"].as_str().unwrap()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status();
+            let me = http
+                .get(a.url("/users/me"))
+                .bearer_auth(body["access_token"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .status();
+            panic!(
+                "{change}: the login with the old password got tokens (refresh: {refreshed}, /users/me: {me})"
+            );
+        }
+        assert_eq!(status, 400, "{change}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{change}: {body}");
+        if change == "/password" {
+            for (password, want) in [(new, 200), (old, 400)] {
+                let res = http
+                    .post(a.url("/token"))
+                    .form(&[("username", name), ("password", password)])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), want, "{name} with {password:?}");
+            }
+        }
+    }
+}

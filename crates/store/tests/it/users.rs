@@ -13,6 +13,7 @@ conformance!(
     updating_roles_replaces_them_and_bumps_updated_at,
     disabling_and_enabling_a_user_is_persisted,
     password_change_moves_password_changed_at_but_a_rehash_does_not,
+    a_rehash_replaces_only_the_hash_it_was_made_from,
     updates_and_deletes_of_an_unknown_user_report_false,
     deleting_a_user_deletes_their_sessions_and_refresh_tokens,
     undecodable_user_and_session_rows_are_reported_as_corrupt,
@@ -150,6 +151,41 @@ async fn password_change_moves_password_changed_at_but_a_rehash_does_not(db: Tes
     assert_eq!(got.password_hash, "$argon2id$rehashed");
     assert_eq!(got.updated_at, NOW + 20);
     assert_eq!(got.password_changed_at, NOW + 10);
+}
+
+/// A login that checked the old password rehashes it (new parameters); a password change
+/// that committed meanwhile must not be undone by that rehash.
+async fn a_rehash_replaces_only_the_hash_it_was_made_from(db: TestDb) {
+    let u = insert_user(&db, "alice").await;
+    let checked = u.password_hash.clone();
+    assert!(
+        db.update_password_hash(u.id, "$argon2id$changed", NOW + 10, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.rehash_password(u.id, &checked, "$argon2id$rehashed-old", NOW + 11)
+            .await
+            .unwrap()
+    );
+    let got = db.find_user_by_id(u.id).await.unwrap().unwrap();
+    assert_eq!(got.password_hash, "$argon2id$changed");
+    assert_eq!(got.updated_at, NOW + 10);
+
+    assert!(
+        db.rehash_password(u.id, "$argon2id$changed", "$argon2id$rehashed", NOW + 20)
+            .await
+            .unwrap()
+    );
+    let got = db.find_user_by_id(u.id).await.unwrap().unwrap();
+    assert_eq!(got.password_hash, "$argon2id$rehashed");
+    assert_eq!(got.updated_at, NOW + 20);
+    assert_eq!(got.password_changed_at, NOW + 10);
+    assert!(
+        !db.rehash_password(UserId::new(), "x", "y", NOW)
+            .await
+            .unwrap()
+    );
 }
 
 async fn updates_and_deletes_of_an_unknown_user_report_false(db: TestDb) {
