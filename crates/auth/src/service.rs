@@ -637,14 +637,24 @@ impl<S: Store> Auth<S> {
             Some(client_id),
             detail,
         );
-        self.store
+        if let Err(e) = self
+            .store
             .create_session_audited(
                 &session,
                 &tokens::refresh_token_hash(&refresh),
                 &event,
                 audit::chain_hash,
             )
-            .await?;
+            .await
+        {
+            // A user deleted while this login was being checked (here or on another
+            // instance): the session's foreign key refuses it, and the login fails as one
+            // for an unknown user does, not with a 500.
+            if matches!(self.store.find_user_by_id(user.id).await, Ok(None)) {
+                return Err(AuthError::InvalidCredentials);
+            }
+            return Err(e.into());
+        }
         // Logged once stored: the login has happened only if its transaction committed.
         log_audit(&event);
         self.observe_audit(&event);

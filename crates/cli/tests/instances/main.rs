@@ -443,6 +443,7 @@ async fn a_login_in_flight_across_a_password_change_on_another_instance_gets_no_
         ("pat", "/password"),
         ("dee", "/disable"),
         ("imp", "/password"),
+        ("del", ""),
     ] {
         if name != "imp" {
             let res = http
@@ -474,13 +475,18 @@ async fn a_login_in_flight_across_a_password_change_on_another_instance_gets_no_
                 .send(),
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let res = http
-            .post(a.url(&format!("/admin/users/{name}{change}")))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({"password": new}))
-            .send()
-            .await
-            .unwrap();
+        // An empty change deletes the user.
+        let target = a.url(&format!("/admin/users/{name}{change}"));
+        let res = if change.is_empty() {
+            http.delete(target)
+        } else {
+            http.post(target)
+        }
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"password": new}))
+        .send()
+        .await
+        .unwrap();
         assert!(res.status().is_success(), "{change}: {}", res.status());
         assert!(
             !racing.is_finished(),
