@@ -154,8 +154,11 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    /// Loads keys, generating the first one on an empty database (active at once), and
-    /// rotating to the configured algorithm if no usable key has it.
+    /// Loads keys, generating the first one on an empty database (active at once), and,
+    /// with `adopt_alg` (the server), rotating to the configured algorithm if no usable key
+    /// has it. An administrative command leaves the keys as they are: run with another
+    /// `signing.alg` than the servers' (the default, say), it used to schedule a key of its
+    /// own algorithm that every instance then signed with.
     ///
     /// # Errors
     /// Storage failures; [`AuthError::Internal`] if a stored key cannot be unsealed (wrong
@@ -165,6 +168,7 @@ impl KeyManager {
         source: KeySource,
         schedule: KeySchedule,
         now: i64,
+        adopt_alg: bool,
     ) -> Result<Self> {
         let ring = build_ring(store, &source, now).await?;
         let manager = Self {
@@ -182,7 +186,9 @@ impl KeyManager {
                     .await?;
             }
         }
-        if let KeySource::Stored { alg, .. } = &manager.source {
+        if let KeySource::Stored { alg, .. } = &manager.source
+            && adopt_alg
+        {
             let ring = manager.current();
             let wanted_published = ring.keys.iter().any(|k| {
                 k.alg == alg.as_str() && matches!(k.state, KeyState::Active | KeyState::Next)

@@ -235,6 +235,9 @@ pub struct AuthParts<S> {
     /// 32 secret bytes from which the TOTP sealing key and the recovery-code pepper are
     /// derived (from the master key).
     pub account_secret: Zeroizing<[u8; 32]>,
+    /// Rotate at start to `key_source`'s algorithm when no usable key has it: for the
+    /// server, not for administrative commands (see [`KeyManager::load`]).
+    pub adopt_signing_alg: bool,
 }
 
 /// The authentication service.
@@ -270,8 +273,14 @@ impl<S: Store> Auth<S> {
     /// Storage failures, or keys that cannot be unsealed with the configured master key.
     pub async fn start(parts: AuthParts<S>) -> Result<Self> {
         let now = parts.clock.now();
-        let keys =
-            KeyManager::load(&parts.store, parts.key_source, parts.key_schedule, now).await?;
+        let keys = KeyManager::load(
+            &parts.store,
+            parts.key_source,
+            parts.key_schedule,
+            now,
+            parts.adopt_signing_alg,
+        )
+        .await?;
         let mut validation = Validation::new()
             .with_leeway(parts.config.leeway)
             .with_issuer(parts.config.issuer.clone())

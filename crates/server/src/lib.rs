@@ -68,7 +68,7 @@ pub struct Prepared {
 /// # Errors
 /// [`StartError`] saying what failed and how to fix it.
 pub async fn prepare(config: Config, clock: SharedClock) -> Result<Prepared, StartError> {
-    let (state, warnings) = open(config, clock).await?;
+    let (state, warnings) = open_for(config, clock, true).await?;
     let bootstrap_pw = state
         .config
         .bootstrap_admin_password
@@ -94,6 +94,16 @@ pub async fn prepare(config: Config, clock: SharedClock) -> Result<Prepared, Sta
 pub async fn open(
     config: Config,
     clock: SharedClock,
+) -> Result<(AppState, Vec<String>), StartError> {
+    open_for(config, clock, false).await
+}
+
+/// [`open`]; `serving` also rotates to the configured `signing.alg` when no usable key has
+/// it (a command does not: its configuration need not be the servers').
+async fn open_for(
+    config: Config,
+    clock: SharedClock,
+    serving: bool,
 ) -> Result<(AppState, Vec<String>), StartError> {
     let mut warnings = Vec::new();
     ensure_data_dir(&config.data_dir)?;
@@ -272,6 +282,7 @@ pub async fn open(
             master.as_slice(),
             b"tessera/account-secret/v1",
         )),
+        adopt_signing_alg: serving,
     })
     .await
     .map_err(|e| StartError(format!("cannot start: {e}")))?

@@ -284,6 +284,25 @@ async fn keys_sessions_and_clients_are_administered_while_the_server_runs() {
         .fails(1, "not found");
 }
 
+/// An administrative command run with another `signing.alg` than the servers' (here the
+/// default, RS256, on a database whose keys are ES256) must leave the keys alone: it used to
+/// schedule a key of its own algorithm, which every instance then signed with.
+#[test]
+fn a_command_with_another_signing_alg_leaves_the_keys_alone() {
+    let d = Data::new();
+    let first = d
+        .command(&["keys", "list", "--json"])
+        .env("TESSERA_SIGNING__ALG", "ES256")
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let keys: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    d.run(&["users", "list"]).success();
+    let after = d.run(&["keys", "list", "--json"]).success().json();
+    assert_eq!(after, keys, "the keys changed");
+}
+
 #[tokio::test]
 async fn imports_check_every_line_first_then_users_log_in_with_their_old_passwords() {
     let d = Data::new();
