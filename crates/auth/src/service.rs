@@ -544,7 +544,8 @@ impl<S: Store> Auth<S> {
             return Err(AuthError::AccountDisabled);
         }
         if verification.needs_rehash {
-            match self.hasher.hash(req.password).await {
+            let password = req.password;
+            match self.hasher.hash(password.clone()).await {
                 Ok(h) => {
                     // Only over the hash just checked: a password changed meanwhile stays
                     // changed (this login then fails in `start_session`).
@@ -554,7 +555,22 @@ impl<S: Store> Auth<S> {
                         .await
                     {
                         Ok(true) => user.password_hash = h,
-                        Ok(false) => {}
+                        // Replaced meanwhile: by a password change (`start_session` then
+                        // ends this login), or by another login of the same user that
+                        // upgraded the same hash first. That one's hash accepts this
+                        // password, so this login goes on under it rather than being
+                        // refused the right password.
+                        Ok(false) => {
+                            if let Some(current) = self.store.find_user_by_id(user.id).await?
+                                && self
+                                    .hasher
+                                    .verify(password, Some(&current.password_hash))
+                                    .await?
+                                    .matches
+                            {
+                                user.password_hash = current.password_hash;
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(target: "tessera::auth", error = %e, "could not store the upgraded password hash");
                         }

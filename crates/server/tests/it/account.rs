@@ -634,6 +634,44 @@ async fn imported_bcrypt_users_log_in_and_are_upgraded_to_argon2id() {
     app.login("legacy", "their old passlib password").await;
 }
 
+/// Two logins of one imported user at once both upgrade its bcrypt hash; the second finds
+/// the hash already replaced (by the first, with the same password) and must still log in.
+/// One hashing thread orders them: both checks, then both upgrades.
+#[tokio::test]
+async fn concurrent_logins_that_both_upgrade_a_hash_both_succeed() {
+    let app = spawn_app_with(|c| c.max_concurrent_hashes = 1).await;
+    let pw = "their old passlib password";
+    let hash = bcrypt::hash(pw, 4).unwrap();
+    app.state
+        .auth
+        .import_user("legacy", &hash, &["user".into()], &Actor::Cli)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        app.password_grant("legacy", pw),
+        app.password_grant("legacy", pw)
+    );
+    for res in [a, b] {
+        let status = res.status();
+        let body = json(res).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            app.me(body["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            200
+        );
+    }
+    let stored = app
+        .state
+        .auth
+        .find_user("legacy")
+        .await
+        .unwrap()
+        .password_hash;
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+}
+
 #[tokio::test]
 async fn users_see_and_end_their_own_sessions() {
     let app = spawn_app().await;
