@@ -29,13 +29,27 @@ use crate::config::LogFormat;
 use crate::error::ErrorDetail;
 
 /// Builds and installs the global subscriber: human or JSON lines on stderr, filtered by
-/// `RUST_LOG` (default `info`). Every event logged while a request is handled carries its
-/// id (`request_id`; see [`WithRequestId`]). Call once, from `main`.
+/// `TESSERA_LOG`, else `RUST_LOG` (default `info`). Every event logged while a request is
+/// handled carries its id (`request_id`; see [`WithRequestId`]). Call once, from `main`.
+/// A filter that does not parse is replaced by `info`, with a warning that names it.
 ///
 /// # Errors
 /// If a subscriber was already installed.
 pub fn init(format: LogFormat) -> Result<(), String> {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut refused = None;
+    let mut filter = LOG_FILTER_ENV
+        .iter()
+        .find_map(|&name| std::env::var_os(name).map(|value| (name, value)))
+        .and_then(|(name, value)| {
+            let parsed = value
+                .to_str()
+                .ok_or_else(|| "it is not UTF-8".to_owned())
+                .and_then(|text| EnvFilter::try_new(text).map_err(|e| e.to_string()));
+            parsed
+                .map_err(|e| refused = Some(format!("{name}: {e}")))
+                .ok()
+        })
+        .unwrap_or_else(|| EnvFilter::new("info"));
     // sqlx logs each connect parameter it does not know together with its value
     // (`?sslpassword=…`, a mistyped `Password=`): never let that through, whatever
     // RUST_LOG says. (A directive added last overrides the same target's.)
@@ -58,8 +72,16 @@ pub fn init(format: LogFormat) -> Result<(), String> {
             .map_event_format(|inner| WithRequestId { inner, json: true })
             .try_init(),
     }
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    if let Some(why) = refused {
+        tracing::warn!("the log filter was not understood, so the level is `info`: {why}");
+    }
+    Ok(())
 }
+
+/// Where the log filter is read from, first found wins: Tessera's own variable, then the
+/// usual one of Rust programs.
+const LOG_FILTER_ENV: [&str; 2] = ["TESSERA_LOG", "RUST_LOG"];
 
 tokio::task_local! {
     /// The request the current task is handling.

@@ -70,6 +70,23 @@ async fn login(client: &reqwest::Client, base: &str, password: &str) -> reqwest:
 }
 
 #[tokio::test]
+async fn tessera_log_sets_the_level_and_a_filter_that_does_not_parse_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW);
+    // TESSERA_LOG wins over RUST_LOG (which the harness sets to `warn`).
+    let server = ServeProcess::start(bin(), dir.path(), &[pw, ("TESSERA_LOG", "info")]);
+    let log = server.log().join("\n");
+    assert!(log.contains("INFO"), "{log}");
+    drop(server);
+    let server = ServeProcess::start(bin(), dir.path(), &[pw, ("TESSERA_LOG", "tessera=loud")]);
+    let log = server.log().join("\n");
+    assert!(
+        log.contains("the log filter was not understood") && log.contains("TESSERA_LOG: "),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn a_generated_admin_password_goes_to_a_private_file_when_stderr_is_no_terminal() {
     for args in [&[][..], &["--log-format", "json"][..]] {
         let dir = tempfile::tempdir().unwrap();
