@@ -247,6 +247,12 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
             "cannot listen on {addr}: {e} (is another server running? set --listen or TESSERA_LISTEN)"
         ))
     })?;
+    // Every address is bound before the database is touched: a `metrics.listen` already in
+    // use must not stop the server after it has created the first admin and shown its
+    // password.
+    let options = tessera_server::ServeOptions::from_config(&config)
+        .await
+        .map_err(|e| Failure::refused(e.to_string()))?;
     let mut config = config;
     if !config.public_url_explicit {
         // Follow the address actually bound (port 0 picks a free one).
@@ -307,9 +313,6 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
     }
     let local = listener
         .local_addr()
-        .map_err(|e| Failure::refused(e.to_string()))?;
-    let options = tessera_server::ServeOptions::from_config(&state.config)
-        .await
         .map_err(|e| Failure::refused(e.to_string()))?;
     let metrics_at = match (&options.metrics_listener, state.config.metrics_enabled) {
         (Some(l), _) => l.local_addr().ok().map(|a| format!("http://{a}/metrics")),

@@ -69,6 +69,29 @@ async fn login(client: &reqwest::Client, base: &str, password: &str) -> reqwest:
         .unwrap()
 }
 
+#[test]
+fn a_metrics_address_in_use_stops_the_start_before_the_database_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tessera(&["serve", "--listen", "127.0.0.1:0"], &data)
+        .env("TESSERA_METRICS__LISTEN", &addr)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (`metrics.listen`)")),
+        "{stderr}"
+    );
+    // No first admin was created (nor its password shown), no key, no database.
+    assert!(!stderr.contains("first admin"), "{stderr}");
+    assert!(!data.join("tessera.db").exists());
+}
+
 #[tokio::test]
 async fn tessera_log_sets_the_level_and_a_filter_that_does_not_parse_is_named() {
     let dir = tempfile::tempdir().unwrap();
