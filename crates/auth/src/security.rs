@@ -279,6 +279,13 @@ impl<S: Store> Auth<S> {
             Some(_) => return Err(AuthError::AccountDisabled),
             None => return Err(invalid),
         };
+        // The challenge stands for the password checked when it was issued: a password
+        // changed since (the owner's answer to a leaked password) ends it, as it ends
+        // every session, so whoever knew the old password cannot finish the login with a
+        // code. Neither code nor challenge is used up.
+        if user.password_changed_at > challenge.created_at {
+            return Err(invalid);
+        }
         if !self.check_second_factor(&user, &factor).await? {
             let attempts = self.store().fail_mfa_challenge(&hash).await?;
             if attempts >= self.config().security.mfa_challenge_attempts {

@@ -781,3 +781,53 @@ async fn changing_the_password_ends_every_other_session() {
     );
     app.login("victor", "amber lighthouse symphony").await;
 }
+
+#[tokio::test]
+async fn a_password_change_ends_the_mfa_challenges_issued_before_it() {
+    let app = spawn_app().await;
+    app.create_user("walter", PW, &[]).await;
+    let owner = app.login("walter", PW).await;
+    let (secret, recovery) = enrol(&app, &owner.access_token).await;
+    app.advance(30).await;
+    // Whoever knows the old password holds a challenge...
+    let stale = mfa_login(&app, "walter").await;
+    let stale_too = mfa_login(&app, "walter").await;
+    app.advance(1).await;
+    // ...when the owner changes it.
+    let res = app
+        .client
+        .post(app.url("/users/me/password"))
+        .bearer_auth(&owner.access_token)
+        .json(&serde_json::json!({"current_password": PW, "new_password": "amber lighthouse symphony"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    app.advance(30).await;
+    let res = mfa_grant(&app, &stale, "otp", &code_at(&secret, app.now())).await;
+    assert_eq!(
+        res.status(),
+        400,
+        "a code does not finish a login the change ended"
+    );
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    let res = mfa_grant(&app, &stale_too, "recovery_code", &recovery[0]).await;
+    assert_eq!(res.status(), 400, "nor does a recovery code");
+    // Neither was used up: the owner signs in with the new password and them.
+    let res = app
+        .password_grant("walter", "amber lighthouse symphony")
+        .await;
+    let token = json(res).await["mfa_token"].as_str().unwrap().to_owned();
+    let res = mfa_grant(&app, &token, "otp", &code_at(&secret, app.now())).await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .password_grant("walter", "amber lighthouse symphony")
+        .await;
+    let token = json(res).await["mfa_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        mfa_grant(&app, &token, "recovery_code", &recovery[0])
+            .await
+            .status(),
+        200
+    );
+}
