@@ -612,8 +612,20 @@ impl<S: Store> Auth<S> {
             .verify(password, Some(&user.password_hash))
             .await?
             .matches;
-        let code_ok = pw_ok && self.accept_totp(user, code, false).await?;
-        if !code_ok {
+        // The password counts against and obeys the username's lockout, and the code the
+        // user's code lock, as at login and in a password change: otherwise a stolen access
+        // token would try passwords, or a stolen password codes, here without limit.
+        let key = user_throttle_key(user.username.as_str());
+        let now = self.now();
+        let throttle = self.store().find_throttle(&key).await?;
+        if let Some(t) = &throttle
+            && t.locked_until > now
+        {
+            return Err(AuthError::Locked {
+                retry_after: t.locked_until - now,
+            });
+        }
+        let failure = |reason: &'static str| {
             self.audit(
                 meta,
                 "mfa_disable",
@@ -621,11 +633,34 @@ impl<S: Store> Auth<S> {
                 Some(user),
                 None,
                 None,
-                serde_json::json!({}),
+                serde_json::json!({"reason": reason}),
             )
-            .await;
-            return Err(AuthError::InvalidCredentials);
+        };
+        if !pw_ok {
+            let seen = throttle
+                .as_ref()
+                .map_or(0, |t| self.config().security.counted_failures(t, now));
+            let lock = self
+                .count_failure(&key, seen, meta, Some(user), None, None)
+                .await;
+            failure("wrong_password").await;
+            return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
+                AuthError::Locked { retry_after }
+            }));
         }
+        let mfa_key = format!("mfa:{}", user.id);
+        let seen = self.mfa_lock(&mfa_key, now).await?;
+        if !self.accept_totp(user, code, false).await? {
+            let lock = self
+                .count_failure(&mfa_key, seen, meta, Some(user), None, None)
+                .await;
+            failure("wrong_code").await;
+            return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
+                AuthError::TooManyAttempts { retry_after }
+            }));
+        }
+        // As at login: wrong codes sent at once with this one may have locked the codes.
+        self.mfa_lock(&mfa_key, self.now()).await?;
         self.store().disable_totp(user.id).await?;
         self.audit(
             meta,

@@ -831,3 +831,57 @@ async fn a_password_change_ends_the_mfa_challenges_issued_before_it() {
         200
     );
 }
+
+#[tokio::test]
+async fn turning_totp_off_counts_and_obeys_the_code_and_password_locks() {
+    let app = spawn_app_with(|c| c.rate_mfa_per_minute = 0).await;
+    app.create_user("xavier", PW, &[]).await;
+    let t = app.login("xavier", PW).await;
+    let (secret, _) = enrol(&app, &t.access_token).await;
+    app.advance(30).await;
+    let disable = |password: &str, code: String| {
+        app.client
+            .post(app.url("/users/me/mfa/totp/disable"))
+            .bearer_auth(&t.access_token)
+            .json(&serde_json::json!({"password": password, "code": code}))
+            .send()
+    };
+    // Wrong codes with the right password lock the user's codes, as at login.
+    for i in 0..5 {
+        let res = disable(PW, format!("{:06}", 100 + i)).await.unwrap();
+        assert_eq!(res.status(), 403);
+    }
+    let res = disable(PW, code_at(&secret, app.now())).await.unwrap();
+    assert_eq!(
+        res.status(),
+        429,
+        "the right code waits for the lock to end"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+    let res = mfa_grant(
+        &app,
+        &mfa_login(&app, "xavier").await,
+        "otp",
+        &code_at(&secret, app.now()),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        429,
+        "one lock for every place a code is checked"
+    );
+    app.advance(61).await;
+    // Wrong passwords count against the username's lockout.
+    for _ in 0..5 {
+        let res = disable("not the password", code_at(&secret, app.now()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+    }
+    let res = disable(PW, code_at(&secret, app.now())).await.unwrap();
+    assert_eq!(res.status(), 429, "locked whatever the password");
+    assert_eq!(app.password_grant("xavier", PW).await.status(), 400);
+    app.advance(61).await;
+    let res = disable(PW, code_at(&secret, app.now())).await.unwrap();
+    assert_eq!(res.status(), 204);
+}
