@@ -594,6 +594,23 @@ impl<S: Store> Auth<S> {
                 };
             }
             let token = self.start_mfa_challenge(&user, &client.id, &scope).await?;
+            // As `start_session` does for a session: `user` was read before the password
+            // was checked, and a password change that committed meanwhile must end this
+            // login. One committed later is newer than the challenge, which `mfa_grant`
+            // then refuses.
+            if !matches!(
+                self.store.find_user_by_id(user.id).await?,
+                Some(u) if u.password_hash == user.password_hash
+            ) {
+                self.store
+                    .consume_mfa_challenge(
+                        &tokens::refresh_token_hash(&token),
+                        self.now(),
+                        i64::MAX,
+                    )
+                    .await?;
+                return Err(AuthError::InvalidCredentials);
+            }
             self.audit(
                 meta,
                 "login",

@@ -885,3 +885,76 @@ async fn turning_totp_off_counts_and_obeys_the_code_and_password_locks() {
     let res = disable(PW, code_at(&secret, app.now())).await.unwrap();
     assert_eq!(res.status(), 204);
 }
+
+#[tokio::test]
+async fn a_login_in_flight_across_a_password_change_gets_no_mfa_challenge() {
+    use tessera_auth::store::UserStore as _;
+    let app = spawn_app_with_a_slow_hashing_queue().await;
+    let user = app.create_user("yvonne", PW, &[]).await;
+    app.create_user("zeke", PW, &[]).await;
+    let t = app.login("yvonne", PW).await;
+    let (secret, _) = enrol(&app, &t.access_token).await;
+    app.advance(30).await;
+    let new_hash = app
+        .state
+        .auth
+        .hasher()
+        .hash(zeroize::Zeroizing::new(
+            "amber lighthouse symphony".to_owned(),
+        ))
+        .await
+        .unwrap();
+    // Other password checks hold the hashing thread while the old password is checked...
+    let busy: Vec<_> = (0..48)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/token"));
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .form(&[("username", "zeke"), ("password", PW)])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    wait_for_queued_checks(&app, 40).await;
+    let in_flight = {
+        let (client, url) = (app.client.clone(), app.url("/token"));
+        tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .form(&[("username", "yvonne"), ("password", PW)])
+                .send()
+                .await
+                .unwrap();
+            (res.status(), json(res).await)
+        })
+    };
+    // The request reaches the queue while dozens of checks still wait ahead of it.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(app.state.auth.hasher().queue_depth() >= 10);
+    // ...and the password changes meanwhile, within the same second.
+    assert!(
+        app.state
+            .db()
+            .update_password_hash(user.id, &new_hash, app.now(), true)
+            .await
+            .unwrap()
+    );
+    for b in busy {
+        assert_eq!(b.await.unwrap(), 200);
+    }
+    let (status, body) = in_flight.await.unwrap();
+    if let Some(token) = body["mfa_token"].as_str() {
+        let res = mfa_grant(&app, token, "otp", &code_at(&secret, app.now())).await;
+        assert_ne!(
+            res.status(),
+            200,
+            "the old password's challenge finished the login"
+        );
+    }
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+}
