@@ -157,7 +157,9 @@ test('sign in, enrol TOTP, sign out, sign in with a code, revoke another session
   assert.equal(cookies['__Secure-tessera_rt'].httpOnly, true);
   assert.equal(cookies['__Host-tessera_csrf'].httpOnly, false);
 
-  // Enrol TOTP from the secret the page shows.
+  // Enrol TOTP from the secret the page shows (the password is asked first: a session alone
+  // cannot turn on a second factor).
+  await page.locator('#enrol-password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Set up authenticator app' }).click();
   await page.getByRole('heading', { name: 'Set up your authenticator app' }).waitFor();
   const qr = page.getByRole('img', { name: /QR code/ });

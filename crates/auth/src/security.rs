@@ -482,16 +482,31 @@ impl<S: Store> Auth<S> {
     }
 
     /// Starts TOTP enrolment: a fresh 160-bit secret, kept (sealed) as pending until a first
-    /// code confirms it.
+    /// code confirms it. Needs the password: a bearer token alone (stolen, or used by a
+    /// script in a cookie-mode page) must not turn on a second factor whose secret and
+    /// recovery codes only its holder has, locking the owner out of their account.
     ///
     /// # Errors
-    /// [`AuthError::AlreadyExists`] if TOTP is already on.
-    pub async fn begin_totp(&self, user: &User, meta: &RequestMeta) -> Result<TotpEnrollment> {
+    /// [`AuthError::AlreadyExists`] if TOTP is already on; [`AuthError::InvalidCredentials`]
+    /// for a wrong password, [`AuthError::Locked`] while the username is locked.
+    pub async fn begin_totp(
+        &self,
+        user: &User,
+        password: Zeroizing<String>,
+        meta: &RequestMeta,
+    ) -> Result<TotpEnrollment> {
         if user.totp_enabled {
             return Err(AuthError::AlreadyExists(
                 "TOTP enrolment (disable it first)",
             ));
         }
+        self.check_current_password(
+            user,
+            password,
+            ("mfa_enrolment_started", "wrong_password"),
+            meta,
+        )
+        .await?;
         let secret = Zeroizing::new(
             tessera_jose::crypto::random_array::<20>().map_err(AuthError::internal)?,
         );
@@ -593,6 +608,63 @@ impl<S: Store> Auth<S> {
         Ok(codes)
     }
 
+    /// Checks the password a signed-in user gives to confirm a sensitive change (`event`
+    /// names it in the audit log, `reason` a wrong password). It is checked as a login
+    /// checks it, so it counts against and obeys the username's lockout (OWASP
+    /// Authentication Cheat Sheet, "Account Lockout"): otherwise a stolen access token, or a
+    /// script in a cookie-mode page, would be a password oracle without limit. Returns
+    /// whether the username has a failure count (which a password change then clears).
+    ///
+    /// # Errors
+    /// [`AuthError::Locked`] while the username is locked, or when this failure locks it;
+    /// [`AuthError::InvalidCredentials`] for a wrong password.
+    async fn check_current_password(
+        &self,
+        user: &User,
+        password: Zeroizing<String>,
+        (event, reason): (&'static str, &'static str),
+        meta: &RequestMeta,
+    ) -> Result<bool> {
+        let pw_ok = self
+            .hasher()
+            .verify(password, Some(&user.password_hash))
+            .await?
+            .matches;
+        // Read once the password has been checked, as at login (see `password_grant`).
+        let key = user_throttle_key(user.username.as_str());
+        let now = self.now();
+        let throttle = self.store().find_throttle(&key).await?;
+        if let Some(t) = &throttle
+            && t.locked_until > now
+        {
+            return Err(AuthError::Locked {
+                retry_after: t.locked_until - now,
+            });
+        }
+        if pw_ok {
+            return Ok(throttle.is_some());
+        }
+        let seen = throttle
+            .as_ref()
+            .map_or(0, |t| self.config().security.counted_failures(t, now));
+        let lock = self
+            .count_failure(&key, seen, meta, Some(user), None, None)
+            .await;
+        self.audit(
+            meta,
+            event,
+            "failure",
+            Some(user),
+            None,
+            None,
+            serde_json::json!({"reason": reason}),
+        )
+        .await;
+        Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
+            AuthError::Locked { retry_after }
+        }))
+    }
+
     /// Turns TOTP off; needs the password and a current code.
     ///
     /// # Errors
@@ -607,24 +679,11 @@ impl<S: Store> Auth<S> {
         if !user.totp_enabled {
             return Err(AuthError::InvalidRequest("TOTP is not enabled".into()));
         }
-        let pw_ok = self
-            .hasher()
-            .verify(password, Some(&user.password_hash))
-            .await?
-            .matches;
-        // The password counts against and obeys the username's lockout, and the code the
-        // user's code lock, as at login and in a password change: otherwise a stolen access
-        // token would try passwords, or a stolen password codes, here without limit.
-        let key = user_throttle_key(user.username.as_str());
+        // The code counts against the user's code lock, as at login: otherwise a stolen
+        // password would try codes here without limit.
+        self.check_current_password(user, password, ("mfa_disable", "wrong_password"), meta)
+            .await?;
         let now = self.now();
-        let throttle = self.store().find_throttle(&key).await?;
-        if let Some(t) = &throttle
-            && t.locked_until > now
-        {
-            return Err(AuthError::Locked {
-                retry_after: t.locked_until - now,
-            });
-        }
         let failure = |reason: &'static str| {
             self.audit(
                 meta,
@@ -636,18 +695,6 @@ impl<S: Store> Auth<S> {
                 serde_json::json!({"reason": reason}),
             )
         };
-        if !pw_ok {
-            let seen = throttle
-                .as_ref()
-                .map_or(0, |t| self.config().security.counted_failures(t, now));
-            let lock = self
-                .count_failure(&key, seen, meta, Some(user), None, None)
-                .await;
-            failure("wrong_password").await;
-            return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
-                AuthError::Locked { retry_after }
-            }));
-        }
         let mfa_key = format!("mfa:{}", user.id);
         let seen = self.mfa_lock(&mfa_key, now).await?;
         if !self.accept_totp(user, code, false).await? {
@@ -759,54 +806,18 @@ impl<S: Store> Auth<S> {
         meta: &RequestMeta,
     ) -> Result<()> {
         let user = self.user_of(ctx).await?;
-        let matches = self
-            .hasher()
-            .verify(current, Some(&user.password_hash))
-            .await?
-            .matches;
-        // The current password is checked as a login checks it, so it counts against and
-        // obeys the username's lockout (OWASP Authentication Cheat Sheet, "Account
-        // Lockout"): otherwise a stolen access token, or a script in a cookie-mode page,
-        // would be a password oracle without limit. Read after the check, as a login does.
-        let key = user_throttle_key(user.username.as_str());
-        let now = self.now();
-        let throttle = self.store().find_throttle(&key).await?;
-        if let Some(t) = &throttle
-            && t.locked_until > now
-        {
-            return Err(AuthError::Locked {
-                retry_after: t.locked_until - now,
-            });
-        }
-        if !matches {
-            let lock = self
-                .count_failure(
-                    &key,
-                    throttle
-                        .as_ref()
-                        .map_or(0, |t| self.config().security.counted_failures(t, now)),
-                    meta,
-                    Some(&user),
-                    None,
-                    None,
-                )
-                .await;
-            self.audit(
+        let counted = self
+            .check_current_password(
+                &user,
+                current,
+                ("password_change", "wrong_current_password"),
                 meta,
-                "password_change",
-                "failure",
-                Some(&user),
-                None,
-                None,
-                serde_json::json!({"reason": "wrong_current_password"}),
             )
-            .await;
-            return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
-                AuthError::Locked { retry_after }
-            }));
-        }
-        if throttle.is_some() {
-            self.store().clear_throttle(&key).await?;
+            .await?;
+        if counted {
+            self.store()
+                .clear_throttle(&user_throttle_key(user.username.as_str()))
+                .await?;
         }
         let keep = ctx.session_id().and_then(|s| SessionId::parse(s).ok());
         let actor = Actor::User {

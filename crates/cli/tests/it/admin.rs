@@ -446,6 +446,7 @@ async fn an_admin_lifts_a_lockout_and_resets_a_lost_second_factor() {
     let http = reqwest::Client::new();
     let enrol: Value = http
         .post(server.url("/users/me/mfa/totp"))
+        .json(&serde_json::json!({"password": PW}))
         .bearer_auth(access)
         .send()
         .await

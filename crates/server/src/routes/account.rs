@@ -103,19 +103,43 @@ pub(crate) struct Enrollment {
     qr_svg: String,
 }
 
-/// `POST /users/me/mfa/totp`: start enrolling an authenticator app (RFC 6238).
-#[utoipa::path(post, path = "/users/me/mfa/totp", tag = "users",
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct BeginTotp {
+    /// Your password: a token alone cannot turn on a second factor.
+    #[schema(value_type = String, format = Password)]
+    password: Zeroizing<String>,
+}
+
+/// `POST /users/me/mfa/totp`: start enrolling an authenticator app (RFC 6238); needs the
+/// password.
+#[utoipa::path(post, path = "/users/me/mfa/totp", tag = "users", request_body = BeginTotp,
     responses((status = 200, description = "Scan the QR code or enter the secret, then confirm with a code", body = Enrollment),
         (status = 401, description = "Invalid token", body = crate::openapi::ErrorBody),
-        (status = 409, description = "TOTP is already on", body = crate::openapi::ErrorBody)),
+        (status = 403, description = "Wrong password", body = crate::openapi::ErrorBody),
+        (status = 409, description = "TOTP is already on", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many attempts", body = crate::openapi::ErrorBody)),
     security(("oauth2" = []), ("bearer" = [])))]
 pub(crate) async fn begin_totp(
     State(state): State<AppState>,
-    ClientMeta(meta): ClientMeta,
+    client_meta: ClientMeta,
     CurrentUser(ctx): CurrentUser,
+    ApiJson(body): ApiJson<BeginTotp>,
 ) -> Result<Json<Enrollment>, AppError> {
+    state.limits.check(Bucket::Mfa, client_meta.ip())?;
     let user = state.auth.user_of(&ctx).await?;
-    let e = state.auth.begin_totp(&user, &meta).await?;
+    let e = state
+        .auth
+        .begin_totp(&user, body.password, &client_meta.0)
+        .await
+        .map_err(|e| match e {
+            // 403, not 401, as for a password change: the bearer token is fine.
+            tessera_auth::AuthError::InvalidCredentials => AppError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_credentials",
+                "the password is wrong",
+            ),
+            other => AppError::from_api(other),
+        })?;
     Ok(Json(Enrollment {
         qr_svg: qr_svg(&e.otpauth_uri)?,
         secret: e.secret,

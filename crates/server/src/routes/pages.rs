@@ -678,15 +678,17 @@ pub(crate) async fn logout(
 /// `POST /account/totp`: start enrolment; shows the QR code and the secret.
 pub(crate) async fn begin_totp(
     State(state): State<AppState>,
-    ClientMeta(meta): ClientMeta,
+    meta: ClientMeta,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
     let (ctx, form) = account_form!(state, method, uri, headers, body);
+    state.limits.check(Bucket::Mfa, meta.ip())?;
     let user = state.auth.user_of(&ctx).await?;
-    match state.auth.begin_totp(&user, &meta).await {
+    let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
+    match state.auth.begin_totp(&user, password, &meta.0).await {
         Ok(e) => totp_page(
             form.get(CSRF_FIELD).unwrap_or_default(),
             e.secret,
@@ -695,7 +697,28 @@ pub(crate) async fn begin_totp(
             StatusCode::OK,
         ),
         Err(AuthError::AlreadyExists(_)) => Ok(see_other("/account#mfa")),
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            let message = match e {
+                AuthError::InvalidCredentials => "The password is wrong.".to_owned(),
+                other => {
+                    let e = AppError::from_api(other);
+                    if e.status().is_server_error() {
+                        return Err(e);
+                    }
+                    sentence(&e)
+                }
+            };
+            account(
+                &state,
+                &ctx,
+                &headers,
+                None,
+                None,
+                Some(message),
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
     }
 }
 

@@ -22,6 +22,7 @@ async fn enrol(app: &TestApp, access_token: &str) -> (String, Vec<String>) {
     let res = app
         .client
         .post(app.url("/users/me/mfa/totp"))
+        .json(&serde_json::json!({"password": PW}))
         .bearer_auth(access_token)
         .send()
         .await
@@ -71,6 +72,45 @@ async fn mfa_grant(app: &TestApp, token: &str, field: &str, value: &str) -> reqw
     .await
 }
 
+/// A bearer token alone cannot turn on a second factor (whose secret and recovery codes
+/// only the token's holder would then have): enrolment needs the password, and wrong
+/// passwords there count against the username's lockout like any other.
+#[tokio::test]
+async fn totp_enrolment_needs_the_password_and_counts_wrong_ones() {
+    let app = spawn_app().await;
+    app.create_user("trent", PW, &["user"]).await;
+    let t = app.login("trent", PW).await;
+    let begin = |body: serde_json::Value| {
+        app.client
+            .post(app.url("/users/me/mfa/totp"))
+            .bearer_auth(&t.access_token)
+            .json(&body)
+            .send()
+    };
+    let res = begin(serde_json::json!({})).await.unwrap();
+    assert_eq!(res.status(), 400);
+    for _ in 0..5 {
+        let res = begin(serde_json::json!({"password": "not trent's password"}))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert_eq!(json(res).await["error"], "invalid_credentials");
+    }
+    // The fifth wrong password locked the name: the right one is refused until it ends.
+    let res = begin(serde_json::json!({"password": PW})).await.unwrap();
+    assert_eq!(res.status(), 429);
+    let user = app.state.auth.find_user("trent").await.unwrap();
+    assert!(!user.totp_enabled);
+    app.state
+        .auth
+        .unlock(&user, &Actor::Cli, &Default::default())
+        .await
+        .unwrap();
+    let res = begin(serde_json::json!({"password": PW})).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(json(res).await["secret"].is_string());
+}
+
 #[tokio::test]
 async fn totp_enrolment_and_mfa_login_end_to_end() {
     let app = spawn_app().await;
@@ -82,6 +122,7 @@ async fn totp_enrolment_and_mfa_login_end_to_end() {
     let again = app
         .client
         .post(app.url("/users/me/mfa/totp"))
+        .json(&serde_json::json!({"password": PW}))
         .bearer_auth(&first.access_token)
         .send()
         .await

@@ -213,6 +213,7 @@ async fn cookie_authenticated_writes_need_the_csrf_checks() {
     let res = app
         .client
         .post(app.url(path))
+        .json(&serde_json::json!({"password": PW}))
         .header(COOKIE, b.cookie_header())
         .header("sec-fetch-site", "same-origin")
         .send()
@@ -223,6 +224,7 @@ async fn cookie_authenticated_writes_need_the_csrf_checks() {
     let res = app
         .client
         .post(app.url(path))
+        .json(&serde_json::json!({"password": PW}))
         .header(COOKIE, b.cookie_header())
         .header("sec-fetch-site", "same-origin")
         .header("x-csrf-token", format!("{}x", b.csrf))
@@ -234,6 +236,7 @@ async fn cookie_authenticated_writes_need_the_csrf_checks() {
     let res = app
         .client
         .post(app.url(path))
+        .json(&serde_json::json!({"password": PW}))
         .header(COOKIE, format!("__Host-tessera_at={}", b.at))
         .header("x-csrf-token", &b.csrf)
         .send()
@@ -244,6 +247,7 @@ async fn cookie_authenticated_writes_need_the_csrf_checks() {
     let res = app
         .client
         .post(app.url(path))
+        .json(&serde_json::json!({"password": PW}))
         .header(COOKIE, b.cookie_header())
         .header(ORIGIN, "https://evil.example")
         .header("x-csrf-token", &b.csrf)
@@ -255,6 +259,7 @@ async fn cookie_authenticated_writes_need_the_csrf_checks() {
     let res = app
         .client
         .post(app.url(path))
+        .json(&serde_json::json!({"password": PW}))
         .header(COOKIE, b.cookie_header())
         .header("sec-fetch-site", "cross-site")
         .header("x-csrf-token", &b.csrf)
@@ -266,6 +271,7 @@ async fn cookie_authenticated_writes_need_the_csrf_checks() {
     let res = app
         .client
         .post(app.url(path))
+        .json(&serde_json::json!({"password": PW}))
         .header(COOKIE, b.cookie_header())
         .header(ORIGIN, &app.base)
         .header("sec-fetch-site", "same-origin")
@@ -285,6 +291,7 @@ async fn bearer_requests_are_exempt_from_csrf() {
     let res = app
         .client
         .post(app.url("/users/me/mfa/totp"))
+        .json(&serde_json::json!({"password": PW}))
         .bearer_auth(&t.access_token)
         .header("sec-fetch-site", "cross-site")
         .header(ORIGIN, "https://elsewhere.example")
@@ -495,6 +502,7 @@ async fn mfa_users_sign_in_in_two_steps_or_one() {
     let res = app
         .client
         .post(app.url("/users/me/mfa/totp"))
+        .json(&serde_json::json!({"password": PW}))
         .bearer_auth(&t.access_token)
         .send()
         .await
