@@ -754,13 +754,17 @@ impl<S: Store> Auth<S> {
         // RFC 6749 §6: a requested scope must be within the session's. Checked before the
         // token is rotated: a refusal must leave it usable, or the client, which never saw
         // a successor, would be treated as a thief (reuse) once the grace window passed.
-        // (Checked again after the rotation, against the session it returned.)
+        // (Checked again after the rotation, against the session it returned.) Only for a
+        // token the rotation would accept: a rotated one (reuse, or a retry in the grace
+        // window, which rotates nothing) or one of an ended session must get the
+        // rotation's answer -- reuse detection, `invalid_grant` -- whatever scope it asks.
         if let Some(requested) = scope
-            && let Some((session, _)) = self
+            && let Some((session, None)) = self
                 .store
                 .find_refresh_token(&tokens::refresh_token_hash(refresh_token))
                 .await?
             && session.client_id == client.id
+            && session.is_live(now)
         {
             check_narrower_scope(&session.scope, requested)?;
         }

@@ -260,3 +260,41 @@ async fn a_blank_scope_on_refresh_means_the_sessions_scope() {
         "profile"
     );
 }
+
+#[tokio::test]
+async fn a_reused_or_dead_token_with_a_refused_scope_is_still_reuse_or_invalid_grant() {
+    // The scope check made before the rotation must not answer for tokens the rotation
+    // refuses: a rotated token replayed past the grace window is reuse (RFC 9700 §4.14.2)
+    // whatever scope it asks for, and a token of a revoked session is invalid_grant
+    // (RFC 6749 §5.2), not invalid_scope.
+    let app = spawn_app().await;
+    let t0 = app.admin_login().await;
+    let rt0 = t0.refresh_token.unwrap();
+    let t1 = refreshed(&app, &rt0).await;
+    app.advance(11).await; // past the 10 s grace window
+    let replay = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt0),
+            ("scope", "admin"),
+        ])
+        .await;
+    let body = json(replay).await;
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    assert_eq!(
+        app.me(&t1.access_token).await.status(),
+        401,
+        "reuse revokes"
+    );
+    // The session is now revoked: its current token is invalid_grant, any scope.
+    let rt1 = t1.refresh_token.unwrap();
+    let dead = app
+        .post_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt1),
+            ("scope", "admin"),
+        ])
+        .await;
+    let body = json(dead).await;
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+}
