@@ -716,6 +716,19 @@ impl<S: Store> Auth<S> {
             Some(_) => None,
         } {
             self.revoke_session_internal(session.id, reason).await?;
+            // The `login` / `success` row went in with the session; this row says the login
+            // was refused after all, and why (`audit list --user` would otherwise show a
+            // success for a login that got no tokens).
+            self.audit(
+                meta,
+                "login",
+                "failure",
+                Some(user),
+                None,
+                Some(client_id),
+                serde_json::json!({"reason": reason, "session": session.id.to_string()}),
+            )
+            .await;
             return Err(if reason == "user_disabled" {
                 AuthError::AccountDisabled
             } else {

@@ -520,6 +520,24 @@ async fn a_login_in_flight_across_a_password_change_on_another_instance_gets_no_
         }
         assert_eq!(status, 400, "{change}: {body}");
         assert_eq!(body["error"], "invalid_grant", "{change}: {body}");
+        // The audit trail ends with the refusal: the `login` / `success` row stored with
+        // the session is followed by a `login` / `failure` one naming the reason.
+        let audit = json(
+            http.get(a.url("/admin/audit?limit=1000"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let last = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|e| e["event"] == "login" && e["username"] == name)
+            .cloned()
+            .unwrap_or_default();
+        assert_ne!(last["outcome"], "success", "{change}: {last}");
         if change == "/password" {
             for (password, want) in [(new, 200), (old, 400)] {
                 let res = http
