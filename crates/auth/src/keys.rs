@@ -182,7 +182,7 @@ impl KeyManager {
                 // First start (or every key revoked): create one, unless another instance
                 // starting at the same time already did.
                 manager
-                    .rotate_guarded(store, now, true, RotateGuard::NoUsableKey)
+                    .rotate_guarded(store, now, true, RotateGuard::NoUsableKey, None)
                     .await?;
             }
         }
@@ -262,7 +262,7 @@ impl KeyManager {
         now: i64,
         immediate: bool,
     ) -> Result<KeyInfo> {
-        self.rotate_guarded(store, now, immediate, RotateGuard::Always)
+        self.rotate_guarded(store, now, immediate, RotateGuard::Always, None)
             .await?
             .ok_or_else(|| AuthError::Internal("an unguarded rotation was refused".into()))
     }
@@ -301,7 +301,7 @@ impl KeyManager {
             return Ok(None);
         }
         let created = self
-            .rotate_guarded(store, now, false, RotateGuard::NoPendingKey)
+            .rotate_guarded(store, now, false, RotateGuard::NoPendingKey, None)
             .await?;
         if let Some(k) = &created {
             tracing::info!(target: "tessera::keys", kid = %k.kid, activates_at = k.activates_at, "scheduled key rotation");
@@ -315,6 +315,7 @@ impl KeyManager {
         now: i64,
         immediate: bool,
         guard: RotateGuard,
+        alg_of_key: Option<Algorithm>,
     ) -> Result<Option<KeyInfo>> {
         let KeySource::Stored {
             alg,
@@ -326,7 +327,7 @@ impl KeyManager {
                 "HMAC signing keys come from `signing.secret`; change the secret to rotate (every token becomes invalid)".into(),
             ));
         };
-        let (alg, rsa_bits) = (*alg, *rsa_bits);
+        let (alg, rsa_bits) = (alg_of_key.unwrap_or(*alg), *rsa_bits);
         // RSA generation takes a while; keep it off the async runtime.
         let key =
             tokio::task::spawn_blocking(move || SigningKey::generate_with_rsa_bits(alg, rsa_bits))
@@ -369,7 +370,7 @@ impl KeyManager {
     }
 
     /// Revokes a key at once: tokens it signed stop verifying. If it was signing, a new
-    /// key is activated immediately.
+    /// key of its algorithm is activated immediately.
     ///
     /// # Errors
     /// [`AuthError::NotFound`] for an unknown kid; storage failures.
@@ -385,15 +386,27 @@ impl KeyManager {
             .iter()
             .filter(|k| KeyState::of(k, now) == KeyState::Active)
             .max_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)))
-            .is_some_and(|k| k.kid == kid);
-        if signing {
+            .filter(|k| k.kid == kid);
+        if let Some(signing) = signing {
+            // The successor has the revoked key's algorithm, the one the servers sign with
+            // (and their verifiers may be pinned to), not this process's `signing.alg`: an
+            // emergency revocation run without the servers' configuration (the default
+            // RS256 against ES256 servers) switched every instance to its algorithm.
+            let alg: Algorithm = signing.alg.parse().map_err(|_| {
+                AuthError::Internal(format!(
+                    "stored key {} has unknown alg {}",
+                    signing.kid, signing.alg
+                ))
+            })?;
             // The successor first, then the revocation. The other way round left a moment
             // (the key generation: up to seconds for RSA) in which the stored keys had no
             // signer, and every instance, finding none, kept its ring: signing with the
             // revoked key and accepting its tokens, for good if this process stopped
             // before the successor was stored. Now the revoked key retires (signs no more)
             // before it is revoked, and a failure in between leaves it retired.
-            self.rotate(store, now, true).await?;
+            self.rotate_guarded(store, now, true, RotateGuard::Always, Some(alg))
+                .await?
+                .ok_or_else(|| AuthError::Internal("an unguarded rotation was refused".into()))?;
         }
         // Re-read: the rotation has just rescheduled this key's retirement.
         let mut key = store

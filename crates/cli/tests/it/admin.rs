@@ -303,6 +303,32 @@ fn a_command_with_another_signing_alg_leaves_the_keys_alone() {
     assert_eq!(after, keys, "the keys changed");
 }
 
+/// `keys revoke` of the signing key, run without the servers' `signing.alg` (the default,
+/// RS256, on ES256 keys): the successor keeps the revoked key's algorithm; it used to be of
+/// the command's, and every instance then signed with it.
+#[test]
+fn revoking_the_signing_key_keeps_its_algorithm_whatever_the_commands_signing_alg() {
+    let d = Data::new();
+    let first = d
+        .command(&["keys", "list", "--json"])
+        .env("TESSERA_SIGNING__ALG", "ES256")
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let keys: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let kid = keys[0]["kid"].as_str().unwrap().to_owned();
+    d.run(&["keys", "revoke", &kid]).success();
+    let after = d.run(&["keys", "list", "--json"]).success().json();
+    let active: Vec<&Value> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "{after}");
+    assert_eq!(active[0]["alg"], "ES256", "{after}");
+}
+
 #[tokio::test]
 async fn imports_check_every_line_first_then_users_log_in_with_their_old_passwords() {
     let d = Data::new();
