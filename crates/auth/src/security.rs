@@ -230,9 +230,33 @@ impl<S: Store> Auth<S> {
             expires_at: now + self.config().security.mfa_token_ttl,
             attempts: 0,
         };
-        self.store()
-            .insert_mfa_challenge(&crate::tokens::refresh_token_hash(&token), &challenge)
-            .await?;
+        let hash = crate::tokens::refresh_token_hash(&token);
+        if let Err(e) = self.store().insert_mfa_challenge(&hash, &challenge).await {
+            // A user deleted meanwhile: refused by the foreign key; the login fails as one
+            // for an unknown user does (see `start_session`).
+            if matches!(self.store().find_user_by_id(user.id).await, Ok(None)) {
+                return Err(AuthError::InvalidCredentials);
+            }
+            return Err(e.into());
+        }
+        // As in `start_session`: `user` was read before the password was checked. A password
+        // change or a disable that committed meanwhile ended the user's challenges before
+        // this one existed; read the user again now that it is stored (a change not visible
+        // yet commits after it, and ends it like the others).
+        let current = self.store().find_user_by_id(user.id).await?;
+        if current
+            .as_ref()
+            .is_none_or(|u| u.disabled || u.password_hash != user.password_hash)
+        {
+            self.store()
+                .consume_mfa_challenge(&hash, now, i64::MAX)
+                .await?;
+            return Err(if current.is_some_and(|u| u.disabled) {
+                AuthError::AccountDisabled
+            } else {
+                AuthError::InvalidCredentials
+            });
+        }
         Ok(token)
     }
 

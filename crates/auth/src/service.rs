@@ -1733,6 +1733,7 @@ impl<S: Store> Auth<S> {
                     true,
                 )
                 .await?;
+            self.store.end_user_mfa_challenges(user.id, now).await?;
             self.sync_revocations().await;
         }
         if !disabled && let Some(cutoff) = self.revocations.user_cutoff(&user.id.to_string()) {
@@ -1796,6 +1797,9 @@ impl<S: Store> Auth<S> {
                 false,
             )
             .await?;
+        // A login half done (password checked, code not yet sent) was checked against the
+        // old password: it ends with the sessions.
+        self.store.end_user_mfa_challenges(user.id, now).await?;
         self.sync_revocations().await;
         self.audit(
             meta,

@@ -405,6 +405,13 @@ pub trait SecurityStore: Send + Sync {
         now: i64,
         max_attempts: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Marks every pending challenge of a user used (a password change or a disable ends
+    /// the logins half done with the old state). The number ended.
+    fn end_user_mfa_challenges(
+        &self,
+        user: UserId,
+        now: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// The failed-attempt state of a throttle key.
     fn find_throttle(
         &self,

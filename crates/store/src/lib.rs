@@ -1409,6 +1409,18 @@ macro_rules! sql_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn end_user_mfa_challenges(&self, user: UserId, now: i64) -> StoreResult<u64> {
+                let mut turn = self.write_turn().await?;
+                let r = sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(user.to_string())
+                    .execute(turn.writer()?)
+                    .await
+                    .map_err(map_err)?;
+                turn.committed();
+                Ok(r.rows_affected())
+            }
+
             async fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>> {
                 let row: Option<(i64, i64, i64)> = sqlx::query_as("SELECT failures, locked_until, last_failure_at FROM login_throttle WHERE key = $1")
                     .bind(key)
@@ -1787,6 +1799,7 @@ delegate! {
         fn find_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<Option<MfaChallenge>>;
         fn fail_mfa_challenge(&self, hash: &[u8; 32]) -> StoreResult<i64>;
         fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64, max_attempts: i64) -> StoreResult<bool>;
+        fn end_user_mfa_challenges(&self, user: UserId, now: i64) -> StoreResult<u64>;
         fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>>;
         fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64>;
         fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()>;

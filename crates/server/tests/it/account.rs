@@ -998,4 +998,32 @@ async fn a_login_in_flight_across_a_password_change_gets_no_mfa_challenge() {
     }
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_grant");
+/// An MFA challenge is a login half done with the password checked: a password change (or
+/// an admin reset) that ends the user's sessions must end it too, or the old password and
+/// a code still sign in for `mfa_token_ttl` after the change.
+#[tokio::test]
+async fn a_password_change_ends_pending_mfa_challenges() {
+    let app = spawn_app().await;
+    app.create_user("wendy", PW, &["user"]).await;
+    let first = app.login("wendy", PW).await;
+    let (secret, _) = enrol(&app, &first.access_token).await;
+    app.advance(30).await;
+    let token = mfa_login(&app, "wendy").await;
+    let user = app.state.auth.find_user("wendy").await.unwrap();
+    app.state
+        .auth
+        .set_password(
+            &user,
+            zeroize::Zeroizing::new("amber lighthouse symphony".to_owned()),
+            None,
+            &Actor::Cli,
+            &tessera_auth::model::RequestMeta::default(),
+        )
+        .await
+        .unwrap();
+    let res = mfa_grant(&app, &token, "otp", &code_at(&secret, app.now())).await;
+    let status = res.status();
+    let body = json(res).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant", "{body}");
 }
