@@ -36,6 +36,7 @@ conformance!(
     wrong_codes_are_counted_against_their_challenge_only,
     concurrent_wrong_codes_are_all_counted,
     an_mfa_challenge_is_consumed_once,
+    ending_a_users_mfa_challenges_ends_theirs_only,
     an_mfa_challenge_with_its_wrong_codes_used_up_is_not_consumed,
     concurrent_consumes_of_one_mfa_challenge_succeed_once,
     deleting_a_user_deletes_their_recovery_codes_and_challenges,
@@ -938,5 +939,49 @@ async fn deleting_a_user_deletes_their_recovery_codes_and_challenges(db: TestDb)
             .await
             .unwrap()
             .is_some()
+    );
+}
+
+async fn ending_a_users_mfa_challenges_ends_theirs_only(db: TestDb) {
+    let alice = insert_user(&db, "alice").await;
+    let bob = insert_user(&db, "bob").await;
+    for (n, user) in [(1, alice.id), (2, alice.id), (3, bob.id)] {
+        db.insert_mfa_challenge(&challenge_hash(n), &challenge(user, NOW))
+            .await
+            .unwrap();
+    }
+    assert!(
+        db.consume_mfa_challenge(&challenge_hash(2), NOW, 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.end_user_mfa_challenges(alice.id, NOW + 1).await.unwrap(),
+        1,
+        "the one still pending"
+    );
+    assert_eq!(
+        db.find_mfa_challenge(&challenge_hash(1), NOW + 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !db.consume_mfa_challenge(&challenge_hash(1), NOW + 1, 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.find_mfa_challenge(&challenge_hash(3), NOW + 1)
+            .await
+            .unwrap()
+            .is_some(),
+        "another user's challenge is untouched"
+    );
+    assert_eq!(
+        db.end_user_mfa_challenges(UserId::new(), NOW)
+            .await
+            .unwrap(),
+        0
     );
 }
