@@ -594,23 +594,8 @@ impl<S: Store> Auth<S> {
                 };
             }
             let token = self.start_mfa_challenge(&user, &client.id, &scope).await?;
-            // As `start_session` does for a session: `user` was read before the password
-            // was checked, and a password change that committed meanwhile must end this
-            // login. One committed later is newer than the challenge, which `mfa_grant`
-            // then refuses.
-            if !matches!(
-                self.store.find_user_by_id(user.id).await?,
-                Some(u) if u.password_hash == user.password_hash
-            ) {
-                self.store
-                    .consume_mfa_challenge(
-                        &tokens::refresh_token_hash(&token),
-                        self.now(),
-                        i64::MAX,
-                    )
-                    .await?;
-                return Err(AuthError::InvalidCredentials);
-            }
+            // (`start_mfa_challenge` reads the user again once the challenge is stored, and
+            // ends it if the password changed or the user was disabled meanwhile.)
             self.audit(
                 meta,
                 "login",

@@ -998,6 +998,8 @@ async fn a_login_in_flight_across_a_password_change_gets_no_mfa_challenge() {
     }
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_grant");
+}
+
 /// An MFA challenge is a login half done with the password checked: a password change (or
 /// an admin reset) that ends the user's sessions must end it too, or the old password and
 /// a code still sign in for `mfa_token_ttl` after the change.
