@@ -57,10 +57,18 @@ impl SecurityPolicy {
     /// The failures of `t` that still count at `now`: none once the last one is older than
     /// `failure_window`, when the next failure restarts the count (as
     /// [`crate::store::SecurityStore::record_failure`] does), though the row remains.
+    ///
+    /// A lock is written just after the failure that earns it, in a second statement: a row
+    /// read in between has the count of a lock it does not show yet. Its last failure is
+    /// then not counted as seen, so a failure the caller counts after it gets the lock's
+    /// answer from [`Auth::count_failure`], as it would a moment later. (Once written, a
+    /// lock ends after the failure that earned it: `locked_until > last_failure_at`.)
     #[must_use]
     pub fn counted_failures(&self, t: &crate::model::Throttle, now: i64) -> i64 {
         if t.last_failure_at < now - self.failure_window {
             0
+        } else if self.lock_for(t.failures) > 0 && t.locked_until <= t.last_failure_at {
+            t.failures - 1
         } else {
             t.failures
         }
@@ -985,11 +993,37 @@ mod tests {
         let p = SecurityPolicy::default();
         let t = crate::model::Throttle {
             failures: 11,
-            locked_until: 1_000,
+            locked_until: 1_000 + p.lock_for(11),
             last_failure_at: 1_000,
         };
         assert_eq!(p.counted_failures(&t, 1_000 + p.failure_window), 11);
         assert_eq!(p.counted_failures(&t, 1_001 + p.failure_window), 0);
+    }
+
+    #[test]
+    fn a_lock_not_written_yet_leaves_its_failure_unseen() {
+        // The failure that earns a lock is counted, then the lock written: a reader in
+        // between must not take that failure as seen, or its own next failure would be
+        // answered truthfully although it came after the lock was earned.
+        let p = SecurityPolicy::default();
+        let at = p.lockout_threshold;
+        let pending = crate::model::Throttle {
+            failures: at,
+            locked_until: 0,
+            last_failure_at: 1_000,
+        };
+        assert_eq!(p.counted_failures(&pending, 1_000), at - 1);
+        let written = crate::model::Throttle {
+            locked_until: 1_000 + p.lock_for(at),
+            ..pending
+        };
+        assert_eq!(p.counted_failures(&written, 1_000), at);
+        // Below the threshold there is no lock to wait for.
+        let below = crate::model::Throttle {
+            failures: at - 1,
+            ..pending
+        };
+        assert_eq!(p.counted_failures(&below, 1_000), at - 1);
     }
 
     #[test]
