@@ -47,19 +47,59 @@ pub const REFRESH_PATH: &str = "/session";
 const CSRF_ANONYMOUS_MAX_AGE: i64 = 3600;
 
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4), if present
-/// and non-empty. The first occurrence wins; `__Host-` names cannot be planted by sibling
-/// subdomains, so a duplicate is an old cookie of ours at worst.
+/// and non-empty. The first occurrence wins. Only for `__Host-` names, which no sibling
+/// subdomain can plant (no `Domain`, RFC 6265bis §4.1.3.2), so a duplicate is an old cookie
+/// of ours at worst; the `__Secure-` refresh cookie goes through [`refresh_cookie`].
 #[must_use]
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    cookies(headers, name).next()
+}
+
+/// Every non-empty value of cookie `name`, in the order the browser sent them.
+fn cookies<'h, 'n>(headers: &'h HeaderMap, name: &'n str) -> impl Iterator<Item = &'h str> + 'n
+where
+    'h: 'n,
+{
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim().trim_matches('"'))
         .filter(|v| !v.is_empty())
+}
+
+/// The refresh cookie a request carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefreshCookie<'h> {
+    /// None.
+    Missing,
+    /// One value.
+    One(&'h str),
+    /// Several different values. `__Secure-` (unlike `__Host-`) allows `Domain`, so a
+    /// sibling subdomain can plant its own `__Secure-tessera_rt` for the parent domain
+    /// (RFC 6265bis §4.1.3.1, §8.6); with a longer `Path` the browser sends it first
+    /// (§5.8.3). Which one is ours cannot be told, so none is used: refreshing with the
+    /// planted one would sign the browser into the planter's account.
+    Ambiguous(Vec<&'h str>),
+}
+
+/// The refresh cookie(s) of a request: see [`RefreshCookie`].
+#[must_use]
+pub fn refresh_cookie(headers: &HeaderMap) -> RefreshCookie<'_> {
+    let mut values: Vec<&str> = Vec::new();
+    for v in cookies(headers, REFRESH_COOKIE) {
+        if !values.contains(&v) {
+            values.push(v);
+        }
+    }
+    match values.as_slice() {
+        [] => RefreshCookie::Missing,
+        [one] => RefreshCookie::One(one),
+        _ => RefreshCookie::Ambiguous(values),
+    }
 }
 
 /// A `Set-Cookie` value: always `Secure` and `SameSite=Strict`.

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::AppError;
 use crate::extract::{ApiBytes, ApiQuery, ClientMeta, OAuthForm};
 use crate::ratelimit::Bucket;
-use crate::session::{self, REFRESH_COOKIE};
+use crate::session::{self, RefreshCookie};
 use crate::state::AppState;
 
 /// What a sign-in presents: the password (with an optional one-step second factor), or the
@@ -226,10 +226,21 @@ pub(crate) async fn refresh(
         field(&form, session::CSRF_FIELD),
     )
     .await?;
-    let Some(rt) = session::cookie(&headers, REFRESH_COOKIE) else {
-        return Err(AppError::from_grant(AuthError::InvalidGrant(
-            "no refresh cookie: sign in again",
-        )));
+    let rt = match session::refresh_cookie(&headers) {
+        RefreshCookie::One(rt) => rt,
+        RefreshCookie::Missing => {
+            return Err(AppError::from_grant(AuthError::InvalidGrant(
+                "no refresh cookie: sign in again",
+            )));
+        }
+        // A cookie planted by another subdomain shadows ours: use neither, and leave the
+        // cookies alone (clearing would delete ours and keep the planted one).
+        RefreshCookie::Ambiguous(_) => {
+            tracing::warn!(target: "tessera::auth", "refresh refused: more than one refresh cookie (one planted by another subdomain?)");
+            return Err(AppError::from_grant(AuthError::InvalidGrant(
+                "more than one refresh cookie: a cookie set for a parent domain shadows this server's; sign in again once it is removed",
+            )));
+        }
     };
     let client = state
         .auth
@@ -314,7 +325,14 @@ pub(crate) async fn end_session(
     if let Some(ctx) = &ctx {
         state.auth.logout(ctx, all, meta).await?;
     }
-    if let Some(rt) = session::cookie(headers, REFRESH_COOKIE) {
+    // Every refresh cookie sent: with one planted by another subdomain among them, ours
+    // still ends (and the planted one, its planter's, with it).
+    let rts = match session::refresh_cookie(headers) {
+        RefreshCookie::Missing => Vec::new(),
+        RefreshCookie::One(rt) => vec![rt],
+        RefreshCookie::Ambiguous(rts) => rts,
+    };
+    for rt in rts {
         state
             .auth
             .revoke_token(

@@ -468,6 +468,77 @@ async fn refresh_rotates_the_cookies_and_a_replayed_refresh_cookie_revokes_the_s
     assert_eq!(res.status(), 401);
 }
 
+/// `__Secure-` allows `Domain`: a sibling subdomain can plant its own refresh cookie for the
+/// parent domain with a longer `Path`, which the browser sends before ours (reproduced in
+/// Chromium with `evil.app.localhost` and `auth.app.localhost`). Refreshing with it signed
+/// the browser into the planter's account, and logout revoked the planted token instead of
+/// ours.
+#[tokio::test]
+async fn a_refresh_cookie_planted_by_a_sibling_subdomain_is_never_used() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    app.create_user("mallory", PW, &["user"]).await;
+    let ada = sign_in(&app, "ada").await;
+    let mallory = sign_in(&app, "mallory").await;
+    let both = format!(
+        "__Secure-tessera_rt={}; {}",
+        mallory.rt,
+        ada.cookie_header()
+    );
+    let post = |path: &str| {
+        app.client
+            .post(app.url(path))
+            .header(COOKIE, &both)
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .header("x-csrf-token", &ada.csrf)
+    };
+    let res = post("/session/refresh").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.headers().get(SET_COOKIE).is_none(),
+        "no cookies of the planter's session, and ours are not deleted"
+    );
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    // Ada's own refresh cookie still works once the planted one is gone.
+    let res = browser_post(&app, &ada, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let c = set_cookies(res.headers());
+    let ada = Browser {
+        at: c["__Host-tessera_at"].value.clone(),
+        rt: c["__Secure-tessera_rt"].value.clone(),
+        csrf: c["__Host-tessera_csrf"].value.clone(),
+    };
+    // Logout with an expired access cookie and a planted refresh cookie ends Ada's session.
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = app
+        .client
+        .post(app.url("/session/logout"))
+        .header(
+            COOKIE,
+            format!(
+                "__Secure-tessera_rt={}; {}",
+                mallory.rt,
+                ada.cookie_header()
+            ),
+        )
+        .header(ORIGIN, &app.base)
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &ada.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = browser_post(&app, &ada, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "Ada's session ended");
+}
+
 #[tokio::test]
 async fn refresh_without_a_csrf_token_is_refused() {
     let app = spawn_app().await;
