@@ -762,13 +762,21 @@ pub(crate) async fn confirm_totp(
     body: Bytes,
 ) -> Result<Response, AppError> {
     let (ctx, form) = account_form!(state, method, uri, headers, body);
-    state.limits.check(Bucket::Mfa, meta.ip())?;
+    // A rate-limited attempt is answered with the page like a wrong code, not the API's JSON.
+    let limited = state.limits.check(Bucket::Mfa, meta.ip()).err();
     let user = state.auth.user_of(&ctx).await?;
     let code = form.get("code").unwrap_or_default().replace(' ', "");
-    match state.auth.confirm_totp(&user, &code, &meta.0).await {
+    let result = match limited {
+        Some(e) => Err(e),
+        None => state
+            .auth
+            .confirm_totp(&user, &code, &meta.0)
+            .await
+            .map_err(AppError::from_api),
+    };
+    match result {
         Ok(codes) => Ok(render(StatusCode::OK, &RecoveryPage { codes })),
         Err(e) => {
-            let e = AppError::from_api(e);
             if e.status().is_server_error() {
                 return Err(e);
             }
@@ -782,13 +790,19 @@ pub(crate) async fn confirm_totp(
             if !valid {
                 return Ok(see_other("/account#mfa"));
             }
-            totp_page(
+            let message = if e.retry_after().is_some() {
+                sentence(&e)
+            } else {
+                "That code did not work. Enter the current code from the app.".into()
+            };
+            let res = totp_page(
                 form.get(CSRF_FIELD).unwrap_or_default(),
                 secret.to_owned(),
                 otpauth.to_owned(),
-                Some("That code did not work. Enter the current code from the app.".into()),
+                Some(message),
                 e.status(),
-            )
+            )?;
+            Ok(with_retry_after(res, &e))
         }
     }
 }
@@ -803,39 +817,54 @@ pub(crate) async fn disable_totp(
     body: Bytes,
 ) -> Result<Response, AppError> {
     let (ctx, form) = account_form!(state, method, uri, headers, body);
-    state.limits.check(Bucket::Mfa, meta.ip())?;
+    let limited = state.limits.check(Bucket::Mfa, meta.ip()).err();
     let user = state.auth.user_of(&ctx).await?;
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
     let code = form.get("code").unwrap_or_default().replace(' ', "");
-    match state
-        .auth
-        .disable_totp(&user, password, &code, &meta.0)
-        .await
-    {
-        Ok(()) => Ok(see_other("/account?notice=totp_off")),
-        Err(e) => {
-            let message = match e {
-                AuthError::InvalidCredentials => "The password or the code is wrong.".to_owned(),
-                other => {
-                    let e = AppError::from_api(other);
-                    if e.status().is_server_error() {
-                        return Err(e);
-                    }
-                    sentence(&e)
+    let result = match limited {
+        Some(e) => Err(e),
+        None => state
+            .auth
+            .disable_totp(&user, password, &code, &meta.0)
+            .await
+            .map_err(|e| match e {
+                AuthError::InvalidCredentials => {
+                    AppError::from_api(e).with_description("The password or the code is wrong.")
                 }
+                other => AppError::from_api(other),
+            }),
+    };
+    match result {
+        Ok(()) => Ok(see_other("/account?notice=totp_off")),
+        Err(e) if e.status().is_server_error() => Err(e),
+        Err(e) => {
+            let status = if e.retry_after().is_some() {
+                e.status()
+            } else {
+                StatusCode::BAD_REQUEST
             };
-            account(
+            let res = account(
                 &state,
                 &ctx,
                 &headers,
                 None,
                 None,
-                Some(message),
-                StatusCode::BAD_REQUEST,
+                Some(sentence(&e)),
+                status,
             )
-            .await
+            .await?;
+            Ok(with_retry_after(res, &e))
         }
     }
+}
+
+/// Adds `Retry-After` to a page answering a rate-limited or locked-out attempt.
+fn with_retry_after(mut res: Response, e: &AppError) -> Response {
+    if let Some(s) = e.retry_after() {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    res
 }
 
 #[cfg(test)]

@@ -793,3 +793,57 @@ async fn the_login_form_works_without_javascript_and_checks_its_csrf_token() {
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("role=\"alert\""));
 }
+
+/// The MFA rate limit on the account page's forms answered the browser with the API's JSON
+/// (`{"error":"rate_limited",...}`) instead of a page.
+#[tokio::test]
+async fn rate_limited_page_forms_answer_with_a_page() {
+    let app = spawn_app_with(|c| c.rate_mfa_per_minute = 1).await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let post = |path: &str, form: &[(&str, &str)]| {
+        let mut fields = vec![("csrf_token", b.csrf.as_str())];
+        fields.extend_from_slice(form);
+        app.client
+            .post(app.url(path))
+            .header(COOKIE, b.cookie_header())
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&fields)
+            .send()
+    };
+    let disable = [("password", "wrong password"), ("code", "123456")];
+    let res = post("/account/totp/disable", &disable).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let res = post("/account/totp/disable", &disable).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("Too many requests"),
+        "{html}"
+    );
+
+    let confirm = [
+        ("code", "123456"),
+        ("secret", "JBSWY3DPEHPK3PXP"),
+        (
+            "otpauth_uri",
+            "otpauth://totp/Tessera:ada?secret=JBSWY3DPEHPK3PXP",
+        ),
+    ];
+    let res = post("/account/totp/confirm", &confirm).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("Too many requests"),
+        "{html}"
+    );
+}
