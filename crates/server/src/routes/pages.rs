@@ -244,6 +244,20 @@ async fn page_csrf(
     session::check_csrf(&state.csrf, method, uri, headers, field(form, CSRF_FIELD))
         .await
         .map_err(|_| {
+            // A form that carries its token but comes back without the cookie: the cookie
+            // expired, or the browser never stored it, and then reloading changes nothing.
+            // The usual cause is plain HTTP on a host other than loopback, where browsers
+            // refuse `Secure` cookies (RFC 6265bis §5.7): say so.
+            if field(form, CSRF_FIELD).is_some()
+                && session::cookie(headers, session::CSRF_COOKIE).is_none()
+            {
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "Cookies are needed",
+                    "Your browser did not send back this site's cookie, so the form could not be accepted. If the page was open for a long time, reload it and try again. If this keeps happening, allow cookies for this site and open it over HTTPS: browsers keep its secure cookies over plain HTTP only on localhost.".into(),
+                    "/login",
+                );
+            }
             error_page(
                 StatusCode::FORBIDDEN,
                 "This form has expired",

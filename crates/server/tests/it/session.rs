@@ -847,3 +847,48 @@ async fn rate_limited_page_forms_answer_with_a_page() {
         "{html}"
     );
 }
+
+/// Over plain HTTP on a host other than loopback, browsers refuse the `Secure` cookies, so
+/// the login form came back without its CSRF cookie and the page said "reload the page and
+/// try again" for ever (reproduced in Chromium at `http://auth.test:PORT/login`). It now
+/// says what is needed.
+#[tokio::test]
+async fn a_form_whose_cookie_never_came_back_says_cookies_and_https_are_needed() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let res = app.client.get(app.url("/login")).send().await.unwrap();
+    let csrf = set_cookies(res.headers())["__Host-tessera_csrf"]
+        .value
+        .clone();
+    // The browser dropped the cookie: the form's token comes alone.
+    let res = app
+        .client
+        .post(app.url("/login"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("username", "ada"),
+            ("password", PW),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("allow cookies") && html.contains("HTTPS"),
+        "{html}"
+    );
+    // A token that does not match a cookie that is there is still a plain expired form.
+    let res = app
+        .client
+        .post(app.url("/login"))
+        .header(COOKIE, format!("__Host-tessera_csrf={csrf}"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("username", "ada"), ("password", PW), ("csrf_token", "old")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("This form has expired"));
+}
