@@ -345,7 +345,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             .ok_or_else(AppError::missing_token)?;
         let ctx = authenticate(state, token)?;
         if !session::is_safe(&parts.method) {
-            session::check_csrf(&state.csrf, &parts.method, &parts.uri, &parts.headers, None)
+            session::check_csrf_header(&state.csrf, &parts.method, &parts.uri, &parts.headers)
                 .await?;
         }
         Ok(Self(ctx))

@@ -892,3 +892,44 @@ async fn a_form_whose_cookie_never_came_back_says_cookies_and_https_are_needed()
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("This form has expired"));
 }
+
+/// The JSON API's cookie-authenticated writes read the token from `X-CSRF-Token` only; their
+/// refusal told the caller to "send the X-CSRF-Token header or csrf_token field", and the
+/// docs said the form field worked there too, but a `csrf_token` field is never read.
+#[tokio::test]
+async fn the_json_api_asks_for_the_csrf_header_it_reads() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    for path in ["/logout", "/users/me/mfa/totp"] {
+        let res = app
+            .client
+            .post(app.url(path))
+            .header(COOKIE, b.cookie_header())
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("csrf_token", b.csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        let body = json(res).await;
+        assert_eq!(body["error"], "csrf_failed");
+        assert_eq!(
+            body["error_description"], "missing CSRF token: send the X-CSRF-Token header",
+            "{path}"
+        );
+    }
+    // Where the field is read, the message names it.
+    let res = app
+        .client
+        .post(app.url("/session/logout"))
+        .header(COOKIE, b.cookie_header())
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(res).await["error_description"],
+        "missing CSRF token: send the X-CSRF-Token header or csrf_token field"
+    );
+}
