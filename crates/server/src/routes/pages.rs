@@ -6,7 +6,7 @@
 //!
 //! Security headers on every page response ([`page_headers`]): a CSP without any script
 //! source, `frame-ancestors 'none'` plus `X-Frame-Options: DENY`, `Referrer-Policy:
-//! no-referrer`, and `Strict-Transport-Security` when `public_url` is `https://` (the server
+//! same-origin`, and `Strict-Transport-Security` when `public_url` is `https://` (the server
 //! itself speaks plain HTTP; TLS ends at a proxy, and `public_url` is what says so).
 
 use askama::Template;
@@ -63,9 +63,13 @@ pub(crate) async fn page_headers(
         HeaderValue::from_static(CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // `same-origin`, not `no-referrer`: nothing leaves for other sites either way, but under
+    // `no-referrer` browsers send `Origin: null` on our own form POSTs (Fetch, "serializing
+    // a request origin"), and a browser without Fetch Metadata (Safari before 16.4) would be
+    // refused by the Origin half of the CSRF check on every form.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     // RFC 6797 §7.2: HSTS only means something over TLS; `public_url` says whether the
     // browser reaches us over https (through a TLS-terminating proxy).

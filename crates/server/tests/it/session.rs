@@ -677,7 +677,7 @@ async fn pages_carry_the_security_headers_and_hsts_only_behind_https() {
         let h = res.headers();
         assert_eq!(h["content-security-policy"], CSP, "{path}");
         assert_eq!(h["x-frame-options"], "DENY");
-        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["referrer-policy"], "same-origin");
         assert!(h.get("strict-transport-security").is_none());
     }
     let res = app.client.get(app.url("/login")).send().await.unwrap();
