@@ -1,0 +1,87 @@
+// Cookie mode in real Chromium: a sibling subdomain planting its own refresh cookie for the
+// parent domain (`__Secure-` allows `Domain`; `*.localhost` is a secure context, so
+// Chromium keeps Secure cookies there over plain HTTP).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { startServer, launchBrowser, createUser } from './support.mjs';
+
+const PASSWORD = 'purple monkey dishwasher nine';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+  await createUser(server.base, 'alice', PASSWORD, ['user']);
+  await createUser(server.base, 'mallory', PASSWORD, ['user']);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Signs `user` in on the /login page of `origin`, then opens a same-origin page without the
+ * pages' CSP (which allows no fetch) for scripts to call the API from. */
+async function signedIn(context, origin, user) {
+  const page = await context.newPage();
+  await page.goto(`${origin}/login`);
+  await page.getByLabel('Username').fill(user);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${origin}/account`);
+  await page.goto(`${origin}/healthz`);
+  return page;
+}
+
+const whoAmI = (page) =>
+  page.evaluate(async () => {
+    const res = await fetch('/users/me');
+    return res.ok ? (await res.json()).username : res.status;
+  });
+
+const refresh = (page) =>
+  page.evaluate(async () => {
+    const csrf = document.cookie.match(/__Host-tessera_csrf=([^;]+)/)[1];
+    const res = await fetch('/session/refresh', { method: 'POST', headers: { 'x-csrf-token': csrf } });
+    return res.status;
+  });
+
+test('a refresh cookie planted by a sibling subdomain does not switch the account', async () => {
+  const port = new URL(server.base).port;
+  const auth = `http://auth.app.localhost:${port}`;
+  // Mallory's own refresh token, planted from evil.app.localhost for the parent domain with
+  // a longer Path, so that Chromium sends it before Alice's.
+  const res = await fetch(`${server.base}/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ username: 'mallory', password: PASSWORD }),
+  });
+  const planted = res.headers
+    .getSetCookie()
+    .find((c) => c.startsWith('__Secure-tessera_rt='))
+    .split(';')[0];
+  const evil = createServer((_req, out) => {
+    out.setHeader('set-cookie', `${planted}; Domain=app.localhost; Path=/session/refresh; Secure; HttpOnly; Max-Age=600`);
+    out.end('hello');
+  });
+  await new Promise((r) => evil.listen(0, '127.0.0.1', r));
+  try {
+    const context = await browser.newContext();
+    const page = await signedIn(context, auth, 'alice');
+    assert.equal(await whoAmI(page), 'alice');
+    const visit = await context.newPage();
+    await visit.goto(`http://evil.app.localhost:${evil.address().port}/`);
+    await visit.close();
+    const rts = (await context.cookies()).filter((c) => c.name === '__Secure-tessera_rt');
+    assert.equal(rts.length, 2, 'Chromium keeps both refresh cookies');
+
+    assert.equal(await refresh(page), 400, 'an ambiguous refresh is refused');
+    assert.equal(await whoAmI(page), 'alice', 'still Alice, never Mallory');
+    await context.close();
+  } finally {
+    evil.close();
+  }
+});
