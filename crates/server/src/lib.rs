@@ -508,21 +508,41 @@ fn routes(state: &AppState) -> Routes {
             "/login",
             get(routes::pages::login_page).post(routes::pages::login_submit),
         )
-        .route("/login/mfa", post(routes::pages::login_submit))
+        // A form's URL stays in the address bar after the POST; opening it again (Enter,
+        // a restored tab) is a GET, answered by going back to its page, not a JSON 405.
+        .route(
+            "/login/mfa",
+            post(routes::pages::login_submit).get(routes::pages::to_login),
+        )
         .route("/account", get(routes::pages::account_page))
-        .route("/account/logout", post(routes::pages::logout))
-        .route("/account/password", post(routes::pages::change_password))
+        .route(
+            "/account/logout",
+            post(routes::pages::logout).get(routes::pages::to_account),
+        )
+        .route(
+            "/account/password",
+            post(routes::pages::change_password).get(routes::pages::to_account),
+        )
         .route(
             "/account/sessions/{id}/revoke",
-            post(routes::pages::revoke_session),
+            post(routes::pages::revoke_session).get(routes::pages::to_account),
         )
         .route(
             "/account/sessions/revoke-all",
-            post(routes::pages::revoke_all),
+            post(routes::pages::revoke_all).get(routes::pages::to_account),
         )
-        .route("/account/totp", post(routes::pages::begin_totp))
-        .route("/account/totp/confirm", post(routes::pages::confirm_totp))
-        .route("/account/totp/disable", post(routes::pages::disable_totp))
+        .route(
+            "/account/totp",
+            post(routes::pages::begin_totp).get(routes::pages::to_account),
+        )
+        .route(
+            "/account/totp/confirm",
+            post(routes::pages::confirm_totp).get(routes::pages::to_account),
+        )
+        .route(
+            "/account/totp/disable",
+            post(routes::pages::disable_totp).get(routes::pages::to_account),
+        )
         .route("/assets/tessera.css", get(routes::pages::stylesheet));
     let page_templates = pages.templates();
     let pages = pages

@@ -224,6 +224,16 @@ fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
+/// `GET` on a form's URL under `/account`: back to the account page.
+pub(crate) async fn to_account() -> Response {
+    see_other("/account")
+}
+
+/// `GET /login/mfa`: back to the sign-in page (the second step needs the first).
+pub(crate) async fn to_login() -> Response {
+    see_other("/login")
+}
+
 /// The signed-in caller of a page (access cookie only), or `None`.
 fn page_user(state: &AppState, headers: &HeaderMap) -> Option<AccessContext> {
     let token = session::cookie(headers, session::ACCESS_COOKIE)?;

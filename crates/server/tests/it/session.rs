@@ -933,3 +933,29 @@ async fn the_json_api_asks_for_the_csrf_header_it_reads() {
         "missing CSRF token: send the X-CSRF-Token header or csrf_token field"
     );
 }
+
+/// A page form's URL stays in the address bar after its POST (a wrong password at
+/// `/account/password`, a wrong code at `/login/mfa`); opening it again is a GET, which
+/// answered the browser with the API's JSON 405. It now goes back to the page.
+#[tokio::test]
+async fn opening_a_page_forms_url_goes_back_to_its_page() {
+    let app = spawn_app().await;
+    for (path, to) in [
+        ("/login/mfa", "/login"),
+        ("/account/logout", "/account"),
+        ("/account/password", "/account"),
+        ("/account/sessions/revoke-all", "/account"),
+        (
+            "/account/sessions/0190b4f2-0000-7000-8000-000000000000/revoke",
+            "/account",
+        ),
+        ("/account/totp", "/account"),
+        ("/account/totp/confirm", "/account"),
+        ("/account/totp/disable", "/account"),
+    ] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 303, "{path}");
+        assert_eq!(res.headers()["location"], to, "{path}");
+        assert_eq!(res.headers()["x-frame-options"], "DENY", "{path}");
+    }
+}
