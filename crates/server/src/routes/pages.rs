@@ -713,10 +713,23 @@ pub(crate) async fn begin_totp(
     body: Bytes,
 ) -> Result<Response, AppError> {
     let (ctx, form) = account_form!(state, method, uri, headers, body);
-    state.limits.check(Bucket::Mfa, meta.ip())?;
+    // A rate-limited attempt is answered with the page, like a wrong password.
+    let limited = state.limits.check(Bucket::Mfa, meta.ip()).err();
     let user = state.auth.user_of(&ctx).await?;
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
-    match state.auth.begin_totp(&user, password, &meta.0).await {
+    let result = match limited {
+        Some(e) => Err(e),
+        None => match state.auth.begin_totp(&user, password, &meta.0).await {
+            Err(AuthError::AlreadyExists(_)) => return Ok(see_other("/account#mfa")),
+            other => other.map_err(|e| match e {
+                AuthError::InvalidCredentials => {
+                    AppError::from_api(e).with_description("The password is wrong.")
+                }
+                other => AppError::from_api(other),
+            }),
+        },
+    };
+    match result {
         Ok(e) => totp_page(
             form.get(CSRF_FIELD).unwrap_or_default(),
             e.secret,
@@ -724,28 +737,24 @@ pub(crate) async fn begin_totp(
             None,
             StatusCode::OK,
         ),
-        Err(AuthError::AlreadyExists(_)) => Ok(see_other("/account#mfa")),
+        Err(e) if e.status().is_server_error() => Err(e),
         Err(e) => {
-            let message = match e {
-                AuthError::InvalidCredentials => "The password is wrong.".to_owned(),
-                other => {
-                    let e = AppError::from_api(other);
-                    if e.status().is_server_error() {
-                        return Err(e);
-                    }
-                    sentence(&e)
-                }
+            let status = if e.retry_after().is_some() {
+                e.status()
+            } else {
+                StatusCode::BAD_REQUEST
             };
-            account(
+            let res = account(
                 &state,
                 &ctx,
                 &headers,
                 None,
                 None,
-                Some(message),
-                StatusCode::BAD_REQUEST,
+                Some(sentence(&e)),
+                status,
             )
-            .await
+            .await?;
+            Ok(with_retry_after(res, &e))
         }
     }
 }

@@ -846,6 +846,36 @@ async fn rate_limited_page_forms_answer_with_a_page() {
         html.contains("role=\"alert\"") && html.contains("Too many requests"),
         "{html}"
     );
+    let res = post("/account/totp", &[("password", PW)]).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(res.text().await.unwrap().contains("Too many requests"));
+}
+
+/// Setting up an authenticator app from the account page asks for the password: a cookie
+/// session alone cannot turn on a second factor.
+#[tokio::test]
+async fn the_account_pages_totp_setup_needs_the_password() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let post = |password: &str| {
+        app.client
+            .post(app.url("/account/totp"))
+            .header(COOKIE, b.cookie_header())
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("csrf_token", b.csrf.as_str()), ("password", password)])
+            .send()
+    };
+    let res = post("not her password").await.unwrap();
+    assert_eq!(res.status(), 400);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("The password is wrong."), "{html}");
+    assert!(!html.contains("otpauth://"), "{html}");
+    let res = post(PW).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("otpauth://"));
 }
 
 /// Over plain HTTP on a host other than loopback, browsers refuse the `Secure` cookies, so
