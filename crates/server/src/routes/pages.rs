@@ -737,25 +737,7 @@ pub(crate) async fn begin_totp(
             None,
             StatusCode::OK,
         ),
-        Err(e) if e.status().is_server_error() => Err(e),
-        Err(e) => {
-            let status = if e.retry_after().is_some() {
-                e.status()
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            let res = account(
-                &state,
-                &ctx,
-                &headers,
-                None,
-                None,
-                Some(sentence(&e)),
-                status,
-            )
-            .await?;
-            Ok(with_retry_after(res, &e))
-        }
+        Err(e) => account_with_mfa_error(&state, &ctx, &headers, e).await,
     }
 }
 
@@ -873,26 +855,28 @@ pub(crate) async fn disable_totp(
     };
     match result {
         Ok(()) => Ok(see_other("/account?notice=totp_off")),
-        Err(e) if e.status().is_server_error() => Err(e),
-        Err(e) => {
-            let status = if e.retry_after().is_some() {
-                e.status()
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            let res = account(
-                &state,
-                &ctx,
-                &headers,
-                None,
-                None,
-                Some(sentence(&e)),
-                status,
-            )
-            .await?;
-            Ok(with_retry_after(res, &e))
-        }
+        Err(e) => account_with_mfa_error(&state, &ctx, &headers, e).await,
     }
+}
+
+/// The account page with `e` in its two-step section: with `e`'s status (429) and
+/// `Retry-After` for a rate limit or a lock, 400 otherwise; a server error as itself.
+async fn account_with_mfa_error(
+    state: &AppState,
+    ctx: &AccessContext,
+    headers: &HeaderMap,
+    e: AppError,
+) -> Result<Response, AppError> {
+    if e.status().is_server_error() {
+        return Err(e);
+    }
+    let status = if e.retry_after().is_some() {
+        e.status()
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let res = account(state, ctx, headers, None, None, Some(sentence(&e)), status).await?;
+    Ok(with_retry_after(res, &e))
 }
 
 /// Adds `Retry-After` to a page answering a rate-limited or locked-out attempt.
