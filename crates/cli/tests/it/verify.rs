@@ -418,6 +418,19 @@ fn http(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `tessera token verify --jwks-url URL --now NOW TOKEN`.
+fn verify_from(url: &str, token: &str) -> crate::common::Run {
+    run(&[
+        "token",
+        "verify",
+        "--jwks-url",
+        url,
+        "--now",
+        NOW_ARG,
+        token,
+    ])
+}
+
 #[test]
 fn jwks_url_fetches_the_keys_and_skips_unusable_ones() {
     let (_dir, key, token) = fixture();
@@ -527,16 +540,7 @@ fn jwks_url_follows_a_redirect_on_the_same_host() {
         ]
     });
     let url = format!("http://127.0.0.1:{port}/jwks");
-    run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &token,
-    ])
-    .success();
+    verify_from(&url, &token).success();
 }
 
 /// A JWK Set is published: a shared secret in it is known to everyone, so it is never used
@@ -552,15 +556,7 @@ fn jwks_url_never_verifies_with_a_published_secret() {
     let only_secret = format!(r#"{{"keys":[{{"kty":"oct","kid":"h","alg":"HS256","k":"{k}"}}]}}"#);
     let port = serve(|_| vec![http("200 OK", "", only_secret.as_bytes())]);
     let url = format!("http://127.0.0.1:{port}/jwks");
-    let out = run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &forged,
-    ]);
+    let out = verify_from(&url, &forged);
     assert_eq!(out.code, 2, "stderr:\n{}", out.stderr);
     assert!(
         out.stderr.contains("publishes a shared secret") && out.stderr.contains("no usable"),
@@ -580,26 +576,9 @@ fn jwks_url_never_verifies_with_a_published_secret() {
         ]
     });
     let url = format!("http://127.0.0.1:{port}/jwks");
-    let out = run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &token,
-    ])
-    .success();
+    let out = verify_from(&url, &token).success();
     assert_eq!(out.json()["claims"]["sub"], "alice");
-    let out = run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &forged,
-    ]);
+    let out = verify_from(&url, &forged);
     assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
     assert!(
         out.stderr.contains("no verification key for kid `h`"),
@@ -627,15 +606,7 @@ fn jwks_url_never_verifies_with_a_published_private_key() {
         ]
     });
     let url = format!("http://127.0.0.1:{port}/jwks");
-    let out = run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &forged,
-    ]);
+    let out = verify_from(&url, &forged);
     assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
     assert!(
         out.stderr.contains("publishes a private key")
@@ -643,16 +614,7 @@ fn jwks_url_never_verifies_with_a_published_private_key() {
         "{}",
         out.stderr
     );
-    let out = run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &token,
-    ])
-    .success();
+    let out = verify_from(&url, &token).success();
     assert_eq!(out.json()["claims"]["sub"], "alice");
 }
 
@@ -684,15 +646,7 @@ fn jwks_url_drops_keys_with_a_duplicated_kid_and_keeps_the_others() {
         ]
     });
     let url = format!("http://127.0.0.1:{port}/jwks");
-    let out = run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &token,
-    ]);
+    let out = verify_from(&url, &token);
     assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
     assert_eq!(out.json()["claims"]["sub"], "alice");
     assert!(
@@ -700,15 +654,7 @@ fn jwks_url_drops_keys_with_a_duplicated_kid_and_keeps_the_others() {
         "{}",
         out.stderr
     );
-    let out = run(&[
-        "token",
-        "verify",
-        "--jwks-url",
-        &url,
-        "--now",
-        NOW_ARG,
-        &twin_token,
-    ]);
+    let out = verify_from(&url, &twin_token);
     assert_eq!(out.code, 1, "stderr:\n{}", out.stderr);
     assert!(
         out.stderr.contains("no verification key for kid `twin`"),
