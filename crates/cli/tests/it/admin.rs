@@ -284,19 +284,25 @@ async fn keys_sessions_and_clients_are_administered_while_the_server_runs() {
         .fails(1, "not found");
 }
 
-/// An administrative command run with another `signing.alg` than the servers' (here the
-/// default, RS256, on a database whose keys are ES256) must leave the keys alone: it used to
-/// schedule a key of its own algorithm, which every instance then signed with.
-#[test]
-fn a_command_with_another_signing_alg_leaves_the_keys_alone() {
-    let d = Data::new();
+/// Creates the database's first key as ES256 (as servers configured so would) and returns
+/// `keys list --json`.
+fn es256_keys(d: &Data) -> Value {
     let first = d
         .command(&["keys", "list", "--json"])
         .env("TESSERA_SIGNING__ALG", "ES256")
         .output()
         .unwrap();
     assert!(first.status.success(), "{first:?}");
-    let keys: Value = serde_json::from_slice(&first.stdout).unwrap();
+    serde_json::from_slice(&first.stdout).unwrap()
+}
+
+/// An administrative command run with another `signing.alg` than the servers' (here the
+/// default, RS256, on a database whose keys are ES256) must leave the keys alone: it used to
+/// schedule a key of its own algorithm, which every instance then signed with.
+#[test]
+fn a_command_with_another_signing_alg_leaves_the_keys_alone() {
+    let d = Data::new();
+    let keys = es256_keys(&d);
     assert_eq!(keys.as_array().unwrap().len(), 1);
     d.run(&["users", "list"]).success();
     let after = d.run(&["keys", "list", "--json"]).success().json();
@@ -309,13 +315,7 @@ fn a_command_with_another_signing_alg_leaves_the_keys_alone() {
 #[test]
 fn revoking_the_signing_key_keeps_its_algorithm_whatever_the_commands_signing_alg() {
     let d = Data::new();
-    let first = d
-        .command(&["keys", "list", "--json"])
-        .env("TESSERA_SIGNING__ALG", "ES256")
-        .output()
-        .unwrap();
-    assert!(first.status.success(), "{first:?}");
-    let keys: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let keys = es256_keys(&d);
     let kid = keys[0]["kid"].as_str().unwrap().to_owned();
     d.run(&["keys", "revoke", &kid]).success();
     let after = d.run(&["keys", "list", "--json"]).success().json();
