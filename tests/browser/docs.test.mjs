@@ -20,7 +20,16 @@ after(async () => {
 test('swagger ui authorizes with the password flow and calls /users/me', async () => {
   await createUser(server.base, 'swagger-tester', 'swagger tester password', ['user']);
   const page = await browser.newPage();
-  await page.goto(`${server.base}/docs/`);
+  // Anything the page's content security policy blocks (an inline script, a foreign
+  // request) would be a part of Swagger UI that no longer works.
+  await page.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) =>
+      window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const res = await page.goto(`${server.base}/docs/`);
+  assert.match(res.headers()['content-security-policy'], /script-src 'self';/);
+  assert.match(res.headers()['content-security-policy'], /frame-ancestors 'none'/);
   await page.waitForSelector('.swagger-ui .information-container');
   await screenshot(page, 'docs-01-loaded');
 
@@ -51,6 +60,7 @@ test('swagger ui authorizes with the password flow and calls /users/me', async (
   const me = JSON.parse(text);
   assert.equal(me.username, 'swagger-tester');
   assert.equal(me.role, 'user');
+  assert.deepEqual(await page.evaluate(() => window.__cspViolations), []);
   await page.close();
 });
 

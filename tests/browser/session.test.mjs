@@ -85,3 +85,46 @@ test('a refresh cookie planted by a sibling subdomain does not switch the accoun
     evil.close();
   }
 });
+
+test('parallel refreshes from one browser never sign the user out', async () => {
+  // Several tabs or calls refreshing at once: Chromium's cookie jar lets a request leave
+  // with a refresh cookie whose successor another request has already rotated. Within the
+  // grace window that token gets the newest token of its chain, not a revoked session.
+  const context = await browser.newContext();
+  const page = await signedIn(context, server.base, 'alice');
+  for (let round = 0; round < 8; round++) {
+    const statuses = await page.evaluate(async () => {
+      const csrf = document.cookie.match(/__Host-tessera_csrf=([^;]+)/)[1];
+      const one = () =>
+        fetch('/session/refresh', { method: 'POST', headers: { 'x-csrf-token': csrf } }).then((r) => r.status);
+      return Promise.all([one(), one(), one(), one(), one(), one()]);
+    });
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200], `round ${round}`);
+    assert.equal(await whoAmI(page), 'alice', `round ${round}`);
+  }
+  // The chain is intact: a plain refresh still works.
+  assert.equal(await refresh(page), 200);
+  await context.close();
+});
+
+test('the account page renews a session whose access cookie has expired', async () => {
+  const context = await browser.newContext();
+  const page = await signedIn(context, server.base, 'alice');
+  // What the browser does after the access cookie's Max-Age (15 minutes): forget it.
+  await context.clearCookies({ name: '__Host-tessera_at' });
+  await page.goto(`${server.base}/account`);
+  assert.match(page.url(), /\/account\?resumed=1$/);
+  assert.match(await page.content(), /alice/);
+  const names = (await context.cookies()).map((c) => c.name).sort();
+  assert.deepEqual(names, ['__Host-tessera_at', '__Host-tessera_csrf', '__Secure-tessera_rt']);
+  // Signed out (from a page without the pages' CSP, which allows no fetch): the page goes
+  // to sign-in.
+  await page.goto(`${server.base}/healthz`);
+  await page.evaluate(async () => {
+    const csrf = document.cookie.match(/__Host-tessera_csrf=([^;]+)/)[1];
+    await fetch('/session/logout', { method: 'POST', headers: { 'x-csrf-token': csrf } });
+  });
+  await page.goto(`${server.base}/account`);
+  assert.match(page.url(), /\/login/);
+  await context.close();
+});

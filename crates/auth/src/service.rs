@@ -265,6 +265,10 @@ impl<S> std::fmt::Debug for Auth<S> {
 }
 
 const MAX_ROLES: usize = 32;
+/// How far a refresh within the grace window follows its chain to the newest token (see
+/// [`RotateOutcome::Superseded`]): more rotations than this within one window are no
+/// client's parallel requests.
+const MAX_CHAIN_HOPS: usize = 8;
 
 impl<S: Store> Auth<S> {
     /// Loads keys (creating the first on an empty database) and replays revocations.
@@ -545,40 +549,45 @@ impl<S: Store> Auth<S> {
         }
         if verification.needs_rehash {
             let password = req.password;
-            match self.hasher.hash(password.clone()).await {
-                Ok(h) => {
-                    // Only over the hash just checked: a password changed meanwhile stays
-                    // changed (this login then fails in `start_session`).
-                    match self
-                        .store
-                        .rehash_password(user.id, &user.password_hash, &h, self.now())
-                        .await
-                    {
-                        Ok(true) => user.password_hash = h,
-                        // Replaced meanwhile: by a password change (`start_session` then
-                        // ends this login), or by another login of the same user that
-                        // upgraded the same hash first. That one's hash accepts this
-                        // password, so this login goes on under it rather than being
-                        // refused the right password.
-                        Ok(false) => {
-                            if let Some(current) = self.store.find_user_by_id(user.id).await?
-                                && self
-                                    .hasher
-                                    .verify(password, Some(&current.password_hash))
-                                    .await?
-                                    .matches
-                            {
-                                user.password_hash = current.password_hash;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(target: "tessera::auth", error = %e, "could not store the upgraded password hash");
-                        }
+            // Only over the hash just checked: a password changed meanwhile stays changed
+            // (this login then fails in `start_session`).
+            let upgraded = match self.hasher.hash(password.clone()).await {
+                Ok(h) => match self
+                    .store
+                    .rehash_password(user.id, &user.password_hash, &h, self.now())
+                    .await
+                {
+                    Ok(true) => {
+                        user.password_hash = h;
+                        true
                     }
-                }
+                    Ok(false) => false,
+                    Err(e) => {
+                        tracing::warn!(target: "tessera::auth", error = %e, "could not store the upgraded password hash");
+                        false
+                    }
+                },
                 Err(e) => {
-                    tracing::warn!(target: "tessera::auth", error = %e, "could not rehash password")
+                    tracing::warn!(target: "tessera::auth", error = %e, "could not rehash password");
+                    false
                 }
+            };
+            // Not upgraded here, and the stored hash may have been replaced meanwhile: by a
+            // password change (`start_session` then ends this login), or by another login
+            // of the same user that upgraded the same hash first. That one's hash accepts
+            // this password, so this login goes on under it rather than being refused the
+            // right password by `start_session`'s re-read. Best effort: a failure here
+            // leaves the hash checked, and `start_session` decides.
+            if !upgraded
+                && let Ok(Some(current)) = self.store.find_user_by_id(user.id).await
+                && current.password_hash != user.password_hash
+                && self
+                    .hasher
+                    .verify(password, Some(&current.password_hash))
+                    .await
+                    .is_ok_and(|v| v.matches)
+            {
+                user.password_hash = current.password_hash;
             }
         }
         if user.totp_enabled {
@@ -766,41 +775,62 @@ impl<S: Store> Auth<S> {
         {
             check_narrower_scope(&session.scope, requested)?;
         }
-        let successor = tokens::successor_token(&self.refresh_secret, refresh_token);
-        let req = RotateRequest {
-            parent_hash: tokens::refresh_token_hash(refresh_token),
-            successor_hash: tokens::refresh_token_hash(&successor),
-            now,
-            grace_secs: self.config.refresh_grace,
-            idle_ttl_secs: self.config.refresh_idle_ttl,
-            revocation_expires_at: self.revocation_horizon(now),
-            // RFC 6749 §6: the refresh token is bound to the client it was issued to, and a
-            // confidential client must authenticate (it did, to be resolved as itself).
-            client_id: client.id.clone(),
-        };
-        let (session, owner) = match self.store.rotate_refresh_token(&req).await? {
-            RotateOutcome::Rotated { session, user } => (session, user),
-            RotateOutcome::GraceRetry(s) => {
-                let user = self.store.find_user_by_id(s.user_id).await?;
-                (s, user)
+        // The token presented, then (after `Superseded`) each successor along its chain.
+        let mut presented = Zeroizing::new(refresh_token.to_owned());
+        let mut hops = 0;
+        let (session, owner, successor) = loop {
+            let successor = tokens::successor_token(&self.refresh_secret, &presented);
+            let req = RotateRequest {
+                parent_hash: tokens::refresh_token_hash(&presented),
+                successor_hash: tokens::refresh_token_hash(&successor),
+                now,
+                grace_secs: self.config.refresh_grace,
+                idle_ttl_secs: self.config.refresh_idle_ttl,
+                revocation_expires_at: self.revocation_horizon(now),
+                // RFC 6749 §6: the refresh token is bound to the client it was issued to, and
+                // a confidential client must authenticate (it did, to be resolved as itself).
+                client_id: client.id.clone(),
+            };
+            match self.store.rotate_refresh_token(&req).await? {
+                RotateOutcome::Rotated { session, user } => break (session, user, successor),
+                RotateOutcome::GraceRetry(s) => {
+                    let user = self.store.find_user_by_id(s.user_id).await?;
+                    break (s, user, successor);
+                }
+                // Rotated within the grace window, and its successor used in turn: several
+                // requests of one client (browser tabs, parallel calls) that left holding
+                // this token while a later one already rotated its successor. They get the
+                // chain's newest token, not a revoked session. Each link is checked by the
+                // store as the presented token was (rotated within the window, successor
+                // the derived one), so this reaches only tokens of the same chain, and a
+                // replay after the window is still reuse (RFC 9700 §4.14.2).
+                RotateOutcome::Superseded(_) if hops < MAX_CHAIN_HOPS => {
+                    hops += 1;
+                    presented = Zeroizing::new(successor);
+                }
+                RotateOutcome::Superseded(_) => {
+                    return Err(AuthError::InvalidGrant(
+                        "refresh token is invalid or expired",
+                    ));
+                }
+                RotateOutcome::Reused(s) => {
+                    self.sync_revocations().await;
+                    tracing::warn!(target: "tessera::auth", session = %s.id, user = %s.user_id, "refresh token reuse detected; session revoked");
+                    let user = self.store.find_user_by_id(s.user_id).await.ok().flatten();
+                    self.audit(
+                        meta,
+                        "refresh_reuse",
+                        "failure",
+                        user.as_ref(),
+                        None,
+                        Some(&s.client_id),
+                        serde_json::json!({"session": s.id.to_string()}),
+                    )
+                    .await;
+                    return Err(AuthError::RefreshReused);
+                }
+                RotateOutcome::Invalid(reason) => return Err(AuthError::InvalidGrant(reason)),
             }
-            RotateOutcome::Reused(s) => {
-                self.sync_revocations().await;
-                tracing::warn!(target: "tessera::auth", session = %s.id, user = %s.user_id, "refresh token reuse detected; session revoked");
-                let user = self.store.find_user_by_id(s.user_id).await.ok().flatten();
-                self.audit(
-                    meta,
-                    "refresh_reuse",
-                    "failure",
-                    user.as_ref(),
-                    None,
-                    Some(&s.client_id),
-                    serde_json::json!({"session": s.id.to_string()}),
-                )
-                .await;
-                return Err(AuthError::RefreshReused);
-            }
-            RotateOutcome::Invalid(reason) => return Err(AuthError::InvalidGrant(reason)),
         };
         let user = match owner {
             Some(u) if !u.disabled => u,
@@ -1355,6 +1385,12 @@ impl<S: Store> Auth<S> {
         let Ok(ctx) = self.authenticate(token) else {
             return Ok(Introspection::default());
         };
+        // RFC 7662 §2.2: `active` says the token has not expired. The leeway of
+        // `authenticate` absorbs other hosts' clock skew; this answer is the issuer's own
+        // clock, and an active token with an `exp` in the past would contradict itself.
+        if ctx.expires_at <= self.now() {
+            return Ok(Introspection::default());
+        }
         let tutorial = self.config.profile == Profile::Tutorial;
         Ok(Introspection {
             active: true,

@@ -156,6 +156,10 @@ pub enum RotateOutcome {
     /// The parent was rotated within the grace window and its successor is unused: answer
     /// with the same successor again.
     GraceRetry(Session),
+    /// The parent was rotated within the grace window and its successor has been used in
+    /// turn. Nothing changed: the caller may present the successor (derived from the
+    /// parent, and the one the store holds) to reach the newest token of the chain.
+    Superseded(Session),
     /// A rotated token was replayed: the session has been revoked in the same transaction
     /// and a revocation event appended.
     Reused(Session),
@@ -405,8 +409,9 @@ pub trait SecurityStore: Send + Sync {
         now: i64,
         max_attempts: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Marks every pending challenge of a user used (a password change or a disable ends
-    /// the logins half done with the old state). The number ended.
+    /// Marks every pending challenge of a user used and drops a TOTP enrolment not yet
+    /// confirmed, in one transaction (a password change or a disable ends the logins and
+    /// the enrolment half done with the old state). The number of challenges ended.
     fn end_user_mfa_challenges(
         &self,
         user: UserId,

@@ -817,10 +817,21 @@ macro_rules! sql_store {
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(map_err)?;
-                    if matches!(successor_used, Some(None)) {
-                        tx.commit().await.map_err(map_err)?;
-                        turn.committed();
-                        return Ok(RotateOutcome::GraceRetry(session));
+                    match successor_used {
+                        Some(None) => {
+                            tx.commit().await.map_err(map_err)?;
+                            turn.committed();
+                            return Ok(RotateOutcome::GraceRetry(session));
+                        }
+                        // The successor was used in turn (a request that left before the
+                        // cookie or storage was updated, racing one sent after): nothing
+                        // changes; the caller follows the chain to its current token.
+                        Some(Some(_)) => {
+                            tx.commit().await.map_err(map_err)?;
+                            turn.committed();
+                            return Ok(RotateOutcome::Superseded(session));
+                        }
+                        None => {}
                     }
                 }
                 // RFC 9700 §4.14.2: reuse of a rotated token revokes the whole family.
@@ -1411,12 +1422,19 @@ macro_rules! sql_store {
 
             async fn end_user_mfa_challenges(&self, user: UserId, now: i64) -> StoreResult<u64> {
                 let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
                 let r = sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
                     .bind(now)
                     .bind(user.to_string())
-                    .execute(turn.writer()?)
+                    .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
+                sqlx::query("UPDATE users SET totp_pending = NULL WHERE id = $1 AND totp_pending IS NOT NULL")
+                    .bind(user.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
                 turn.committed();
                 Ok(r.rows_affected())
             }

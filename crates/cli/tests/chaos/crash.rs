@@ -5,8 +5,8 @@
 //!   creation was acknowledged missing;
 //! - for the clients: every refresh token they hold gets 200 or a clean 400 `invalid_grant`
 //!   (never a 5xx), the newest token of each family still works (the rotation was durable,
-//!   or its answer was lost and the retry falls in the grace window), and after that no other
-//!   token of the family works.
+//!   or its answer was lost and the retry falls in the grace window), and once the grace
+//!   window is over no other token of the family works.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use tessera_testkit::pg::TestDatabase;
 
 use crate::{
     USER_PASSWORD, admin_token, client, create_user, json, password_grant, refresh_grant, serve,
+    serve_with_grace,
 };
 
 /// Users that exist before the storm.
@@ -215,6 +216,7 @@ async fn kill_restart_and_check(data_dir: &Path, database_url: Option<&str>, db:
     // Every refresh token the clients hold: the newest of each family first.
     let started = Instant::now();
     let mut presented = 0;
+    let mut successors = Vec::new();
     for family in held.families.iter().filter(|f| !f.is_empty()) {
         let (newest, older) = family.split_last().unwrap();
         let (status, body) = present(&http, &base, newest).await;
@@ -224,6 +226,14 @@ async fn kill_restart_and_check(data_dir: &Path, database_url: Option<&str>, db:
             "the newest refresh token of a family works after the restart: {body}"
         );
         let successor = body["refresh_token"].as_str().unwrap().to_owned();
+        successors.push((older, successor));
+    }
+    // Within the grace window an older token gets its chain's newest. Past it, as a thief
+    // replaying a stolen token later would be: restarted without one (SIGKILL again).
+    drop(server);
+    let server = serve_with_grace(data_dir, database_url, "0");
+    let base = server.base().to_owned();
+    for (older, successor) in successors {
         // The others are spent: each is refused cleanly (the first one is a replay, which
         // revokes the family), and then the successor just issued is dead too.
         for token in older.iter().rev() {

@@ -43,15 +43,20 @@ const MASTER_KEY: &str = "c4a05c4a05c4a05c4a05c4a05c4a05c4a05c4a05c4a05c4a05c4a0
 /// Starts `tessera serve` on `data_dir` (and `database_url` when given) with limits that let
 /// one test client hammer it: no per-IP rate limit, ES256 (cheap signatures).
 fn serve(data_dir: &Path, database_url: Option<&str>) -> ServeProcess {
+    // A retry of a refresh whose answer was lost in the crash gets the same successor
+    // within this window (the default is 10 s; a slow CI restart must not outlast it).
+    serve_with_grace(data_dir, database_url, "2m")
+}
+
+/// [`serve`] with another `refresh_grace_period`.
+fn serve_with_grace(data_dir: &Path, database_url: Option<&str>, grace: &str) -> ServeProcess {
     let mut envs = vec![
         ("TESSERA_MASTER_KEY", MASTER_KEY),
         ("TESSERA_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
         ("TESSERA_SIGNING__ALG", "ES256"),
         ("TESSERA_KEYS__PUBLISH_AHEAD", "0"),
         ("TESSERA_RATE_LIMITS__TOKEN_PER_MINUTE", "0"),
-        // A retry of a refresh whose answer was lost in the crash gets the same successor
-        // within this window (the default is 10 s; a slow CI restart must not outlast it).
-        ("TESSERA_REFRESH_GRACE_PERIOD", "2m"),
+        ("TESSERA_REFRESH_GRACE_PERIOD", grace),
     ];
     if let Some(url) = database_url {
         envs.push(("TESSERA_DATABASE_URL", url));

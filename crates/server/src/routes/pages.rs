@@ -207,11 +207,17 @@ const NOTICES: &[(&str, &str)] = &[
         "session_ended",
         "Your session has ended. Please sign in again.",
     ),
+    (
+        "renewed",
+        "Your sign-in was renewed. Please submit the form again.",
+    ),
 ];
 
 #[derive(Deserialize)]
 pub(crate) struct NoticeQuery {
     notice: Option<String>,
+    /// Set by `/session/resume` on its way back: do not go there again.
+    resumed: Option<String>,
 }
 
 /// Only known notices are shown: a link cannot put text of its choosing on our page.
@@ -222,6 +228,59 @@ fn notice(q: &NoticeQuery) -> Option<&'static str> {
 
 fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ResumeQuery {
+    notice: Option<String>,
+}
+
+/// `GET /session/resume`: the pages' way back in once the access cookie has expired.
+/// Rotates the refresh cookie (under `/session`, so only sent here and to the session
+/// API) exactly as `POST /session/refresh` does, sets fresh cookies and goes back to
+/// `/account`; a session that has ended goes to `/login`. A GET, because it is reached by
+/// redirect: the cookies are `SameSite=Strict`, so another site cannot make a browser
+/// send them here, and a request that says it comes from elsewhere is not served
+/// (`Sec-Fetch-Site`); the answer is a redirect, readable by no one.
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    ClientMeta(meta): ClientMeta,
+    headers: HeaderMap,
+    Query(q): Query<ResumeQuery>,
+) -> Result<Response, AppError> {
+    let elsewhere = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"));
+    let rt = match session::refresh_cookie(&headers) {
+        session::RefreshCookie::One(rt) if !elsewhere => rt,
+        _ => return Ok(see_other("/login")),
+    };
+    let client = state
+        .auth
+        .authenticate_client(None, None)
+        .await
+        .map_err(AppError::from_grant)?;
+    match state.auth.refresh_grant(rt, None, &client, &meta).await {
+        Ok(tokens) => {
+            let keep = session::cookie(&headers, session::CSRF_COOKIE);
+            let (cookies, _) = cookies_for(&state, &tokens, keep)?;
+            let to = if q.notice.as_deref() == Some("renewed") {
+                "/account?resumed=1&notice=renewed"
+            } else {
+                "/account?resumed=1"
+            };
+            Ok(with_cookies(see_other(to), cookies))
+        }
+        Err(e @ (AuthError::InvalidGrant(_) | AuthError::RefreshReused)) => {
+            tracing::debug!(target: "tessera::auth", reason = %e, "page session could not be resumed");
+            Ok(with_cookies(
+                see_other("/login?notice=session_ended"),
+                session::clearing_cookies(),
+            ))
+        }
+        // The database is down, say: the session may be fine, keep its cookies.
+        Err(e) => Err(AppError::from_grant(e)),
+    }
 }
 
 /// `GET` on a form's URL under `/account`: back to the account page.
@@ -439,8 +498,13 @@ pub(crate) async fn account_page(
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response, AppError> {
     let Some(ctx) = page_user(&state, &headers) else {
-        // A cookie that no longer works: expired, signed out elsewhere, or revoked.
-        let to = if session::cookie(&headers, session::ACCESS_COOKIE).is_some() {
+        // The access cookie lives as long as an access token (15 min); the session, as
+        // long as its refresh cookie, whose CSRF companion is still here. Renew it.
+        let to = if q.resumed.is_none() && session::cookie(&headers, session::CSRF_COOKIE).is_some()
+        {
+            "/session/resume"
+        } else if session::cookie(&headers, session::ACCESS_COOKIE).is_some() {
+            // A cookie that no longer works: expired, signed out elsewhere, or revoked.
             "/login?notice=session_ended"
         } else {
             "/login"
@@ -568,7 +632,15 @@ async fn account_form(
     body: &Bytes,
 ) -> Result<(AccessContext, PageForm), Response> {
     let Some(ctx) = page_user(state, headers) else {
-        return Err(see_other("/login"));
+        // The form cannot be replayed after a renewal (its CSRF check and its password
+        // would have to travel through redirects): renew, and ask for it again.
+        return Err(see_other(
+            if session::cookie(headers, session::CSRF_COOKIE).is_some() {
+                "/session/resume?notice=renewed"
+            } else {
+                "/login"
+            },
+        ));
     };
     let form = checked_form(state, method, uri, headers, body).await?;
     Ok((ctx, form))
@@ -908,6 +980,7 @@ mod tests {
     fn only_known_notices_are_shown() {
         let q = |n: &str| NoticeQuery {
             notice: Some(n.into()),
+            resumed: None,
         };
         assert_eq!(notice(&q("signed_out")), Some("You have been signed out."));
         assert_eq!(notice(&q("<script>")), None);

@@ -258,12 +258,15 @@ pub(crate) async fn refresh(
             };
             Ok(with_cookies(Json(body).into_response(), cookies))
         }
-        Err(e) => {
+        Err(e @ (AuthError::InvalidGrant(_) | AuthError::RefreshReused)) => {
             // RFC 9700 §4.14.2: a reused refresh token has revoked the session; either way
             // this browser's cookies are dead, so delete them.
             let res = AppError::from_grant(e).into_response();
             Ok(with_cookies(res, session::clearing_cookies()))
         }
+        // Anything else (the database unavailable, a refresh throttled) says nothing about
+        // the session: the cookies stay for the next try.
+        Err(e) => Err(AppError::from_grant(e)),
     }
 }
 

@@ -1029,3 +1029,46 @@ async fn a_password_change_ends_pending_mfa_challenges() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_grant", "{body}");
 }
+
+/// An enrolment started with the old password (by whoever held a session and knew it) does
+/// not outlive the password: the change drops the pending secret, so a code from it is
+/// refused even to a session the change kept.
+#[tokio::test]
+async fn a_password_change_drops_a_totp_enrolment_not_yet_confirmed() {
+    let app = spawn_app().await;
+    app.create_user("xavier", PW, &["user"]).await;
+    let here = app.login("xavier", PW).await;
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp"))
+        .json(&serde_json::json!({"password": PW}))
+        .bearer_auth(&here.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let secret = json(res).await["secret"].as_str().unwrap().to_owned();
+    let res = app
+        .client
+        .post(app.url("/users/me/password"))
+        .bearer_auth(&here.access_token)
+        .json(&serde_json::json!({"current_password": PW, "new_password": "amber lighthouse symphony"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp/confirm"))
+        .bearer_auth(&here.access_token)
+        .json(&serde_json::json!({"code": code_at(&secret, app.now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let user = app.state.auth.find_user("xavier").await.unwrap();
+    assert!(!user.totp_enabled);
+    use tessera_auth::store::SecurityStore as _;
+    let state = app.state.db().find_totp(user.id).await.unwrap().unwrap();
+    assert!(state.pending.is_none());
+}

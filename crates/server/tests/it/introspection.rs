@@ -91,3 +91,18 @@ async fn introspection_requires_an_admin_caller() {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[tokio::test]
+async fn an_access_token_past_its_exp_is_inactive_even_within_the_leeway() {
+    let app = spawn_app().await;
+    let old = app.admin_login().await;
+    app.advance(old.expires_in - 1).await;
+    let r = json(introspect(&app, &old.access_token, &old.access_token).await).await;
+    assert_eq!(r["active"], true, "one second to go");
+    app.advance(2).await;
+    // Still accepted as a bearer (the 30 s leeway is for other hosts' clocks), but the
+    // issuer's own answer is that it has expired.
+    assert_eq!(app.me(&old.access_token).await.status(), 200);
+    let r = json(introspect(&app, &old.access_token, &old.access_token).await).await;
+    assert_eq!(r, serde_json::json!({"active": false}));
+}

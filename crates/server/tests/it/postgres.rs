@@ -152,6 +152,29 @@ async fn instances_keep_verifying_while_the_database_is_away_and_recover() {
     };
     let a = instance(&db).await;
     let t = a.admin_login().await;
+    // A browser signed in with cookies, too.
+    let res = a
+        .client
+        .post(a.url("/session"))
+        .form(&[
+            ("username", "admin"),
+            ("password", tessera_testkit::ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = |name: &str| {
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .unwrap()
+            .to_owned()
+    };
+    let (rt, csrf) = (cookie("__Secure-tessera_rt"), cookie("__Host-tessera_csrf"));
     db.set_available(false).await;
     assert_eq!(
         a.me(&t.access_token).await.status(),
@@ -167,6 +190,21 @@ async fn instances_keep_verifying_while_the_database_is_away_and_recover() {
     let res = a.refresh(t.refresh_token.as_deref().unwrap()).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1", "503 says when to retry");
+    // The browser keeps its cookies: an outage says nothing about its session.
+    let res = a
+        .client
+        .post(a.url("/session/refresh"))
+        .header(
+            "cookie",
+            format!("__Secure-tessera_rt={rt}; __Host-tessera_csrf={csrf}"),
+        )
+        .header("x-csrf-token", &csrf)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().get("set-cookie").is_none());
     assert_eq!(
         a.client
             .get(a.url("/readyz"))
@@ -196,6 +234,19 @@ async fn instances_keep_verifying_while_the_database_is_away_and_recover() {
             .status(),
         200
     );
+    let res = a
+        .client
+        .post(a.url("/session/refresh"))
+        .header(
+            "cookie",
+            format!("__Secure-tessera_rt={rt}; __Host-tessera_csrf={csrf}"),
+        )
+        .header("x-csrf-token", &csrf)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 #[tokio::test]

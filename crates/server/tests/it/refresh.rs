@@ -72,16 +72,66 @@ async fn a_retry_within_the_grace_window_gets_the_same_successor() {
 }
 
 #[tokio::test]
-async fn a_retry_after_the_successor_was_used_is_reuse() {
+async fn a_stale_token_within_the_window_gets_the_chains_newest_token() {
+    // Parallel requests of one browser: one left with rt0 while another's rotation of rt0
+    // and a later one's of rt1 had already been answered.
     let app = spawn_app().await;
     let rt0 = app.admin_login().await.refresh_token.unwrap();
     let rt1 = refreshed(&app, &rt0).await.refresh_token.unwrap();
-    let _rt2 = refreshed(&app, &rt1).await.refresh_token.unwrap();
+    app.advance(2).await;
+    let rt2 = refreshed(&app, &rt1).await.refresh_token.unwrap();
+    app.advance(3).await;
+    let late = refreshed(&app, &rt0).await;
     assert_eq!(
-        app.refresh(&rt0).await.status(),
-        400,
-        "within the window, but the successor moved on"
+        late.refresh_token.as_deref(),
+        Some(rt2.as_str()),
+        "the chain's current token, not a revoked session"
     );
+    assert_eq!(app.me(&late.access_token).await.status(), 200);
+    // rt1 too, and nothing was rotated by either.
+    assert_eq!(
+        refreshed(&app, &rt1).await.refresh_token.as_deref(),
+        Some(rt2.as_str())
+    );
+    let rt3 = refreshed(&app, &rt2).await.refresh_token.unwrap();
+    assert_ne!(rt3, rt2);
+    assert_eq!(
+        refreshed(&app, &rt0).await.refresh_token.as_deref(),
+        Some(rt3.as_str()),
+        "still within rt0's window"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_token_after_the_window_is_reuse_even_when_its_chain_moved_on() {
+    let app = spawn_app().await;
+    let rt0 = app.admin_login().await.refresh_token.unwrap();
+    let rt1 = refreshed(&app, &rt0).await.refresh_token.unwrap();
+    let rt2 = refreshed(&app, &rt1).await.refresh_token.unwrap();
+    app.advance(11).await; // past the 10 s grace window
+    let res = app.refresh(&rt0).await;
+    assert_eq!(res.status(), 400);
+    assert!(
+        json(res).await["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    assert_eq!(app.refresh(&rt2).await.status(), 400, "family revoked");
+}
+
+#[tokio::test]
+async fn a_chain_longer_than_a_window_allows_is_refused_without_revoking() {
+    let app = spawn_app().await;
+    let rt0 = app.admin_login().await.refresh_token.unwrap();
+    let mut rt = refreshed(&app, &rt0).await.refresh_token.unwrap();
+    for _ in 0..9 {
+        rt = refreshed(&app, &rt).await.refresh_token.unwrap();
+    }
+    let res = app.refresh(&rt0).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    refreshed(&app, &rt).await;
 }
 
 #[tokio::test]

@@ -989,3 +989,90 @@ async fn opening_a_page_forms_url_goes_back_to_its_page() {
         assert_eq!(res.headers()["x-frame-options"], "DENY", "{path}");
     }
 }
+
+/// A GET of `path` as the browser `b` would send it: its cookies for that path (the refresh
+/// cookie only under `/session`).
+async fn browser_get(app: &TestApp, b: &Browser, path: &str) -> reqwest::Response {
+    let cookies = if path.starts_with("/session/") {
+        b.cookie_header()
+    } else {
+        format!("__Host-tessera_at={}; __Host-tessera_csrf={}", b.at, b.csrf)
+    };
+    app.client
+        .get(app.url(path))
+        .header(COOKIE, cookies)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap()
+}
+
+fn location(res: &reqwest::Response) -> &str {
+    res.headers()["location"].to_str().unwrap()
+}
+
+/// The access cookie lasts 15 minutes, the session as long as its refresh cookie: the
+/// account page renews the session instead of sending its user to sign in again.
+#[tokio::test]
+async fn the_account_page_renews_a_session_whose_access_cookie_expired() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let mut b = sign_in(&app, "ada").await;
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = browser_get(&app, &b, "/account").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/session/resume");
+
+    let res = browser_get(&app, &b, "/session/resume").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/account?resumed=1");
+    let c = set_cookies(res.headers());
+    assert_eq!(
+        c["__Host-tessera_csrf"].value, b.csrf,
+        "the CSRF token is kept"
+    );
+    assert_ne!(c["__Secure-tessera_rt"].value, b.rt, "rotated");
+    let old_rt = std::mem::replace(&mut b.rt, c["__Secure-tessera_rt"].value.clone());
+    b.at = c["__Host-tessera_at"].value.clone();
+    let res = browser_get(&app, &b, "/account?resumed=1").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("ada"));
+
+    // A form sent with the expired cookie is asked for again once renewed.
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = browser_post(&app, &b, "/account/password")
+        .form(&[("csrf_token", b.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/session/resume?notice=renewed");
+    let res = browser_get(&app, &b, "/session/resume?notice=renewed").await;
+    assert_eq!(location(&res), "/account?resumed=1&notice=renewed");
+
+    // Sent from another site, or with a token already rotated long ago: no renewal.
+    let res = app
+        .client
+        .get(app.url("/session/resume"))
+        .header(COOKIE, b.cookie_header())
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&res), "/login");
+    assert!(res.headers().get(SET_COOKIE).is_none());
+    b.rt = old_rt;
+    let res = browser_get(&app, &b, "/session/resume").await;
+    assert_eq!(location(&res), "/login?notice=session_ended");
+    assert_eq!(
+        set_cookies(res.headers())["__Secure-tessera_rt"].attr("max-age"),
+        Some("0")
+    );
+    // That was reuse: the session is gone, and the page does not loop.
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+    let res = browser_get(&app, &b, "/account?resumed=1").await;
+    assert_eq!(location(&res), "/login?notice=session_ended");
+    // Without a session's cookies at all: straight to sign-in.
+    let res = app.client.get(app.url("/account")).send().await.unwrap();
+    assert_eq!(location(&res), "/login");
+}

@@ -18,7 +18,8 @@ conformance!(
     rotation_returns_the_users_current_row,
     retry_within_grace_with_the_same_unused_successor_is_a_grace_retry,
     retry_within_grace_with_a_different_successor_is_reuse,
-    replaying_a_parent_whose_successor_was_rotated_is_reuse_and_revokes_the_session,
+    a_parent_whose_successor_was_rotated_within_grace_is_superseded_and_changes_nothing,
+    replaying_a_parent_whose_successor_was_rotated_after_the_window_is_reuse,
     replaying_a_parent_outside_the_grace_window_is_reuse,
     replaying_a_parent_with_zero_grace_is_reuse,
     after_reuse_every_token_of_the_family_is_invalid,
@@ -225,15 +226,44 @@ async fn retry_within_grace_with_a_different_successor_is_reuse(db: TestDb) {
     assert_eq!(db.find_refresh_token(&token(9)).await.unwrap(), None);
 }
 
-async fn replaying_a_parent_whose_successor_was_rotated_is_reuse_and_revokes_the_session(
+async fn a_parent_whose_successor_was_rotated_within_grace_is_superseded_and_changes_nothing(
     db: TestDb,
 ) {
     let s = one_session(&db).await;
     let t = NOW + 600;
     rotated(&db, &rotate(token(PARENT), token(CHILD), t)).await;
+    let r = rotated(&db, &rotate(token(CHILD), token(GRANDCHILD), t + 1)).await;
+    // Inside the parent's grace window, its successor spent: the caller follows the chain.
+    // At the window's last second too.
+    for now in [t + 2, t + GRACE] {
+        let out = db
+            .rotate_refresh_token(&rotate(token(PARENT), token(CHILD), now))
+            .await
+            .unwrap();
+        assert_eq!(out, RotateOutcome::Superseded(r.clone()));
+    }
+    // The next link answers with the chain's current token, still unused.
+    let out = db
+        .rotate_refresh_token(&rotate(token(CHILD), token(GRANDCHILD), t + 3))
+        .await
+        .unwrap();
+    assert_eq!(out, RotateOutcome::GraceRetry(r.clone()));
+    assert_eq!(
+        db.find_refresh_token(&token(GRANDCHILD)).await.unwrap(),
+        Some((r.clone(), None))
+    );
+    assert_eq!(db.find_session(s.id).await.unwrap(), Some(r));
+    assert!(db.revocations_since(0, NOW, 100).await.unwrap().is_empty());
+    // A different successor for the parent is not its chain: reuse.
+    assert_reuse(&db, &rotate(token(PARENT), token(9), t + 4), &s).await;
+}
+
+async fn replaying_a_parent_whose_successor_was_rotated_after_the_window_is_reuse(db: TestDb) {
+    let s = one_session(&db).await;
+    let t = NOW + 600;
+    rotated(&db, &rotate(token(PARENT), token(CHILD), t)).await;
     rotated(&db, &rotate(token(CHILD), token(GRANDCHILD), t + 1)).await;
-    // Still inside the parent's grace window, but its successor is spent.
-    assert_reuse(&db, &rotate(token(PARENT), token(CHILD), t + 2), &s).await;
+    assert_reuse(&db, &rotate(token(PARENT), token(CHILD), t + GRACE + 1), &s).await;
 }
 
 async fn replaying_a_parent_outside_the_grace_window_is_reuse(db: TestDb) {
