@@ -29,7 +29,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -236,12 +236,16 @@ impl Settings {
         io: I,
         service: PerConnection<T>,
         stop: oneshot::Receiver<()>,
-    ) -> Graceful<auto::Connection<'_, TokioIo<I>, PerConnection<T>, TokioExecutor>>
+    ) -> Graceful<auto::Connection<'_, TokioIo<WatchedIo<I>>, PerConnection<T>, TokioExecutor>>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         T: Serve,
     {
         let activity = Arc::clone(&service.activity);
+        let io = WatchedIo {
+            io,
+            activity: Arc::clone(&activity),
+        };
         Graceful::new(
             self.http.serve_connection(TokioIo::new(io), service),
             stop,
@@ -379,14 +383,14 @@ struct PerConnection<T> {
 }
 
 impl<T: Serve> hyper::service::Service<http::Request<Incoming>> for PerConnection<T> {
-    type Response = Response;
+    type Response = http::Response<TrackedBody>;
     type Error = Infallible;
     type Future = Tracked<T::Future>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         Tracked {
             inner: self.app.serve(req, self.peer),
-            _in_flight: InFlight::start(&self.activity),
+            in_flight: Some(InFlight::start(&self.activity)),
         }
     }
 }
@@ -395,7 +399,7 @@ impl<T: Serve> hyper::service::Service<http::Request<Incoming>> for PerConnectio
 /// request costs one atomic add when it starts and one when it ends: the high 32 bits count
 /// the requests started (HTTP/2: streams), wrapping; the low 32 bits count those in flight.
 #[derive(Debug, Default)]
-struct Activity(AtomicU64);
+struct Activity(AtomicU64, AtomicBool);
 
 /// One request started, and in flight.
 const STARTED: u64 = (1 << 32) | 1;
@@ -407,10 +411,75 @@ impl Activity {
         // The two halves of the word (truncation intended).
         ((word >> 32) as u32, word as u32)
     }
+
+    /// The connection's last write or flush could not complete: hyper holds bytes the
+    /// client has not taken yet (the tail of a response to a slow reader).
+    fn write_blocked(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
+    }
 }
 
-/// A request in flight on its connection, until its response future completes or is
-/// dropped.
+pin_project_lite::pin_project! {
+    /// A connection's socket (or TLS stream), noting in its [`Activity`] whether the last
+    /// write or flush was left pending.
+    struct WatchedIo<I> {
+        #[pin]
+        io: I,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<I: tokio::io::AsyncRead> tokio::io::AsyncRead for WatchedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite> tokio::io::AsyncWrite for WatchedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        this.activity.1.store(r.is_pending(), Ordering::Relaxed);
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.io.poll_write_vectored(cx, bufs);
+        this.activity.1.store(r.is_pending(), Ordering::Relaxed);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let r = this.io.poll_flush(cx);
+        this.activity.1.store(r.is_pending(), Ordering::Relaxed);
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+/// A request in flight on its connection, until its response has been handed to hyper
+/// whole (the last frame of its body polled) or it is dropped.
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
@@ -427,19 +496,58 @@ impl Drop for InFlight {
 }
 
 pin_project_lite::pin_project! {
-    /// A response future that counts as in flight on its connection.
+    /// A response future that counts as in flight on its connection, and passes that on to
+    /// its response's body.
     struct Tracked<F> {
         #[pin]
         inner: F,
-        _in_flight: InFlight,
+        in_flight: Option<InFlight>,
     }
 }
 
-impl<F: Future> Future for Tracked<F> {
-    type Output = F::Output;
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Tracked<F> {
+    type Output = Result<http::Response<TrackedBody>, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = match this.inner.poll(cx) {
+            Poll::Ready(Ok(res)) => res,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => return Poll::Pending,
+        };
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(res.map(|inner| TrackedBody {
+            inner,
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+/// A response body that keeps its request in flight until hyper has taken its last frame
+/// (or dropped it): a response still being sent to a slow reader is not an idle
+/// connection, for the idle timeout or at shutdown.
+pub struct TrackedBody {
+    inner: axum::body::Body,
+    _in_flight: Option<InFlight>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -468,6 +576,9 @@ pin_project_lite::pin_project! {
         idle_ticks: u8,
         // The timer was polled since its last reset, so it will wake the task.
         armed: bool,
+        // The stop signal came: from then on each tick closes the connection if nothing is
+        // in flight (what keeps it open is a request head that never finished).
+        stopping: bool,
     }
 }
 
@@ -499,6 +610,7 @@ impl<C> Graceful<C> {
             was_busy: false,
             idle_ticks: 0,
             armed: false,
+            stopping: false,
         }
     }
 }
@@ -532,6 +644,15 @@ where
         {
             *this.stop = None;
             this.conn.as_mut().graceful_shutdown();
+            // hyper closes an HTTP/1.1 connection between requests at once, and one with a
+            // request after its response; but one with part of a request head waits for
+            // the rest, which a stalled client never sends, holding the whole shutdown to
+            // its deadline. Look again shortly.
+            *this.stopping = true;
+            *this.armed = false;
+            this.tick
+                .as_mut()
+                .reset(Instant::now() + IDLE_CLOSE_GRACE.min(*this.period));
         }
         // Polling the timer registers the task's waker again and spends coop budget; on
         // every wake-up of the connection that was about 80 instructions per request
@@ -551,6 +672,21 @@ where
             }
             *this.armed = false;
             let (started, in_flight) = this.activity.read();
+            if *this.stopping {
+                if in_flight == 0 && !this.activity.write_blocked() {
+                    // Nothing in flight, nothing left to send, and still open after the
+                    // stop: a request head that never finished. Dropping the connection
+                    // closes the socket.
+                    tracing::debug!(
+                        "closing a connection with an unfinished request head at shutdown"
+                    );
+                    return Poll::Ready(Ok(()));
+                }
+                this.tick
+                    .as_mut()
+                    .reset(Instant::now() + IDLE_CLOSE_GRACE.min(*this.period));
+                continue;
+            }
             let active = in_flight > 0 || *this.was_busy || started != *this.seen;
             *this.was_busy = in_flight > 0;
             *this.seen = started;
@@ -597,6 +733,8 @@ mod tests {
     }
 
     const IDLE: Duration = Duration::from_secs(1);
+    /// The body of `/big`: more than loopback's socket buffers hold.
+    const BIG: usize = 32 << 20;
 
     /// Sets its flag when dropped before it is marked finished.
     struct Unfinished(Arc<AtomicBool>, bool);
@@ -615,6 +753,9 @@ mod tests {
         fn serve(&self, req: http::Request<Incoming>, _peer: SocketAddr) -> Self::Future {
             let stopped = Arc::clone(&self.slow_stopped);
             Box::pin(async move {
+                if req.uri().path() == "/big" {
+                    return Ok(Response::new(Body::from(vec![b'x'; BIG])));
+                }
                 if req.uri().path() == "/slow" {
                     let mut running = Unfinished(stopped, false);
                     tokio::time::sleep(IDLE * 5 / 2).await;
@@ -737,6 +878,53 @@ mod tests {
         // what is in flight now would close it about half a timeout later.
         let took = closed_after(&mut slow, StdInstant::now()).await;
         assert!(took >= IDLE, "closed after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_head_does_not_hold_shutdown() {
+        let (addr, connections, stop) = start().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let since = StdInstant::now();
+        let _ = stop.send(true);
+        connections.drain();
+        tokio::time::timeout(IDLE * 2, connections.closed())
+            .await
+            .expect("shutdown did not wait for the rest of the head");
+        let took = closed_after(&mut conn, since).await;
+        assert!(took <= IDLE * 2, "closed after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_response_still_being_sent_at_shutdown_is_sent_whole() {
+        let (addr, connections, stop) = start().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut received = vec![0u8; 64 << 10];
+        let mut total = conn.read(&mut received).await.unwrap();
+        // The client stops reading with most of the body unsent; shutdown begins.
+        let _ = stop.send(true);
+        connections.drain();
+        tokio::time::sleep(IDLE * 2).await;
+        loop {
+            let n = tokio::time::timeout(IDLE * 5, conn.read(&mut received))
+                .await
+                .expect("the rest of the body came")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert!(total > BIG, "{total} bytes: the body was cut");
+        tokio::time::timeout(IDLE, connections.closed())
+            .await
+            .expect("closed once sent");
     }
 
     #[tokio::test]
