@@ -511,6 +511,16 @@ pub(crate) async fn account_page(
         };
         return Ok(see_other(to));
     };
+    if q.resumed.is_some() {
+        // Renewed, and the page works: drop the loop guard from the address bar. Left
+        // there, a reload once this access cookie has expired in turn would skip the
+        // renewal and send a signed-in user to sign in.
+        return Ok(see_other(if q.notice.as_deref() == Some("renewed") {
+            "/account?notice=renewed"
+        } else {
+            "/account"
+        }));
+    }
     account(
         &state,
         &ctx,

@@ -1035,6 +1035,8 @@ async fn the_account_page_renews_a_session_whose_access_cookie_expired() {
     let old_rt = std::mem::replace(&mut b.rt, c["__Secure-tessera_rt"].value.clone());
     b.at = c["__Host-tessera_at"].value.clone();
     let res = browser_get(&app, &b, "/account?resumed=1").await;
+    assert_eq!(location(&res), "/account");
+    let res = browser_get(&app, &b, "/account").await;
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("ada"));
 
@@ -1075,4 +1077,39 @@ async fn the_account_page_renews_a_session_whose_access_cookie_expired() {
     // Without a session's cookies at all: straight to sign-in.
     let res = app.client.get(app.url("/account")).send().await.unwrap();
     assert_eq!(location(&res), "/login");
+}
+
+/// The loop guard `resumed=1` must not stay in the address bar: a reload of that URL once
+/// the renewed access cookie has expired in turn would otherwise go to sign-in although
+/// the session lives on.
+#[tokio::test]
+async fn a_resumed_account_page_drops_its_loop_guard_from_the_address_bar() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let mut b = sign_in(&app, "ada").await;
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = browser_get(&app, &b, "/session/resume?notice=renewed").await;
+    assert_eq!(res.status(), 303);
+    let back = location(&res).to_owned();
+    let c = set_cookies(res.headers());
+    b.rt = c["__Secure-tessera_rt"].value.clone();
+    b.at = c["__Host-tessera_at"].value.clone();
+    // The renewed page answers with a URL without the guard (keeping a known notice).
+    let res = browser_get(&app, &b, &back).await;
+    assert_eq!(res.status(), 303, "{back}");
+    assert_eq!(location(&res), "/account?notice=renewed");
+    let res = browser_get(&app, &b, "/account?resumed=1").await;
+    assert_eq!(location(&res), "/account");
+    let res = browser_get(&app, &b, "/account?notice=renewed").await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Please submit the form again")
+    );
+    // Reloaded after the renewed access cookie expired too: renewed again, not sign-in.
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = browser_get(&app, &b, "/account").await;
+    assert_eq!(location(&res), "/session/resume");
 }
