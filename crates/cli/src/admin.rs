@@ -678,7 +678,7 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
                 }
             })?;
             if secret.is_some() {
-                eprintln!(
+                crate::output::errln!(
                     "The secret is shown only once and stored hashed; keep it somewhere safe."
                 );
             }

@@ -134,7 +134,7 @@ async fn list(
         return output::write(text.as_bytes());
     }
     if rows.is_empty() {
-        eprintln!("no matching events");
+        crate::output::errln!("no matching events");
         return Ok(());
     }
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());

@@ -33,7 +33,7 @@ impl Failure {
 
     /// Prints the message and returns the exit code.
     pub(crate) fn report(self) -> ExitCode {
-        eprintln!("error: {}", self.message);
+        crate::output::errln!("error: {}", self.message);
         ExitCode::from(self.code)
     }
 }

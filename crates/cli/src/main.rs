@@ -174,7 +174,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::output::errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -207,10 +207,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
                 for problem in loaded.problems(now) {
-                    eprintln!("warning: {problem}");
+                    crate::output::errln!("warning: {problem}");
                 }
             }
-            eprintln!("configuration is valid");
+            crate::output::errln!("configuration is valid");
             Ok(())
         }
         Command::Users(cmd) => admin::users(&cli, cmd).await,
@@ -294,7 +294,7 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
                     ),
                 }
             }
-            Some(pw) => eprintln!(
+            Some(pw) => crate::output::errln!(
                 "\n  Created the first admin user.\n    username: {}\n    password: {}\n  This password is shown only once. Log in:\n    curl -s -X POST {}/token -d username={} -d password=<password>\n",
                 b.username,
                 pw.as_str(),
@@ -305,7 +305,7 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
                 username = %b.username,
                 "created the first admin user with the password from TESSERA_BOOTSTRAP_ADMIN_PASSWORD"
             ),
-            None => eprintln!(
+            None => crate::output::errln!(
                 "\n  Created the first admin user `{}` with the password from TESSERA_BOOTSTRAP_ADMIN_PASSWORD.\n",
                 b.username
             ),
@@ -337,9 +337,9 @@ async fn serve(cli: &Cli, listen: Option<&str>, log_format: Option<&str>) -> Res
     );
     if !json_logs {
         if let Some(m) = &metrics_at {
-            eprintln!("Metrics: {m}");
+            crate::output::errln!("Metrics: {m}");
         }
-        eprintln!(
+        crate::output::errln!(
             "Tessera listening on {url} (issuer {})",
             state.config.issuer
         );

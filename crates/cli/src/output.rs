@@ -16,6 +16,22 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// `eprintln!` that never panics: a message for stderr is lost, not fatal, when stderr is
+/// closed (`tessera check-config 2>&1 | head -1`) or full. `eprintln!` panics there (exit
+/// 101, whatever the command did); this keeps the command's own exit code.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::err_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use errln;
+
+/// Writes `text` and a newline to stderr, ignoring a failure to write.
+pub(crate) fn err_line(text: impl Display) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}").and_then(|()| err.flush());
+}
+
 /// Writes `text` and a newline, flushed.
 pub(crate) fn line(text: impl Display) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();

@@ -24,12 +24,14 @@ pub(super) fn run(args: &DecodeArgs) -> Result<(), Failure> {
     let token = input::token(&args.token)?;
     let parts = decode_unverified(&token, &DECODE_LIMITS)
         .map_err(|e| Failure::refused(format!("cannot decode the token: {e}")))?;
-    eprintln!("UNVERIFIED — the signature was not checked");
+    crate::output::errln!("UNVERIFIED — the signature was not checked");
 
     let alg = parts.header.get("alg").and_then(Value::as_str);
     match alg {
-        None => eprintln!("note: the header has no string `alg`; no verifier will accept it"),
-        Some(name) if name.parse::<Algorithm>().is_err() => eprintln!(
+        None => crate::output::errln!(
+            "note: the header has no string `alg`; no verifier will accept it"
+        ),
+        Some(name) if name.parse::<Algorithm>().is_err() => crate::output::errln!(
             "note: alg `{}` is never accepted by `tessera token verify`",
             name.chars().take(32).collect::<String>()
         ),
@@ -48,7 +50,7 @@ pub(super) fn run(args: &DecodeArgs) -> Result<(), Failure> {
         ("claims name", &parts.payload),
     ] {
         if let Some(name) = first_duplicate(json) {
-            eprintln!(
+            crate::output::errln!(
                 "note: the {part} `{}` more than once; the JSON below shows the last \
                  value, other parsers may read the first, and `tessera token verify` \
                  refuses the token",
@@ -65,7 +67,7 @@ pub(super) fn run(args: &DecodeArgs) -> Result<(), Failure> {
             let now = time::now();
             for name in time::TIME_CLAIMS {
                 if let Some(t) = claims.get(name).and_then(time::numeric_date) {
-                    eprintln!(
+                    crate::output::errln!(
                         "{name}: {}, {}",
                         time::rfc3339(t).unwrap_or_else(|| "out of range".to_owned()),
                         time::relative(t, now)
@@ -76,22 +78,26 @@ pub(super) fn run(args: &DecodeArgs) -> Result<(), Failure> {
             out.insert("dates".into(), Value::Object(time::dates(claims)));
         }
         Some(other) => {
-            eprintln!("note: the payload is JSON but not an object, so it holds no JWT claims");
+            crate::output::errln!(
+                "note: the payload is JSON but not an object, so it holds no JWT claims"
+            );
             out.insert("payload".into(), other.clone());
         }
         None => match std::str::from_utf8(&parts.payload) {
             Ok(text) => {
                 match serde_json::from_slice::<Value>(&parts.payload) {
-                    Err(e) if is_too_deep(&e) => eprintln!(
+                    Err(e) if is_too_deep(&e) => crate::output::errln!(
                         "note: the payload nests more than 128 levels deep, more than this \
                          command parses; shown as text"
                     ),
-                    _ => eprintln!("note: the payload is not JSON, so it holds no JWT claims"),
+                    _ => crate::output::errln!(
+                        "note: the payload is not JSON, so it holds no JWT claims"
+                    ),
                 }
                 out.insert("payload".into(), json!(text));
             }
             Err(_) => {
-                eprintln!("note: the payload is binary; shown as base64url");
+                crate::output::errln!("note: the payload is binary; shown as base64url");
                 out.insert(
                     "payload_base64url".into(),
                     json!(base64url::encode(&parts.payload)),

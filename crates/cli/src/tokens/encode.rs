@@ -29,7 +29,7 @@ pub(super) fn run(args: &EncodeArgs) -> Result<(), Failure> {
     };
     let claims = claims(args)?;
     if !claims.contains_key("exp") {
-        eprintln!(
+        crate::output::errln!(
             "warning: no --exp, so this token never expires; Tessera's verifiers (and \
              `tessera token verify`) refuse tokens without exp: pass e.g. --exp +1h"
         );

@@ -50,9 +50,9 @@ pub(super) fn run(args: &GenerateArgs) -> Result<(), Failure> {
         .verifying_key()
         .thumbprint()
         .map_err(|e| Failure::refused(format!("cannot compute the thumbprint: {e}")))?;
-    eprintln!("kid: {thumbprint}");
+    crate::output::errln!("kid: {thumbprint}");
     if let Some(path) = &args.out {
-        eprintln!(
+        crate::output::errln!(
             "wrote the {alg} private key to {} (mode 0600)",
             path.display()
         );

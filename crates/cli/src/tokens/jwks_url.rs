@@ -37,7 +37,7 @@ pub(super) async fn fetch(url: &str, explain: &Explain) -> Result<JwkSet, Failur
         "https" => {}
         "http" => {
             if !is_loopback(&host) {
-                eprintln!(
+                crate::output::errln!(
                     "warning: fetching keys over plain http from {host}: anyone on the path \
                      can substitute them; use https"
                 );

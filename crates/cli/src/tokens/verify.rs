@@ -26,7 +26,7 @@ impl Explain {
     /// A step that happened or a fact worth knowing.
     pub(super) fn info(&self, line: impl Display) {
         if self.on {
-            eprintln!("explain: {line}");
+            crate::output::errln!("explain: {line}");
         }
     }
 
@@ -235,7 +235,7 @@ async fn load_keys(
             } else {
                 return true;
             };
-            eprintln!(
+            crate::output::errln!(
                 "warning: {url} publishes {what} (kid {}); it is never used to verify",
                 show_kid(jwk.kid.as_deref())
             );
@@ -264,7 +264,7 @@ async fn load_keys(
         for (key, duplicated) in keys.into_iter().zip(duplicated) {
             if duplicated {
                 let kid = key.kid().map(str::to_owned);
-                eprintln!(
+                crate::output::errln!(
                     "warning: {url} has several keys with the kid {}; none of them is used",
                     show_kid(kid.as_deref())
                 );

@@ -707,6 +707,62 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
     );
 }
 
+/// Messages for stderr (notes, warnings, the error line itself) are written the same
+/// fallible way: a closed or full stderr (`tessera check-config 2>&1 | head -1`) loses them
+/// but never turns the command into a panic (exit 101); the exit code stays the command's.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stderr_that_cannot_be_written_is_not_a_panic() {
+    use std::process::Stdio;
+
+    let d = Data::new();
+    d.add_user("pia", &[]);
+    for (args, code) in [
+        // Success, with a line on stderr after the output.
+        (&["check-config"][..], 0),
+        (&["clients", "add", "CLIENT", "--confidential"], 0),
+        (&["token", "decode", "e30.e30.e30"], 0),
+        (&["keys", "generate", "--alg", "HS256"], 0),
+        // Failures: the error line is lost, the exit code is not.
+        (&["users", "show", "nobody"], 1),
+        (&["sessions", "revoke", "not-an-id"], 2),
+    ] {
+        for closed in [false, true] {
+            // A new client each time: the first run created its own.
+            let client = if closed { "quiet-closed" } else { "quiet-full" };
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "CLIENT" { client } else { a })
+                .collect();
+            let cmd = d.command(&args);
+            let mut std_cmd = std::process::Command::new(cmd.get_program());
+            std_cmd.args(cmd.get_args());
+            for (key, value) in cmd.get_envs() {
+                match value {
+                    Some(v) => std_cmd.env(key, v),
+                    None => std_cmd.env_remove(key),
+                };
+            }
+            std_cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            if closed {
+                std_cmd.stderr(Stdio::piped());
+            } else {
+                std_cmd.stderr(std::fs::File::create("/dev/full").unwrap());
+            }
+            let mut child = std_cmd.spawn().unwrap();
+            drop(child.stderr.take());
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{args:?} with stderr {}: stdout {}",
+                if closed { "closed" } else { "full" },
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}
+
 /// A database restored without its master key: no new key is written beside it (it would
 /// unseal nothing, and stand in for the real one from then on); the error says what to
 /// restore. A wrong master key is named as such, with the same advice.
