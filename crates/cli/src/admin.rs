@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use tessera_auth::model::{RequestMeta, SessionId, User};
 use tessera_auth::{Actor, AuthError, SystemClock};
 use tessera_server::AppState;
+use tessera_server::config::DatabaseConfig;
 use zeroize::Zeroizing;
 
 use crate::Cli;
@@ -188,6 +189,18 @@ pub(crate) enum ClientsCommand {
 
 pub(crate) async fn open(cli: &Cli) -> Result<AppState, Failure> {
     let config = cli.load_config(None)?;
+    // An administration command on the embedded database works on what is there: a data
+    // directory that does not exist is a mistyped --data-dir (or a command run from the
+    // wrong directory), not a request for a new, empty database that the command would
+    // then "succeed" on. `tessera serve` creates it; so does `mkdir` for a new one.
+    if matches!(config.database, DatabaseConfig::Sqlite(_)) && !config.data_dir.exists() {
+        let dir = config.data_dir.display();
+        return Err(Failure::usage(format!(
+            "the data directory {dir} does not exist: point --data-dir (TESSERA_DATA_DIR) at \
+             the server's, or, for a new database, create it first (`mkdir -m 700 {dir}`) or \
+             start `tessera serve` once"
+        )));
+    }
     let (state, _warnings) = tessera_server::open(config, std::sync::Arc::new(SystemClock))
         .await
         .map_err(|e| Failure::refused(e.to_string()))?;

@@ -428,6 +428,46 @@ fn a_data_dir_that_is_a_file_is_named_as_such() {
     );
 }
 
+/// An administration command pointed at a data directory that does not exist (a typo in
+/// --data-dir, or the wrong working directory for the default `./tessera-data`) used to
+/// create it with a new master key and an empty database, and report success on that:
+/// `users add` "created" a user the server never sees. It is refused, naming the
+/// directory, and nothing is created.
+#[test]
+fn administration_commands_refuse_a_data_dir_that_does_not_exist() {
+    let dir = Dir::new();
+    let missing = dir.path("tesera-data");
+    for args in [
+        &["users", "list"][..],
+        &["users", "add", "alice", "--password-stdin"],
+        &["keys", "list"],
+        &["keys", "rotate"],
+        &["sessions", "list"],
+        &["clients", "list"],
+        &["audit", "verify"],
+    ] {
+        let out: crate::common::Run = crate::common::tessera()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&missing)
+            .env_remove("TESSERA_DATABASE_URL")
+            .write_stdin("a long enough passphrase here\n")
+            .output()
+            .unwrap()
+            .into();
+        out.fails(2, "does not exist: point --data-dir (TESSERA_DATA_DIR) at");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    // An existing, empty directory is a new database, as before.
+    std::fs::create_dir(&missing).unwrap();
+    crate::common::tessera()
+        .args(["users", "list", "--data-dir"])
+        .arg(&missing)
+        .env_remove("TESSERA_DATABASE_URL")
+        .assert()
+        .success();
+}
+
 /// `TESSERA_CONFIG=` (empty, as a unit file or a compose file can leave it) means no file;
 /// clap read it as a missing value ("a value is required for '--config <FILE>'"). Set, it
 /// is read like `--config`, and `--config` wins over it.
