@@ -349,7 +349,13 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             let u = auth
                 .create_user(name, pw, roles, &CLI, &meta())
                 .await
-                .map_err(fail)?;
+                .map_err(|e| match e {
+                    AuthError::AlreadyExists("user") => Failure::refused(format!(
+                        "user `{name}` already exists; `tessera users show {name}` shows it \
+                         (`tessera users passwd {name}` sets its password)"
+                    )),
+                    other => fail(other),
+                })?;
             outln!("created user {} ({})", u.username, u.id)?;
         }
         UsersCommand::List { json } => {
@@ -551,7 +557,12 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
         }
         KeysCommand::ExportJwks => outln!("{}", auth.key_ring().jwks_json)?,
         KeysCommand::Revoke { kid } => {
-            auth.revoke_key(kid, &CLI).await.map_err(fail)?;
+            auth.revoke_key(kid, &CLI).await.map_err(|e| match e {
+                AuthError::NotFound(_) => Failure::refused(format!(
+                    "no signing key `{kid}`; `tessera keys list` shows their ids (KID)"
+                )),
+                other => fail(other),
+            })?;
             outln!(
                 "revoked key {kid}: tokens it signed are refused (running servers within a second); signing uses {}",
                 auth.key_ring().signer.kid().unwrap_or("-")
@@ -570,7 +581,7 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
     match cmd {
         SessionsCommand::List { user, json } => {
             let user = match user {
-                Some(u) => Some(auth.find_user(u).await.map_err(fail)?),
+                Some(u) => Some(find_user(auth, u).await?),
                 None => None,
             };
             let sessions = auth.list_sessions(user.as_ref()).await.map_err(fail)?;
@@ -655,7 +666,13 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
             let (client, secret) = auth
                 .create_client(name, scopes, *confidential, &CLI)
                 .await
-                .map_err(fail)?;
+                .map_err(|e| match e {
+                    AuthError::AlreadyExists("client") => Failure::refused(format!(
+                        "client `{name}` already exists; choose another id, or delete it first \
+                         (`tessera clients delete {name}`)"
+                    )),
+                    other => fail(other),
+                })?;
             // One write, so the secret is either shown with the rest or reported lost.
             let mut text = Zeroizing::new(format!(
                 "created {} client {} with scopes: {}\n",
@@ -729,7 +746,12 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
             }
         }
         ClientsCommand::Delete { name } => {
-            auth.delete_client(name, &CLI).await.map_err(fail)?;
+            auth.delete_client(name, &CLI).await.map_err(|e| match e {
+                AuthError::NotFound(_) => Failure::refused(format!(
+                    "no client `{name}`; `tessera clients list` shows them"
+                )),
+                other => fail(other),
+            })?;
             outln!("deleted client {name}")?;
         }
     }

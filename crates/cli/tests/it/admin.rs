@@ -133,7 +133,7 @@ fn users_are_created_listed_changed_and_deleted_with_meaningful_exit_codes() {
         &["users", "add", "alice", "--password-stdin"],
         &format!("{PW}\n"),
     )
-    .fails(1, "user already exists");
+    .fails(1, "user `alice` already exists");
     d.run_stdin(&["users", "add", "bob", "--password-stdin"], "password1\n")
         .fails(1, "choose another password");
     d.run_stdin(
@@ -249,7 +249,7 @@ async fn keys_sessions_and_clients_are_administered_while_the_server_runs() {
         "no private members"
     );
     d.run(&["keys", "revoke", "no-such-kid"])
-        .fails(1, "not found");
+        .fails(1, "no signing key `no-such-kid`");
 
     let created = d
         .run(&[
@@ -281,7 +281,7 @@ async fn keys_sessions_and_clients_are_administered_while_the_server_runs() {
     assert!(clients.to_string().contains("reports"));
     d.run(&["clients", "delete", "reports"]).success();
     d.run(&["clients", "delete", "reports"])
-        .fails(1, "not found");
+        .fails(1, "no client `reports`");
 }
 
 /// Creates the database's first key as ES256 (as servers configured so would) and returns
@@ -704,6 +704,39 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
             .iter()
             .any(|c| c["client_id"] == "lost"),
         "{clients}"
+    );
+}
+
+/// A name that is not there, or is there already, is named in the error with the command
+/// that shows what is: `sessions list --user` said only "user not found", `keys revoke`
+/// "signing key not found", `clients delete` "client not found", and a second `users add` or
+/// `clients add` "user already exists" / "client already exists".
+#[test]
+fn missing_and_existing_names_are_named_with_what_to_run() {
+    let d = Data::new();
+    d.add_user("quinn", &[]);
+    d.run(&["clients", "add", "svc"]).success();
+    d.run(&["sessions", "list", "--user", "nobody"]).fails(
+        1,
+        "no user `nobody` (by username or id); `tessera users list` shows them",
+    );
+    d.run(&["keys", "revoke", "no-such-kid"]).fails(
+        1,
+        "no signing key `no-such-kid`; `tessera keys list` shows their ids",
+    );
+    d.run(&["clients", "delete", "nope"])
+        .fails(1, "no client `nope`; `tessera clients list` shows them");
+    d.run(&["clients", "add", "svc"]).fails(
+        1,
+        "client `svc` already exists; choose another id, or delete it first (`tessera clients delete svc`)",
+    );
+    d.run_stdin(
+        &["users", "add", "quinn", "--password-stdin"],
+        &format!("{PW}\n"),
+    )
+    .fails(
+        1,
+        "user `quinn` already exists; `tessera users show quinn` shows it",
     );
 }
 
