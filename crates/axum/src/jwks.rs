@@ -112,7 +112,8 @@ pub(crate) struct JwksCache {
     clock: Arc<dyn Clock>,
     discovered: Mutex<Option<Url>>,
     current: ArcSwapOption<CachedKeys>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    /// Held for the whole of a fetch, by the task that runs it (see `refresh_inner`).
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
     /// Finished fetch attempts (success or failure).
     attempts: AtomicU64,
     /// Start of the last fetch made on demand (unknown `kid` or no keys), Unix seconds.
@@ -140,7 +141,7 @@ impl JwksCache {
             clock,
             discovered: Mutex::new(None),
             current: ArcSwapOption::empty(),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
             attempts: AtomicU64::new(0),
             last_demand: AtomicI64::new(i64::MIN),
             failures: AtomicU64::new(0),
@@ -149,7 +150,10 @@ impl JwksCache {
 
     /// The key for a token header, fetching on demand when the `kid` is unknown (within the
     /// cooldown) or nothing has been fetched yet. Returns the key and the set's epoch.
-    pub(crate) async fn key_for(&self, header: &Header) -> Result<(VerifyingKey, u64), Error> {
+    pub(crate) async fn key_for(
+        self: &Arc<Self>,
+        header: &Header,
+    ) -> Result<(VerifyingKey, u64), Error> {
         // Read before the snapshot: a fetch finishing in between then counts as shared.
         let seen = self.attempts.load(Ordering::Acquire);
         let snapshot = self.current.load_full();
@@ -192,21 +196,50 @@ impl JwksCache {
 
     /// Fetches the key set unless an attempt finished since the caller read `seen` (then
     /// that attempt's result is shared). On failure the previous set stays in place.
-    pub(crate) async fn refresh(&self, seen: u64) -> Result<(), Error> {
+    pub(crate) async fn refresh(self: &Arc<Self>, seen: u64) -> Result<(), Error> {
         self.refresh_inner(seen, false).await
     }
 
     /// One fetch at a time. Everyone who needed keys while a fetch ran shares its result;
     /// a fetch on demand (unknown `kid`, no keys) also needs the cooldown to allow it. Both
     /// decisions happen under the lock, so no two callers can both decide to fetch.
-    async fn refresh_inner(&self, seen: u64, on_demand: bool) -> Result<(), Error> {
-        let _one_at_a_time = self.fetch_lock.lock().await;
+    ///
+    /// The fetch itself runs in its own task, which holds the lock until it is done: the
+    /// caller may go away (its client disconnected, a timeout fired) without cancelling a
+    /// fetch that has already spent the cooldown. Were it cancelled, a rotated key would stay
+    /// unknown until the cooldown ended, as often as anyone sends a made-up `kid` and hangs up.
+    async fn refresh_inner(self: &Arc<Self>, seen: u64, on_demand: bool) -> Result<(), Error> {
+        let one_at_a_time = Arc::clone(&self.fetch_lock).lock_owned().await;
         if self.attempts.load(Ordering::Acquire) != seen {
             return Ok(());
         }
         if on_demand && !self.demand_allowed() {
             return Ok(());
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Not on a Tokio runtime (the HTTP client needs one anyway): fetch in place.
+            let outcome = self.fetch_and_store().await;
+            drop(one_at_a_time);
+            return outcome;
+        };
+        let this = Arc::clone(self);
+        let task = runtime.spawn(async move {
+            let outcome = this.fetch_and_store().await;
+            drop(one_at_a_time);
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(Error::Fetch {
+                url: self.locator_url().to_string(),
+                reason: format!("the fetch task ended early: {e}"),
+            }),
+        }
+    }
+
+    /// Fetches the key set and puts it in place (or keeps the previous one on failure);
+    /// counts the attempt. Called with the fetch lock held.
+    async fn fetch_and_store(&self) -> Result<(), Error> {
         let result = self.fetch().await;
         let outcome = match result {
             Ok(keys) => {
@@ -234,6 +267,13 @@ impl JwksCache {
         };
         self.attempts.fetch_add(1, Ordering::AcqRel);
         outcome
+    }
+
+    /// The configured issuer or JWKS URL, for errors.
+    fn locator_url(&self) -> &Url {
+        match &self.locator {
+            Locator::Issuer { url, .. } | Locator::JwksUri(url) => url,
+        }
     }
 
     /// Number of finished fetch attempts.

@@ -454,3 +454,31 @@ async fn a_jwks_document_read_by_the_application_is_a_static_key_source() {
         Err(Error::Config { .. })
     ));
 }
+
+/// A request that goes away while its unknown-`kid` fetch is under way (the client
+/// disconnected, a timeout fired) must not cancel that fetch: the cooldown is spent either
+/// way, and a cancelled fetch would leave a rotated key unknown until the cooldown ends,
+/// for every request, as often as anyone cares to send a made-up `kid` and hang up.
+#[tokio::test]
+async fn a_cancelled_request_does_not_cancel_the_fetch_it_started() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_delay(Duration::from_millis(400));
+    clock.advance(31);
+    let forged = sign(&es256("made-up"), &claims(&issuer.base), Some("at+jwt"));
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        v.verify::<NoCustomClaims>(&forged),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the request was cancelled mid-fetch");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Still within the cooldown: only the fetch the cancelled request started can know k2.
+    let t2 = sign(&k2, &claims(&issuer.base), Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&t2).await.unwrap();
+    assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
+}
