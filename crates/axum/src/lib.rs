@@ -27,7 +27,8 @@
 //!
 //! * **Strict by default.** The algorithm is the key's (a token cannot choose it), `exp` is
 //!   required, `typ` must be `at+jwt` (RFC 9068; [`VerifierBuilder::accept_any_typ`] for
-//!   plain JWTs), `iss` and `aud` are required once configured (with no audience
+//!   plain JWTs), `iss` and `aud` are required once configured (keys from a bare JWKS URL
+//!   need an issuer, or [`VerifierBuilder::accept_any_issuer`]; with no audience
 //!   configured, a token naming one is refused, RFC 7519 §4.1.3), unknown `crit` headers
 //!   are refused, and 30 s of clock skew is allowed. Verification itself is
 //!   [`tessera_jose`]'s: this crate adds no cryptography and no token parsing of its own.

@@ -110,6 +110,7 @@ pub struct VerifierBuilder {
     issuer_from_url: Option<String>,
     audiences: Vec<String>,
     any_audience: bool,
+    any_issuer: bool,
     typ: Option<String>,
     leeway: u64,
     realm: String,
@@ -136,6 +137,7 @@ impl Verifier {
             issuer_from_url: None,
             audiences: Vec::new(),
             any_audience: false,
+            any_issuer: false,
             typ: Some(ACCESS_TOKEN_TYP.to_owned()),
             leeway: 30,
             realm: "tessera".to_owned(),
@@ -370,7 +372,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// Fetches keys from a JWKS URL directly (no discovery). Set the issuer separately.
+    /// Fetches keys from a JWKS URL directly (no discovery). Set the issuer with
+    /// [`VerifierBuilder::issuer`]: [`VerifierBuilder::build`] refuses a JWKS URL without one
+    /// unless [`VerifierBuilder::accept_any_issuer`] is called.
     pub fn jwks_uri(mut self, url: impl Into<String>) -> Self {
         self.source = Some(Ok(Source::JwksUri(url.into())));
         self
@@ -380,6 +384,18 @@ impl VerifierBuilder {
     /// [`VerifierBuilder::issuer_url`], if any).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// With keys from [`VerifierBuilder::jwks_uri`] and no [`VerifierBuilder::issuer`],
+    /// accepts tokens whatever their `iss` says, instead of refusing to build.
+    ///
+    /// # Security
+    /// A key set says nothing about whose tokens it signs: one JWKS may serve many issuers
+    /// or tenants, and without an `iss` check a token of any of them is accepted (RFC 8725
+    /// §3.8). Call this only when the JWKS URL belongs to one issuer alone.
+    pub fn accept_any_issuer(mut self) -> Self {
+        self.any_issuer = true;
         self
     }
 
@@ -488,8 +504,9 @@ impl VerifierBuilder {
     /// Builds the verifier and starts its background tasks (key refresh, feed polling).
     ///
     /// # Errors
-    /// [`Error::Config`] for a missing key source, a bad key or URL, or options out of
-    /// range; [`Error::NoRuntime`] when remote keys or a feed are configured outside a Tokio
+    /// [`Error::Config`] for a missing key source, a bad key or URL, a
+    /// [`VerifierBuilder::jwks_uri`] without [`VerifierBuilder::issuer`] (see
+    /// [`VerifierBuilder::accept_any_issuer`]), or options out of range; [`Error::NoRuntime`] when remote keys or a feed are configured outside a Tokio
     /// runtime.
     pub fn build(self) -> Result<Verifier, Error> {
         let source = self
@@ -504,6 +521,13 @@ impl VerifierBuilder {
         }
         let mut validation = Validation::new().with_leeway(self.leeway);
         validation.issuer = self.issuer.or(self.issuer_from_url);
+        // RFC 8725 §3.8: validate the issuer. Keys from a bare JWKS URL do not name it.
+        if matches!(source, Source::JwksUri(_)) && validation.issuer.is_none() && !self.any_issuer {
+            return Err(Error::config(
+                "keys from `jwks_uri` need `issuer` (the `iss` to require), or \
+                 `accept_any_issuer()` when that key set signs for one issuer only",
+            ));
+        }
         let refuse_audiences = self.audiences.is_empty() && !self.any_audience;
         validation.audiences = self.audiences;
         validation.required_typ = self.typ;

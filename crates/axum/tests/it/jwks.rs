@@ -310,6 +310,7 @@ async fn keys_are_refreshed_in_the_background_before_they_expire() {
     o.unknown_kid_cooldown = Duration::from_secs(3600);
     let v = Verifier::builder()
         .jwks_uri(issuer.jwks_uri())
+        .accept_any_issuer()
         .jwks_options(o)
         .build()
         .unwrap();
@@ -329,6 +330,7 @@ async fn oversized_answers_and_cross_origin_redirects_are_refused() {
     let issuer = Issuer::start(&[&k1]).await;
     let big = Verifier::builder()
         .jwks_uri(format!("{}/big", issuer.base))
+        .accept_any_issuer()
         .clock(clock.shared())
         .build()
         .unwrap();
@@ -338,6 +340,7 @@ async fn oversized_answers_and_cross_origin_redirects_are_refused() {
     ));
     let redirected = Verifier::builder()
         .jwks_uri(format!("{}/redirect", issuer.base))
+        .accept_any_issuer()
         .clock(clock.shared())
         .build()
         .unwrap();
@@ -481,4 +484,29 @@ async fn a_cancelled_request_does_not_cancel_the_fetch_it_started() {
     let t2 = sign(&k2, &claims(&issuer.base), Some("at+jwt"));
     v.verify::<NoCustomClaims>(&t2).await.unwrap();
     assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
+}
+
+/// Keys fetched from a bare JWKS URL say nothing about whose tokens they sign (one key set
+/// may serve many issuers or tenants): without an `iss` to require, building fails unless
+/// the caller says any issuer will do.
+#[tokio::test]
+async fn a_jwks_uri_without_an_issuer_is_refused_unless_any_issuer_is_accepted() {
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let err = Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config { reason } if reason.contains("issuer")),
+        "{err}"
+    );
+    let v = Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .accept_any_issuer()
+        .build()
+        .unwrap();
+    v.verify::<NoCustomClaims>(&sign(&k1, &claims("https://anyone.test"), Some("at+jwt")))
+        .await
+        .unwrap();
 }
