@@ -166,7 +166,6 @@ impl Verifier {
         token: &str,
     ) -> Result<Authenticated<C>, Error> {
         let inner = &self.inner;
-        let now = inner.clock.now();
         let digest = tessera_jose::crypto::sha256(token.as_bytes());
         let cached = match (&inner.token_cache, self.epoch()) {
             (Some(cache), Some(epoch)) => cache.get(&digest, epoch),
@@ -185,6 +184,9 @@ impl Verifier {
                     Keys::Remote(cache) => cache.key_for(unverified.header()).await?,
                 };
                 let jws = unverified.verify(&key)?;
+                // The time is read only now: the key lookup may have waited for a fetch,
+                // which must not stretch the token's life (RFC 7519 §4.1.4).
+                let now = inner.clock.now();
                 // Validate before caching: only good tokens take cache space.
                 jws.claims::<NoCustomClaims>(&inner.validation, now)?;
                 let info = AccessInfo::from_payload(jws.payload())?;
@@ -201,6 +203,7 @@ impl Verifier {
         };
         // Claims are decoded and validated on every path: a cache hit is re-checked for
         // `exp`/`nbf` at the current time.
+        let now = inner.clock.now();
         let claims: Claims<'static, C> =
             entry.jws.claims::<C>(&inner.validation, now)?.into_owned();
         // RFC 7519 §4.1.3: a principal that does not identify itself with a value of a

@@ -510,3 +510,37 @@ async fn a_jwks_uri_without_an_issuer_is_refused_unless_any_issuer_is_accepted()
         .await
         .unwrap();
 }
+
+/// The time a token is checked against is read after any key fetch it waited for, not
+/// before: a slow issuer must not stretch a token's life by the length of the fetch.
+#[tokio::test]
+async fn expiry_is_judged_at_the_end_of_a_key_fetch_not_its_start() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .issuer(&issuer.base)
+        .jwks_options(options())
+        .clock(clock.shared())
+        .leeway(0)
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_delay(Duration::from_millis(400));
+    clock.advance(31);
+    let mut c = claims(&issuer.base);
+    c["exp"] = json!(clock.now() + 5);
+    let t2 = sign(&k2, &c, Some("at+jwt"));
+    let pending = tokio::spawn({
+        let v = v.clone();
+        async move { v.verify::<NoCustomClaims>(&t2).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    clock.advance(10); // the token expires while its key is being fetched
+    assert!(matches!(
+        pending.await.unwrap(),
+        Err(Error::Token(tessera_jose::Error::Expired { .. }))
+    ));
+}
