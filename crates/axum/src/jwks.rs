@@ -34,9 +34,9 @@ pub struct JwksOptions {
     /// Lifetime when the answer has no usable `Cache-Control` (default 5 min).
     pub default_ttl: Duration,
     /// After a request presents an unknown `kid`, no further fetch for an unknown `kid`
-    /// happens for this long (default 30 s).
+    /// happens for this long (default 30 s; at least 1 s).
     pub unknown_kid_cooldown: Duration,
-    /// Delay before the background task retries a failed refresh (default 10 s).
+    /// Delay before the background task retries a failed refresh (default 10 s; not zero).
     pub retry_interval: Duration,
     /// Largest accepted answer (default 256 KiB).
     pub max_response_bytes: usize,
@@ -132,6 +132,20 @@ impl JwksCache {
         }
         if opts.min_ttl.is_zero() {
             return Err(Error::config("`min_ttl` must be at least one second"));
+        }
+        // The cooldown is compared in whole seconds: under one it would be none at all, a
+        // fetch for every made-up `kid`.
+        if opts.unknown_kid_cooldown < Duration::from_secs(1) {
+            return Err(Error::config(
+                "`unknown_kid_cooldown` must be at least one second",
+            ));
+        }
+        // Zero would ask a failing issuer again at once, forever.
+        if opts.retry_interval.is_zero() || opts.timeout.is_zero() || opts.connect_timeout.is_zero()
+        {
+            return Err(Error::config(
+                "`retry_interval`, `timeout` and `connect_timeout` must be positive",
+            ));
         }
         let http = fetch::client(opts.connect_timeout, opts.timeout)?;
         Ok(Self {

@@ -544,3 +544,31 @@ async fn expiry_is_judged_at_the_end_of_a_key_fetch_not_its_start() {
         Err(Error::Token(tessera_jose::Error::Expired { .. }))
     ));
 }
+
+/// Options that would switch off the issuer's protection are configuration errors: a
+/// cooldown under one second (counted in whole seconds, it meant none: a fetch per made-up
+/// `kid`), and a zero retry interval or timeout (a failing issuer asked again at once,
+/// forever).
+#[tokio::test]
+async fn options_that_would_hammer_the_issuer_are_refused() {
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let zero = Duration::ZERO;
+    let sub_second = Duration::from_millis(500);
+    let cases: [fn(&mut JwksOptions, Duration); 4] = [
+        |o, d| o.unknown_kid_cooldown = d,
+        |o, d| o.retry_interval = d,
+        |o, d| o.timeout = d,
+        |o, d| o.connect_timeout = d,
+    ];
+    for (i, set) in cases.iter().enumerate() {
+        let mut o = options();
+        set(&mut o, if i == 0 { sub_second } else { zero });
+        let built = Verifier::builder()
+            .jwks_uri(issuer.jwks_uri())
+            .issuer(&issuer.base)
+            .jwks_options(o)
+            .build();
+        assert!(matches!(built, Err(Error::Config { .. })), "case {i}");
+    }
+}
