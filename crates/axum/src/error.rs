@@ -129,7 +129,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the error is about the request's token or its permissions (a 401 or 403),
+    /// True when the error is about the request's token or its permissions (a 400 for a
+    /// malformed `Authorization` header, else a 401 or 403),
     /// false for configuration mistakes and for failures of the issuer's documents.
     #[must_use]
     pub fn is_token_rejection(&self) -> bool {

@@ -17,6 +17,8 @@ use crate::verifier::{Authenticated, Verifier};
 ///
 /// * no token: 401 with a bare `WWW-Authenticate: Bearer realm="..."` (RFC 6750 §3.1: no
 ///   error code when the request carried no credentials);
+/// * a malformed `Authorization` header (sent twice, or not `Bearer` and a b64token):
+///   400 `error="invalid_request"` (RFC 6750 §3.1);
 /// * a bad, expired or revoked token: 401 `error="invalid_token"`, one generic text for
 ///   every reason;
 /// * a valid token without the role or scope: 403 `error="insufficient_scope"`;
@@ -51,6 +53,8 @@ impl AuthRejection {
     pub fn status(&self) -> StatusCode {
         match &self.error {
             Error::MissingRole { .. } | Error::MissingScope { .. } => StatusCode::FORBIDDEN,
+            // RFC 6750 §3.1 `invalid_request`: "SHOULD respond with ... 400".
+            Error::MalformedAuthorization { .. } => StatusCode::BAD_REQUEST,
             e if e.is_token_rejection() => StatusCode::UNAUTHORIZED,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -67,6 +71,15 @@ impl IntoResponse for AuthRejection {
                 "missing bearer token".to_owned(),
                 Some(format!("Bearer realm=\"{realm}\"")),
             ),
+            // RFC 6750 §3.1: a request that repeats the credential or is otherwise malformed.
+            Error::MalformedAuthorization { .. } => {
+                let text = self.error.to_string();
+                let challenge = format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{}\"",
+                    quoted(&text)
+                );
+                ("invalid_request", text, Some(challenge))
+            }
             Error::MissingRole { .. } | Error::MissingScope { .. } => {
                 let text = self.error.to_string();
                 let scope = match &self.error {

@@ -415,3 +415,27 @@ async fn a_verifier_without_an_audience_refuses_tokens_that_name_one() {
         .await
         .unwrap();
 }
+
+/// RFC 6750 §3.1: a malformed request (two `Authorization` headers, a credential that is
+/// not a b64token) is `invalid_request` with 400, not a bad token.
+#[tokio::test]
+async fn a_malformed_authorization_header_is_a_bad_request() {
+    let f = fixture().await;
+    let (status, challenge, body) = f.get("/me", Some("Bearer a b")).await;
+    assert_eq!(status, 400);
+    let challenge = challenge.unwrap();
+    assert!(
+        challenge.starts_with("Bearer realm=\"orders\", error=\"invalid_request\""),
+        "{challenge}"
+    );
+    assert_eq!(body["error"], "invalid_request");
+    let good = format!("Bearer {}", f.token(&claims()));
+    let res = reqwest::Client::new()
+        .get(format!("{}/me", f.base))
+        .header("authorization", &good)
+        .header("authorization", &good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "two Authorization headers");
+}
