@@ -1351,6 +1351,22 @@ impl<S: Store> Auth<S> {
         Ok(())
     }
 
+    /// The session a refresh token belongs to (live or not), without using it; `None` for a
+    /// token that is not one of ours.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn refresh_token_session(&self, token: &str) -> Result<Option<SessionId>> {
+        if !tokens::looks_like_refresh_token(token) {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .find_refresh_token(&tokens::refresh_token_hash(token))
+            .await?
+            .map(|(s, _)| s.id))
+    }
+
     /// RFC 7662 introspection of an access or refresh token.
     ///
     /// # Errors

@@ -167,6 +167,26 @@ pub fn new_csrf_token() -> Result<String, AppError> {
     Ok(tessera_jose::base64url::encode(bytes))
 }
 
+/// The CSRF token of a signed-in browser: random, then `.` and its session's id. The
+/// `__Host-` cookie that carries it can only be set by this origin, so the session id in it
+/// says which session this browser signed into; a refresh cookie of another session (one a
+/// sibling subdomain planted: `__Secure-` allows `Domain`) is then refused rather than
+/// signing the browser into that session. Session ids are not secret (every access
+/// token's `sid` names its session).
+///
+/// # Errors
+/// The RNG failed.
+pub fn session_csrf_token(session_id: &str) -> Result<String, AppError> {
+    Ok(format!("{}.{session_id}", new_csrf_token()?))
+}
+
+/// The session a CSRF token was minted for by [`session_csrf_token`], if any (the token of
+/// a signed-out browser names none).
+#[must_use]
+pub fn csrf_session(token: &str) -> Option<&str> {
+    token.split_once('.').map(|(_, sid)| sid)
+}
+
 /// The Fetch-Metadata / `Origin` half of the CSRF defence: tower-http's `csrf` middleware,
 /// run as a check on a request's method, target and headers.
 #[derive(Clone, Debug)]

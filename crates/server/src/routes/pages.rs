@@ -24,7 +24,8 @@ use crate::error::AppError;
 use crate::extract::ClientMeta;
 use crate::ratelimit::Bucket;
 use crate::routes::session::{
-    SignIn, cookies_for, end_session, field, optional_form, sign_in, with_cookies,
+    SignIn, cookies_for, end_session, field, optional_form, refresh_cookie_is_this_browsers,
+    sign_in, with_cookies,
 };
 use crate::session::{self, CSRF_FIELD};
 use crate::state::AppState;
@@ -255,6 +256,12 @@ pub(crate) async fn resume(
         session::RefreshCookie::One(rt) if !elsewhere => rt,
         _ => return Ok(see_other("/login")),
     };
+    // A refresh cookie of another session than the one this browser signed into (planted
+    // by a sibling subdomain into a browser that has none, say) is never used.
+    if !refresh_cookie_is_this_browsers(&state, &headers, rt).await? {
+        tracing::warn!(target: "tessera::auth", "page session not resumed: the refresh cookie is not of the session this browser signed into");
+        return Ok(see_other("/login"));
+    }
     let client = state
         .auth
         .authenticate_client(None, None)

@@ -103,7 +103,16 @@ pub(crate) fn cookies_for(
 ) -> Result<(Vec<HeaderValue>, String), AppError> {
     let csrf = match keep_csrf {
         Some(c) => c.to_owned(),
-        None => session::new_csrf_token()?,
+        // Bound to the new session (see `session_csrf_token`).
+        None => match state
+            .auth
+            .authenticate(&tokens.access_token)
+            .ok()
+            .and_then(|ctx| ctx.session_id().map(str::to_owned))
+        {
+            Some(sid) => session::session_csrf_token(&sid)?,
+            None => session::new_csrf_token()?,
+        },
     };
     let refresh_ttl = state
         .config
@@ -116,6 +125,21 @@ pub(crate) fn cookies_for(
         &csrf,
     );
     Ok((cookies, csrf))
+}
+
+/// Whether the one refresh cookie sent belongs to the session this browser signed into,
+/// as its CSRF cookie says ([`session::csrf_session`]). A token that is not ours is let
+/// through: the refresh grant refuses it with its usual answer.
+pub(crate) async fn refresh_cookie_is_this_browsers(
+    state: &AppState,
+    headers: &HeaderMap,
+    rt: &str,
+) -> Result<bool, AppError> {
+    let Some(sid) = state.auth.refresh_token_session(rt).await? else {
+        return Ok(true);
+    };
+    let browser = session::cookie(headers, session::CSRF_COOKIE).and_then(session::csrf_session);
+    Ok(browser == Some(sid.to_string().as_str()))
 }
 
 /// Adds `Set-Cookie` headers to a response.
@@ -242,6 +266,15 @@ pub(crate) async fn refresh(
             )));
         }
     };
+    if !refresh_cookie_is_this_browsers(&state, &headers, rt).await? {
+        // Planted by another subdomain into a browser without a refresh cookie of its own
+        // (or signed in before CSRF tokens named their session): never used, and the
+        // cookies are left alone (clearing cannot reach a cookie set for a parent domain).
+        tracing::warn!(target: "tessera::auth", "refresh refused: the refresh cookie is not of the session this browser signed into");
+        return Err(AppError::from_grant(AuthError::InvalidGrant(
+            "the refresh cookie does not belong to this browser's sign-in; sign in again",
+        )));
+    }
     let client = state
         .auth
         .authenticate_client(None, None)

@@ -593,19 +593,31 @@ async fn run_case(case: &Case, t: &Target) -> Vec<String> {
                 .await
         }
         // Cookie mode: the token as the refresh cookie, with a matching double-submit CSRF
-        // cookie and header, so that only the token decides.
-        Endpoint::SessionRefresh => t
-            .app
-            .client
-            .post(t.app.url("/session/refresh"))
-            .header(
-                "cookie",
-                format!("__Secure-tessera_rt={token}; __Host-tessera_csrf=attack-csrf"),
-            )
-            .header("x-csrf-token", "attack-csrf")
-            .send()
-            .await
-            .unwrap(),
+        // cookie and header naming the token's session (as sign-in mints it), so that only
+        // the token decides.
+        Endpoint::SessionRefresh => {
+            let sid = t
+                .app
+                .state
+                .auth
+                .refresh_token_session(&token)
+                .await
+                .unwrap()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let csrf = format!("attack-csrf.{sid}");
+            t.app
+                .client
+                .post(t.app.url("/session/refresh"))
+                .header(
+                    "cookie",
+                    format!("__Secure-tessera_rt={token}; __Host-tessera_csrf={csrf}"),
+                )
+                .header("x-csrf-token", &csrf)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     let status = res.status().as_u16();
     let challenge = res

@@ -1113,3 +1113,60 @@ async fn a_resumed_account_page_drops_its_loop_guard_from_the_address_bar() {
     let res = browser_get(&app, &b, "/account").await;
     assert_eq!(location(&res), "/session/resume");
 }
+
+/// A sibling subdomain can plant its own `__Secure-tessera_rt` for the parent domain. In a
+/// browser with no refresh cookie of its own (never signed in, or signed out) it is the
+/// only one sent, so the ambiguity check cannot see it: the CSRF cookie, which only this
+/// origin can set and which names the session the browser signed into, refuses it.
+#[tokio::test]
+async fn a_planted_refresh_cookie_alone_signs_no_one_in() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    app.create_user("mallory", PW, &["user"]).await;
+    let mallory = sign_in(&app, "mallory").await;
+    // The victim only opened the sign-in page: an anonymous CSRF cookie.
+    let res = app.client.get(app.url("/login")).send().await.unwrap();
+    let anonymous = set_cookies(res.headers())["__Host-tessera_csrf"]
+        .value
+        .clone();
+    let victim = Browser {
+        at: String::new(),
+        rt: mallory.rt.clone(),
+        csrf: anonymous,
+    };
+    let res = browser_get(&app, &victim, "/account").await;
+    assert_eq!(location(&res), "/session/resume");
+    let res = browser_get(&app, &victim, "/session/resume").await;
+    assert_eq!(location(&res), "/login");
+    assert!(res.headers().get(SET_COOKIE).is_none(), "not signed in");
+    let res = browser_post(&app, &victim, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get(SET_COOKIE).is_none(), "not signed in");
+    // Signed in as ada, then signed out: ada's own CSRF cookie names her session, not
+    // mallory's.
+    let ada = sign_in(&app, "ada").await;
+    let victim = Browser {
+        rt: mallory.rt.clone(),
+        ..ada
+    };
+    let res = browser_post(&app, &victim, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        json(res).await["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("does not belong")
+    );
+    // Mallory's own browser still refreshes: the planted token was never used.
+    let res = browser_post(&app, &mallory, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
