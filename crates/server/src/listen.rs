@@ -398,8 +398,16 @@ impl<T: Serve> hyper::service::Service<http::Request<Incoming>> for PerConnectio
 /// What a connection's requests are doing, for its idle timeout. One word, so that a
 /// request costs one atomic add when it starts and one when it ends: the high 32 bits count
 /// the requests started (HTTP/2: streams), wrapping; the low 32 bits count those in flight.
+/// Next to it, what the socket wrapper ([`WatchedIo`]) saw of the writes.
 #[derive(Debug, Default)]
-struct Activity(AtomicU64, AtomicBool);
+struct Activity {
+    requests: AtomicU64,
+    /// The last write or flush was left pending.
+    write_blocked: AtomicBool,
+    /// A write or flush that had been left pending went through since the last tick took
+    /// this flag: the client is slowly taking what it was sent.
+    wrote: AtomicBool,
+}
 
 /// One request started, and in flight.
 const STARTED: u64 = (1 << 32) | 1;
@@ -407,7 +415,7 @@ const STARTED: u64 = (1 << 32) | 1;
 impl Activity {
     /// (requests started, requests in flight).
     fn read(&self) -> (u32, u32) {
-        let word = self.0.load(Ordering::Acquire);
+        let word = self.requests.load(Ordering::Acquire);
         // The two halves of the word (truncation intended).
         ((word >> 32) as u32, word as u32)
     }
@@ -415,7 +423,24 @@ impl Activity {
     /// The connection's last write or flush could not complete: hyper holds bytes the
     /// client has not taken yet (the tail of a response to a slow reader).
     fn write_blocked(&self) -> bool {
-        self.1.load(Ordering::Relaxed)
+        self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write held up by the client went through since the last call: a response
+    /// making its way to a slow reader keeps its connection from being idle, one the
+    /// client has stopped taking does not. (Writes that never wait, such as an HTTP/2
+    /// PING's answer, do not count: they are not a response being taken.)
+    fn take_wrote(&self) -> bool {
+        // A load first: no read-modify-write on a tick that has nothing to clear.
+        self.wrote.load(Ordering::Relaxed) && self.wrote.swap(false, Ordering::Relaxed)
+    }
+
+    /// Notes the outcome of a write or flush (`wrote`: it took bytes).
+    fn note_write<T>(&self, r: &Poll<std::io::Result<T>>, wrote: bool) {
+        if wrote && self.write_blocked.load(Ordering::Relaxed) {
+            self.wrote.store(true, Ordering::Relaxed);
+        }
+        self.write_blocked.store(r.is_pending(), Ordering::Relaxed);
     }
 }
 
@@ -447,7 +472,8 @@ impl<I: tokio::io::AsyncWrite> tokio::io::AsyncWrite for WatchedIo<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let r = this.io.poll_write(cx, buf);
-        this.activity.1.store(r.is_pending(), Ordering::Relaxed);
+        this.activity
+            .note_write(&r, matches!(r, Poll::Ready(Ok(n)) if n > 0));
         r
     }
 
@@ -458,7 +484,8 @@ impl<I: tokio::io::AsyncWrite> tokio::io::AsyncWrite for WatchedIo<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let r = this.io.poll_write_vectored(cx, bufs);
-        this.activity.1.store(r.is_pending(), Ordering::Relaxed);
+        this.activity
+            .note_write(&r, matches!(r, Poll::Ready(Ok(n)) if n > 0));
         r
     }
 
@@ -469,7 +496,9 @@ impl<I: tokio::io::AsyncWrite> tokio::io::AsyncWrite for WatchedIo<I> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
         let r = this.io.poll_flush(cx);
-        this.activity.1.store(r.is_pending(), Ordering::Relaxed);
+        // A TLS stream writes its buffered records here.
+        this.activity
+            .note_write(&r, matches!(r, Poll::Ready(Ok(()))));
         r
     }
 
@@ -484,14 +513,14 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> Self {
-        activity.0.fetch_add(STARTED, Ordering::AcqRel);
+        activity.requests.fetch_add(STARTED, Ordering::AcqRel);
         Self(Arc::clone(activity))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -687,7 +716,12 @@ where
                     .reset(Instant::now() + IDLE_CLOSE_GRACE.min(*this.period));
                 continue;
             }
-            let active = in_flight > 0 || *this.was_busy || started != *this.seen;
+            // A response still being taken by a slow reader is activity too: hyper may
+            // have its whole body (one frame) and be writing it out long after.
+            let active = in_flight > 0
+                || *this.was_busy
+                || started != *this.seen
+                || this.activity.take_wrote();
             *this.was_busy = in_flight > 0;
             *this.seen = started;
             if active {
@@ -925,6 +959,66 @@ mod tests {
         tokio::time::timeout(IDLE, connections.closed())
             .await
             .expect("closed once sent");
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_taking_longer_than_the_idle_timeout_gets_the_whole_response() {
+        let (addr, _connections, _stop) = start().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // A reader that keeps taking the response, 256 KiB every 25 ms: more than three
+        // idle timeouts for the whole body, never idle.
+        let started = StdInstant::now();
+        let mut received = vec![0u8; 256 << 10];
+        let mut total = 0;
+        while total <= BIG {
+            let n = tokio::time::timeout(IDLE * 5, conn.read(&mut received))
+                .await
+                .expect("the body kept coming")
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            total > BIG,
+            "{total} bytes after {:?}: the body was cut",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() > IDLE * 3,
+            "read too fast to test the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_taking_its_response_is_still_cut_at_the_idle_timeout() {
+        let (addr, _connections, _stop) = start().await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Reads nothing: the server's write stays pending, without progress.
+        tokio::time::sleep(IDLE * 3).await;
+        let mut received = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            match tokio::time::timeout(IDLE * 5, conn.read(&mut received))
+                .await
+                .expect("the server closed the connection")
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        assert!(
+            total < BIG,
+            "{total} bytes: the stalled reader was waited for"
+        );
     }
 
     #[tokio::test]
