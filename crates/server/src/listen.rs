@@ -388,6 +388,9 @@ impl<T: Serve> hyper::service::Service<http::Request<Incoming>> for PerConnectio
     type Future = Tracked<T::Future>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        if req.version() == http::Version::HTTP_2 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
         Tracked {
             inner: self.app.serve(req, self.peer),
             in_flight: Some(InFlight::start(&self.activity)),
@@ -407,6 +410,8 @@ struct Activity {
     /// A write or flush that had been left pending went through since the last tick took
     /// this flag: the client is slowly taking what it was sent.
     wrote: AtomicBool,
+    /// The connection speaks HTTP/2 (it has had a request).
+    http2: AtomicBool,
 }
 
 /// One request started, and in flight.
@@ -605,8 +610,9 @@ pin_project_lite::pin_project! {
         idle_ticks: u8,
         // The timer was polled since its last reset, so it will wake the task.
         armed: bool,
-        // The stop signal came: from then on each tick closes the connection if nothing is
-        // in flight (what keeps it open is a request head that never finished).
+        // The stop signal came to an HTTP/1.1 connection (or one without a request yet):
+        // from then on each tick closes it if nothing is in flight and no write is pending
+        // (what keeps it open is a request head that never finished).
         stopping: bool,
     }
 }
@@ -677,11 +683,18 @@ where
             // request after its response; but one with part of a request head waits for
             // the rest, which a stalled client never sends, holding the whole shutdown to
             // its deadline. Look again shortly.
-            *this.stopping = true;
-            *this.armed = false;
-            this.tick
-                .as_mut()
-                .reset(Instant::now() + IDLE_CLOSE_GRACE.min(*this.period));
+            //
+            // Not for HTTP/2: h2 takes a response's body whole and sends it as the
+            // client's flow-control window allows (RFC 9113 §6.9), with nothing in flight
+            // and no write pending here. Its GOAWAY (§6.8) closes the connection once its
+            // streams are done; the idle timeout and the deadline still apply.
+            if !this.activity.http2.load(Ordering::Relaxed) {
+                *this.stopping = true;
+                *this.armed = false;
+                this.tick
+                    .as_mut()
+                    .reset(Instant::now() + IDLE_CLOSE_GRACE.min(*this.period));
+            }
         }
         // Polling the timer registers the task's waker again and spends coop budget; on
         // every wake-up of the connection that was about 80 instructions per request
@@ -1019,6 +1032,42 @@ mod tests {
             total < BIG,
             "{total} bytes: the stalled reader was waited for"
         );
+    }
+
+    #[tokio::test]
+    async fn an_http2_response_waiting_for_flow_control_at_shutdown_is_sent_whole() {
+        // hyper hands an HTTP/2 stream's body to h2 whole as soon as the stream has any
+        // send window (RFC 9113 §6.9); the rest waits in h2 for the client's WINDOW_UPDATE,
+        // with nothing in flight and no write pending.
+        let (addr, connections, stop) = start().await;
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let mut res = client
+            .get(format!("http://{addr}/big"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        let mut total = res.chunk().await.unwrap().map_or(0, |c| c.len());
+        // The client stops reading (and so stops opening its window); shutdown begins. The
+        // pause is longer than the check after the stop (half an idle timeout here) and
+        // shorter than the idle timeout.
+        let _ = stop.send(true);
+        connections.drain();
+        tokio::time::sleep(IDLE * 4 / 5).await;
+        while let Some(chunk) = tokio::time::timeout(IDLE * 5, res.chunk())
+            .await
+            .expect("the rest of the body came")
+            .expect("the body was cut")
+        {
+            total += chunk.len();
+        }
+        assert_eq!(total, BIG);
+        tokio::time::timeout(IDLE * 2, connections.closed())
+            .await
+            .expect("closed once sent");
     }
 
     #[tokio::test]
