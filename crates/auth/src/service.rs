@@ -794,6 +794,9 @@ impl<S: Store> Auth<S> {
             match self.store.rotate_refresh_token(&req).await? {
                 RotateOutcome::Rotated { session, user } => break (session, user, successor),
                 RotateOutcome::GraceRetry(s) => {
+                    if hops > 0 {
+                        tracing::info!(target: "tessera::auth", session = %s.id, hops, "refresh token rotated within the grace window answered with the newest of its chain");
+                    }
                     let user = self.store.find_user_by_id(s.user_id).await?;
                     break (s, user, successor);
                 }
