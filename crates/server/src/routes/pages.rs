@@ -24,7 +24,7 @@ use crate::error::AppError;
 use crate::extract::ClientMeta;
 use crate::ratelimit::Bucket;
 use crate::routes::session::{
-    SignIn, cookies_for, end_session, field, optional_form, refresh_cookie_is_this_browsers,
+    BrowserRefresh, SignIn, cookies_for, end_session, field, optional_form, refresh_browser,
     sign_in, with_cookies,
 };
 use crate::session::{self, CSRF_FIELD};
@@ -256,21 +256,8 @@ pub(crate) async fn resume(
         session::RefreshCookie::One(rt) if !elsewhere => rt,
         _ => return Ok(see_other("/login")),
     };
-    // A refresh cookie of another session than the one this browser signed into (planted
-    // by a sibling subdomain into a browser that has none, say) is never used.
-    if !refresh_cookie_is_this_browsers(&state, &headers, rt).await? {
-        tracing::warn!(target: "tessera::auth", "page session not resumed: the refresh cookie is not of the session this browser signed into");
-        return Ok(see_other("/login"));
-    }
-    let client = state
-        .auth
-        .authenticate_client(None, None)
-        .await
-        .map_err(AppError::from_grant)?;
-    match state.auth.refresh_grant(rt, None, &client, &meta).await {
-        Ok(tokens) => {
-            let keep = session::cookie(&headers, session::CSRF_COOKIE);
-            let (cookies, _) = cookies_for(&state, &tokens, keep)?;
+    match refresh_browser(&state, &headers, rt, &meta).await? {
+        BrowserRefresh::Renewed { cookies, .. } => {
             let to = if q.notice.as_deref() == Some("renewed") {
                 "/account?resumed=1&notice=renewed"
             } else {
@@ -278,15 +265,16 @@ pub(crate) async fn resume(
             };
             Ok(with_cookies(see_other(to), cookies))
         }
-        Err(e @ (AuthError::InvalidGrant(_) | AuthError::RefreshReused)) => {
+        // A refresh cookie of another session than the one this browser signed into
+        // (planted by a sibling subdomain into a browser that has none, say): not used.
+        BrowserRefresh::NotThisBrowsers => Ok(see_other("/login")),
+        BrowserRefresh::Ended(e) => {
             tracing::debug!(target: "tessera::auth", reason = %e, "page session could not be resumed");
             Ok(with_cookies(
                 see_other("/login?notice=session_ended"),
                 session::clearing_cookies(),
             ))
         }
-        // The database is down, say: the session may be fine, keep its cookies.
-        Err(e) => Err(AppError::from_grant(e)),
     }
 }
 

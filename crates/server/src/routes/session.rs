@@ -127,19 +127,61 @@ pub(crate) fn cookies_for(
     Ok((cookies, csrf))
 }
 
-/// Whether the one refresh cookie sent belongs to the session this browser signed into,
-/// as its CSRF cookie says ([`session::csrf_session`]). A token that is not ours is let
-/// through: the refresh grant refuses it with its usual answer.
-pub(crate) async fn refresh_cookie_is_this_browsers(
+/// What renewing a browser's session with its one refresh cookie came to.
+pub(crate) enum BrowserRefresh {
+    /// Renewed: the token response, the cookies to set, and the (kept) CSRF token.
+    Renewed {
+        tokens: TokenResponse,
+        cookies: Vec<HeaderValue>,
+        csrf_token: String,
+    },
+    /// The refresh cookie is of another session than the one this browser signed into, as
+    /// its CSRF cookie says ([`session::csrf_session`]): it was not used.
+    NotThisBrowsers,
+    /// The session is over (`invalid_grant`, or reuse, which revoked it): the browser's
+    /// cookies are dead.
+    Ended(AuthError),
+}
+
+/// Renews a browser's session with its one refresh cookie `rt`, as `POST /session/refresh`
+/// and the pages' `GET /session/resume` do: the same rotation as the refresh grant, the CSRF
+/// token kept. Other failures (the database unavailable, a refresh throttled) say nothing
+/// about the session and are errors, so that the cookies stay for the next try.
+pub(crate) async fn refresh_browser(
     state: &AppState,
     headers: &HeaderMap,
     rt: &str,
-) -> Result<bool, AppError> {
-    let Some(sid) = state.auth.refresh_token_session(rt).await? else {
-        return Ok(true);
-    };
-    let browser = session::cookie(headers, session::CSRF_COOKIE).and_then(session::csrf_session);
-    Ok(browser == Some(sid.to_string().as_str()))
+    meta: &RequestMeta,
+) -> Result<BrowserRefresh, AppError> {
+    // A token that is not ours is let through: the refresh grant refuses it as usual.
+    if let Some(sid) = state.auth.refresh_token_session(rt).await? {
+        let browser =
+            session::cookie(headers, session::CSRF_COOKIE).and_then(session::csrf_session);
+        if browser != Some(sid.to_string().as_str()) {
+            tracing::warn!(target: "tessera::auth", "refresh refused: the refresh cookie is not of the session this browser signed into");
+            return Ok(BrowserRefresh::NotThisBrowsers);
+        }
+    }
+    let client = state
+        .auth
+        .authenticate_client(None, None)
+        .await
+        .map_err(AppError::from_grant)?;
+    match state.auth.refresh_grant(rt, None, &client, meta).await {
+        Ok(tokens) => {
+            let keep = session::cookie(headers, session::CSRF_COOKIE);
+            let (cookies, csrf_token) = cookies_for(state, &tokens, keep)?;
+            Ok(BrowserRefresh::Renewed {
+                tokens,
+                cookies,
+                csrf_token,
+            })
+        }
+        Err(e @ (AuthError::InvalidGrant(_) | AuthError::RefreshReused)) => {
+            Ok(BrowserRefresh::Ended(e))
+        }
+        Err(e) => Err(AppError::from_grant(e)),
+    }
 }
 
 /// Adds `Set-Cookie` headers to a response.
@@ -266,24 +308,12 @@ pub(crate) async fn refresh(
             )));
         }
     };
-    if !refresh_cookie_is_this_browsers(&state, &headers, rt).await? {
-        // Planted by another subdomain into a browser without a refresh cookie of its own
-        // (or signed in before CSRF tokens named their session): never used, and the
-        // cookies are left alone (clearing cannot reach a cookie set for a parent domain).
-        tracing::warn!(target: "tessera::auth", "refresh refused: the refresh cookie is not of the session this browser signed into");
-        return Err(AppError::from_grant(AuthError::InvalidGrant(
-            "the refresh cookie does not belong to this browser's sign-in; sign in again",
-        )));
-    }
-    let client = state
-        .auth
-        .authenticate_client(None, None)
-        .await
-        .map_err(AppError::from_grant)?;
-    match state.auth.refresh_grant(rt, None, &client, &meta).await {
-        Ok(tokens) => {
-            let keep = session::cookie(&headers, session::CSRF_COOKIE);
-            let (cookies, csrf_token) = cookies_for(&state, &tokens, keep)?;
+    match refresh_browser(&state, &headers, rt, &meta).await? {
+        BrowserRefresh::Renewed {
+            tokens,
+            cookies,
+            csrf_token,
+        } => {
             let body = SessionStarted {
                 expires_in: tokens.expires_in,
                 scope: tokens.scope,
@@ -291,15 +321,18 @@ pub(crate) async fn refresh(
             };
             Ok(with_cookies(Json(body).into_response(), cookies))
         }
-        Err(e @ (AuthError::InvalidGrant(_) | AuthError::RefreshReused)) => {
+        // Planted by another subdomain into a browser without a refresh cookie of its own
+        // (or signed in before CSRF tokens named their session): never used, and the
+        // cookies are left alone (clearing cannot reach a cookie set for a parent domain).
+        BrowserRefresh::NotThisBrowsers => Err(AppError::from_grant(AuthError::InvalidGrant(
+            "the refresh cookie does not belong to this browser's sign-in; sign in again",
+        ))),
+        BrowserRefresh::Ended(e) => {
             // RFC 9700 §4.14.2: a reused refresh token has revoked the session; either way
             // this browser's cookies are dead, so delete them.
             let res = AppError::from_grant(e).into_response();
             Ok(with_cookies(res, session::clearing_cookies()))
         }
-        // Anything else (the database unavailable, a refresh throttled) says nothing about
-        // the session: the cookies stay for the next try.
-        Err(e) => Err(AppError::from_grant(e)),
     }
 }
 

@@ -191,18 +191,18 @@ async fn instances_keep_verifying_while_the_database_is_away_and_recover() {
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1", "503 says when to retry");
     // The browser keeps its cookies: an outage says nothing about its session.
-    let res = a
-        .client
-        .post(a.url("/session/refresh"))
-        .header(
-            "cookie",
-            format!("__Secure-tessera_rt={rt}; __Host-tessera_csrf={csrf}"),
-        )
-        .header("x-csrf-token", &csrf)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
+    let cookie_refresh = || {
+        a.client
+            .post(a.url("/session/refresh"))
+            .header(
+                "cookie",
+                format!("__Secure-tessera_rt={rt}; __Host-tessera_csrf={csrf}"),
+            )
+            .header("x-csrf-token", &csrf)
+            .header("sec-fetch-site", "same-origin")
+            .send()
+    };
+    let res = cookie_refresh().await.unwrap();
     assert_eq!(res.status(), 503);
     assert!(res.headers().get("set-cookie").is_none());
     assert_eq!(
@@ -234,19 +234,7 @@ async fn instances_keep_verifying_while_the_database_is_away_and_recover() {
             .status(),
         200
     );
-    let res = a
-        .client
-        .post(a.url("/session/refresh"))
-        .header(
-            "cookie",
-            format!("__Secure-tessera_rt={rt}; __Host-tessera_csrf={csrf}"),
-        )
-        .header("x-csrf-token", &csrf)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(cookie_refresh().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
