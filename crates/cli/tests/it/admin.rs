@@ -767,15 +767,7 @@ fn a_stderr_that_cannot_be_written_is_not_a_panic() {
                 .iter()
                 .map(|a| if *a == "CLIENT" { client } else { a })
                 .collect();
-            let cmd = d.command(&args);
-            let mut std_cmd = std::process::Command::new(cmd.get_program());
-            std_cmd.args(cmd.get_args());
-            for (key, value) in cmd.get_envs() {
-                match value {
-                    Some(v) => std_cmd.env(key, v),
-                    None => std_cmd.env_remove(key),
-                };
-            }
+            let mut std_cmd = crate::common::std_command(&d.command(&args));
             std_cmd.stdin(Stdio::null()).stdout(Stdio::piped());
             if closed {
                 std_cmd.stderr(Stdio::piped());

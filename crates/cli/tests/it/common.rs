@@ -223,10 +223,9 @@ pub(crate) enum Sink {
     Closed,
 }
 
-/// Runs `cmd` (as built, with its arguments and environment) with stdout sent to `sink`.
-pub(crate) fn run_into(cmd: &Command, sink: Sink) -> Run {
-    use std::process::Stdio;
-
+/// `cmd` (as built: program, arguments and environment) as a `std` command, whose standard
+/// streams can then be pointed anywhere.
+pub(crate) fn std_command(cmd: &Command) -> std::process::Command {
     let mut std_cmd = std::process::Command::new(cmd.get_program());
     std_cmd.args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
@@ -235,6 +234,14 @@ pub(crate) fn run_into(cmd: &Command, sink: Sink) -> Run {
             None => std_cmd.env_remove(key),
         };
     }
+    std_cmd
+}
+
+/// Runs `cmd` (as built, with its arguments and environment) with stdout sent to `sink`.
+pub(crate) fn run_into(cmd: &Command, sink: Sink) -> Run {
+    use std::process::Stdio;
+
+    let mut std_cmd = std_command(cmd);
     std_cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     match sink {
         Sink::Full => {
