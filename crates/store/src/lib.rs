@@ -817,21 +817,16 @@ macro_rules! sql_store {
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(map_err)?;
-                    match successor_used {
-                        Some(None) => {
-                            tx.commit().await.map_err(map_err)?;
-                            turn.committed();
-                            return Ok(RotateOutcome::GraceRetry(session));
-                        }
-                        // The successor was used in turn (a request that left before the
-                        // cookie or storage was updated, racing one sent after): nothing
-                        // changes; the caller follows the chain to its current token.
-                        Some(Some(_)) => {
-                            tx.commit().await.map_err(map_err)?;
-                            turn.committed();
-                            return Ok(RotateOutcome::Superseded(session));
-                        }
-                        None => {}
+                    if let Some(used_at) = successor_used {
+                        tx.commit().await.map_err(map_err)?;
+                        turn.committed();
+                        // A successor used in turn (a request that left before the cookie
+                        // or storage was updated, racing one sent after) changes nothing:
+                        // the caller follows the chain to its current token.
+                        return Ok(match used_at {
+                            None => RotateOutcome::GraceRetry(session),
+                            Some(_) => RotateOutcome::Superseded(session),
+                        });
                     }
                 }
                 // RFC 9700 §4.14.2: reuse of a rotated token revokes the whole family.
