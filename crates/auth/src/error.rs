@@ -22,6 +22,12 @@ pub enum AuthError {
     /// A rotated refresh token was presented again; its whole session was revoked.
     #[error("refresh token reuse detected; the session has been revoked")]
     RefreshReused,
+    /// A refresh token rotated within the grace window whose chain has since moved on further
+    /// than a refresh follows it. The session is intact and the client already holds (or is
+    /// about to receive) a newer token: it is refused without revoking anything, and a
+    /// browser keeps its cookies.
+    #[error("refresh token was superseded by a newer one")]
+    RefreshSuperseded,
     /// An access token failed verification or was revoked. The detail is for logs only.
     #[error("invalid access token: {0}")]
     InvalidToken(String),

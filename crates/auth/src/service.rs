@@ -742,8 +742,8 @@ impl<S: Store> Auth<S> {
     /// window (RFC 9700 §4.14.2).
     ///
     /// # Errors
-    /// [`AuthError::InvalidGrant`], [`AuthError::RefreshReused`], [`AuthError::InvalidScope`],
-    /// storage failures.
+    /// [`AuthError::InvalidGrant`], [`AuthError::RefreshReused`],
+    /// [`AuthError::RefreshSuperseded`], [`AuthError::InvalidScope`], storage failures.
     #[tracing::instrument(skip_all)]
     pub async fn refresh_grant(
         &self,
@@ -811,11 +811,9 @@ impl<S: Store> Auth<S> {
                     hops += 1;
                     presented = Zeroizing::new(successor);
                 }
-                RotateOutcome::Superseded(_) => {
-                    return Err(AuthError::InvalidGrant(
-                        "refresh token is invalid or expired",
-                    ));
-                }
+                // Not reuse (the session stays), and not a reason for a browser to drop its
+                // cookies: its jar already holds the newer token a parallel request received.
+                RotateOutcome::Superseded(_) => return Err(AuthError::RefreshSuperseded),
                 RotateOutcome::Reused(s) => {
                     self.sync_revocations().await;
                     tracing::warn!(target: "tessera::auth", session = %s.id, user = %s.user_id, "refresh token reuse detected; session revoked");

@@ -189,6 +189,11 @@ impl AppError {
                 "invalid_grant",
                 "refresh token was already used; the session has been revoked, sign in again",
             ),
+            AuthError::RefreshSuperseded => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh token was superseded by a newer one; use the newest refresh token",
+            ),
             AuthError::InvalidScope(s) => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_scope",
@@ -242,6 +247,11 @@ impl AppError {
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
                 "refresh token reuse detected",
+            ),
+            AuthError::RefreshSuperseded => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh token was superseded by a newer one",
             ),
             AuthError::InvalidToken(_) => Self::invalid_token(),
             AuthError::InvalidScope(s) => Self::new(

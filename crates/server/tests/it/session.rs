@@ -468,6 +468,44 @@ async fn refresh_rotates_the_cookies_and_a_replayed_refresh_cookie_revokes_the_s
     assert_eq!(res.status(), 401);
 }
 
+/// A refresh cookie whose chain moved on further than a refresh follows it within the grace
+/// window (many parallel refreshes of one browser) is refused, but the response must not
+/// clear the cookies: the browser's jar already holds the newer token another of its
+/// requests received, and clearing it signed the user out.
+#[tokio::test]
+async fn a_refresh_too_far_behind_its_chain_keeps_the_browsers_cookies() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let first = sign_in(&app, "ada").await;
+    let mut newest = first.clone();
+    for _ in 0..10 {
+        let res = browser_post(&app, &newest, "/session/refresh")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        newest.rt = set_cookies(res.headers())["__Secure-tessera_rt"]
+            .value
+            .clone();
+    }
+    let res = browser_post(&app, &first, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.headers().get(SET_COOKIE).is_none(),
+        "no cookie is cleared: {:?}",
+        res.headers()
+    );
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    let res = browser_post(&app, &newest, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the session lives on");
+}
+
 /// `__Secure-` allows `Domain`: a sibling subdomain can plant its own refresh cookie for the
 /// parent domain with a longer `Path`, which the browser sends before ours (reproduced in
 /// Chromium with `evil.app.localhost` and `auth.app.localhost`). Refreshing with it signed
