@@ -64,6 +64,46 @@ impl Default for JwksOptions {
     }
 }
 
+impl JwksOptions {
+    /// Refuses options that cannot work or would hammer the issuer. The timeouts are also
+    /// those of the revocation feed, so [`crate::VerifierBuilder::build`] checks them whenever
+    /// anything is fetched, static keys with a feed included.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.min_ttl > self.max_ttl {
+            return Err(Error::config(
+                "`JwksOptions::min_ttl` must not exceed `JwksOptions::max_ttl`",
+            ));
+        }
+        if self.min_ttl.is_zero() {
+            return Err(Error::config(
+                "`JwksOptions::min_ttl` must be at least one second",
+            ));
+        }
+        // The cooldown is compared in whole seconds: under one it would be none at all, a
+        // fetch for every made-up `kid`.
+        if self.unknown_kid_cooldown < Duration::from_secs(1) {
+            return Err(Error::config(
+                "`JwksOptions::unknown_kid_cooldown` must be at least one second",
+            ));
+        }
+        // Zero would ask a failing issuer again at once, forever.
+        if self.retry_interval.is_zero() {
+            return Err(Error::config(
+                "`JwksOptions::retry_interval` must be positive",
+            ));
+        }
+        // A zero timeout fails every request at once: the key set, or the revocation feed
+        // (which uses the same two timeouts), would never be read.
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::config(
+                "`JwksOptions::timeout` and `JwksOptions::connect_timeout` must be positive \
+                 (they bound key-set and revocation-feed requests)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What the verifier currently holds from the issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStatus {
@@ -127,26 +167,7 @@ impl JwksCache {
         opts: JwksOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
-        if opts.min_ttl > opts.max_ttl {
-            return Err(Error::config("`min_ttl` must not exceed `max_ttl`"));
-        }
-        if opts.min_ttl.is_zero() {
-            return Err(Error::config("`min_ttl` must be at least one second"));
-        }
-        // The cooldown is compared in whole seconds: under one it would be none at all, a
-        // fetch for every made-up `kid`.
-        if opts.unknown_kid_cooldown < Duration::from_secs(1) {
-            return Err(Error::config(
-                "`unknown_kid_cooldown` must be at least one second",
-            ));
-        }
-        // Zero would ask a failing issuer again at once, forever.
-        if opts.retry_interval.is_zero() || opts.timeout.is_zero() || opts.connect_timeout.is_zero()
-        {
-            return Err(Error::config(
-                "`retry_interval`, `timeout` and `connect_timeout` must be positive",
-            ));
-        }
+        opts.check()?;
         let http = fetch::client(opts.connect_timeout, opts.timeout)?;
         Ok(Self {
             locator,

@@ -461,7 +461,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// How remote keys are fetched and cached.
+    /// How remote keys are fetched and cached. Its `timeout` and `connect_timeout` also
+    /// bound the revocation feed's requests, so [`VerifierBuilder::build`] checks the options
+    /// whenever keys or a feed are fetched, with static keys too.
     pub fn jwks_options(mut self, options: JwksOptions) -> Self {
         self.jwks = options;
         self
@@ -535,6 +537,11 @@ impl VerifierBuilder {
         validation.audiences = self.audiences;
         validation.required_typ = self.typ;
         let needs_runtime = !matches!(source, Source::Static(_)) || self.feed.is_some();
+        // The feed's requests use the same timeouts as key fetches: check them whenever
+        // anything is fetched, not only when keys are (static keys with a feed included).
+        if needs_runtime {
+            self.jwks.check()?;
+        }
         let runtime = tokio::runtime::Handle::try_current();
         if needs_runtime && runtime.is_err() {
             return Err(Error::NoRuntime);

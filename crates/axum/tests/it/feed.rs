@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tessera_auth::Actor;
-use tessera_axum::{Authenticated, Error, RevocationFeed, Verifier};
+use tessera_axum::{Authenticated, Error, JwksOptions, RevocationFeed, Verifier};
 use tessera_jose::NoCustomClaims;
 use tessera_testkit::{TestApp, spawn_app};
 
@@ -351,4 +351,39 @@ async fn disabling_a_user_revokes_every_token_they_hold() {
     v.verify::<NoCustomClaims>(&admin.access_token)
         .await
         .unwrap();
+}
+
+/// The feed's requests use `JwksOptions`' timeouts. With static keys no key cache checks
+/// them, and a zero timeout made every poll fail at once: the feed was never read, and with
+/// the default fail-open a revoked token was accepted for as long as the process ran.
+#[tokio::test]
+async fn a_feed_with_static_keys_refuses_zero_timeouts() {
+    let key = es256("k1");
+    let issuer = Issuer::start(&[]).await;
+    let build = |opts: JwksOptions| {
+        Verifier::builder()
+            .key(key.verifying_key())
+            .accept_any_typ()
+            .jwks_options(opts)
+            .revocation_feed(
+                RevocationFeed::new("svc", "feed-secret")
+                    .url(format!("{}/revocations", issuer.base)),
+            )
+            .build()
+    };
+    let cases: [fn(&mut JwksOptions); 3] = [
+        |o| o.timeout = Duration::ZERO,
+        |o| o.connect_timeout = Duration::ZERO,
+        |o| o.retry_interval = Duration::ZERO,
+    ];
+    for (i, set) in cases.iter().enumerate() {
+        let mut o = JwksOptions::default();
+        set(&mut o);
+        let err = build(o).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { reason } if reason.contains("JwksOptions::")),
+            "case {i}: {err}"
+        );
+    }
+    build(JwksOptions::default()).unwrap();
 }
