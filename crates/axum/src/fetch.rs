@@ -186,6 +186,21 @@ pub(crate) fn max_age(headers: &HeaderMap) -> Option<u64> {
     found
 }
 
+/// The response's `Age` (RFC 9111 §5.1), in seconds: how long a cache in between has held
+/// it. Only the first member of the first field counts ("a cache encountering a message
+/// with a list-based Age field value SHOULD use the first member"); anything but
+/// delta-seconds there is ignored ("SHOULD ignore the field"), and a value too large to
+/// represent saturates (RFC 9111 §1.2.2).
+pub(crate) fn age(headers: &HeaderMap) -> Option<u64> {
+    let text = headers.get(http::header::AGE)?.to_str().ok()?;
+    let first = text.split(',').next()?.trim();
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Only digits are left, so the one possible parse failure is overflow.
+    Some(first.parse::<u64>().unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +223,26 @@ mod tests {
         assert_eq!(max_age(&headers(&["max-age=-1"])), None);
         assert_eq!(max_age(&headers(&["public"])), None);
         assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn age_is_delta_seconds_first_member_only_and_saturates() {
+        let parsed = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(http::header::AGE, v.parse().unwrap());
+            }
+            age(&h)
+        };
+        assert_eq!(parsed(&["120"]), Some(120));
+        assert_eq!(parsed(&[" 7 "]), Some(7));
+        assert_eq!(parsed(&["30, 90"]), Some(30));
+        assert_eq!(parsed(&["30", "90"]), Some(30));
+        assert_eq!(parsed(&["99999999999999999999999"]), Some(u64::MAX));
+        for bad in ["-5", "+5", "1.5", "abc", "", "5s", "\"5\""] {
+            assert_eq!(parsed(&[bad]), None, "{bad:?}");
+        }
+        assert_eq!(parsed(&[]), None);
     }
 
     #[test]

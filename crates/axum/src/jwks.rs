@@ -22,6 +22,10 @@ use crate::fetch;
 
 /// How the remote key set is fetched and cached.
 ///
+/// A fetched set is fresh for what its `Cache-Control: max-age` has left once its `Age` is
+/// subtracted (RFC 9111 §4.2.3: a cache in between may have held it for a while), kept
+/// within `min_ttl..=max_ttl`; `default_ttl` when the answer has no usable `max-age`.
+///
 /// Build it with [`JwksOptions::default`] and change the fields you need.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,7 +376,10 @@ impl JwksCache {
             return Err(invalid("no usable public signing key".into()));
         }
         let set = KeySet::new(public).map_err(|e| invalid(e.to_string()))?;
+        // RFC 9111 §4.2.3: what is left of `max-age` is the freshness lifetime minus the
+        // answer's current age, the time a cache in between has held it (§5.1 `Age`).
         let ttl = fetch::max_age(&headers)
+            .map(|max_age| max_age.saturating_sub(fetch::age(&headers).unwrap_or(0)))
             .map_or(self.opts.default_ttl, Duration::from_secs)
             .clamp(self.opts.min_ttl, self.opts.max_ttl);
         let ttl = secs(ttl);

@@ -298,6 +298,41 @@ async fn cache_control_is_honoured_within_the_configured_bounds() {
     }
 }
 
+/// RFC 9111 §4.2.3: an answer a cache in between has held for `Age` seconds has that much
+/// less of its `max-age` left. Counting from the fetch kept withdrawn keys up to a whole
+/// `max-age` too long behind a CDN.
+#[tokio::test]
+async fn the_age_of_an_answer_is_subtracted_from_its_max_age() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    issuer.set_cache_control(Some("public, max-age=600"));
+    let v = verifier(&issuer, &clock, options()).await;
+    // Let the background task make its first fetch, so none of its own joins a case below.
+    assert!(
+        eventually(Duration::from_secs(10), async || v.stats().jwks_fetches
+            >= 1)
+        .await
+    );
+    let cases = [
+        (Some("500"), 100),
+        // Older than its max-age: stale on arrival, so the lower bound applies.
+        (Some("700"), 60),
+        (Some("99999999999999999999999"), 60),
+        // RFC 9111 §5.1: the first member of a list; an invalid value is ignored.
+        (Some("200, 400"), 400),
+        (Some("-5"), 600),
+        (Some("soon"), 600),
+        (None, 600),
+    ];
+    for (age, expected) in cases {
+        issuer.set_age(age);
+        v.refresh_keys().await.unwrap();
+        let s = v.key_status().unwrap();
+        assert_eq!(s.fresh_until - s.fetched_at, expected, "Age: {age:?}");
+    }
+}
+
 #[tokio::test]
 async fn keys_are_refreshed_in_the_background_before_they_expire() {
     let k1 = es256("k1");

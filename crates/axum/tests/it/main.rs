@@ -108,6 +108,8 @@ pub fn flip(token: &str, index: usize) -> String {
 pub struct IssuerState {
     pub jwks: Mutex<String>,
     pub cache_control: Mutex<Option<String>>,
+    /// The `Age` header of JWKS answers, if any.
+    pub age: Mutex<Option<String>>,
     pub fail: AtomicBool,
     pub delay: Mutex<Duration>,
     pub jwks_fetches: AtomicUsize,
@@ -138,6 +140,7 @@ impl Issuer {
         let state = Arc::new(IssuerState {
             jwks: Mutex::new(String::new()),
             cache_control: Mutex::new(Some("public, max-age=300".into())),
+            age: Mutex::new(None),
             fail: AtomicBool::new(false),
             delay: Mutex::new(Duration::ZERO),
             jwks_fetches: AtomicUsize::new(0),
@@ -181,6 +184,10 @@ impl Issuer {
         *self.state.cache_control.lock().unwrap() = value.map(str::to_owned);
     }
 
+    pub fn set_age(&self, value: Option<&str>) {
+        *self.state.age.lock().unwrap() = value.map(str::to_owned);
+    }
+
     pub fn set_failing(&self, fail: bool) {
         self.state.fail.store(fail, Ordering::SeqCst);
     }
@@ -219,6 +226,9 @@ async fn jwks(State(s): State<Arc<IssuerState>>) -> Response {
     );
     if let Some(cc) = s.cache_control.lock().unwrap().clone() {
         headers.insert(header::CACHE_CONTROL, cc.parse().unwrap());
+    }
+    if let Some(age) = s.age.lock().unwrap().clone() {
+        headers.insert(header::AGE, age.parse().unwrap());
     }
     let body = s.jwks.lock().unwrap().clone();
     (headers, body).into_response()
