@@ -1,13 +1,17 @@
 //! The remote key set: discovery, JWKS fetch, and the cache in front of them.
 //!
-//! One fetch at a time (the `fetch_lock`), shared by everyone who needed it: a caller notes
-//! the attempt counter, waits for the lock, and fetches only if no attempt finished in the
-//! meantime. A background task refreshes before the keys go stale; a failed refresh keeps
-//! the last good set (stale-if-error). An unknown `kid` may trigger a fetch, at most once
-//! per cooldown, so a stream of made-up `kid`s costs the issuer one request per cooldown.
+//! One fetch at a time, shared by everyone who needed it: a caller notes how many attempts
+//! have finished, then asks for a fetch; the decision (one is already running, one finished
+//! meanwhile, the cooldown forbids it, or start one) is made under a lock held for no more
+//! than that, and the fetch itself runs in its own task. A request waits for the fetch it
+//! needs (its own or one under way) for at most `max_fetch_wait`, then answers with the keys
+//! at hand; it never queues behind the network. A background task refreshes before the
+//! keys go stale; a failed refresh keeps the last good set (stale-if-error). An unknown
+//! `kid` may trigger a fetch, at most once per cooldown, so a stream of made-up `kid`s
+//! costs the issuer one request per cooldown.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -15,6 +19,8 @@ use reqwest::Url;
 use serde::Deserialize;
 use tessera_jose::header::Header;
 use tessera_jose::{JwkSet, KeySet, VerifyingKey};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::error::{Error, truncate};
@@ -40,6 +46,12 @@ pub struct JwksOptions {
     /// After a request presents an unknown `kid`, no further fetch for an unknown `kid`
     /// happens for this long (default 30 s; at least 1 s).
     pub unknown_kid_cooldown: Duration,
+    /// Longest a request waits for a key-set fetch it needs (default 2 s): the one its
+    /// unknown `kid` started, or one already under way that may bring the key. After that
+    /// it is answered with the keys at hand (401 for the unknown `kid`, 503 if no key set
+    /// was ever fetched) while the fetch goes on for the requests after it. Zero never
+    /// waits. [`crate::Verifier::refresh_keys`] and the background refresh are not bounded.
+    pub max_fetch_wait: Duration,
     /// Delay before the background task retries a failed refresh (default 10 s; not zero).
     pub retry_interval: Duration,
     /// Largest accepted answer (default 256 KiB).
@@ -59,6 +71,7 @@ impl Default for JwksOptions {
             max_ttl: Duration::from_secs(24 * 3600),
             default_ttl: Duration::from_secs(300),
             unknown_kid_cooldown: Duration::from_secs(30),
+            max_fetch_wait: Duration::from_secs(2),
             retry_interval: Duration::from_secs(10),
             max_response_bytes: 256 * 1024,
             connect_timeout: Duration::from_secs(5),
@@ -156,10 +169,11 @@ pub(crate) struct JwksCache {
     clock: Arc<dyn Clock>,
     discovered: Mutex<Option<Url>>,
     current: ArcSwapOption<CachedKeys>,
-    /// Held for the whole of a fetch, by the task that runs it (see `refresh_inner`).
-    fetch_lock: Arc<tokio::sync::Mutex<()>>,
-    /// Finished fetch attempts (success or failure).
-    attempts: AtomicU64,
+    /// True while a fetch runs. Every decision to start one is made under this lock, which
+    /// is never held across an `.await` (see `begin`).
+    running: Mutex<bool>,
+    /// Finished fetch attempts (success or failure), watched by those waiting for one.
+    finished: watch::Sender<u64>,
     /// Start of the last fetch made on demand (unknown `kid` or no keys), Unix seconds.
     last_demand: AtomicI64,
     failures: AtomicU64,
@@ -180,8 +194,8 @@ impl JwksCache {
             clock,
             discovered: Mutex::new(None),
             current: ArcSwapOption::empty(),
-            fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
-            attempts: AtomicU64::new(0),
+            running: Mutex::new(false),
+            finished: watch::Sender::new(0),
             last_demand: AtomicI64::new(i64::MIN),
             failures: AtomicU64::new(0),
         })
@@ -189,39 +203,47 @@ impl JwksCache {
 
     /// The key for a token header, fetching on demand when the `kid` is unknown (within the
     /// cooldown) or nothing has been fetched yet. Returns the key and the set's epoch.
+    ///
+    /// Waits for a fetch (its own, or one under way) for at most `max_fetch_wait`: within
+    /// the cooldown with no fetch running, an unknown `kid` is answered at once.
     pub(crate) async fn key_for(
         self: &Arc<Self>,
         header: &Header,
     ) -> Result<(VerifyingKey, u64), Error> {
-        // Read before the snapshot: a fetch finishing in between then counts as shared.
-        let seen = self.attempts.load(Ordering::Acquire);
-        let snapshot = self.current.load_full();
-        if let Some(keys) = &snapshot {
-            match keys.set.select(header) {
-                Ok(key) => return Ok((key.clone(), keys.epoch)),
-                Err(tessera_jose::Error::UnknownKid { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        // Read before the lookup: a fetch finishing in between then counts as shared.
+        let mut finished = self.finished.subscribe();
+        let seen = *finished.borrow_and_update();
+        let first = self.lookup(header);
+        match &first {
+            Err(e) if needs_fetch(e) => {}
+            _ => return first,
         }
         tracing::debug!(
             target: "tessera::auth",
             kid = header.kid().unwrap_or_default(),
             "kid not in the key set"
         );
-        // Failures are logged inside; the lookup below reports what is missing.
-        let _ = self.refresh_inner(seen, true).await;
-        match self.current.load_full() {
-            Some(keys) => keys
-                .set
-                .select(header)
-                .map(|k| (k.clone(), keys.epoch))
-                .map_err(Error::from),
-            None => Err(Error::KeysUnavailable),
+        if let Flight::Running(_) = self.begin(seen, true)? {
+            // Failures are logged by the fetch; the lookup below reports what is missing.
+            // Past the bound the fetch goes on in its task, for the requests after this one.
+            let _ =
+                tokio::time::timeout(self.opts.max_fetch_wait, finished.wait_for(|n| *n != seen))
+                    .await;
         }
+        self.lookup(header)
     }
 
-    /// The cooldown rule, checked under the fetch lock: true (and the clock restarted) when
-    /// no demand fetch started within the cooldown.
+    /// The key for `header` in the set held now: [`Error::KeysUnavailable`] without one.
+    fn lookup(&self, header: &Header) -> Result<(VerifyingKey, u64), Error> {
+        let Some(keys) = self.current.load_full() else {
+            return Err(Error::KeysUnavailable);
+        };
+        let key = keys.set.select(header)?;
+        Ok((key.clone(), keys.epoch))
+    }
+
+    /// The cooldown rule, checked under the `running` lock: true (and the clock restarted)
+    /// when no demand fetch started within the cooldown.
     fn demand_allowed(&self) -> bool {
         let now = self.clock.now();
         let cooldown = secs(self.opts.unknown_kid_cooldown);
@@ -234,53 +256,66 @@ impl JwksCache {
     }
 
     /// Fetches the key set unless an attempt finished since the caller read `seen` (then
-    /// that attempt's result is shared). On failure the previous set stays in place.
+    /// that attempt's result is shared) or one is under way (then this waits for it, with
+    /// no bound). On failure the previous set stays in place.
     pub(crate) async fn refresh(self: &Arc<Self>, seen: u64) -> Result<(), Error> {
-        self.refresh_inner(seen, false).await
+        let mut finished = self.finished.subscribe();
+        match self.begin(seen, false)? {
+            Flight::Running(Some(task)) => task.await.unwrap_or_else(|e| {
+                Err(Error::Fetch {
+                    url: self.locator_url().to_string(),
+                    reason: format!("the fetch task ended early: {e}"),
+                })
+            }),
+            Flight::Running(None) => {
+                let _ = finished.wait_for(|n| *n != seen).await;
+                Ok(())
+            }
+            Flight::Finished | Flight::CoolingDown => Ok(()),
+        }
     }
 
     /// One fetch at a time. Everyone who needed keys while a fetch ran shares its result;
-    /// a fetch on demand (unknown `kid`, no keys) also needs the cooldown to allow it. Both
-    /// decisions happen under the lock, so no two callers can both decide to fetch.
+    /// a fetch on demand (unknown `kid`, no keys) also needs the cooldown to allow it. All
+    /// of it is decided under the `running` lock, so no two callers can both decide to
+    /// fetch, and nobody holds the lock while the network is slow.
     ///
-    /// The fetch itself runs in its own task, which holds the lock until it is done: the
-    /// caller may go away (its client disconnected, a timeout fired) without cancelling a
-    /// fetch that has already spent the cooldown. Were it cancelled, a rotated key would stay
-    /// unknown until the cooldown ended, as often as anyone sends a made-up `kid` and hangs up.
-    async fn refresh_inner(self: &Arc<Self>, seen: u64, on_demand: bool) -> Result<(), Error> {
-        let one_at_a_time = Arc::clone(&self.fetch_lock).lock_owned().await;
-        if self.attempts.load(Ordering::Acquire) != seen {
-            return Ok(());
+    /// The fetch runs in its own task: the caller may go away (its client disconnected, a
+    /// timeout fired, `max_fetch_wait` passed) without cancelling a fetch that has already
+    /// spent the cooldown. Were it cancelled, a rotated key would stay unknown until the
+    /// cooldown ended, as often as anyone sends a made-up `kid` and hangs up.
+    ///
+    /// # Errors
+    /// [`Error::NoRuntime`] outside a Tokio runtime (the HTTP client needs one anyway).
+    fn begin(self: &Arc<Self>, seen: u64, on_demand: bool) -> Result<Flight, Error> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if *running {
+            return Ok(Flight::Running(None));
+        }
+        if *self.finished.borrow() != seen {
+            return Ok(Flight::Finished);
         }
         if on_demand && !self.demand_allowed() {
-            return Ok(());
+            return Ok(Flight::CoolingDown);
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Not on a Tokio runtime (the HTTP client needs one anyway): fetch in place.
-            let outcome = self.fetch_and_store().await;
-            drop(one_at_a_time);
-            return outcome;
-        };
-        let this = Arc::clone(self);
-        let task = runtime.spawn(async move {
-            let outcome = this.fetch_and_store().await;
-            drop(one_at_a_time);
-            outcome
-        });
-        match task.await {
-            Ok(outcome) => outcome,
-            Err(e) => Err(Error::Fetch {
-                url: self.locator_url().to_string(),
-                reason: format!("the fetch task ended early: {e}"),
-            }),
-        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        *running = true;
+        let task = runtime.spawn(Arc::clone(self).run_fetch());
+        Ok(Flight::Running(Some(task)))
     }
 
-    /// Fetches the key set and puts it in place (or keeps the previous one on failure);
-    /// counts the attempt. Called with the fetch lock held.
+    /// The body of the fetch task. However it ends (even dropped with its runtime), the
+    /// attempt is counted and the next caller may fetch again.
+    async fn run_fetch(self: Arc<Self>) -> Result<(), Error> {
+        let _landing = Landing(&self);
+        self.fetch_and_store().await
+    }
+
+    /// Fetches the key set and puts it in place (or keeps the previous one on failure).
+    /// Called by the fetch task only.
     async fn fetch_and_store(&self) -> Result<(), Error> {
         let result = self.fetch().await;
-        let outcome = match result {
+        match result {
             Ok(keys) => {
                 tracing::debug!(
                     target: "tessera::auth",
@@ -303,9 +338,7 @@ impl JwksCache {
                 tracing::warn!(error = %e, serving_stale_keys = stale, "key set refresh failed");
                 Err(e)
             }
-        };
-        self.attempts.fetch_add(1, Ordering::AcqRel);
-        outcome
+        }
     }
 
     /// The configured issuer or JWKS URL, for errors.
@@ -317,7 +350,7 @@ impl JwksCache {
 
     /// Number of finished fetch attempts.
     pub(crate) fn attempts(&self) -> u64 {
-        self.attempts.load(Ordering::Acquire)
+        *self.finished.borrow()
     }
 
     pub(crate) fn failures(&self) -> u64 {
@@ -475,6 +508,41 @@ impl JwksCache {
         }
         Err(last.unwrap_or(Error::KeysUnavailable))
     }
+}
+
+/// What a caller found when it asked for a fetch (see [`JwksCache::begin`]).
+enum Flight {
+    /// A fetch is running: started by this caller (with its task), or already under way.
+    /// Wait for the attempt count to move.
+    Running(Option<JoinHandle<Result<(), Error>>>),
+    /// An attempt finished since the caller read the count: its result is in place.
+    Finished,
+    /// A fetch on demand is not allowed yet (the unknown-`kid` cooldown).
+    CoolingDown,
+}
+
+/// Ends a fetch: clears `running` and counts the attempt, under the lock `begin` decides
+/// under, so a caller that sees no fetch running also sees its attempt counted.
+struct Landing<'a>(&'a JwksCache);
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *running = false;
+        self.0.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Whether a failed lookup may be cured by fetching the key set again.
+fn needs_fetch(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::KeysUnavailable | Error::Token(tessera_jose::Error::UnknownKid { .. })
+    )
 }
 
 /// The background refresher: fetches at start, then shortly before the set goes stale,

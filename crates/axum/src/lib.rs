@@ -14,7 +14,8 @@
 //!   metadata names the `jwks_uri`. Remote keys are cached ([`JwksOptions`]): `Cache-Control:
 //!   max-age` honoured within bounds, refreshed in the background before they go stale,
 //!   kept when a refresh fails, fetched once for any number of concurrent requests that need
-//!   them, and re-fetched for an unknown `kid` at most once per cooldown.
+//!   them (each waits for that fetch at most [`JwksOptions::max_fetch_wait`]), and re-fetched
+//!   for an unknown `kid` at most once per cooldown.
 //! * **A verified-token cache.** A token seen before skips the signature check. The key is
 //!   the SHA-256 of the exact token; expiry and revocation are checked on every use.
 //! * **Revocation.** With a [`RevocationFeed`], a background task follows the issuer's

@@ -521,6 +521,79 @@ async fn a_cancelled_request_does_not_cancel_the_fetch_it_started() {
     assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
 }
 
+/// Requests with an unknown `kid` never queue behind a slow issuer for longer than
+/// `max_fetch_wait`: the one whose `kid` started the fetch, and those arriving within the
+/// cooldown while it runs, are all answered while the issuer is still sending its answer.
+#[tokio::test]
+async fn unknown_kids_do_not_queue_behind_a_slow_fetch() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let mut o = options();
+    o.max_fetch_wait = Duration::from_millis(100);
+    let v = verifier(&issuer, &clock, o).await;
+    v.refresh_keys().await.unwrap();
+    let (fetches, answered) = (issuer.jwks_fetches(), issuer.jwks_answered());
+    issuer.set_delay(Duration::from_secs(5));
+    clock.advance(31);
+    for i in 0..5 {
+        let forged = sign(
+            &es256(&format!("made-up-{i}")),
+            &claims(&issuer.base),
+            Some("at+jwt"),
+        );
+        assert!(matches!(
+            v.verify::<NoCustomClaims>(&forged).await,
+            Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+        ));
+    }
+    assert_eq!(
+        issuer.jwks_answered(),
+        answered,
+        "every request was answered while the fetch was still under way"
+    );
+    assert!(
+        issuer.jwks_fetches() <= fetches + 1,
+        "one fetch per cooldown"
+    );
+    // Known keys are not held up at all.
+    v.verify::<NoCustomClaims>(&sign(&k1, &claims(&issuer.base), Some("at+jwt")))
+        .await
+        .unwrap();
+}
+
+/// A request that arrives while a fetch is under way may wait for it (within
+/// `max_fetch_wait`), cooldown or not: that fetch may bring its key.
+#[tokio::test]
+async fn a_request_shares_a_fetch_under_way_within_the_cooldown() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let mut o = options();
+    o.max_fetch_wait = Duration::from_secs(30);
+    let v = verifier(&issuer, &clock, o).await;
+    v.refresh_keys().await.unwrap();
+    let fetches = issuer.jwks_fetches();
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_delay(Duration::from_millis(300));
+    clock.advance(31);
+    let forged = sign(&es256("made-up"), &claims(&issuer.base), Some("at+jwt"));
+    let first = tokio::spawn({
+        let v = v.clone();
+        async move { v.verify::<NoCustomClaims>(&forged).await }
+    });
+    assert!(
+        eventually(Duration::from_secs(10), async || issuer.jwks_fetches()
+            > fetches)
+        .await
+    );
+    // The made-up kid spent the cooldown; this request joins its fetch instead.
+    let t2 = sign(&k2, &claims(&issuer.base), Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&t2).await.unwrap();
+    assert!(first.await.unwrap().is_err());
+    assert_eq!(issuer.jwks_fetches(), fetches + 1);
+}
+
 /// Keys fetched from a bare JWKS URL say nothing about whose tokens they sign (one key set
 /// may serve many issuers or tenants): without an `iss` to require, building fails unless
 /// the caller says any issuer will do.

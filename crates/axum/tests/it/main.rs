@@ -113,6 +113,8 @@ pub struct IssuerState {
     pub fail: AtomicBool,
     pub delay: Mutex<Duration>,
     pub jwks_fetches: AtomicUsize,
+    /// JWKS requests answered (after any delay).
+    pub jwks_answered: AtomicUsize,
     pub discovery_fetches: AtomicUsize,
     /// The `jwks_uri` the discovery document names (default: this server's).
     pub jwks_uri: Mutex<Option<String>>,
@@ -144,6 +146,7 @@ impl Issuer {
             fail: AtomicBool::new(false),
             delay: Mutex::new(Duration::ZERO),
             jwks_fetches: AtomicUsize::new(0),
+            jwks_answered: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
             jwks_uri: Mutex::new(None),
             issuer: Mutex::new(None),
@@ -200,6 +203,10 @@ impl Issuer {
         self.state.jwks_fetches.load(Ordering::SeqCst)
     }
 
+    pub fn jwks_answered(&self) -> usize {
+        self.state.jwks_answered.load(Ordering::SeqCst)
+    }
+
     pub fn revoke(&self, kind: &str, subject: &str, created_at: i64) {
         let mut events = self.state.events.lock().unwrap();
         let id = i64::try_from(events.len()).unwrap() + 1;
@@ -216,6 +223,7 @@ async fn jwks(State(s): State<Arc<IssuerState>>) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    s.jwks_answered.fetch_add(1, Ordering::SeqCst);
     if s.fail.load(Ordering::SeqCst) {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
