@@ -14,8 +14,9 @@
 /// * **the issuer's documents**: fetching or reading the discovery document, the JWKS or the
 ///   revocation feed failed ([`Error::Fetch`], [`Error::Status`], [`Error::TooLarge`],
 ///   [`Error::InvalidDocument`], [`Error::IssuerMismatch`], [`Error::UrlRefused`]), no key
-///   has ever been fetched ([`Error::KeysUnavailable`]), or the revocation feed is staler
-///   than allowed ([`Error::RevocationFeedStale`]). The extractor answers these with 503.
+///   has ever been fetched ([`Error::KeysUnavailable`]), or the key set or the revocation
+///   feed is staler than allowed ([`Error::KeysStale`], [`Error::RevocationFeedStale`]).
+///   The extractor answers these with 503.
 ///
 /// Display texts are lowercase, end without a period and never contain a token or a secret.
 #[non_exhaustive]
@@ -70,6 +71,11 @@ pub enum Error {
     /// No verification key is available: the key set has never been fetched successfully.
     #[error("no verification keys are available yet")]
     KeysUnavailable,
+    /// The key set held is stale beyond [`crate::JwksOptions::max_staleness`] and could not
+    /// be refreshed: a key the issuer withdrew meanwhile must not verify tokens forever, so
+    /// every token is refused until a fetch succeeds.
+    #[error("the key set is stale beyond the allowed staleness and could not be refreshed")]
+    KeysStale,
     /// The revocation feed has not been read successfully within
     /// [`crate::VerifierBuilder::revocation_feed_max_staleness`] (or, never read, not since
     /// the verifier started): whether the token is revoked is unknown, so it is refused.

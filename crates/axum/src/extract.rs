@@ -22,7 +22,8 @@ use crate::verifier::{Authenticated, Verifier};
 /// * a bad, expired or revoked token: 401 `error="invalid_token"`, one generic text for
 ///   every reason;
 /// * a valid token without the role or scope: 403 `error="insufficient_scope"`;
-/// * no key set could ever be fetched, or the revocation feed is staler than
+/// * no key set could ever be fetched, the key set is staler than
+///   [`crate::JwksOptions::max_staleness`] allows, or the revocation feed is staler than
 ///   [`crate::VerifierBuilder::revocation_feed_max_staleness`] allows: 503
 ///   `temporarily_unavailable` with `Retry-After`.
 ///

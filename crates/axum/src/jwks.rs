@@ -46,6 +46,12 @@ pub struct JwksOptions {
     /// After a request presents an unknown `kid`, no further fetch for an unknown `kid`
     /// happens for this long (default 30 s; at least 1 s).
     pub unknown_kid_cooldown: Duration,
+    /// How long past its freshness lifetime a key set is still used while refreshes fail
+    /// (default 1 day). After that, tokens are refused with [`Error::KeysStale`] (503) until
+    /// a fetch succeeds, and every failed refresh logs an error: availability through an
+    /// issuer outage, but not forever for a key the issuer may have withdrawn.
+    /// `Duration::MAX` keeps stale keys for as long as the issuer is down.
+    pub max_staleness: Duration,
     /// Longest a request waits for a key-set fetch it needs (default 2 s): the one its
     /// unknown `kid` started, or one already under way that may bring the key. After that
     /// it is answered with the keys at hand (401 for the unknown `kid`, 503 if no key set
@@ -71,6 +77,7 @@ impl Default for JwksOptions {
             max_ttl: Duration::from_secs(24 * 3600),
             default_ttl: Duration::from_secs(300),
             unknown_kid_cooldown: Duration::from_secs(30),
+            max_staleness: Duration::from_secs(24 * 3600),
             max_fetch_wait: Duration::from_secs(2),
             retry_interval: Duration::from_secs(10),
             max_response_bytes: 256 * 1024,
@@ -128,7 +135,8 @@ pub struct KeyStatus {
     pub kids: Vec<String>,
     /// When the set was fetched (Unix seconds, verifier clock).
     pub fetched_at: i64,
-    /// Until when it counts as fresh; after that it is still used while refreshes fail.
+    /// Until when it counts as fresh; after that it is still used while refreshes fail,
+    /// for at most [`JwksOptions::max_staleness`].
     pub fresh_until: i64,
     /// The URL it came from.
     pub jwks_uri: String,
@@ -156,6 +164,8 @@ pub(crate) struct CachedKeys {
     pub(crate) epoch: u64,
     fetched_at: i64,
     fresh_until: i64,
+    /// `fresh_until` plus `max_staleness`: past it the set is not used at all.
+    usable_until: i64,
     refresh_at: i64,
     body_digest: [u8; 32],
     jwks_uri: Url,
@@ -233,11 +243,15 @@ impl JwksCache {
         self.lookup(header)
     }
 
-    /// The key for `header` in the set held now: [`Error::KeysUnavailable`] without one.
+    /// The key for `header` in the set held now: [`Error::KeysUnavailable`] without one,
+    /// [`Error::KeysStale`] when it is stale beyond `max_staleness`.
     fn lookup(&self, header: &Header) -> Result<(VerifyingKey, u64), Error> {
         let Some(keys) = self.current.load_full() else {
             return Err(Error::KeysUnavailable);
         };
+        if self.clock.now() > keys.usable_until {
+            return Err(Error::KeysStale);
+        }
         let key = keys.set.select(header)?;
         Ok((key.clone(), keys.epoch))
     }
@@ -334,8 +348,19 @@ impl JwksCache {
                 {
                     *d = None;
                 }
-                let stale = self.current.load().is_some();
-                tracing::warn!(error = %e, serving_stale_keys = stale, "key set refresh failed");
+                match self.current.load().as_ref() {
+                    Some(k) if self.clock.now() > k.usable_until => tracing::error!(
+                        error = %e,
+                        fresh_until = k.fresh_until,
+                        "key set refresh failed, and the key set held is stale beyond \
+                         `max_staleness`: every token is refused until a refresh succeeds"
+                    ),
+                    held => tracing::warn!(
+                        error = %e,
+                        serving_stale_keys = held.is_some(),
+                        "key set refresh failed"
+                    ),
+                }
                 Err(e)
             }
         }
@@ -357,8 +382,14 @@ impl JwksCache {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// The epoch of the set held, if it may be used now: a set stale beyond `max_staleness`
+    /// has none, so no verified-token cache entry of any epoch is accepted either.
     pub(crate) fn epoch(&self) -> Option<u64> {
-        self.current.load().as_ref().map(|k| k.epoch)
+        self.current
+            .load()
+            .as_ref()
+            .filter(|k| self.clock.now() <= k.usable_until)
+            .map(|k| k.epoch)
     }
 
     pub(crate) fn status(&self) -> Option<KeyStatus> {
@@ -428,6 +459,9 @@ impl JwksCache {
             epoch,
             fetched_at: now,
             fresh_until: now.saturating_add(ttl),
+            usable_until: now
+                .saturating_add(ttl)
+                .saturating_add(secs(self.opts.max_staleness)),
             // Refresh in the background when four fifths of the lifetime have passed.
             refresh_at: now.saturating_add((ttl.saturating_mul(4) / 5).max(1)),
             body_digest: digest,
@@ -541,7 +575,9 @@ impl Drop for Landing<'_> {
 fn needs_fetch(e: &Error) -> bool {
     matches!(
         e,
-        Error::KeysUnavailable | Error::Token(tessera_jose::Error::UnknownKid { .. })
+        Error::KeysUnavailable
+            | Error::KeysStale
+            | Error::Token(tessera_jose::Error::UnknownKid { .. })
     )
 }
 

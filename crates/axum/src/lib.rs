@@ -12,8 +12,9 @@
 //!   Rejections are RFC 6750 §3 answers ([`AuthRejection`]).
 //! * **Keys.** A static key or HMAC secret, a JWK Set document, or an issuer URL whose
 //!   metadata names the `jwks_uri`. Remote keys are cached ([`JwksOptions`]): `Cache-Control:
-//!   max-age` honoured within bounds, refreshed in the background before they go stale,
-//!   kept when a refresh fails, fetched once for any number of concurrent requests that need
+//!   max-age` (less its `Age`) honoured within bounds, refreshed in the background before
+//!   they go stale, kept when a refresh fails but for at most
+//!   [`JwksOptions::max_staleness`] (1 day) past their lifetime, fetched once for any number of concurrent requests that need
 //!   them (each waits for that fetch at most [`JwksOptions::max_fetch_wait`]), and re-fetched
 //!   for an unknown `kid` at most once per cooldown.
 //! * **A verified-token cache.** A token seen before skips the signature check. The key is

@@ -158,7 +158,9 @@ impl Verifier {
     ///
     /// # Errors
     /// [`Error::Token`] with the JOSE core's precise reason, [`Error::Revoked`],
-    /// [`Error::KeysUnavailable`] when no key set could ever be fetched, or
+    /// [`Error::KeysUnavailable`] when no key set could ever be fetched,
+    /// [`Error::KeysStale`] when the key set is stale beyond
+    /// [`JwksOptions::max_staleness`] and cannot be refreshed, or
     /// [`Error::RevocationFeedStale`] for an otherwise valid token when
     /// [`VerifierBuilder::revocation_feed_max_staleness`] is set and exceeded.
     pub async fn verify<C: DeserializeOwned>(

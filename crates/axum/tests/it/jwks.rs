@@ -236,6 +236,64 @@ async fn when_the_issuer_is_down_the_last_good_keys_keep_working() {
     assert!(v.key_status().unwrap().fresh_until > clock.now());
 }
 
+/// Stale-if-error has a bound: past `max_staleness` beyond its freshness lifetime, a key
+/// set the issuer can no longer confirm verifies nothing (a withdrawn key must not live for
+/// as long as the issuer is down), tokens seen before included; the first successful fetch
+/// ends it.
+#[tokio::test]
+async fn keys_stale_beyond_max_staleness_fail_closed_until_a_refresh_succeeds() {
+    assert_eq!(
+        JwksOptions::default().max_staleness,
+        Duration::from_secs(24 * 3600)
+    );
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let mut o = options();
+    o.max_staleness = Duration::from_secs(600);
+    let v = Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .issuer(&issuer.base)
+        .jwks_options(o)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    let fresh_until = v.key_status().unwrap().fresh_until;
+    let mut c = claims(&issuer.base);
+    c["exp"] = json!(clock.now() + 7200);
+    let token = sign(&k1, &c, Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+    issuer.set_failing(true);
+    // Stale, but within the bound: still served (and the token still comes from the cache).
+    clock.advance(fresh_until + 600 - clock.now());
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+    let hits = v.stats().token_cache_hits;
+    assert!(hits >= 1);
+    clock.advance(1);
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&token).await.unwrap_err(),
+        Error::KeysStale
+    );
+    assert_eq!(
+        v.stats().token_cache_hits,
+        hits,
+        "no cache hit past the bound"
+    );
+    // A token never seen before is refused the same way.
+    c["jti"] = json!("another");
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&sign(&k1, &c, Some("at+jwt")))
+            .await
+            .unwrap_err(),
+        Error::KeysStale
+    );
+    issuer.set_failing(false);
+    clock.advance(31); // the unknown-kid cooldown: the next request may fetch
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+    assert!(v.key_status().unwrap().fresh_until > clock.now());
+}
+
 #[tokio::test]
 async fn with_no_keys_ever_fetched_requests_get_unavailable_not_invalid() {
     let clock = ManualClock::new();
