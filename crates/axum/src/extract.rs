@@ -16,7 +16,9 @@ use crate::verifier::{Authenticated, Verifier};
 /// The rejection of every extractor here: a 401, 403 or 503 in the RFC 6750 shape.
 ///
 /// * no token: 401 with a bare `WWW-Authenticate: Bearer realm="..."` (RFC 6750 §3.1: no
-///   error code when the request carried no credentials);
+///   error code when the request carried no credentials); the body still says
+///   `invalid_token` / `missing bearer token`, as the Tessera server's does: RFC 6750
+///   defines only the challenge, and clients that parse the body expect an `error`;
 /// * a malformed `Authorization` header (sent twice, or not `Bearer` and a b64token):
 ///   400 `error="invalid_request"` (RFC 6750 §3.1);
 /// * a bad, expired or revoked token: 401 `error="invalid_token"`, one generic text for

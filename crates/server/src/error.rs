@@ -99,7 +99,9 @@ impl AppError {
     }
 
     /// 401 with a bare `Bearer` challenge: no credentials were sent (RFC 6750 §3.1 says to
-    /// omit the error code then).
+    /// omit the error code then). RFC 6750 defines only the challenge; the body keeps an
+    /// `error` (`invalid_token`) for clients that parse it, the same body `tessera-axum`
+    /// sends, so services and the server answer alike.
     #[must_use]
     pub fn missing_token() -> Self {
         let mut e = Self::new(

@@ -278,6 +278,42 @@ async fn a_missing_token_gets_a_bare_challenge() {
     }
 }
 
+/// No token: the challenge carries no error code (RFC 6750 §3.1), and the JSON body is the
+/// one the Tessera server sends for the same request, so a client that reads the body
+/// (`error`, `error_description`) handles a service and the server alike.
+#[tokio::test]
+async fn a_missing_token_is_answered_like_the_tessera_server_answers_it() {
+    let f = fixture().await;
+    let server = tessera_testkit::spawn_app().await;
+    let ours = f.http.get(format!("{}/me", f.base)).send().await.unwrap();
+    let theirs = server
+        .client
+        .get(server.url("/users/me"))
+        .send()
+        .await
+        .unwrap();
+    let shape = async |res: reqwest::Response| {
+        let status = res.status().as_u16();
+        let challenge = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let no_store = res.headers()["cache-control"] == "no-store";
+        let body: Value = res.json().await.unwrap();
+        (status, challenge, no_store, body)
+    };
+    let (ours, theirs) = (shape(ours).await, shape(theirs).await);
+    assert_eq!((ours.0, ours.2), (401, true));
+    assert_eq!((theirs.0, theirs.2), (401, true));
+    assert_eq!(ours.1, "Bearer realm=\"orders\"");
+    assert_eq!(theirs.1, "Bearer realm=\"tessera\"");
+    for member in ["error", "error_description"] {
+        assert_eq!(ours.3[member], theirs.3[member], "{member}");
+    }
+    assert_eq!(ours.3["error"], "invalid_token");
+    assert_eq!(ours.3["error_description"], "missing bearer token");
+}
+
 #[tokio::test]
 async fn a_leeway_of_thirty_seconds_is_allowed() {
     let f = fixture().await;
