@@ -153,8 +153,9 @@ impl Verifier {
     ///
     /// Order: token cache lookup (SHA-256 of the token) → on a miss, structure and header
     /// checks, key selection by `kid` (fetching the key set if the `kid` is unknown, at most
-    /// once per cooldown), signature → on every path, claims decoding and validation at the
-    /// current time → revocation.
+    /// once per cooldown, and waiting for a fetch at most [`JwksOptions::max_fetch_wait`]),
+    /// signature → on every path, claims decoding and validation at the current time →
+    /// revocation.
     ///
     /// # Errors
     /// [`Error::Token`] with the JOSE core's precise reason, [`Error::Revoked`],
