@@ -20,7 +20,6 @@ use serde::Deserialize;
 use tessera_jose::header::Header;
 use tessera_jose::{JwkSet, KeySet, VerifyingKey};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::error::{Error, truncate};
@@ -182,8 +181,9 @@ pub(crate) struct JwksCache {
     /// True while a fetch runs. Every decision to start one is made under this lock, which
     /// is never held across an `.await` (see `begin`).
     running: Mutex<bool>,
-    /// Finished fetch attempts (success or failure), watched by those waiting for one.
-    finished: watch::Sender<u64>,
+    /// The last finished fetch attempt and how many there were, watched by those waiting
+    /// for one.
+    finished: watch::Sender<Attempt>,
     /// Start of the last fetch made on demand (unknown `kid` or no keys), Unix seconds.
     last_demand: AtomicI64,
     failures: AtomicU64,
@@ -205,7 +205,10 @@ impl JwksCache {
             discovered: Mutex::new(None),
             current: ArcSwapOption::empty(),
             running: Mutex::new(false),
-            finished: watch::Sender::new(0),
+            finished: watch::Sender::new(Attempt {
+                count: 0,
+                outcome: Ok(()),
+            }),
             last_demand: AtomicI64::new(i64::MIN),
             failures: AtomicU64::new(0),
         })
@@ -222,7 +225,7 @@ impl JwksCache {
     ) -> Result<(VerifyingKey, u64), Error> {
         // Read before the lookup: a fetch finishing in between then counts as shared.
         let mut finished = self.finished.subscribe();
-        let seen = *finished.borrow_and_update();
+        let seen = finished.borrow_and_update().count;
         let first = self.lookup(header);
         match &first {
             Err(e) if needs_fetch(e) => {}
@@ -233,12 +236,14 @@ impl JwksCache {
             kid = header.kid().unwrap_or_default(),
             "kid not in the key set"
         );
-        if let Flight::Running(_) = self.begin(seen, true)? {
+        if let Flight::Running = self.begin(seen, true)? {
             // Failures are logged by the fetch; the lookup below reports what is missing.
             // Past the bound the fetch goes on in its task, for the requests after this one.
-            let _ =
-                tokio::time::timeout(self.opts.max_fetch_wait, finished.wait_for(|n| *n != seen))
-                    .await;
+            let _ = tokio::time::timeout(
+                self.opts.max_fetch_wait,
+                finished.wait_for(|a| a.count != seen),
+            )
+            .await;
         }
         self.lookup(header)
     }
@@ -270,22 +275,24 @@ impl JwksCache {
     }
 
     /// Fetches the key set unless an attempt finished since the caller read `seen` (then
-    /// that attempt's result is shared) or one is under way (then this waits for it, with
-    /// no bound). On failure the previous set stays in place.
+    /// that attempt's outcome is shared) or one is under way (then this waits for it, with
+    /// no bound but the fetch's own timeouts, and reports its outcome). On failure the
+    /// previous set stays in place.
+    ///
+    /// # Errors
+    /// How the attempt waited for ended, whoever started it.
     pub(crate) async fn refresh(self: &Arc<Self>, seen: u64) -> Result<(), Error> {
         let mut finished = self.finished.subscribe();
         match self.begin(seen, false)? {
-            Flight::Running(Some(task)) => task.await.unwrap_or_else(|e| {
-                Err(Error::Fetch {
-                    url: self.locator_url().to_string(),
-                    reason: format!("the fetch task ended early: {e}"),
-                })
-            }),
-            Flight::Running(None) => {
-                let _ = finished.wait_for(|n| *n != seen).await;
-                Ok(())
+            Flight::Running | Flight::Finished => {
+                match finished.wait_for(|a| a.count != seen).await {
+                    Ok(attempt) => attempt.outcome.clone(),
+                    // Unreachable: `self` owns the sender. Still an error, not a success.
+                    Err(_) => Err(self.ended_early()),
+                }
             }
-            Flight::Finished | Flight::CoolingDown => Ok(()),
+            // Not for a refresh (the cooldown applies to fetches on demand only).
+            Flight::CoolingDown => Ok(()),
         }
     }
 
@@ -302,27 +309,50 @@ impl JwksCache {
     /// # Errors
     /// [`Error::NoRuntime`] outside a Tokio runtime (the HTTP client needs one anyway).
     fn begin(self: &Arc<Self>, seen: u64, on_demand: bool) -> Result<Flight, Error> {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if *running {
-            return Ok(Flight::Running(None));
-        }
-        if *self.finished.borrow() != seen {
-            return Ok(Flight::Finished);
-        }
-        if on_demand && !self.demand_allowed() {
-            return Ok(Flight::CoolingDown);
-        }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        *running = true;
-        let task = runtime.spawn(Arc::clone(self).run_fetch());
-        Ok(Flight::Running(Some(task)))
+        let (runtime, mut landing) = {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if *running {
+                return Ok(Flight::Running);
+            }
+            if self.finished.borrow().count != seen {
+                return Ok(Flight::Finished);
+            }
+            // Before the cooldown is spent: without a runtime nothing is fetched.
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+            if on_demand && !self.demand_allowed() {
+                return Ok(Flight::CoolingDown);
+            }
+            *running = true;
+            (
+                runtime,
+                Landing {
+                    cache: Arc::clone(self),
+                    outcome: None,
+                },
+            )
+        };
+        // The guard is made before the task and moved into it, so it ends the attempt
+        // however the task ends: finished, panicked, or dropped before it ever ran (its
+        // runtime shut down first, as a short-lived `block_on` runtime does). Made inside
+        // the task, it would not exist in that last case, and `running` would stay set for
+        // good: every later caller would wait for a fetch that never ends. Spawned after
+        // the lock is released, since dropping the guard takes it.
+        runtime.spawn(async move {
+            let outcome = landing.cache.fetch_and_store().await;
+            landing.outcome = Some(outcome);
+            drop(landing);
+        });
+        Ok(Flight::Running)
     }
 
-    /// The body of the fetch task. However it ends (even dropped with its runtime), the
-    /// attempt is counted and the next caller may fetch again.
-    async fn run_fetch(self: Arc<Self>) -> Result<(), Error> {
-        let _landing = Landing(&self);
-        self.fetch_and_store().await
+    /// The error for an attempt whose task ended before its fetch did.
+    fn ended_early(&self) -> Error {
+        Error::Fetch {
+            url: self.locator_url().to_string(),
+            reason: "the fetch task ended before the fetch did (its runtime shut down, or \
+                     it panicked)"
+                .into(),
+        }
     }
 
     /// Fetches the key set and puts it in place (or keeps the previous one on failure).
@@ -375,7 +405,7 @@ impl JwksCache {
 
     /// Number of finished fetch attempts.
     pub(crate) fn attempts(&self) -> u64 {
-        *self.finished.borrow()
+        self.finished.borrow().count
     }
 
     pub(crate) fn failures(&self) -> u64 {
@@ -544,30 +574,49 @@ impl JwksCache {
     }
 }
 
+/// A finished fetch attempt: how many there have been, and how the last one ended.
+#[derive(Debug)]
+struct Attempt {
+    count: u64,
+    outcome: Result<(), Error>,
+}
+
 /// What a caller found when it asked for a fetch (see [`JwksCache::begin`]).
 enum Flight {
-    /// A fetch is running: started by this caller (with its task), or already under way.
-    /// Wait for the attempt count to move.
-    Running(Option<JoinHandle<Result<(), Error>>>),
+    /// A fetch is running: started by this caller, or already under way. Wait for the
+    /// attempt count to move.
+    Running,
     /// An attempt finished since the caller read the count: its result is in place.
     Finished,
     /// A fetch on demand is not allowed yet (the unknown-`kid` cooldown).
     CoolingDown,
 }
 
-/// Ends a fetch: clears `running` and counts the attempt, under the lock `begin` decides
-/// under, so a caller that sees no fetch running also sees its attempt counted.
-struct Landing<'a>(&'a JwksCache);
+/// Ends a fetch: clears `running` and publishes the attempt (counted, with its outcome)
+/// under the lock `begin` decides under, so a caller that sees no fetch running also sees
+/// its attempt counted. Without an outcome (the task panicked or was dropped) the attempt
+/// counts as failed.
+struct Landing {
+    cache: Arc<JwksCache>,
+    outcome: Option<Result<(), Error>>,
+}
 
-impl Drop for Landing<'_> {
+impl Drop for Landing {
     fn drop(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(|| {
+            self.cache.failures.fetch_add(1, Ordering::Relaxed);
+            Err(self.cache.ended_early())
+        });
         let mut running = self
-            .0
+            .cache
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *running = false;
-        self.0.finished.send_modify(|n| *n = n.wrapping_add(1));
+        self.cache.finished.send_modify(|a| {
+            a.count = a.count.wrapping_add(1);
+            a.outcome = outcome;
+        });
     }
 }
 

@@ -738,3 +738,80 @@ async fn options_that_would_hammer_the_issuer_are_refused() {
         assert!(matches!(built, Err(Error::Config { .. })), "case {i}");
     }
 }
+
+/// `refresh_keys` that joins a fetch someone else started reports how that fetch ended: a
+/// caller checking readiness must not hear "ready" from a fetch that failed (and the
+/// background task, told the same, must wait `retry_interval`, not retry every second).
+#[tokio::test]
+async fn a_refresh_that_joins_a_failing_fetch_reports_the_failure() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    let fetches = issuer.jwks_fetches();
+    issuer.set_failing(true);
+    issuer.set_delay(Duration::from_millis(300));
+    let first = tokio::spawn({
+        let v = v.clone();
+        async move { v.refresh_keys().await }
+    });
+    assert!(
+        eventually(Duration::from_secs(10), async || issuer.jwks_fetches()
+            > fetches)
+        .await
+    );
+    // The first call's fetch is under way: this one joins it.
+    assert!(matches!(
+        v.refresh_keys().await,
+        Err(Error::Status { status: 500, .. })
+    ));
+    assert!(matches!(
+        first.await.unwrap(),
+        Err(Error::Status { status: 500, .. })
+    ));
+    assert_eq!(issuer.jwks_fetches(), fetches + 1, "one fetch, shared");
+}
+
+/// A fetch task spawned on a runtime that shuts down before the task first runs (a
+/// verifier shared between runtimes: a short-lived `block_on`, one runtime per test) must
+/// still end its attempt. Otherwise the "a fetch is running" flag stays set for good:
+/// `refresh_keys` and the background refresh wait forever for a fetch that will never
+/// finish, and every unknown `kid` waits `max_fetch_wait` for nothing.
+#[tokio::test]
+async fn a_fetch_task_dropped_before_it_ran_does_not_block_later_fetches() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    let before = v.stats().jwks_fetches;
+    let other = v.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // One poll: the fetch task is spawned on this runtime, which never runs it.
+            tokio::select! {
+                biased;
+                _ = other.refresh_keys() => panic!("the fetch cannot have run yet"),
+                () = std::future::ready(()) => {}
+            }
+        });
+        drop(rt);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        v.stats().jwks_fetches,
+        before + 1,
+        "the dropped attempt counts"
+    );
+    issuer.set_keys(&[&k1, &k2]);
+    // A guard against hanging forever, not a timing assertion.
+    let refreshed = tokio::time::timeout(Duration::from_secs(60), v.refresh_keys()).await;
+    assert!(matches!(refreshed, Ok(Ok(()))), "{refreshed:?}");
+    assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
+}
