@@ -263,11 +263,15 @@ impl JwksCache {
 
     /// The cooldown rule, checked under the `running` lock: true (and the clock restarted)
     /// when no demand fetch started within the cooldown.
+    ///
+    /// A clock now before the last demand fetch was stepped back (an NTP correction): that
+    /// ends the cooldown, rather than stretching it by the size of the step, during which
+    /// a rotated key would be refused.
     fn demand_allowed(&self) -> bool {
         let now = self.clock.now();
         let cooldown = secs(self.opts.unknown_kid_cooldown);
         let last = self.last_demand.load(Ordering::Acquire);
-        if now.saturating_sub(last) < cooldown {
+        if now >= last && now.saturating_sub(last) < cooldown {
             return false;
         }
         self.last_demand.store(now, Ordering::Release);

@@ -815,3 +815,28 @@ async fn a_fetch_task_dropped_before_it_ran_does_not_block_later_fetches() {
     assert!(matches!(refreshed, Ok(Ok(()))), "{refreshed:?}");
     assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
 }
+
+/// A wall clock stepped back (an NTP correction) must not stop unknown-`kid` fetches until
+/// it passes the time of the last one again: a key rotated meanwhile would be refused for
+/// as long as the step.
+#[tokio::test]
+async fn a_clock_stepped_back_does_not_extend_the_unknown_kid_cooldown() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    clock.advance(31);
+    let forged = sign(&es256("made-up"), &claims(&issuer.base), Some("at+jwt"));
+    assert!(v.verify::<NoCustomClaims>(&forged).await.is_err());
+    let fetches = issuer.jwks_fetches();
+    clock.advance(-3600);
+    issuer.set_keys(&[&k1, &k2]);
+    let mut c = claims(&issuer.base);
+    c["iat"] = json!(clock.now());
+    c["exp"] = json!(clock.now() + 600);
+    v.verify::<NoCustomClaims>(&sign(&k2, &c, Some("at+jwt")))
+        .await
+        .unwrap();
+    assert_eq!(issuer.jwks_fetches(), fetches + 1);
+}
