@@ -164,22 +164,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The freshness lifetime a response allows (RFC 9111 §5.2.2.1 `max-age`), in seconds;
-/// `Some(0)` for `no-store`/`no-cache`, `None` when the header says nothing usable.
+/// `None` when the header has no `max-age`.
+///
+/// Read as RFC 9111 asks: `Some(0)` (stale) for `no-store`/`no-cache` (the most restrictive
+/// directive wins, §4.2.1) and for an invalid `max-age` ("caches are encouraged to consider
+/// responses that have invalid freshness information ... to be stale", §4.2.1); the first
+/// `max-age` counts when there are several (§4.2.1); the value is delta-seconds, digits only
+/// (§1.2.2, so not `+5` or `-1`), in the token or the quoted-string form (§5.2), and a value
+/// too large to represent saturates (§1.2.2).
 pub(crate) fn max_age(headers: &HeaderMap) -> Option<u64> {
     let mut found = None;
     for value in headers.get_all(http::header::CACHE_CONTROL) {
         let Ok(text) = value.to_str() else { continue };
         for directive in text.split(',') {
             let directive = directive.trim();
-            let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+            let (name, arg) = directive
+                .split_once('=')
+                .map_or((directive, None), |(name, arg)| (name, Some(arg.trim())));
             let name = name.trim();
             if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
                 return Some(0);
             }
-            if name.eq_ignore_ascii_case("max-age")
-                && let Ok(secs) = arg.trim().trim_matches('"').parse::<u64>()
-            {
-                found = Some(secs);
+            if name.eq_ignore_ascii_case("max-age") && found.is_none() {
+                let arg = arg.map(|a| {
+                    a.strip_prefix('"')
+                        .and_then(|a| a.strip_suffix('"'))
+                        .unwrap_or(a)
+                });
+                found = Some(arg.and_then(delta_seconds).unwrap_or(0));
             }
         }
     }
@@ -189,16 +201,20 @@ pub(crate) fn max_age(headers: &HeaderMap) -> Option<u64> {
 /// The response's `Age` (RFC 9111 §5.1), in seconds: how long a cache in between has held
 /// it. Only the first member of the first field counts ("a cache encountering a message
 /// with a list-based Age field value SHOULD use the first member"); anything but
-/// delta-seconds there is ignored ("SHOULD ignore the field"), and a value too large to
-/// represent saturates (RFC 9111 §1.2.2).
+/// delta-seconds there is ignored ("SHOULD ignore the field").
 pub(crate) fn age(headers: &HeaderMap) -> Option<u64> {
     let text = headers.get(http::header::AGE)?.to_str().ok()?;
-    let first = text.split(',').next()?.trim();
-    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+    delta_seconds(text.split(',').next()?.trim())
+}
+
+/// RFC 9111 §1.2.2 delta-seconds: one or more digits, nothing else; a value too large to
+/// represent saturates ("a recipient ... MUST use the greatest integer it can represent").
+fn delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     // Only digits are left, so the one possible parse failure is overflow.
-    Some(first.parse::<u64>().unwrap_or(u64::MAX))
+    Some(text.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -220,9 +236,33 @@ mod tests {
         assert_eq!(max_age(&headers(&["public", "max-age=5"])), Some(5));
         assert_eq!(max_age(&headers(&["max-age=5, no-cache"])), Some(0));
         assert_eq!(max_age(&headers(&["no-store"])), Some(0));
-        assert_eq!(max_age(&headers(&["max-age=-1"])), None);
         assert_eq!(max_age(&headers(&["public"])), None);
         assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    /// RFC 9111 §1.2.2: delta-seconds are digits only, and a value too large to represent
+    /// saturates rather than being dropped. §4.2.1: the first `max-age` counts, and an
+    /// invalid one makes the answer stale (the lower bound then applies), not unlimited.
+    #[test]
+    fn max_age_is_delta_seconds_saturating_first_wins_and_invalid_is_stale() {
+        assert_eq!(
+            max_age(&headers(&["max-age=99999999999999999999999"])),
+            Some(u64::MAX)
+        );
+        assert_eq!(max_age(&headers(&["max-age=600, max-age=5"])), Some(600));
+        assert_eq!(max_age(&headers(&["max-age=600", "max-age=5"])), Some(600));
+        for bad in [
+            "max-age=+5",
+            "max-age=-1",
+            "max-age=1.5",
+            "max-age=5s",
+            "max-age=",
+            "max-age",
+            "max-age=\"5",
+            "max-age=\"\"5\"\"",
+        ] {
+            assert_eq!(max_age(&headers(&[bad])), Some(0), "{bad:?}");
+        }
     }
 
     #[test]

@@ -29,18 +29,21 @@ use crate::fetch;
 ///
 /// A fetched set is fresh for what its `Cache-Control: max-age` has left once its `Age` is
 /// subtracted (RFC 9111 §4.2.3: a cache in between may have held it for a while), kept
-/// within `min_ttl..=max_ttl`; `default_ttl` when the answer has no usable `max-age`.
+/// within `min_ttl..=max_ttl`; `default_ttl` when the answer has no `max-age`. An invalid
+/// `max-age` (not digits only: `+5`, `-1`, `1.5`) makes the answer stale (RFC 9111 §4.2.1),
+/// so `min_ttl` applies; one too large to represent saturates (RFC 9111 §1.2.2), so
+/// `max_ttl` applies; of several, the first counts.
 ///
 /// Build it with [`JwksOptions::default`] and change the fields you need.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksOptions {
     /// Lower bound on how long a fetched key set is used before a refresh (default 60 s):
-    /// a `max-age` below it, or `no-cache`, is raised to it.
+    /// a `max-age` below it, an invalid one, `no-cache` or `no-store` is raised to it.
     pub min_ttl: Duration,
     /// Upper bound on the same (default 1 day).
     pub max_ttl: Duration,
-    /// Lifetime when the answer has no usable `Cache-Control` (default 5 min).
+    /// Lifetime when the answer has no `max-age`, `no-cache` or `no-store` (default 5 min).
     pub default_ttl: Duration,
     /// After a request presents an unknown `kid`, no further fetch for an unknown `kid`
     /// happens for this long (default 30 s; at least 1 s).

@@ -345,6 +345,10 @@ async fn cache_control_is_honoured_within_the_configured_bounds() {
         (Some("public, max-age=300"), 300),
         (Some("max-age=5"), 60),
         (Some("max-age=999999"), 3600),
+        // RFC 9111 §1.2.2: too large to represent saturates; not digits only is invalid,
+        // and an invalid max-age makes the answer stale (§4.2.1).
+        (Some("max-age=99999999999999999999999"), 3600),
+        (Some("max-age=+300"), 60),
         (Some("no-store"), 60),
         (None, 300),
     ];
