@@ -131,6 +131,10 @@ impl JwksOptions {
 }
 
 /// What the verifier currently holds from the issuer.
+///
+/// For monitoring: alert well before `usable_until`, when the set held stops verifying
+/// anything (every token gets [`Error::KeysStale`], 503) unless a refresh succeeds.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStatus {
     /// The key ids in the set.
@@ -140,6 +144,10 @@ pub struct KeyStatus {
     /// Until when it counts as fresh; after that it is still used while refreshes fail,
     /// for at most [`JwksOptions::max_staleness`].
     pub fresh_until: i64,
+    /// Until when it may be used at all (Unix seconds, verifier clock): `fresh_until` plus
+    /// [`JwksOptions::max_staleness`] (`i64::MAX` for `Duration::MAX`). Past it, tokens are
+    /// refused with [`Error::KeysStale`] until a fetch succeeds.
+    pub usable_until: i64,
     /// The URL it came from.
     pub jwks_uri: String,
 }
@@ -438,6 +446,7 @@ impl JwksCache {
                 .collect(),
             fetched_at: k.fetched_at,
             fresh_until: k.fresh_until,
+            usable_until: k.usable_until,
             jwks_uri: k.jwks_uri.to_string(),
         })
     }

@@ -271,7 +271,8 @@ impl Verifier {
         }
     }
 
-    /// The remote key set currently held, if any (`None` for static keys).
+    /// The remote key set currently held, if any (`None` for static keys): its `kid`s,
+    /// where it came from, and until when it is fresh and usable.
     #[must_use]
     pub fn key_status(&self) -> Option<KeyStatus> {
         match &self.inner.keys {

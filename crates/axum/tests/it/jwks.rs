@@ -260,6 +260,8 @@ async fn keys_stale_beyond_max_staleness_fail_closed_until_a_refresh_succeeds() 
         .unwrap();
     v.refresh_keys().await.unwrap();
     let fresh_until = v.key_status().unwrap().fresh_until;
+    // Monitoring can see when the set stops being usable.
+    assert_eq!(v.key_status().unwrap().usable_until, fresh_until + 600);
     let mut c = claims(&issuer.base);
     c["exp"] = json!(clock.now() + 7200);
     let token = sign(&k1, &c, Some("at+jwt"));
@@ -271,6 +273,7 @@ async fn keys_stale_beyond_max_staleness_fail_closed_until_a_refresh_succeeds() 
     let hits = v.stats().token_cache_hits;
     assert!(hits >= 1);
     clock.advance(1);
+    assert!(v.key_status().unwrap().usable_until < clock.now());
     assert_eq!(
         v.verify::<NoCustomClaims>(&token).await.unwrap_err(),
         Error::KeysStale
