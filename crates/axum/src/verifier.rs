@@ -251,7 +251,8 @@ impl Verifier {
     /// readiness checks at startup. A no-op for static keys.
     ///
     /// # Errors
-    /// The fetch failure; the previous key set, if any, stays in use.
+    /// The fetch failure, also when the fetch was one already under way that this call
+    /// joined; the previous key set, if any, stays in use.
     pub async fn refresh_keys(&self) -> Result<(), Error> {
         match &self.inner.keys {
             Keys::Static(_) => Ok(()),
