@@ -247,7 +247,11 @@ impl JwksCache {
             kid = header.kid().unwrap_or_default(),
             "kid not in the key set"
         );
-        if let Flight::Running = self.begin(seen, true)? {
+        // Zero never waits: even a zero timeout would park the request until the timer's
+        // next tick, behind every other task of the runtime.
+        if let Flight::Running = self.begin(seen, true)?
+            && !self.opts.max_fetch_wait.is_zero()
+        {
             // Failures are logged by the fetch; the lookup below reports what is missing.
             // Past the bound the fetch goes on in its task, for the requests after this one.
             let _ = tokio::time::timeout(

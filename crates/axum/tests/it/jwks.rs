@@ -847,3 +847,40 @@ async fn a_clock_stepped_back_does_not_extend_the_unknown_kid_cooldown() {
         .unwrap();
     assert_eq!(issuer.jwks_fetches(), fetches + 1);
 }
+
+/// `max_fetch_wait` zero never waits: an unknown `kid` starts its fetch and is answered at
+/// once, without yielding to the runtime (a zero timeout still parks the request until the
+/// timer's next tick, letting every other task run first). On this single-threaded test
+/// runtime another task can only run if the request yields.
+#[tokio::test]
+async fn a_zero_max_fetch_wait_answers_without_yielding() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let mut o = options();
+    o.max_fetch_wait = Duration::ZERO;
+    let v = verifier(&issuer, &clock, o).await;
+    v.refresh_keys().await.unwrap();
+    clock.advance(31);
+    let forged = sign(&es256("made-up"), &claims(&issuer.base), Some("at+jwt"));
+    let attempts = v.stats().jwks_fetches;
+    let other_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let other_ran = std::sync::Arc::clone(&other_ran);
+        async move { other_ran.store(true, Ordering::SeqCst) }
+    });
+    assert!(matches!(
+        v.verify::<NoCustomClaims>(&forged).await,
+        Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+    ));
+    assert!(
+        !other_ran.load(Ordering::SeqCst),
+        "the request yielded to the runtime"
+    );
+    // The fetch it started still happens.
+    assert!(
+        eventually(Duration::from_secs(10), async || v.stats().jwks_fetches
+            > attempts)
+        .await
+    );
+}
