@@ -758,7 +758,8 @@ async fn a_refresh_that_joins_a_failing_fetch_reports_the_failure() {
     v.refresh_keys().await.unwrap();
     let fetches = issuer.jwks_fetches();
     issuer.set_failing(true);
-    issuer.set_delay(Duration::from_millis(300));
+    // Long enough for the second call to find the first one's fetch still under way.
+    issuer.set_delay(Duration::from_secs(1));
     let first = tokio::spawn({
         let v = v.clone();
         async move { v.refresh_keys().await }
