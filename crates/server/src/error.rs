@@ -113,6 +113,25 @@ impl AppError {
         e
     }
 
+    /// 400 `invalid_request` for an `Authorization` header that names the Bearer scheme
+    /// but does not follow its grammar (RFC 6750 §2.1), with the Bearer challenge RFC 6750
+    /// §3.1 gives that error.
+    #[must_use]
+    pub fn malformed_bearer(description: &str) -> Self {
+        let mut e = Self::invalid_request(description);
+        // A quoted-string of visible ASCII (RFC 9110 §5.6.4), or the header could not be
+        // sent at all.
+        let quoted: String = description
+            .replace('§', "section ")
+            .chars()
+            .filter(|c| (c.is_ascii_graphic() || *c == ' ') && *c != '"' && *c != '\\')
+            .collect();
+        e.challenge = Some(format!(
+            "Bearer realm=\"{REALM}\", error=\"invalid_request\", error_description=\"{quoted}\""
+        ));
+        e
+    }
+
     /// 401 `invalid_token` (RFC 6750 §3.1). The description is deliberately generic; the
     /// precise reason is logged at debug level by the caller.
     #[must_use]

@@ -286,38 +286,89 @@ pub fn client_authorization(headers: &HeaderMap) -> Result<Option<&str>, AppErro
     }
 }
 
-/// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme is
-/// case-insensitive).
+/// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1), or `None` when the
+/// request has no `Authorization` header or one of another scheme.
 ///
 /// # Errors
-/// `invalid_request` for more than one `Authorization` header.
+/// `invalid_request` for more than one `Authorization` header, and for Bearer credentials
+/// that do not follow RFC 6750 §2.1 (see [`bearer_token_bytes`]).
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
-    // UTF-8 validation (vectorized) rather than `to_str`'s byte-by-byte visible-ASCII check:
-    // a token is ~1 KB and the verifier refuses anything outside the base64url alphabet.
+    // A b64token is ASCII, so this never fails once `bearer_token_bytes` accepted it.
     Ok(bearer_token_bytes(headers)?.and_then(|t| std::str::from_utf8(t).ok()))
 }
 
-/// [`bearer_token`] as the header's bytes, not yet checked to be text: the verified-token
-/// cache compares bytes, so a token seen before is never scanned twice
-/// ([`tessera_auth::Auth::authenticate_bytes`] checks the others).
+/// [`bearer_token`] as the header's bytes: the verified-token cache compares bytes, so a
+/// token seen before is never copied.
+///
+/// RFC 6750 §2.1 (and RFC 7235 §2.1): `credentials = "Bearer" 1*SP b64token`, the scheme
+/// case-insensitive, `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
+/// *"="`. Whitespace around the whole value is not part of it (RFC 9110 §5.5); anything
+/// else in a header that names the Bearer scheme (no token, a tab, a second word, a byte
+/// outside the b64token alphabet) is a malformed request: 400 `invalid_request` with a
+/// Bearer challenge (RFC 6750 §3.1), as tessera-axum answers. A header of another scheme
+/// (`Basic ...`) carries no bearer token: `None`.
 ///
 /// # Errors
-/// `invalid_request` for more than one `Authorization` header.
+/// `invalid_request` for more than one `Authorization` header or malformed Bearer
+/// credentials.
 pub fn bearer_token_bytes(headers: &HeaderMap) -> Result<Option<&[u8]>, AppError> {
     let Some(value) = authorization(headers)? else {
         return Ok(None);
     };
-    let Some((scheme, rest)) = value.as_bytes().split_at_checked(6) else {
+    let value = trim_ows(value.as_bytes());
+    // The auth-scheme is a token (RFC 9110 §11.1, §5.6.2): it ends at the first byte that
+    // is not a tchar.
+    let scheme_len = value
+        .iter()
+        .position(|b| !is_tchar(*b))
+        .unwrap_or(value.len());
+    let Some((scheme, rest)) = value.split_at_checked(scheme_len) else {
         return Ok(None);
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
     }
-    let Some(token) = rest.strip_prefix(b" ") else {
-        return Ok(None);
-    };
-    let token = token.trim_ascii();
-    Ok((!token.is_empty()).then_some(token))
+    let spaces = rest.iter().take_while(|b| **b == b' ').count();
+    let token = rest.get(spaces..).unwrap_or_default();
+    if token.is_empty() {
+        return Err(AppError::malformed_bearer(
+            "the Bearer credentials hold no token: send `Authorization: Bearer <token>` (RFC 6750 §2.1)",
+        ));
+    }
+    if spaces == 0 || !is_b64token(token) {
+        return Err(AppError::malformed_bearer(
+            "malformed Bearer credentials: send `Bearer`, one space and the token, which holds only letters, digits and - . _ ~ + / with = at its end (RFC 6750 §2.1)",
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// A field value without its surrounding optional whitespace (RFC 9110 §5.5: SP and HTAB).
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    v.get(start..end).unwrap_or_default()
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(t: &[u8]) -> bool {
+    let body_len = t.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
+    let body = t.get(..body_len).unwrap_or_default();
+    !body.is_empty()
+        && body.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// The authenticated caller of a protected endpoint: an `Authorization: Bearer` header, or
@@ -393,30 +444,66 @@ mod tests {
     use axum::http::StatusCode;
 
     #[test]
-    fn bearer_scheme_is_case_insensitive_and_strict() {
-        let token = |h: &HeaderMap| bearer_token(h).unwrap().map(str::to_owned);
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "bEaReR abc".parse().unwrap());
-        assert_eq!(token(&h).as_deref(), Some("abc"));
-        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(token(&h), None);
-        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
-        assert_eq!(token(&h), None);
-        h.insert(header::AUTHORIZATION, "Bearerabc".parse().unwrap());
-        assert_eq!(token(&h), None);
-        h.insert(header::AUTHORIZATION, "Bearer  abc ".parse().unwrap());
-        assert_eq!(token(&h).as_deref(), Some("abc"));
-        h.insert(header::AUTHORIZATION, "Bear abc".parse().unwrap());
-        assert_eq!(token(&h), None);
-        h.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
-        assert_eq!(token(&h), None);
-        // Not text: the bytes go to the cache lookup, the text form refuses them.
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_bytes(b"Bearer a\xffb").unwrap(),
-        );
-        assert_eq!(bearer_token_bytes(&h).unwrap(), Some(&b"a\xffb"[..]));
-        assert_eq!(token(&h), None);
+    fn bearer_credentials_follow_rfc_6750_section_2_1() {
+        let token = |v: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+            bearer_token(&h).map(|t| t.map(str::to_owned))
+        };
+        // `Bearer` (any case), one or more spaces, a b64token; whitespace around the whole
+        // value is not part of it (RFC 9110 §5.5).
+        for (value, want) in [
+            (&b"Bearer abc"[..], "abc"),
+            (b"bEaReR abc", "abc"),
+            (b"Bearer  abc", "abc"),
+            (b"Bearer abc ", "abc"),
+            (b"Bearer abc\t", "abc"),
+            (b"Bearer a-b.c_d~e+f/g==", "a-b.c_d~e+f/g=="),
+        ] {
+            assert_eq!(
+                token(value).unwrap().as_deref(),
+                Some(want),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // Another scheme (or a word that only starts like `Bearer`) holds no bearer token.
+        for value in [&b"Basic abc"[..], b"Bearerabc", b"Bear abc", b"Other \xff"] {
+            assert_eq!(
+                token(value).unwrap(),
+                None,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // The Bearer scheme with anything but 1*SP b64token is malformed: 400 with the
+        // RFC 6750 §3.1 challenge.
+        for value in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer\tabc",
+            b"Bearer \tabc",
+            b"Bearer a\tbc",
+            b"Bearer a bc",
+            b"Bearer abc def",
+            b"Bearer a=bc",
+            b"Bearer ===",
+            b"Bearer a,b",
+            b"Bearer a\"b",
+            b"Bearer a\xffb",
+            b"Bearer,abc",
+        ] {
+            let e = token(value).unwrap_err();
+            let what = String::from_utf8_lossy(value);
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{what}");
+            assert_eq!(e.code(), "invalid_request", "{what}");
+            let res = axum::response::IntoResponse::into_response(e);
+            let challenge = res.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(
+                challenge.starts_with("Bearer realm=\"tessera\", error=\"invalid_request\""),
+                "{what}: {challenge}"
+            );
+        }
     }
 
     #[test]

@@ -113,7 +113,8 @@ const FROM_MEMORY: &[&str] = &[
 /// lists every status the server can send (schemathesis checks it):
 /// * 400 `invalid_request` on every operation with a body or parameters: a malformed body,
 ///   a missing or wrong `Content-Type` (reported as 400 in the RFC 6749 §5.2 shape rather
-///   than axum's 415/422 plain text) or an invalid parameter;
+///   than axum's 415/422 plain text) or an invalid parameter; and on every operation that
+///   takes a bearer token: a malformed `Authorization` header (RFC 6750 §3.1);
 /// * 413 `invalid_request` on every operation with a body, for one over
 ///   `limits.max_body_bytes`;
 /// * 503 `temporarily_unavailable` with `Retry-After` on every operation that touches the
@@ -148,11 +149,12 @@ impl Modify for CommonResponses {
             {
                 let has_input = op.request_body.is_some()
                     || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let takes_bearer = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let responses = &mut op.responses.responses;
-                if has_input && !responses.contains_key("400") {
+                if (has_input || takes_bearer) && !responses.contains_key("400") {
                     responses.insert(
                         "400".into(),
-                        error("invalid_request: malformed body, wrong content type or invalid parameter").into(),
+                        error("invalid_request: malformed body, wrong content type, invalid parameter, or a malformed or repeated Authorization header").into(),
                     );
                 }
                 if op.request_body.is_some() && !responses.contains_key("413") {

@@ -125,6 +125,10 @@ struct Case {
     endpoint: Endpoint,
     expect: u16,
     error: Option<String>,
+    /// The answer to the token in the `Authorization` header when it differs from the
+    /// cookie's and introspection's (a token that is no b64token, RFC 6750 §2.1).
+    bearer_expect: Option<u16>,
+    bearer_error: Option<String>,
 }
 
 impl Case {
@@ -619,6 +623,14 @@ async fn run_case(case: &Case, t: &Target) -> Vec<String> {
                 .unwrap()
         }
     };
+    // The `Authorization` header's own answer, where the case sets one.
+    let (expect, expect_error) = match case.endpoint {
+        Endpoint::Me => (
+            case.bearer_expect.unwrap_or(case.expect),
+            case.bearer_error.as_ref().or(case.error.as_ref()),
+        ),
+        _ => (case.expect, case.error.as_ref()),
+    };
     let status = res.status().as_u16();
     let challenge = res
         .headers()
@@ -629,13 +641,13 @@ async fn run_case(case: &Case, t: &Target) -> Vec<String> {
     if status >= 500 {
         fail(format!("5xx: {status} {body}"));
     }
-    if status == 200 && case.expect != 200 {
+    if status == 200 && expect != 200 {
         fail(format!("ACCEPTED (200): {body}"));
     }
-    if status != case.expect {
-        fail(format!("status {status}, expected {}: {body}", case.expect));
+    if status != expect {
+        fail(format!("status {status}, expected {expect}: {body}"));
     }
-    if let Some(error) = &case.error {
+    if let Some(error) = expect_error {
         let got: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         if got["error"] != error.as_str() {
             fail(format!("error {}, expected {error}: {body}", got["error"]));
@@ -648,6 +660,15 @@ async fn run_case(case: &Case, t: &Target) -> Vec<String> {
             Some(h) if h.starts_with("Bearer ") && h.contains("error=\"invalid_token\"") => {}
             _ => fail(format!(
                 "401 without an invalid_token challenge: {challenge:?}"
+            )),
+        }
+    }
+    if status == 400 && case.endpoint == Endpoint::Me {
+        // RFC 6750 §3.1: a malformed request challenges with `invalid_request`.
+        match &challenge {
+            Some(h) if h.starts_with("Bearer ") && h.contains("error=\"invalid_request\"") => {}
+            _ => fail(format!(
+                "400 without an invalid_request challenge: {challenge:?}"
             )),
         }
     }
@@ -762,6 +783,13 @@ fn the_corpus_is_well_formed() {
             assert!(
                 c.name.starts_with("sanity_") || c.sign == Sign::Server,
                 "{}: only sanity cases and server-signed controls may expect 200",
+                c.name
+            );
+        }
+        if let Some(bearer) = c.bearer_expect {
+            assert!(
+                c.endpoint == Endpoint::Me && bearer == 400 && c.bearer_error.is_some(),
+                "{}: bearer_expect (with bearer_error) is the header's 400 on /users/me",
                 c.name
             );
         }

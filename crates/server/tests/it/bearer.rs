@@ -182,3 +182,64 @@ async fn basic_credentials_that_are_not_text_are_an_invalid_client_not_the_publi
     assert!(res.headers().contains_key("www-authenticate"));
     assert_eq!(json(res).await["error"], "invalid_client");
 }
+
+#[tokio::test]
+async fn bearer_credentials_outside_the_rfc_6750_grammar_are_invalid_request() {
+    // RFC 6750 §2.1: `Bearer` 1*SP b64token; §3.1: a malformed request is 400
+    // `invalid_request`. The server used to strip tabs and spaces around the token (and
+    // answered an empty `Bearer ` as if no header was sent), where tessera-axum refuses.
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let token = &t.access_token;
+    for value in [
+        format!("Bearer \t{token}"),
+        format!("Bearer\t{token}"),
+        format!("Bearer {token}\tx"),
+        format!("Bearer {token} {token}"),
+        format!("Bearer {}", token.replacen('.', "=.", 1)),
+        "Bearer ".to_owned(),
+        "Bearer".to_owned(),
+    ] {
+        for path in ["/users/me", "/admin/users", "/revocations"] {
+            let res = app
+                .client
+                .get(app.url(path))
+                .header("authorization", &value)
+                .send()
+                .await
+                .unwrap();
+            let (s, h, b) = challenge(res).await;
+            assert_eq!(s, 400, "{path} {value:?}");
+            assert!(
+                h.starts_with("Bearer realm=\"tessera\", error=\"invalid_request\""),
+                "{path} {value:?}: {h}"
+            );
+            assert_eq!(b["error"], "invalid_request", "{path} {value:?}");
+        }
+        let res = app
+            .client
+            .post(app.url("/introspect"))
+            .header("authorization", &value)
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "/introspect {value:?}");
+    }
+    // What the tutorial's client sends (and the scheme in any case, and more than one
+    // space, which 1*SP allows) is still a bearer token.
+    for value in [
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER  {token}"),
+    ] {
+        let res = app
+            .client
+            .get(app.url("/users/me"))
+            .header("authorization", &value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{value:?}");
+    }
+}
