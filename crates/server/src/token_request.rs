@@ -67,16 +67,7 @@ impl PresentedClient {
     /// `invalid_client` for malformed HTTP Basic credentials; `invalid_request` when both
     /// methods are used or the ids differ, or a parameter is repeated.
     pub fn from_request(form: &OAuthForm, authorization: Option<&str>) -> Result<Self, AppError> {
-        let mut basic = None;
-        if let Some(auth) = authorization {
-            let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
-            if scheme.eq_ignore_ascii_case("basic") {
-                basic =
-                    Some(decode_basic(rest).ok_or_else(|| {
-                        AppError::invalid_client("malformed HTTP Basic credentials")
-                    })?);
-            }
-        }
+        let basic = basic_credentials(authorization)?;
         let form_id = form.get("client_id")?.map(str::to_owned);
         let form_secret = form
             .get("client_secret")?
@@ -109,24 +100,90 @@ impl PresentedClient {
     }
 }
 
-/// Decodes `base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
-pub fn decode_basic(b64: &str) -> Option<(String, Zeroizing<String>)> {
+/// The client id and secret of an `Authorization: Basic` header value (RFC 7617 §2:
+/// `Basic` 1*SP token68, the scheme case-insensitive), or `None` for no header or one of
+/// another scheme.
+///
+/// # Errors
+/// `invalid_client` (401 with the Basic challenge, RFC 6749 §5.2) naming what is malformed:
+/// a client that tried to authenticate is never served as the public client.
+pub fn basic_credentials(
+    authorization: Option<&str>,
+) -> Result<Option<(String, Zeroizing<String>)>, AppError> {
+    let Some(value) = authorization else {
+        return Ok(None);
+    };
+    let value = value.trim_matches([' ', '\t']);
+    // The auth-scheme is a token (RFC 9110 §11.1): it ends at the first non-tchar.
+    let scheme_len = value
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)))
+        .unwrap_or(value.len());
+    let Some((scheme, rest)) = value.split_at_checked(scheme_len) else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let token68 = rest.trim_start_matches(' ');
+    let decoded = if token68.len() == rest.len() {
+        Err("send `Basic`, a space and base64(client_id:client_secret)")
+    } else {
+        decode_basic(token68)
+    };
+    decoded.map(Some).map_err(|why| {
+        AppError::invalid_client(format!(
+            "malformed HTTP Basic credentials: {why} (RFC 6749 §2.3.1)"
+        ))
+    })
+}
+
+/// Decodes the token68 of HTTP Basic client authentication (RFC 6749 §2.3.1): base64 of
+/// `id:secret`, each part form-urlencoded first (Appendix B). The text is split at its first
+/// `:` (an encoded id holds none; the secret may), then each part is percent-decoded, `+`
+/// being a space. A raw `&` or `=` is a character of the value like any other: a value is
+/// not a form of pairs (this decoder once read `a&v=b` as `b`, the last pair's value).
+///
+/// # Errors
+/// What is malformed: not base64, no `:`, a `%` without two hex digits after it, or a
+/// decoded character outside `VSCHAR` (%x20-7E, RFC 6749 Appendix A.1, A.2).
+pub fn decode_basic(b64: &str) -> Result<(String, Zeroizing<String>), &'static str> {
     use base64::Engine as _;
     let raw = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()?,
+            .decode(b64.trim_matches(' '))
+            .map_err(|_| "not base64")?,
     );
-    let text = std::str::from_utf8(&raw).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    let dec = |s: &str| -> Option<String> {
-        let pairs = Zeroizing::new(format!("v={s}"));
-        serde_urlencoded::from_str::<Vec<(String, String)>>(&pairs)
-            .ok()?
-            .pop()
-            .map(|(_, v)| v)
+    let mut parts = raw.splitn(2, |b| *b == b':');
+    let (Some(id), Some(secret)) = (parts.next(), parts.next()) else {
+        return Err("no `:` between the client id and the secret");
     };
-    Some((dec(id)?, Zeroizing::new(dec(secret)?)))
+    let id = form_urldecode(id)?;
+    Ok((id.as_str().to_owned(), form_urldecode(secret)?))
+}
+
+/// Reverses the application/x-www-form-urlencoded encoding of one value (RFC 6749
+/// Appendix B; WHATWG URL §5.1 without the split into pairs): `+` is a space, `%HH` a byte.
+/// Only `VSCHAR` may result (RFC 6749 Appendix A.1, A.2).
+fn form_urldecode(part: &[u8]) -> Result<Zeroizing<String>, &'static str> {
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+    // Never longer than its input: no reallocation leaves a copy of the secret behind.
+    let mut out = Zeroizing::new(String::with_capacity(part.len()));
+    let mut bytes = part.iter();
+    while let Some(&b) = bytes.next() {
+        let decoded = match b {
+            b'+' => b' ',
+            b'%' => match (hex(bytes.next()), hex(bytes.next())) {
+                (Some(hi), Some(lo)) => u8::try_from(hi * 16 + lo).unwrap_or(0),
+                _ => return Err("a `%` not followed by two hex digits"),
+            },
+            other => other,
+        };
+        if !(0x20..=0x7e).contains(&decoded) {
+            return Err("a client id and secret hold only visible ASCII and spaces");
+        }
+        out.push(char::from(decoded));
+    }
+    Ok(out)
 }
 
 /// The grant's own parameters.
@@ -256,12 +313,64 @@ mod tests {
     type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a [u8], &'a str);
 
     #[test]
-    fn basic_credentials_are_url_decoded() {
+    fn basic_credentials_are_decoded_per_rfc_6749_section_2_3_1() {
         use base64::Engine as _;
-        let enc = base64::engine::general_purpose::STANDARD.encode("my%20client:s%3Acret");
-        let (id, secret) = decode_basic(&enc).unwrap_or_else(|| panic!("decodes"));
-        assert_eq!((id.as_str(), secret.as_str()), ("my client", "s:cret"));
-        assert!(decode_basic("!!!").is_none());
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for (text, id, secret) in [
+            ("my%20client:s%3Acret", "my client", "s:cret"),
+            ("svc:a:b", "svc", "a:b"),
+            ("a+b:c+d", "a b", "c d"),
+            // Raw `&` and `=` are characters, not pair separators: these read as `b` (the
+            // last pair's value) and as the empty string before.
+            ("a&v=b:s&v=t", "a&v=b", "s&v=t"),
+            ("&b:&", "&b", "&"),
+            ("svc%26x:%3d", "svc&x", "="),
+            (":", "", ""),
+            ("svc:", "svc", ""),
+        ] {
+            let (got_id, got_secret) = decode_basic(&b64(text)).unwrap();
+            assert_eq!(
+                (got_id.as_str(), got_secret.as_str()),
+                (id, secret),
+                "{text}"
+            );
+        }
+        for bad in [
+            "!!!".to_owned(),
+            b64("no colon"),
+            b64("svc:%zz"),
+            b64("svc:%4"),
+            b64("svc%:x"),
+            b64("svc:%00"),
+            b64("svc:a\tb"),
+            b64("svc:%ff"),
+            b64("sv\u{e9}c:x"),
+        ] {
+            assert!(decode_basic(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_header_of_the_basic_scheme_must_hold_credentials() {
+        let client = |v: &str| basic_credentials(Some(v)).map(|c| c.map(|(id, _)| id));
+        assert_eq!(client("Basic c3ZjOng=").unwrap().as_deref(), Some("svc"));
+        assert_eq!(client("bAsIc  c3ZjOng=").unwrap().as_deref(), Some("svc"));
+        assert_eq!(client("Bearer abc").unwrap(), None);
+        assert_eq!(client("Basicc3ZjOng=").unwrap(), None);
+        for bad in [
+            "Basic",
+            "Basic\tc3ZjOng=",
+            "Basic c3Zj Ong=",
+            "Basic c3ZjOg",
+        ] {
+            let e = client(bad).unwrap_err();
+            assert_eq!(
+                (e.status().as_u16(), e.code()),
+                (401, "invalid_client"),
+                "{bad}"
+            );
+            assert!(e.description().starts_with("malformed HTTP Basic"), "{bad}");
+        }
     }
 
     fn error_of(r: Result<TokenRequest, AppError>) -> String {

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use crate::error::AppError;
 use crate::extract::{ApiQuery, bearer_token, client_authorization};
 use crate::state::AppState;
-use crate::token_request::decode_basic;
+use crate::token_request::basic_credentials;
 
 /// Events per page when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
@@ -166,12 +166,9 @@ fn client_credentials(headers: &HeaderMap) -> Result<Credentials, AppError> {
     let Some(auth) = client_authorization(headers)? else {
         return Ok((None, None));
     };
-    let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
-    if !scheme.eq_ignore_ascii_case("basic") {
+    let Some((id, secret)) = basic_credentials(Some(auth))? else {
         return Ok((None, None));
-    }
-    let (id, secret) = decode_basic(rest)
-        .ok_or_else(|| AppError::invalid_client("malformed HTTP Basic credentials"))?;
+    };
     Ok((Some(id), Some(secret).filter(|s| !s.is_empty())))
 }
 

@@ -286,3 +286,75 @@ async fn client_ids_appear_in_the_audit_trail() {
             && r.event.client_id.as_deref() == Some("reporting"))
     );
 }
+
+#[tokio::test]
+async fn basic_credentials_are_decoded_as_rfc_6749_section_2_3_1_says() {
+    // base64(urlencode(id) ":" urlencode(secret)): split at the first `:`, each part
+    // percent-decoded. The decoder used to parse each part as a form (`v=<part>`) and take
+    // the last pair's value, so a raw `&` let `junk&v=svc` authenticate as `svc`.
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let secret = confidential(&app, "svc", &["a"]).await;
+    let basic = |text: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(text)
+        )
+    };
+    let send = |authorization: String| {
+        app.client
+            .post(app.url("/token"))
+            .header("authorization", authorization)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    // Every character percent-encoded is the same client and secret.
+    let encoded: String = format!("svc:{secret}")
+        .split(':')
+        .map(|p| p.bytes().map(|b| format!("%{b:02X}")).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(":");
+    assert_eq!(send(basic(&encoded)).await.unwrap().status(), 200);
+    // A raw `&` is part of the value: no such client, no such secret.
+    for text in [
+        format!("junk&v=svc:{secret}"),
+        format!("svc:wrong&v={secret}"),
+    ] {
+        let res = send(basic(&text)).await.unwrap();
+        assert_eq!(res.status(), 401, "{text}");
+        assert_eq!(res.headers()["www-authenticate"], "Basic realm=\"tessera\"");
+        assert_eq!(json(res).await["error"], "invalid_client", "{text}");
+    }
+    // What does not decode is refused as malformed, naming why.
+    for authorization in [
+        basic(&format!("svc%zz:{secret}")),
+        basic("svc:%"),
+        basic("svc:%00"),
+        basic("no colon"),
+        "Basic".to_owned(),
+        "Basic\tc3ZjOng=".to_owned(),
+    ] {
+        let res = send(authorization.clone()).await.unwrap();
+        assert_eq!(res.status(), 401, "{authorization}");
+        assert_eq!(res.headers()["www-authenticate"], "Basic realm=\"tessera\"");
+        let body = json(res).await;
+        assert_eq!(body["error"], "invalid_client", "{authorization}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("malformed HTTP Basic credentials"),
+            "{authorization}: {body}"
+        );
+    }
+    // The revocation feed reads HTTP Basic the same way.
+    let feed = |authorization: String| {
+        app.client
+            .get(app.url("/revocations"))
+            .header("authorization", authorization)
+            .send()
+    };
+    assert_eq!(feed(basic(&encoded)).await.unwrap().status(), 200);
+    let res = feed(basic(&format!("junk&v=svc:{secret}"))).await.unwrap();
+    assert_eq!(res.status(), 401);
+}
