@@ -181,7 +181,8 @@ pub struct Introspection {
     /// Client id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// Username.
+    /// The resource owner's username (RFC 7662 §2.2); absent for a client-credentials
+    /// token, which has no resource owner.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Subject.
@@ -1420,7 +1421,10 @@ impl<S: Store> Auth<S> {
             } else {
                 ctx.user_id().to_owned()
             }),
-            username: Some(ctx.username().to_owned()),
+            // RFC 7662 §2.2: `username` names the resource owner who authorized the token.
+            // A client-credentials token has none (its `sub` is the client, RFC 6749 §4.4),
+            // and `client_id` already says which client it is.
+            username: (!ctx.is_client).then(|| ctx.username().to_owned()),
             aud: (!tutorial).then(|| self.config.audience.clone()),
             iss: Some(self.config.issuer.clone()),
             exp: Some(ctx.expires_at),

@@ -323,6 +323,8 @@ pub(crate) struct Introspection {
     token_use: Option<String>,
     scope: Option<String>,
     client_id: Option<String>,
+    /// The resource owner's username (RFC 7662 §2.2); absent for a client-credentials
+    /// token, which has none.
     username: Option<String>,
     sub: Option<String>,
     aud: Option<String>,

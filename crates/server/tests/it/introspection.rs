@@ -106,3 +106,40 @@ async fn an_access_token_past_its_exp_is_inactive_even_within_the_leeway() {
     let r = json(introspect(&app, &old.access_token, &old.access_token).await).await;
     assert_eq!(r, serde_json::json!({"active": false}));
 }
+
+#[tokio::test]
+async fn a_client_credentials_token_has_no_username() {
+    // RFC 7662 §2.2: `username` is the resource owner who authorized the token. A
+    // client-credentials token has none; it used to name the client id there.
+    let app = spawn_app().await;
+    let admin = app.admin_login().await;
+    let (_, secret) = app
+        .state
+        .auth
+        .create_client(
+            "reports",
+            &["reports:read".to_owned()],
+            true,
+            &tessera_auth::Actor::System,
+        )
+        .await
+        .unwrap();
+    let res = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth("reports", secret.as_deref().map(String::as_str))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let service = json(res).await["access_token"].as_str().unwrap().to_owned();
+    let r = json(introspect(&app, &admin.access_token, &service).await).await;
+    assert_eq!(r["active"], true);
+    assert_eq!(r["client_id"], "reports");
+    assert_eq!(r["sub"], "reports");
+    assert!(r.get("username").is_none(), "{r}");
+    // A user's token keeps it.
+    let r = json(introspect(&app, &admin.access_token, &admin.access_token).await).await;
+    assert_eq!(r["username"], "admin");
+}
