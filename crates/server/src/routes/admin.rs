@@ -355,9 +355,9 @@ pub(crate) struct AuditQuery {
     /// Only events with an id greater than this (pagination cursor).
     #[serde(default)]
     after: i64,
-    /// At most this many events (default 100; larger values mean 1000, 0 means 1).
-    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
-    limit: Option<u32>,
+    /// At most this many events (1–1000, default 100; anything else is 400).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
 }
 
 /// `GET /admin/audit`: the tamper-evident audit log, oldest first.
@@ -372,11 +372,11 @@ pub(crate) async fn audit(
     AdminUser(_admin): AdminUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let limit = crate::routes::page_limit(q.limit.as_deref(), 100)?;
     let user_id = match &q.user {
         Some(u) => Some(state.auth.find_user(u).await?.id.to_string()),
         None => None,
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = tessera_auth::store::AuditStore::list_audit(
         state.db(),
         q.after.max(0),

@@ -22,8 +22,6 @@ use crate::token_request::basic_credentials;
 
 /// Events per page when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
-/// The most events one page may hold.
-const MAX_LIMIT: u32 = 1000;
 
 /// Query parameters of `GET /revocations`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -33,9 +31,9 @@ pub(crate) struct FeedQuery {
     /// absent for the whole live log).
     #[param(minimum = 0)]
     since: Option<i64>,
-    /// At most this many events (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
+    /// At most this many events (1–1000, default 100; anything else is 400).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
 }
 
 /// One revocation: what it revokes and until when it matters.
@@ -107,12 +105,7 @@ pub(crate) async fn revocations(
     if since < 0 {
         return Err(AppError::invalid_request("`since` must not be negative"));
     }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::invalid_request(format!(
-            "`limit` must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = crate::routes::page_limit(q.limit.as_deref(), DEFAULT_LIMIT)?;
     let now = state.auth.now();
     let events = state
         .db()

@@ -13,6 +13,32 @@ pub(crate) mod users;
 use serde::Serialize;
 use tessera_auth::model::{Session, User};
 
+use crate::error::AppError;
+
+/// The most items one page of a list endpoint (`/admin/audit`, `/revocations`) may hold.
+pub(crate) const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// The `limit` query parameter of a list endpoint: `default` when absent, else a whole
+/// number from 1 to [`MAX_PAGE_LIMIT`]. Taken as text, so that every value outside the range
+/// (0, negative, too large, not a number) gets the same answer naming the range, not a
+/// deserializer's message or a silent clamp.
+///
+/// # Errors
+/// 400 `invalid_request` naming the allowed range.
+pub(crate) fn page_limit(raw: Option<&str>, default: u32) -> Result<u32, AppError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| raw.bytes().all(|b| b.is_ascii_digit()) && (1..=MAX_PAGE_LIMIT).contains(n))
+        .ok_or_else(|| {
+            AppError::invalid_request(format!(
+                "`limit` must be a whole number from 1 to {MAX_PAGE_LIMIT} (default {default})"
+            ))
+        })
+}
+
 /// A user as the APIs show it (never the password hash).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct UserView {

@@ -322,3 +322,86 @@ async fn a_user_enabled_in_the_second_of_their_disable_gets_live_tokens_at_once(
     assert_eq!(app.me(&t.access_token).await.status(), 200);
     tick.await.unwrap();
 }
+
+#[tokio::test]
+async fn every_list_endpoint_refuses_a_limit_out_of_range_alike() {
+    // `/admin/audit` took `limit=0` as 1 and anything over 1000 as 1000, while
+    // `/revocations` answered 400; a negative or non-numeric value got a deserializer's
+    // message. Now both answer 400 invalid_request naming the range.
+    let app = spawn_app().await;
+    let admin = app.admin_login().await.access_token;
+    for path in ["/admin/audit", "/revocations"] {
+        for limit in [
+            "0",
+            "-1",
+            "1001",
+            "4294967296",
+            "abc",
+            "",
+            "1.5",
+            "+5",
+            " 5",
+        ] {
+            let url = format!("{}?limit={}", app.url(path), urlencoding(limit));
+            let res = app
+                .client
+                .get(url)
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 400, "{path} limit={limit:?}");
+            let body = json(res).await;
+            assert_eq!(body["error"], "invalid_request", "{path} limit={limit:?}");
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("from 1 to 1000"),
+                "{path} limit={limit:?}: {body}"
+            );
+        }
+        for limit in ["1", "1000", "0100"] {
+            let res = app
+                .client
+                .get(format!("{}?limit={limit}", app.url(path)))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{path} limit={limit}");
+        }
+    }
+    // The document says the same range for both.
+    let doc = json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    for path in ["/admin/audit", "/revocations"] {
+        let limit = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}");
+        assert_eq!(limit["schema"]["maximum"], 1000, "{path}");
+    }
+}
+
+/// Percent-encodes a query value (enough for the test's values).
+fn urlencoding(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
