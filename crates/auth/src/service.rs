@@ -1324,10 +1324,10 @@ impl<S: Store> Auth<S> {
         }
         let now = self.now();
         let exp = claims.registered.exp.map_or(now, |d| d.0);
-        // An empty `jti` identifies nothing (see `authenticate_bytes`): there is nothing
-        // to deny, and the answer is still 200 (§2.2). Such a token ends with its session
-        // (its refresh token revoked, or `/logout`) or its user's revocation.
-        if let Some(jti) = claims.registered.jti.as_deref().filter(|j| !j.is_empty())
+        // An empty (or absurd) `jti` identifies nothing (see `revocable_jti`): there is
+        // nothing to deny, and the answer is still 200 (§2.2). Such a token ends with its
+        // session (its refresh token revoked, or `/logout`) or its user's revocation.
+        if let Some(jti) = claims.registered.jti.as_deref().and_then(revocable_jti)
             && exp.saturating_add(i64::try_from(self.config.leeway).unwrap_or(0)) > now
         {
             self.store
@@ -1438,7 +1438,9 @@ impl<S: Store> Auth<S> {
     /// `all`, every session of the user. Returns the number of sessions ended.
     ///
     /// # Errors
-    /// Storage failures.
+    /// [`AuthError::InvalidRequest`] for a token with neither a session nor a `jti` that
+    /// [`revocable_jti`] accepts (nothing could end it alone, and it is not recorded);
+    /// storage failures.
     pub async fn logout(&self, ctx: &AccessContext, all: bool, meta: &RequestMeta) -> Result<u64> {
         let now = self.now();
         let n = if all {
@@ -1457,21 +1459,33 @@ impl<S: Store> Auth<S> {
             self.sync_revocations().await;
             n
         } else {
+            let sid = ctx.session_id().and_then(|s| SessionId::parse(s).ok());
+            let jti = revocable_jti(ctx.jti());
+            if sid.is_none() && jti.is_none() {
+                // Nothing names this token alone: answering success would leave it working.
+                // (Every token Tessera signs has a `jti`; only a holder of the key makes one
+                // without.)
+                return Err(AuthError::InvalidRequest(
+                    "this access token has no session and no usable `jti`, so it cannot be revoked alone; it ends at its `exp`".into(),
+                ));
+            }
             let mut n = 0;
-            if let Some(sid) = ctx.session_id().and_then(|s| SessionId::parse(s).ok()) {
+            if let Some(sid) = sid {
                 n = u64::from(self.revoke_session_internal(sid, "logout").await?.is_some());
             }
             // The presented access token dies too, even one without a session.
-            self.store
-                .append_revocation(
-                    RevocationKind::Jti,
-                    ctx.jti(),
-                    now,
-                    ctx.expires_at
-                        .saturating_add(i64::try_from(self.config.leeway).unwrap_or(0)),
-                )
-                .await?;
-            self.sync_revocations().await;
+            if let Some(jti) = jti {
+                self.store
+                    .append_revocation(
+                        RevocationKind::Jti,
+                        jti,
+                        now,
+                        ctx.expires_at
+                            .saturating_add(i64::try_from(self.config.leeway).unwrap_or(0)),
+                    )
+                    .await?;
+                self.sync_revocations().await;
+            }
             n
         };
         let user = UserId::parse(ctx.user_id()).ok();
@@ -2045,6 +2059,18 @@ fn parse_roles(roles: &[String]) -> Result<Vec<Role>> {
 
 /// The throttle key of a username's password checks (logins and password changes): one
 /// lockout per name, whether or not a user has it.
+/// The longest `jti` the revocation log records. Tessera's own are 22 characters; a longer
+/// one comes from a token signed outside the server.
+const MAX_JTI_LEN: usize = 255;
+
+/// `jti` if it can name one token in the revocation log: not empty (an empty identifier
+/// names nothing, RFC 7519 §4.1.7, and is treated as absent when tokens are checked), at
+/// most [`MAX_JTI_LEN`] bytes, visible ASCII (it is shown in the feed and the audit log).
+fn revocable_jti(jti: &str) -> Option<&str> {
+    (!jti.is_empty() && jti.len() <= MAX_JTI_LEN && jti.bytes().all(|b| b.is_ascii_graphic()))
+        .then_some(jti)
+}
+
 pub(crate) fn user_throttle_key(username: &str) -> String {
     format!("user:{}", username.to_lowercase())
 }

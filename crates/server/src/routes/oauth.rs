@@ -207,7 +207,9 @@ pub(crate) struct LogoutQuery {
 
 /// `POST /logout`: ends the caller's session (`?all=true`: every session of the user).
 #[utoipa::path(post, path = "/logout", tag = "oauth", params(LogoutQuery),
-    responses((status = 200, description = "Sessions ended", body = crate::openapi::JsonObject), (status = 401, description = "Missing, invalid, expired or revoked token", body = crate::openapi::ErrorBody)),
+    responses((status = 200, description = "Sessions ended", body = crate::openapi::JsonObject),
+        (status = 400, description = "invalid_request: `all=true` with a client token, a malformed parameter or Authorization header, or a token with neither a session nor a usable `jti` (nothing could revoke it alone)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = crate::openapi::ErrorBody)),
     security(("oauth2" = []), ("bearer" = [])))]
 pub(crate) async fn logout(
     State(state): State<AppState>,

@@ -205,3 +205,58 @@ async fn revocations_survive_a_restart() {
         .unwrap();
     assert!(again.state.auth.authenticate(&t.access_token).is_err());
 }
+
+#[tokio::test]
+async fn no_revocation_path_records_an_empty_or_absurd_jti() {
+    // `/logout` recorded the presented token's `jti` whatever it was: an empty one went
+    // into the revocation log (and the feed) and, with no session, the call answered 200
+    // while the token went on working. `/revoke` recorded a `jti` of any length.
+    use tessera_auth::store::RevocationStore as _;
+    let app = spawn_app().await;
+    let t = app.admin_login().await;
+    let claims = crate::claims_of(&t.access_token);
+    let with = |jti: &str, sid: bool| {
+        let mut c = claims.clone();
+        c["jti"] = jti.into();
+        if !sid {
+            c.as_object_mut().unwrap().remove("sid");
+        }
+        crate::token_cache::signed_like_the_server(&app, &c, true)
+    };
+    let absurd = "j".repeat(300);
+    // RFC 7009 §2.2: `/revoke` answers 200 for what it cannot revoke; nothing recorded.
+    for jti in ["", absurd.as_str()] {
+        let res = revoke(&app, &[("token", &with(jti, true))]).await;
+        assert_eq!(res.status(), 200);
+    }
+    // `/logout` of a token without a usable `jti` and without a session: nothing names
+    // it, so it is refused, not answered with a success that leaves it working.
+    for jti in ["", absurd.as_str()] {
+        let token = with(jti, false);
+        assert_eq!(app.me(&token).await.status(), 200);
+        let res = app.logout(&token).await;
+        assert_eq!(res.status(), 400, "jti of {} bytes", jti.len());
+        assert_eq!(json(res).await["error"], "invalid_request");
+    }
+    // With its session, the session ends it; still no `jti` recorded.
+    let token = with("", true);
+    let res = app.logout(&token).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["revoked_sessions"], 1);
+    assert_eq!(app.me(&token).await.status(), 401);
+    let events = app
+        .state
+        .db()
+        .revocations_since(0, app.now(), 1000)
+        .await
+        .unwrap();
+    assert!(!events.is_empty(), "the session's revocation is recorded");
+    for e in &events {
+        assert!(
+            !e.subject.is_empty() && e.subject.len() <= 255,
+            "recorded a revocation of {:?} with a {}-byte subject",
+            e.kind,
+            e.subject.len()
+        );
+    }
+}

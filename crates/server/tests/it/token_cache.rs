@@ -122,7 +122,11 @@ async fn without_a_cache_every_check_still_holds() {
 
 /// A token signed with the server's current key, with `claims` and, if `kid` is false,
 /// no `kid` in its header (Tessera never signs such a token; a holder of the key could).
-fn signed_like_the_server(app: &TestApp, claims: &serde_json::Value, kid: bool) -> String {
+pub(crate) fn signed_like_the_server(
+    app: &TestApp,
+    claims: &serde_json::Value,
+    kid: bool,
+) -> String {
     let signer = app.state.auth.key_ring().signer.clone();
     let mut header = serde_json::json!({"alg": signer.algorithm().as_str(), "typ": "at+jwt"});
     if kid {
