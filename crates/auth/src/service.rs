@@ -254,6 +254,8 @@ pub struct Auth<S> {
     validation: Validation,
     pub(crate) totp_sealing: tessera_jose::crypto::SealingKey,
     pub(crate) recovery_pepper: Zeroizing<[u8; 32]>,
+    /// Keys the hash that stands for an unknown username in the audit log.
+    unknown_username_key: Zeroizing<[u8; 32]>,
     observer: Option<Arc<dyn audit::AuditObserver>>,
 }
 
@@ -306,8 +308,13 @@ impl<S: Store> Auth<S> {
             parts.account_secret.as_slice(),
             b"tessera/recovery-codes/v1",
         ));
+        let unknown_username_key = Zeroizing::new(tessera_jose::crypto::hmac_sha256(
+            parts.account_secret.as_slice(),
+            b"tessera/audit-unknown-username/v1",
+        ));
         let token_cache = VerifiedTokenCache::new(parts.config.token_cache_entries)?;
         let auth = Self {
+            unknown_username_key,
             token_cache,
             totp_sealing,
             recovery_pepper,
@@ -508,8 +515,15 @@ impl<S: Store> Auth<S> {
             Some(u) if verification.matches => u,
             known => {
                 // Recorded under the user when the name exists (for `audit list --user`);
-                // the answer and the work done are the same either way.
+                // the answer and the work done are the same either way. An unknown name
+                // is recorded as a keyed hash: it is often a password typed into the wrong
+                // field (OWASP Logging Cheat Sheet), and the hash still tells repeated
+                // attempts on one name apart from attempts on many.
                 let known = known.as_ref();
+                let audit_name = match known {
+                    Some(_) => audit_name,
+                    None => self.unknown_username(&audit_name),
+                };
                 let lock = self
                     .count_failure(
                         &throttle_key,
@@ -2007,6 +2021,24 @@ impl<S: Store> Auth<S> {
             tracing::error!(target: "tessera::auth", error = %err, event = %e.event, "could not write audit event");
         }
         self.observe_audit(&e);
+    }
+
+    /// What the audit log records for a username that names no user: `unknown:` and the
+    /// first 12 bytes, in hex, of HMAC-SHA256 of the name (lowercased, as usernames are
+    /// compared) under a key derived from the master key. The same name always gives the
+    /// same text, on every instance; the text does not give the name back, and without the
+    /// master key a stolen log cannot test guesses. `:` is never part of a username.
+    #[must_use]
+    pub fn unknown_username(&self, typed: &str) -> String {
+        let mac = tessera_jose::crypto::hmac_sha256(
+            self.unknown_username_key.as_slice(),
+            typed.to_lowercase().as_bytes(),
+        );
+        let mut text = String::from("unknown:");
+        for b in mac.iter().take(12) {
+            text.push_str(&format!("{b:02x}"));
+        }
+        text
     }
 
     /// An audit event as [`Auth::audit`] records it.

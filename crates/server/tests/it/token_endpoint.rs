@@ -221,3 +221,64 @@ async fn failed_and_successful_logins_are_audited() {
     assert_eq!(logins, [("failure", "admin"), ("success", "admin")]);
     assert!(tessera_auth::audit::verify_chain(vec![0; 32], &rows).is_ok());
 }
+
+#[tokio::test]
+async fn a_failed_login_for_an_unknown_name_records_a_keyed_hash_not_the_typed_text() {
+    // OWASP Logging Cheat Sheet: the text typed as a username is often a password typed
+    // into the wrong field. The audit row (and its log line) carried it verbatim.
+    use tessera_auth::store::AuditStore as _;
+    let app = spawn_app().await;
+    // A row written the old way, with the typed text: it must stay verifiable.
+    app.state
+        .auth
+        .audit(
+            &Default::default(),
+            "login",
+            "failure",
+            None,
+            Some("legacy-typed-name".into()),
+            Some("tessera"),
+            serde_json::json!({"reason": "invalid_credentials"}),
+        )
+        .await;
+    let typed = "Tr0ub4dor&3 horse";
+    for name in [typed, "tr0ub4dor&3 HORSE", "someone-else", "admin"] {
+        let (s, _) = error_of(app.password_grant(name, "wrong wrong wrong").await).await;
+        assert_eq!(s, 400, "{name}");
+    }
+    let rows = app.state.db().list_audit(0, None, None, 100).await.unwrap();
+    let failures: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.event.event == "login" && r.event.outcome == "failure")
+        .map(|r| r.event.username.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(failures.len(), 5, "{failures:?}");
+    assert_eq!(failures[0], "legacy-typed-name");
+    let (first, again, other, known) = (failures[1], failures[2], failures[3], failures[4]);
+    assert!(
+        first.starts_with("unknown:") && first.len() == 8 + 24,
+        "{first}"
+    );
+    // The same name (usernames compare without case) gives the same text, another name
+    // another; a known user is still recorded by name and id.
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    assert!(other.starts_with("unknown:"), "{other}");
+    assert_eq!(known, "admin");
+    assert!(
+        rows.iter()
+            .any(|r| r.event.username.as_deref() == Some("admin")
+                && r.event.user_id.is_some()
+                && r.event.outcome == "failure")
+    );
+    // Nothing of the typed text is stored anywhere in the rows.
+    for r in &rows {
+        let text = serde_json::to_string(&r.event).unwrap().to_lowercase();
+        assert!(!text.contains("tr0ub4dor"), "{text}");
+        assert!(!text.contains("someone-else"), "{text}");
+    }
+    // The chain, old row included, verifies (what `tessera audit verify` runs).
+    let check = app.state.auth.verify_audit().await.unwrap();
+    assert_eq!(check.broken, None);
+    assert_eq!(check.intact_rows, u64::try_from(rows.len()).unwrap());
+}
