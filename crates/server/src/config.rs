@@ -1414,48 +1414,87 @@ pub fn decode_master_key(text: &str) -> Result<Zeroizing<[u8; 32]>, String> {
     Ok(Zeroizing::new(arr))
 }
 
-/// A database URL with its secrets blanked: the password in the authority and every query
-/// parameter whose name contains `password` (`?password=`, `sslpassword=`), parsed with the
-/// same parser sqlx uses, so a password containing `@` is found where sqlx finds it. A URL
-/// that does not parse is withheld whole.
+/// Query parameters whose value is a secret (compared case-insensitively, after
+/// percent-decoding the name): the password itself, the client key's passphrase, and the
+/// client key (a path, or key material where a driver takes it inline).
+const SECRET_QUERY_PARAMS: &[&str] = &["password", "sslpassword", "sslkey"];
+
+/// A database URL with its secrets blanked: the password in the authority and the values
+/// of the query parameters in [`SECRET_QUERY_PARAMS`]. Everything else is kept byte for
+/// byte, as written (no re-encoding: `%20` stays `%20`, `options[password_encryption]`
+/// stays), so what check-config shows is what the server opens. The authority is split
+/// where sqlx's URL parser (the `url` crate) splits it: at the last `@` before the first
+/// `/`, `?` or `#`, and the password at the first `:` of the user info, so a password
+/// containing `@` is hidden whole. A URL that does not parse is withheld whole.
 fn redact_url(u: &str) -> String {
     // sqlx reads a `sqlite:` URL as a path, not with a URL parser, and it holds no secret:
     // shown as given, it names the file the server opens.
     if u.starts_with("sqlite:") {
         return u.to_owned();
     }
-    let Ok(mut url) = url::Url::parse(u) else {
+    if url::Url::parse(u).is_err() {
+        return "<redacted: not a valid URL>".into();
+    }
+    let Some(scheme_end) = u.find("://").map(|i| i + 3) else {
         return "<redacted: not a valid URL>".into();
     };
-    let had_password = url.password().is_some();
-    if had_password && url.set_password(None).is_err() {
-        return "<redacted>".into();
+    let (head, rest) = u.split_at(scheme_end);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(u.len());
+    out.push_str(head);
+    match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push_str(":<redacted>");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
     }
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k.to_ascii_lowercase().contains("password") {
-                    "redacted".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
+    // RFC 3986 §3.4: the query runs from the first `?` to the first `#`.
+    let (path, query_and_fragment) = tail.split_at(tail.find('?').unwrap_or(tail.len()));
+    out.push_str(path);
+    let Some(query_and_fragment) = query_and_fragment.strip_prefix('?') else {
+        return out;
+    };
+    let (query, fragment) = query_and_fragment.split_at(
+        query_and_fragment
+            .find('#')
+            .unwrap_or(query_and_fragment.len()),
+    );
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, value) = pair
+            .split_once('=')
+            .map_or((pair, None), |(n, v)| (n, Some(v)));
+        let decoded: String = url::form_urlencoded::parse(name.as_bytes())
+            .next()
+            .map(|(n, _)| n.into_owned())
+            .unwrap_or_default();
+        out.push_str(name);
+        if let Some(value) = value {
+            out.push('=');
+            if SECRET_QUERY_PARAMS
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&decoded))
+            {
+                out.push_str("redacted");
+            } else {
+                out.push_str(value);
+            }
+        }
     }
-    if !had_password {
-        return url.to_string();
-    }
-    // `scheme://user:<redacted>@host…`, rebuilt from the parsed parts (the user name as
-    // encoded; everything from the host on as parsed).
-    format!(
-        "{}://{}:<redacted>@{}",
-        url.scheme(),
-        url.username(),
-        &url[url::Position::BeforeHost..]
-    )
+    out.push_str(fragment);
+    out
 }
 
 #[cfg(test)]
@@ -1699,6 +1738,23 @@ mod tests {
         assert_eq!(
             redact_url("postgres://:pw@h/db"),
             "postgres://:<redacted>@h/db"
+        );
+        // Only the secrets change: the rest is shown byte for byte, as written (it used to
+        // be re-encoded: `%20` became `+`, and `options[password_encryption]`, a name
+        // containing "password", was blanked).
+        assert_eq!(
+            redact_url(
+                "postgres://app%20user:p%40ss@db.example:5432/my%20db?application_name=a%20b\
+                 &options[password_encryption]=scram-sha-256&sslmode=require&SSLKey=/k.pem\
+                 &sslpassword=x%20y#frag"
+            ),
+            "postgres://app%20user:<redacted>@db.example:5432/my%20db?application_name=a%20b\
+             &options[password_encryption]=scram-sha-256&sslmode=require&SSLKey=redacted\
+             &sslpassword=redacted#frag"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?pass%77ord=hidden&flag&x=1"),
+            "postgres://h/db?pass%77ord=redacted&flag&x=1"
         );
         // sqlx opens `sqlite:` URLs as paths: shown exactly as given.
         assert_eq!(
