@@ -265,15 +265,9 @@ fn read_password(src: &PasswordSource, confirm: bool) -> Result<Zeroizing<String
     Ok(first)
 }
 
-pub(crate) fn time(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
-}
+/// A Unix time as RFC 3339 text (the number when out of range), as every table and
+/// `--json` output shows times.
+pub(crate) use tessera_server::timestamp::rfc3339_or_seconds as time;
 
 fn opt_time(t: Option<i64>) -> String {
     t.map_or_else(|| "-".to_owned(), time)

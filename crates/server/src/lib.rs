@@ -19,6 +19,7 @@ pub mod session;
 mod shard;
 pub mod state;
 pub mod telemetry;
+pub mod timestamp;
 pub mod tls;
 pub mod token_request;
 

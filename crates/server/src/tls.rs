@@ -230,15 +230,7 @@ const EXPIRY_WARNING: i64 = 14 * 24 * 3600;
 /// What is wrong with a certificate's dates at `now`, if anything: a phrase to follow "the
 /// certificate" (expired, not yet valid, expiring within 14 days).
 fn validity_problem(d: &CertDates, now: i64) -> Option<String> {
-    let at = |t: i64| {
-        time::OffsetDateTime::from_unix_timestamp(t)
-            .ok()
-            .and_then(|d| {
-                d.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| t.to_string())
-    };
+    let at = crate::timestamp::rfc3339_or_seconds;
     if d.not_after <= now {
         Some(format!("expired at {}", at(d.not_after)))
     } else if d.not_before > now {

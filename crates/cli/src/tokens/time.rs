@@ -4,8 +4,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::exit::Failure;
 
@@ -75,13 +73,7 @@ fn duration(body: &str) -> Option<i64> {
     number.is_empty().then_some(total)
 }
 
-/// A Unix time as an RFC 3339 date (`2023-11-14T22:13:20Z`), if representable.
-pub(super) fn rfc3339(secs: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp(secs)
-        .ok()?
-        .format(&Rfc3339)
-        .ok()
-}
+pub(super) use tessera_server::timestamp::rfc3339;
 
 /// The whole seconds of a JSON NumericDate (fractions rounded down, like `jose` does).
 pub(super) fn numeric_date(value: &Value) -> Option<i64> {
