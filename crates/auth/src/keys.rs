@@ -154,11 +154,14 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    /// Loads keys, generating the first one on an empty database (active at once), and,
-    /// with `adopt_alg` (the server), rotating to the configured algorithm if no usable key
-    /// has it. An administrative command leaves the keys as they are: run with another
-    /// `signing.alg` than the servers' (the default, say), it used to schedule a key of its
-    /// own algorithm that every instance then signed with.
+    /// Loads keys. With `create` (the server), generates the first one on an empty database
+    /// (active at once) and rotates to the configured algorithm if no usable key has it.
+    /// Without it (an administrative command), the keys are left as they are, and a database
+    /// with no usable key keeps a placeholder ring ([`KeyRing::keys`] empty, its signer
+    /// published nowhere) until a server creates one. A command's `signing.alg` need not be
+    /// the servers' (the default, say): it used to schedule a key of its own algorithm that
+    /// every instance then signed with, and to create the first key with it when run
+    /// before the first `serve`.
     ///
     /// # Errors
     /// Storage failures; [`AuthError::Internal`] if a stored key cannot be unsealed (wrong
@@ -168,7 +171,7 @@ impl KeyManager {
         source: KeySource,
         schedule: KeySchedule,
         now: i64,
-        adopt_alg: bool,
+        create: bool,
     ) -> Result<Self> {
         let ring = build_ring(store, &source, now).await?;
         let manager = Self {
@@ -178,6 +181,7 @@ impl KeyManager {
         };
         match ring {
             Some(ring) => manager.ring.store(Arc::new(ring)),
+            None if !create => {}
             None => {
                 // First start (or every key revoked): create one, unless another instance
                 // starting at the same time already did.
@@ -187,7 +191,7 @@ impl KeyManager {
             }
         }
         if let KeySource::Stored { alg, .. } = &manager.source
-            && adopt_alg
+            && create
         {
             let ring = manager.current();
             let wanted_published = ring.keys.iter().any(|k| {

@@ -236,9 +236,11 @@ pub struct AuthParts<S> {
     /// 32 secret bytes from which the TOTP sealing key and the recovery-code pepper are
     /// derived (from the master key).
     pub account_secret: Zeroizing<[u8; 32]>,
-    /// Rotate at start to `key_source`'s algorithm when no usable key has it: for the
-    /// server, not for administrative commands (see [`KeyManager::load`]).
-    pub adopt_signing_alg: bool,
+    /// Create signing keys at start: the first one on an empty database, and a rotation
+    /// to `key_source`'s algorithm when no usable key has it. For the server, not for
+    /// administrative commands, whose `signing.alg` need not be the servers' (see
+    /// [`KeyManager::load`]).
+    pub create_signing_keys: bool,
 }
 
 /// The authentication service.
@@ -285,7 +287,7 @@ impl<S: Store> Auth<S> {
             parts.key_source,
             parts.key_schedule,
             now,
-            parts.adopt_signing_alg,
+            parts.create_signing_keys,
         )
         .await?;
         let mut validation = Validation::new()

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use tessera_auth::model::{RequestMeta, SessionId, User};
+use tessera_auth::store::SessionStore as _;
 use tessera_auth::{Actor, AuthError, SystemClock};
 use tessera_server::AppState;
-use tessera_server::config::DatabaseConfig;
+use tessera_server::config::{DatabaseConfig, SigningConfig};
 use zeroize::Zeroizing;
 
 use crate::Cli;
@@ -301,10 +302,15 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<(), Failur
     output::write(text.as_bytes())
 }
 
+// The `--json` outputs use the HTTP API's field names for the same things (docs/api.md:
+// `GET /admin/users`, `/admin/sessions`, `/admin/keys`), so one script reads both; times
+// are RFC 3339 text where the API has Unix seconds, as in `audit list --json`.
+
 fn user_json(u: &User) -> serde_json::Value {
     serde_json::json!({
         "id": u.id.to_string(),
         "username": u.username.to_string(),
+        "role": u.primary_role().map(ToString::to_string),
         "roles": u.roles,
         "disabled": u.disabled,
         "totp_enabled": u.totp_enabled,
@@ -418,6 +424,11 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
         }
         UsersCommand::Disable { name } => {
             let u = find_user(auth, name).await?;
+            if u.disabled {
+                outln!("{} is already disabled; nothing to do", u.username)?;
+                state.db().close().await;
+                return Ok(());
+            }
             auth.set_disabled(&u, true, &CLI, &meta())
                 .await
                 .map_err(fail)?;
@@ -428,6 +439,11 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
         }
         UsersCommand::Enable { name } => {
             let u = find_user(auth, name).await?;
+            if !u.disabled {
+                outln!("{} is already enabled; nothing to do", u.username)?;
+                state.db().close().await;
+                return Ok(());
+            }
             auth.set_disabled(&u, false, &CLI, &meta())
                 .await
                 .map_err(fail)?;
@@ -453,22 +469,23 @@ pub(crate) async fn users(cli: &Cli, cmd: &UsersCommand) -> Result<(), Failure> 
             if auth.unlock(&u, &CLI, &meta()).await.map_err(fail)? {
                 outln!("unlocked {}: failed-attempt counters cleared", u.username)?;
             } else {
-                outln!("{} was not locked; nothing to lift", u.username)?;
+                outln!("{} was not locked; nothing to do", u.username)?;
             }
         }
         UsersCommand::ResetMfa { name } => {
             let u = find_user(auth, name).await?;
-            if !u.totp_enabled {
-                return Err(Failure::refused(format!(
-                    "{} has no second factor to reset",
+            // Already in the state asked for: exit 0 and say so, like `unlock` and
+            // `disable` (a script resetting a lost authenticator must not fail on a user
+            // who never enrolled).
+            if u.totp_enabled {
+                auth.reset_mfa(&u, &CLI, &meta()).await.map_err(fail)?;
+                outln!(
+                    "second factor of {} turned off and recovery codes deleted; they sign in with the password and can enrol again",
                     u.username
-                )));
+                )?;
+            } else {
+                outln!("{} has no second factor; nothing to do", u.username)?;
             }
-            auth.reset_mfa(&u, &CLI, &meta()).await.map_err(fail)?;
-            outln!(
-                "second factor of {} turned off and recovery codes deleted; they sign in with the password and can enrol again",
-                u.username
-            )?;
         }
         UsersCommand::Import {
             skip_existing,
@@ -503,17 +520,25 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                     .map(|k| {
                         serde_json::json!({
                             "kid": k.kid, "alg": k.alg, "state": k.state.as_str(),
-                            "created": time(k.created_at), "activates": time(k.activates_at),
-                            "retires": k.retires_at.map(time), "expires": k.expires_at.map(time),
+                            "created_at": time(k.created_at),
+                            "activates_at": time(k.activates_at),
+                            "retires_at": k.retires_at.map(time),
+                            "expires_at": k.expires_at.map(time),
                         })
                     })
                     .collect();
                 print_json(&serde_json::Value::Array(keys))?;
             } else if ring.keys.is_empty() {
-                outln!(
-                    "no stored keys: tokens are signed with {} from `signing.secret`",
-                    ring.signer.algorithm()
-                )?;
+                match &state.config.signing {
+                    SigningConfig::Hmac(k) => outln!(
+                        "no stored keys: tokens are signed with {} from `signing.secret`",
+                        k.algorithm()
+                    )?,
+                    SigningConfig::Stored { .. } => outln!(
+                        "no signing keys yet: the first `tessera serve` on this database \
+                         creates one with its `signing.alg`"
+                    )?,
+                }
             } else {
                 let rows: Vec<Vec<String>> = ring
                     .keys
@@ -536,6 +561,17 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
             }
         }
         KeysCommand::Rotate { now } => {
+            // Administrative commands never create the first key: it would have this
+            // command's `signing.alg` (the default RS256, say), not the servers'.
+            if matches!(state.config.signing, SigningConfig::Stored { .. })
+                && !ring_has_usable_key(&auth.key_ring())
+            {
+                state.db().close().await;
+                return Err(Failure::refused(
+                    "the database has no signing key yet: start `tessera serve` once (it \
+                     creates the first key with its `signing.alg`), then rotate",
+                ));
+            }
             let info = auth.rotate_keys(*now, &CLI).await.map_err(fail)?;
             outln!(
                 "created key {} ({}), {} at {}; running servers pick it up within a second",
@@ -551,6 +587,16 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
         }
         KeysCommand::ExportJwks => outln!("{}", auth.key_ring().jwks_json)?,
         KeysCommand::Revoke { kid } => {
+            let already = auth
+                .key_ring()
+                .keys
+                .iter()
+                .any(|k| k.kid == *kid && k.state == tessera_auth::keys::KeyState::Revoked);
+            if already {
+                outln!("key {kid} is already revoked; nothing to do")?;
+                state.db().close().await;
+                return Ok(());
+            }
             auth.revoke_key(kid, &CLI).await.map_err(|e| match e {
                 AuthError::NotFound(_) => Failure::refused(format!(
                     "no signing key `{kid}`; `tessera keys list` shows their ids (KID)"
@@ -591,10 +637,17 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
                     .iter()
                     .map(|s| {
                         serde_json::json!({
-                            "id": s.id.to_string(), "user": name_of(&s.user_id), "client_id": s.client_id,
-                            "created": time(s.created_at), "last_used": time(s.last_used_at),
-                            "idle_expires": time(s.idle_expires_at), "absolute_expires": time(s.absolute_expires_at),
-                            "ip": s.ip, "user_agent": s.user_agent,
+                            "id": s.id.to_string(),
+                            "user_id": s.user_id.to_string(),
+                            "username": names.iter().find(|u| u.id == s.user_id).map(|u| u.username.to_string()),
+                            "client_id": s.client_id,
+                            "scope": s.scope,
+                            "created_at": time(s.created_at),
+                            "last_used_at": time(s.last_used_at),
+                            "idle_expires_at": time(s.idle_expires_at),
+                            "absolute_expires_at": time(s.absolute_expires_at),
+                            "ip": s.ip,
+                            "user_agent": s.user_agent,
                         })
                     })
                     .collect();
@@ -631,7 +684,22 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
                 .map_err(fail)?
             {
                 Some(_) => outln!("revoked session {id}")?,
-                None => return Err(Failure::refused(format!("no live session {id}"))),
+                // Not live: already ended (revoked or expired) is the state asked for;
+                // an id the database does not know is a mistake (a typo must not pass).
+                None => match auth
+                    .store()
+                    .find_session(id)
+                    .await
+                    .map_err(|e| fail(e.into()))?
+                {
+                    Some(_) => outln!("session {id} has already ended; nothing to do")?,
+                    None => {
+                        state.db().close().await;
+                        return Err(Failure::refused(format!(
+                            "no session {id}; `tessera sessions list` shows the live ones"
+                        )));
+                    }
+                },
             }
         }
         SessionsCommand::RevokeAll { name } => {
@@ -640,7 +708,11 @@ pub(crate) async fn sessions(cli: &Cli, cmd: &SessionsCommand) -> Result<(), Fai
                 .revoke_all_sessions(&u, &CLI, &meta())
                 .await
                 .map_err(fail)?;
-            outln!("revoked {n} session(s) of {}", u.username)?;
+            if n == 0 {
+                outln!("{} has no live sessions; nothing to do", u.username)?;
+            } else {
+                outln!("revoked {n} session(s) of {}", u.username)?;
+            }
         }
     }
     state.db().close().await;
@@ -715,7 +787,7 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
                     .map(|c| {
                         serde_json::json!({
                             "client_id": c.id.to_string(), "scopes": c.scopes,
-                            "confidential": c.confidential, "created": time(c.created_at),
+                            "confidential": c.confidential, "created_at": time(c.created_at),
                         })
                     })
                     .collect();
@@ -751,6 +823,14 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
     }
     state.db().close().await;
     Ok(())
+}
+
+/// Whether the ring has a key that signs or will (not a placeholder before the first).
+fn ring_has_usable_key(ring: &tessera_auth::keys::KeyRing) -> bool {
+    use tessera_auth::keys::KeyState;
+    ring.keys
+        .iter()
+        .any(|k| matches!(k.state, KeyState::Active | KeyState::Next))
 }
 
 /// The user named `name` (a username or an id), or an error naming what was looked for.

@@ -99,8 +99,10 @@ pub async fn open(
     open_for(config, clock, false).await
 }
 
-/// [`open`]; `serving` also rotates to the configured `signing.alg` when no usable key has
-/// it (a command does not: its configuration need not be the servers').
+/// [`open`]; `serving` also creates the first signing key on an empty database and rotates
+/// to the configured `signing.alg` when no usable key has it. A command does neither: its
+/// configuration need not be the servers' (`tessera users add` run before the first
+/// `serve`, with the default RS256, made every server sign with RS256 until it rotated).
 async fn open_for(
     config: Config,
     clock: SharedClock,
@@ -283,7 +285,7 @@ async fn open_for(
             master.as_slice(),
             b"tessera/account-secret/v1",
         )),
-        adopt_signing_alg: serving,
+        create_signing_keys: serving,
     })
     .await
     .map_err(|e| StartError(format!("cannot start: {e}")))?
