@@ -721,16 +721,29 @@ fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util
     )
 }
 
-/// The router of the separate metrics listener (`metrics.listen`): `GET /metrics` only.
-pub fn metrics_app(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics::metrics_handler))
+/// The service of the separate metrics listener (`metrics.listen`): `GET /metrics` only,
+/// under the same per-request layer as [`app`] (request ids, the log line, metrics, the
+/// timeout, `Cache-Control: no-store`...). Its requests are counted under their own route
+/// templates (`/metrics`; anything else is unmatched), never under an API route's.
+pub fn metrics_app(state: AppState) -> App {
+    let config = Arc::clone(&state.config);
+    let (counters, ids) = (Arc::clone(&state.metrics), Arc::clone(&state.request_ids));
+    let Routes { router, table } = Routes::new().route("/metrics", get(metrics::metrics_handler));
+    let router = router
         .fallback(|| async { AppError::not_found("route") })
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .with_state(state)
+        .with_state(state);
+    tower::Layer::layer(
+        &telemetry::ObserveLayer::new(
+            counters,
+            ids,
+            table,
+            Duration::from_secs(config.request_timeout),
+            // Plain HTTP only: HSTS would be ignored (RFC 6797 §8.1).
+            None,
+            Some(config.max_body_bytes),
+        ),
+        tower::util::Either::Right(router),
+    )
 }
 
 /// How [`serve`] runs, beyond the main listener.

@@ -387,6 +387,80 @@ async fn metrics_listen_serves_metrics_only_there() {
     );
 }
 
+/// The `metrics.listen` router had none of the main router's per-request layer: no
+/// `x-request-id`, no log line, not counted. It now has the same layer, and its requests
+/// are counted under their own route (`/metrics`, or unmatched), never an API route's.
+#[tokio::test]
+async fn the_metrics_listener_has_request_ids_and_counts_scrapes_under_their_own_route() {
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics_listener.local_addr().unwrap();
+    let mut metrics_listener = Some(metrics_listener);
+    let server = start_manual(
+        |c| {
+            c.metrics_enabled = true;
+            c.metrics_listen = Some(metrics_addr);
+        },
+        |_| ServeOptions {
+            metrics_listener: metrics_listener.take(),
+            tls: None,
+            shutdown_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            force_shutdown: None,
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let scrape_url = format!("http://{metrics_addr}/metrics");
+    let given = client
+        .get(&scrape_url)
+        .header("x-request-id", "scrape-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.status(), 200);
+    assert_eq!(given.headers()["x-request-id"], "scrape-0001");
+    assert_eq!(given.headers()["cache-control"], "no-store");
+    let generated = client.get(&scrape_url).send().await.unwrap();
+    assert!(
+        !generated.headers()["x-request-id"].is_empty(),
+        "a scrape without an id gets one"
+    );
+    let missing = client
+        .get(format!("http://{metrics_addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(missing.headers().contains_key("x-request-id"));
+
+    let text = scrape(&scrape_url).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"tessera_http_requests_total{method="GET",route="/metrics",status="2xx"}"#
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tessera_http_requests_total{method="GET",route="<unmatched>",status="4xx"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"tessera_http_requests_total{method="GET",route="/healthz",status="4xx"}"#
+        ),
+        None,
+        "a request to the metrics listener is counted under an API route:\n{text}"
+    );
+    drop(server);
+}
+
 #[tokio::test]
 async fn request_ids_are_propagated_when_valid_and_generated_otherwise() {
     let app = spawn_app().await;
