@@ -527,16 +527,11 @@ fn read_secret_file(path: &str) -> Result<String, String> {
 }
 
 /// Reads at most `limit` bytes of UTF-8 text from `path`; a larger file is an error.
+/// A FIFO, a device or a socket is refused without blocking ([`crate::files`]).
 fn read_bounded_text(path: &Path, limit: u64) -> Result<String, String> {
-    use std::io::Read as _;
-    let mut bytes = Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("larger than {limit} bytes; is it the right file?"));
-    }
-    String::from_utf8(bytes.to_vec()).map_err(|_| "not valid UTF-8".to_owned())
+    crate::files::read_regular_text(path, limit)
+        .map(|text| text.as_str().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// How logs are written.

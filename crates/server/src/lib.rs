@@ -10,6 +10,7 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod listen;
 pub mod metrics;
 pub mod openapi;
@@ -334,6 +335,9 @@ fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The largest `master.key` (a key is 44 characters of base64, or 64 hex digits).
+const MAX_MASTER_KEY_FILE: u64 = 4096;
+
 /// The master key from configuration or from `<data_dir>/master.key`; `true` with a new
 /// random key when neither exists. The caller writes it to that file once it knows the
 /// database holds no signing key sealed with another one.
@@ -344,7 +348,7 @@ fn load_master_key(config: &Config) -> Result<(Zeroizing<[u8; 32]>, bool), Start
             .map_err(|e| StartError(format!("`master_key`: {e}")));
     }
     let path = config.master_key_path();
-    match std::fs::read_to_string(&path) {
+    match files::read_regular_text(&path, MAX_MASTER_KEY_FILE) {
         Ok(text) => config::decode_master_key(&text)
             .map(|key| (key, false))
             .map_err(|e| {
@@ -353,7 +357,7 @@ fn load_master_key(config: &Config) -> Result<(Zeroizing<[u8; 32]>, bool), Start
                     path.display()
                 ))
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(files::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Zeroizing::new(
                 crypto::random_array::<32>().map_err(|e| StartError(e.to_string()))?,
             );

@@ -278,23 +278,15 @@ fn read_bounded(
     limit: u64,
     what: &str,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, TlsError> {
-    use std::io::Read as _;
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
-        .map_err(|e| {
-            TlsError(format!(
-                "`{what}` ({}): cannot read it: {e}",
-                path.display()
-            ))
-        })?;
-    if bytes.len() as u64 > limit {
-        return Err(TlsError(format!(
-            "`{what}` ({}): larger than {limit} bytes",
+    // A FIFO, a device or a socket is refused without blocking ([`crate::files`]): the
+    // reload task read `tls.cert` again on every change, and a FIFO hung it for good.
+    crate::files::read_regular(path, limit).map_err(|e| match e {
+        crate::files::ReadError::Io(e) => TlsError(format!(
+            "`{what}` ({}): cannot read it: {e}",
             path.display()
-        )));
-    }
-    Ok(bytes)
+        )),
+        other => TlsError(format!("`{what}` ({}): {other}", path.display())),
+    })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
