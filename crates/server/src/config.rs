@@ -20,13 +20,91 @@ use tessera_auth::{ClientPolicy, Profile};
 use tessera_jose::{Algorithm, SigningKey};
 use zeroize::Zeroizing;
 
-/// A configuration error; the message names the key and says what to do.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A configuration error: one line that names the key (and, once loaded, where it was
+/// set: the config file, the environment variable or the flag), and says what to do.
+#[derive(Debug)]
+pub struct ConfigError {
+    message: String,
+    /// The dotted key the message is about, when it starts with one (`` `listen` ...``).
+    key: Option<String>,
+    /// Where the key was set, e.g. "environment variable TESSERA_LISTEN".
+    origin: Option<String>,
+}
 
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        match &self.origin {
+            Some(origin) => write!(f, " (set by {origin})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// An error about the key its message starts with (`` `signing.alg` = `XX` ...``), if any.
 fn err(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+    let message = msg.into();
+    let key = message
+        .strip_prefix('`')
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key.to_owned())
+        .filter(|k| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+        });
+    ConfigError {
+        message,
+        key,
+        origin: None,
+    }
+}
+
+/// Where each key of the merged configuration was set, highest layer last.
+#[derive(Debug, Default, Clone)]
+struct Origins(Vec<(String, String)>);
+
+impl Origins {
+    /// Where `key` (dotted) was set: the key itself, or for a section (`lockout`) the keys
+    /// in it, from the highest layer that set any.
+    fn of(&self, key: &str) -> Option<String> {
+        let section = format!("{key}.");
+        let mut found: Vec<&str> = Vec::new();
+        for (k, origin) in self.0.iter().rev() {
+            if (k == key || k.starts_with(&section)) && !found.contains(&origin.as_str()) {
+                found.push(origin);
+            }
+        }
+        (!found.is_empty()).then(|| found.join(", "))
+    }
+}
+
+/// The dotted paths of every value in `table` (sections descended into).
+fn leaf_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => leaf_keys(t, &path, out),
+            _ => out.push(
+                path.strip_suffix("_file")
+                    .map_or(path.clone(), str::to_owned),
+            ),
+        }
+    }
+}
+
+/// "line L, column C" of byte offset `at` in `text` (both 1-based).
+fn line_column(text: &str, at: usize) -> String {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
 }
 
 /// Keys whose values are secrets: never printed, and loadable from `<key>_file`.
@@ -78,6 +156,9 @@ pub struct RawConfig {
     metrics: Option<RawMetrics>,
     tls: Option<RawTls>,
     shutdown_timeout: Option<DurationValue>,
+    /// Where each key was set (not a configuration key: filled by [`RawConfig::load`]).
+    #[serde(skip)]
+    origins: Origins,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -342,14 +423,30 @@ impl RawConfig {
             let text = read_bounded_text(path, MAX_CONFIG_FILE)
                 .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
             file = text.parse::<toml::Table>().map_err(|e| {
+                // One line: toml's own text quotes the line over three more.
+                let at = e
+                    .span()
+                    .map(|s| format!(" at {}", line_column(&text, s.start)))
+                    .unwrap_or_default();
                 err(format!(
-                    "config file {} is not valid TOML: {e}",
-                    path.display()
+                    "config file {} is not valid TOML{at}: {}; fix the file (TOML: `key = \"text\"`, \
+                     `[section]`)",
+                    path.display(),
+                    e.message().trim_end()
                 ))
             })?;
         }
-        // Which environment variable set which key, to name it in errors.
-        let mut from_env: Vec<(String, String)> = Vec::new();
+        // Which layer set which key, to name it in errors: the file, then the environment
+        // variables, then the flags (the last entry for a key is the one in force).
+        let mut origins = Origins::default();
+        if let Some(path) = &sources.file {
+            let mut keys = Vec::new();
+            leaf_keys(&file, "", &mut keys);
+            let origin = format!("config file {}", path.display());
+            origins
+                .0
+                .extend(keys.into_iter().map(|k| (k, origin.clone())));
+        }
         let mut env = toml::Table::new();
         for (name, value) in &sources.env {
             let Some(rest) = name.strip_prefix("TESSERA_") else {
@@ -372,12 +469,17 @@ impl RawConfig {
             if let Some(base) = dotted.strip_suffix("_file") {
                 dotted = base.to_owned();
             }
-            from_env.push((dotted, name.clone()));
+            origins
+                .0
+                .push((dotted, format!("environment variable {name}")));
         }
         let mut flags = toml::Table::new();
         for (key, value) in &sources.overrides {
             let path: Vec<String> = key.split('.').map(str::to_owned).collect();
             set_path(&mut flags, &path, toml::Value::String(value.clone()))?;
+            origins
+                .0
+                .push((key.clone(), format!("--{}", key.replace(['_', '.'], "-"))));
         }
         // A secret given in a layer, as itself or as `<key>_file`, replaces whatever a lower
         // layer gave for it in either form: `TESSERA_MASTER_KEY` overrides the file's
@@ -398,22 +500,23 @@ impl RawConfig {
             merge(&mut table, layer);
         }
         let de = toml::Value::Table(table);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut raw: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let origin = from_env
-                .iter()
-                .find(|(key, _)| *key == path)
-                .map(|(_, var)| format!(" (from environment variable {var})"))
-                .unwrap_or_default();
+            // The message alone: toml's Display adds "in `key`" on lines of its own.
+            let inner = e.into_inner().message().trim_end().to_owned();
             if path == "." || path.is_empty() {
                 err(format!("invalid configuration: {inner}"))
             } else {
-                err(format!(
-                    "invalid configuration key `{path}`{origin}: {inner}"
-                ))
+                let origin = origins.of(&path);
+                ConfigError {
+                    message: format!("invalid configuration key `{path}`: {inner}"),
+                    key: Some(path),
+                    origin,
+                }
             }
-        })
+        })?;
+        raw.origins = origins;
+        Ok(raw)
     }
 }
 
@@ -704,7 +807,14 @@ impl Config {
     /// # Errors
     /// Any [`ConfigError`] of either stage.
     pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
-        Self::resolve(RawConfig::load(sources)?)
+        let mut raw = RawConfig::load(sources)?;
+        let origins = std::mem::take(&mut raw.origins);
+        Self::resolve(raw).map_err(|mut e| {
+            if e.origin.is_none() {
+                e.origin = e.key.as_deref().and_then(|k| origins.of(k));
+            }
+            e
+        })
     }
 
     /// Stage 2: applies defaults and checks every value.
@@ -721,6 +831,13 @@ impl Config {
         let data_dir = raw
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(err(format!(
+                "`data_dir` = `{}` is a file, not a directory; point it at a directory (one \
+                 that does not exist yet is created by `tessera serve`), or move the file away",
+                data_dir.display()
+            )));
+        }
         let database = match raw.database_url {
             Some(url) => {
                 let u = url.expose_secret();
@@ -1137,10 +1254,13 @@ impl Config {
         let mut m = BTreeMap::new();
         m.insert("listen", json!(self.listen.to_string()));
         m.insert("data_dir", json!(self.data_dir.display().to_string()));
+        // Keyed by the configuration paths (`database_url`, `database.max_connections`).
         m.insert(
-            "database",
+            "database_url",
             match &self.database {
-                DatabaseConfig::Sqlite(p) => json!(format!("sqlite file {}", p.display())),
+                DatabaseConfig::Sqlite(p) => {
+                    json!(format!("unset: the SQLite file {}", p.display()))
+                }
                 DatabaseConfig::Url(u) => json!(redact_url(u.expose_secret())),
             },
         );
@@ -1218,7 +1338,7 @@ impl Config {
             }),
         );
         m.insert(
-            "database_pool",
+            "database",
             json!({"max_connections": self.db_max_connections}),
         );
         m.insert("trusted_proxies", json!(self.trusted_proxies));

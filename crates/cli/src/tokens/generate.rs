@@ -19,10 +19,11 @@ pub(super) fn run(args: &GenerateArgs) -> Result<(), Failure> {
         )));
     }
     // Refuse before generating: an RSA key takes a moment, and the file would be lost work.
-    if let Some(path) = &args.out
-        && path.exists()
-    {
-        return Err(exists(path));
+    if let Some(path) = &args.out {
+        if path.exists() {
+            return Err(exists(path));
+        }
+        check_parent(path)?;
     }
     let key = SigningKey::generate(alg)
         .map_err(|e| Failure::refused(format!("cannot generate the key: {e}")))?;
@@ -71,11 +72,38 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     }
     let mut file = options.open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => exists(path),
-        _ => Failure::usage(format!("cannot create {}: {e}", path.display())),
+        _ => Failure::usage(format!(
+            "cannot create --out {}: {e}; choose another --out path",
+            path.display()
+        )),
     })?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| Failure::refused(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The directory `path` would be created in must exist: `--out /nonexistent/x` generated
+/// the key and then failed with a bare "No such file or directory".
+fn check_parent(path: &Path) -> Result<(), Failure> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    let what = if parent.exists() {
+        "is not a directory"
+    } else {
+        "does not exist"
+    };
+    Err(Failure::usage(format!(
+        "cannot write --out {}: {} {what}; create the directory first (`mkdir -p {}`) or \
+         choose another --out path",
+        path.display(),
+        parent.display(),
+        parent.display()
+    )))
 }
 
 fn exists(path: &Path) -> Failure {

@@ -97,3 +97,25 @@ fn unknown_algorithms_are_usage_errors() {
     run(&["keys", "generate", "--alg", "es256"]).fails(2, "did you mean ES256?");
     run(&["keys", "generate", "--alg", "none"]).fails(2, "`none` (an unsigned token) is never");
 }
+
+/// `--out` in a directory that does not exist: refused before the key is generated (an
+/// RSA key takes a moment), saying which directory and what to do; it was a bare "No such
+/// file or directory" after the generation.
+#[test]
+fn an_out_path_in_a_missing_directory_is_refused_before_generating() {
+    let dir = Dir::new();
+    let out = dir.path("missing/key.jwk");
+    run(&["keys", "generate", "--alg", "ES256", "--out", &arg(&out)])
+        .fails(2, "does not exist; create the directory first (`mkdir -p");
+    let file = dir.write("file", "");
+    run(&[
+        "keys",
+        "generate",
+        "--alg",
+        "ES256",
+        "--out",
+        &format!("{file}/key.jwk"),
+    ])
+    .fails(2, "is not a directory");
+    assert!(!out.exists());
+}

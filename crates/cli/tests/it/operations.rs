@@ -943,7 +943,7 @@ fn check_config_prints_the_sqlite_path_sqlx_opens() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(
-        v["database"], "sqlite://data/../t.db?mode=rwc",
+        v["database_url"], "sqlite://data/../t.db?mode=rwc",
         "check-config misreports the database file; output:\n{stdout}"
     );
 }

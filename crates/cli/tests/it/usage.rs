@@ -422,9 +422,11 @@ fn a_data_dir_that_is_a_file_is_named_as_such() {
         .output()
         .unwrap()
         .into();
+    // A configuration error (exit 2), like a data directory that does not exist.
     out.fails(
-        1,
-        "is not a directory; point --data-dir (TESSERA_DATA_DIR) at a directory",
+        2,
+        "is a file, not a directory; point it at a directory (one that does not exist yet is \
+         created by `tessera serve`), or move the file away (set by --data-dir)",
     );
 }
 
