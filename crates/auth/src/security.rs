@@ -784,7 +784,8 @@ impl<S: Store> Auth<S> {
     }
 
     /// Lifts a lockout (admin), for the username's password attempts and the user's codes.
-    /// Returns whether there was anything to lift.
+    /// Returns whether there was anything to lift; only then is it audited (a user with no
+    /// lockout and no failed attempts is already in the state asked for).
     ///
     /// # Errors
     /// Storage failures.
@@ -797,6 +798,9 @@ impl<S: Store> Auth<S> {
             .store()
             .clear_throttle(&format!("mfa:{}", user.id))
             .await?;
+        if !(a || b) {
+            return Ok(false);
+        }
         self.audit(
             meta,
             "unlocked",

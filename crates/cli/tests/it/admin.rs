@@ -346,6 +346,14 @@ async fn commands_whose_work_is_already_done_exit_0_and_say_so() {
     };
     nothing(&["users", "reset-mfa", "erin"], "erin has no second factor");
     nothing(&["users", "unlock", "erin"], "erin was not locked");
+    let events = stdout_json_lines(
+        &d.run(&["audit", "list", "--json", "--user", "erin"])
+            .success(),
+    );
+    assert!(
+        !events.iter().any(|e| e["event"] == "unlocked"),
+        "an unlock that lifted nothing was audited: {events:?}"
+    );
     nothing(&["users", "enable", "erin"], "erin is already enabled");
     nothing(
         &["sessions", "revoke-all", "erin"],
