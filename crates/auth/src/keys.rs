@@ -151,6 +151,8 @@ pub struct KeyManager {
     source: KeySource,
     schedule: KeySchedule,
     ring: ArcSwap<KeyRing>,
+    /// The server's (see [`KeyManager::load`]): its `signing.alg` is the one in force.
+    create: bool,
 }
 
 impl KeyManager {
@@ -178,6 +180,7 @@ impl KeyManager {
             source,
             schedule,
             ring: ArcSwap::from_pointee(placeholder_ring()?),
+            create,
         };
         match ring {
             Some(ring) => manager.ring.store(Arc::new(ring)),
@@ -258,15 +261,45 @@ impl KeyManager {
     /// (immediately with `immediate`); the key signing now retires when it activates and
     /// leaves the JWKS once every token it signed has expired.
     ///
+    /// The server's key has its configured `signing.alg`. An administrative command's has
+    /// the algorithm of the newest usable key (the one the servers sign with, or are about
+    /// to): its own `signing.alg` need not be the servers', and a rotation run without their
+    /// configuration (the default RS256 against ES256 servers) switched every instance to
+    /// it, as `keys revoke` did before it kept the revoked key's algorithm.
+    ///
     /// # Errors
-    /// [`AuthError::InvalidRequest`] in HMAC mode; storage failures.
+    /// [`AuthError::InvalidRequest`] in HMAC mode, or for a command when the database has
+    /// no usable key yet (the first is the server's to create); storage failures.
     pub async fn rotate<S: KeyStore>(
         &self,
         store: &S,
         now: i64,
         immediate: bool,
     ) -> Result<KeyInfo> {
-        self.rotate_guarded(store, now, immediate, RotateGuard::Always, None)
+        let alg = if self.create || !matches!(self.source, KeySource::Stored { .. }) {
+            None
+        } else {
+            let ring = self.current();
+            let newest = ring
+                .keys
+                .iter()
+                .filter(|k| matches!(k.state, KeyState::Active | KeyState::Next))
+                .max_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)))
+                .ok_or_else(|| {
+                    AuthError::InvalidRequest(
+                        "the database has no signing key yet: start `tessera serve` once (it \
+                         creates the first key with its `signing.alg`), then rotate"
+                            .into(),
+                    )
+                })?;
+            Some(newest.alg.parse::<Algorithm>().map_err(|_| {
+                AuthError::Internal(format!(
+                    "stored key {} has unknown alg {}",
+                    newest.kid, newest.alg
+                ))
+            })?)
+        };
+        self.rotate_guarded(store, now, immediate, RotateGuard::Always, alg)
             .await?
             .ok_or_else(|| AuthError::Internal("an unguarded rotation was refused".into()))
     }

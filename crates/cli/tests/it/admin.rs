@@ -477,6 +477,24 @@ fn a_command_with_another_signing_alg_leaves_the_keys_alone() {
     assert_eq!(after, keys, "the keys changed");
 }
 
+/// `keys rotate` run without the servers' `signing.alg` (the default, RS256, on ES256
+/// keys) created an RS256 key that every instance then signed with once it activated. A
+/// command's rotation keeps the algorithm of the newest usable key.
+#[test]
+fn rotating_from_the_command_line_keeps_the_servers_algorithm() {
+    let d = Data::new();
+    es256_keys(&d);
+    d.run(&["keys", "rotate", "--now"]).success();
+    let after = d.run(&["keys", "list", "--json"]).success().json();
+    let algs: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["alg"].as_str().unwrap())
+        .collect();
+    assert_eq!(algs, ["ES256", "ES256"], "{after}");
+}
+
 /// `keys revoke` of the signing key, run without the servers' `signing.alg` (the default,
 /// RS256, on ES256 keys): the successor keeps the revoked key's algorithm; it used to be of
 /// the command's, and every instance then signed with it.
