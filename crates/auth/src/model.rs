@@ -611,3 +611,23 @@ pub struct Throttle {
     /// Time of the last failure.
     pub last_failure_at: i64,
 }
+
+/// The answer to reserving an attempt against a throttle key
+/// ([`crate::store::SecurityStore::reserve_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The attempt may be checked. It is already counted as a failure (`attempts` in the
+    /// window, this one included) until a success clears the key; `lock` is the lock in
+    /// seconds that counting it set (it reached the threshold), 0 if none.
+    Admitted {
+        /// Attempts counted in the window, this one included.
+        attempts: i64,
+        /// The lock this attempt's count set, in seconds (0: none).
+        lock: i64,
+    },
+    /// The key is locked until `until`: the attempt must not be checked.
+    Refused {
+        /// When the lock ends.
+        until: i64,
+    },
+}

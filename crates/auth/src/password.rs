@@ -26,7 +26,7 @@
 //! anyway), so it costs nothing to make at startup.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -283,6 +283,7 @@ pub struct PasswordHasher {
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     dummy_hash: String,
+    verifications: AtomicU64,
 }
 
 impl PasswordHasher {
@@ -318,6 +319,7 @@ impl PasswordHasher {
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
             dummy_hash,
+            verifications: AtomicU64::new(0),
         })
     }
 
@@ -332,6 +334,13 @@ impl PasswordHasher {
     pub fn in_flight(&self) -> usize {
         self.concurrency
             .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Password checks ([`PasswordHasher::verify`]) asked of this hasher since it was built,
+    /// against a user's hash or the dummy one.
+    #[must_use]
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Requests currently waiting for a hashing slot.
@@ -360,6 +369,7 @@ impl PasswordHasher {
         password: Zeroizing<String>,
         hash: Option<&str>,
     ) -> Result<Verification> {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let known = hash.is_some();
         let hash = hash.unwrap_or(&self.dummy_hash).to_owned();
         let params = self.params;

@@ -5,19 +5,27 @@
 //! *username*, whether or not it exists, so a lockout tells an attacker nothing. After
 //! `lockout_threshold` failures within `failure_window`, attempts are refused for
 //! `lockout_base`, doubling with each further failure up to `lockout_max` (bounded: nobody is
-//! locked out for long). Attempts during a lock are not counted; attempts admitted before it
-//! and checked after (a burst of concurrent guesses) are counted and get the lock's answer
-//! whatever the password. A password change checks the current password against the same
-//! per-username lock. An admin can unlock, and an
-//! account with a second factor can always log in with password + code, which an attacker
-//! guessing passwords cannot produce.
+//! locked out for long). Each attempt is reserved (counted as a failure, and the lock set
+//! when it reaches the threshold) atomically *before* the password or code is checked, and
+//! a success clears the count: a burst of concurrent guesses gets no more than
+//! `lockout_threshold` of them checked, and the rest are refused unchecked. Attempts during
+//! a lock are neither checked nor counted. The second factor has the same lock per user
+//! (`mfa:<user id>`). A signed-in user confirming a change with their password (password
+//! change, TOTP enrolment and removal) is bounded per session (`reauth:<session id>`), not by
+//! the username's lock, so that attackers locking the name cannot stop the owner securing
+//! the account. An admin can unlock, and an account with a second factor can always log in
+//! with password + code, which an attacker guessing passwords cannot produce.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use totp_rs::{Algorithm as TotpAlgorithm, Builder as TotpBuilder, Totp};
 use zeroize::Zeroizing;
 
 use crate::error::{AuthError, Result};
-use crate::model::{MfaChallenge, RequestMeta, Session, SessionId, User, UserId};
+use crate::model::{Attempt, MfaChallenge, RequestMeta, Session, SessionId, User, UserId};
 use crate::service::{
     AccessContext, Actor, Auth, ClientPolicy, SecondFactor, TokenResponse, user_throttle_key,
 };
@@ -54,26 +62,6 @@ impl Default for SecurityPolicy {
 }
 
 impl SecurityPolicy {
-    /// The failures of `t` that still count at `now`: none once the last one is older than
-    /// `failure_window`, when the next failure restarts the count (as
-    /// [`crate::store::SecurityStore::record_failure`] does), though the row remains.
-    ///
-    /// A lock is written just after the failure that earns it, in a second statement: a row
-    /// read in between has the count of a lock it does not show yet. Its last failure is
-    /// then not counted as seen, so a failure the caller counts after it gets the lock's
-    /// answer from [`Auth::count_failure`], as it would a moment later. (Once written, a
-    /// lock ends after the failure that earned it: `locked_until > last_failure_at`.)
-    #[must_use]
-    pub fn counted_failures(&self, t: &crate::model::Throttle, now: i64) -> i64 {
-        if t.last_failure_at < now - self.failure_window {
-            0
-        } else if self.lock_for(t.failures) > 0 && t.locked_until <= t.last_failure_at {
-            t.failures - 1
-        } else {
-            t.failures
-        }
-    }
-
     /// The lock, in seconds, after `failures` consecutive failures (0 when below the
     /// threshold).
     #[must_use]
@@ -96,6 +84,66 @@ pub struct TotpEnrollment {
     pub secret: String,
     /// `otpauth://totp/...` (Key Uri Format).
     pub otpauth_uri: String,
+}
+
+/// Per throttle key, how many of this instance's attempts may be reserved and checked at
+/// once: `lockout_threshold - 1`, so that a burst of logins with the right password (a
+/// service account, a load test) queues here instead of counting up to the threshold with
+/// its reservations and locking the name before any of them is checked. Not a security
+/// bound (other instances have their own): that is the store's reservation.
+#[derive(Debug, Default)]
+pub(crate) struct AttemptGates {
+    gates: Mutex<HashMap<String, Weak<Semaphore>>>,
+}
+
+impl AttemptGates {
+    /// Waits for a turn for `key`; `None` (no wait) if the map's lock is poisoned.
+    pub(crate) async fn enter(
+        &self,
+        key: &str,
+        policy: &SecurityPolicy,
+    ) -> Option<OwnedSemaphorePermit> {
+        let gate = {
+            let mut gates = self.gates.lock().ok()?;
+            if let Some(gate) = gates.get(key).and_then(Weak::upgrade) {
+                gate
+            } else {
+                // Keys are attacker-chosen names: forget those nobody is waiting on.
+                if gates.len() >= 1024 {
+                    gates.retain(|_, g| g.strong_count() > 0);
+                }
+                let permits = usize::try_from(policy.lockout_threshold.saturating_sub(1))
+                    .unwrap_or(0)
+                    .max(1);
+                let gate = Arc::new(Semaphore::new(permits));
+                gates.insert(key.to_owned(), Arc::downgrade(&gate));
+                gate
+            }
+        };
+        gate.acquire_owned().await.ok()
+    }
+}
+
+/// The answer of [`Auth::reserve_attempt`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reserved {
+    /// The attempt may be checked.
+    Admitted(Admission),
+    /// The key is locked: the attempt must not be checked.
+    Refused {
+        /// Seconds until the lock ends (at least 1).
+        retry_after: i64,
+    },
+}
+
+/// An attempt admitted by [`Auth::reserve_attempt`], counted as a failure until a success
+/// clears its key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    /// Attempts counted in the window, this one included.
+    attempts: i64,
+    /// The lock (seconds) that counting this attempt set; 0 if none.
+    lock: i64,
 }
 
 /// Number of recovery codes issued at enrolment.
@@ -176,48 +224,45 @@ impl<S: Store> Auth<S> {
             .map_err(AuthError::internal)
     }
 
-    /// Counts a failure against a throttle key and locks it when the threshold is reached
-    /// (audited as `lockout`).
+    /// Reserves an attempt against a throttle key before it is checked (see
+    /// [`crate::store::SecurityStore::reserve_attempt`]): the attempt is counted as a
+    /// failure at once, so at most `lockout_threshold` attempts are ever checked before the
+    /// lock holds, however many arrive at once. `Err(retry_after)` while the key is locked:
+    /// the attempt must not be checked. A success must clear the key.
     ///
-    /// `seen` is the failure count the caller read for the key before this attempt was
-    /// checked (0 without a row); the key was not locked then. Returns the lock in seconds
-    /// when failures counted since that read had locked the key: the attempt raced them
-    /// (it was admitted before the lock) and must get the lock's answer, not "wrong", so
-    /// that a burst of concurrent guesses learns nothing more than the first
-    /// `lockout_threshold` of them. (A failure after a lock has expired, with no other
-    /// failure in between, is answered as a failure, as before the lock.)
-    pub(crate) async fn count_failure(
+    /// # Errors
+    /// Storage failures.
+    pub(crate) async fn reserve_attempt(&self, key: &str) -> Result<Reserved> {
+        let now = self.now();
+        match self
+            .store()
+            .reserve_attempt(key, now, &self.config().security)
+            .await?
+        {
+            Attempt::Admitted { attempts, lock } => {
+                Ok(Reserved::Admitted(Admission { attempts, lock }))
+            }
+            Attempt::Refused { until } => Ok(Reserved::Refused {
+                retry_after: until.saturating_sub(now).max(1),
+            }),
+        }
+    }
+
+    /// An admitted attempt turned out wrong: it stays counted (it was counted when it was
+    /// reserved). If counting it locked the key, the lock is logged and audited now.
+    pub(crate) async fn attempt_failed(
         &self,
         key: &str,
-        seen: i64,
+        admission: Admission,
         meta: &RequestMeta,
         user: Option<&User>,
         username: Option<&str>,
         client_id: Option<&str>,
-    ) -> Option<i64> {
-        let policy = &self.config().security;
-        let now = self.now();
-        match self
-            .store()
-            .record_failure(key, now, now - policy.failure_window)
-            .await
-        {
-            Ok(failures) => {
-                let lock = policy.lock_for(failures);
-                if lock > 0 {
-                    if let Err(e) = self.store().set_locked_until(key, now + lock).await {
-                        tracing::warn!(target: "tessera::auth", error = %e, "could not store a lockout");
-                    }
-                    tracing::warn!(target: "tessera::auth", failures, lock_seconds = lock, "too many failed attempts; locked");
-                    self.audit(meta, "lockout", "locked", user, username.map(str::to_owned), client_id, serde_json::json!({"failures": failures, "seconds": lock, "key": key.split(':').next().unwrap_or_default()})).await;
-                }
-                let before = failures.saturating_sub(1);
-                (before > seen && policy.lock_for(before) > 0).then_some(lock)
-            }
-            Err(e) => {
-                tracing::warn!(target: "tessera::auth", error = %e, "could not count a failed attempt");
-                None
-            }
+    ) {
+        let Admission { attempts, lock } = admission;
+        if lock > 0 {
+            tracing::warn!(target: "tessera::auth", failures = attempts, lock_seconds = lock, "too many failed attempts; locked");
+            self.audit(meta, "lockout", "locked", user, username.map(str::to_owned), client_id, serde_json::json!({"failures": attempts, "seconds": lock, "key": key.split(':').next().unwrap_or_default()})).await;
         }
     }
 
@@ -304,8 +349,6 @@ impl<S: Store> Auth<S> {
         if challenge.client_id != client.id {
             return Err(invalid);
         }
-        let mfa_key = format!("mfa:{}", challenge.user_id);
-        let seen = self.mfa_lock(&mfa_key, now).await?;
         let user = match self.store().find_user_by_id(challenge.user_id).await? {
             Some(u) if !u.disabled => u,
             Some(_) => return Err(AuthError::AccountDisabled),
@@ -318,6 +361,13 @@ impl<S: Store> Auth<S> {
         if user.password_changed_at > challenge.created_at {
             return Err(invalid);
         }
+        let mfa_key = format!("mfa:{}", user.id);
+        let admission = match self.reserve_attempt(&mfa_key).await? {
+            Reserved::Admitted(a) => a,
+            Reserved::Refused { retry_after } => {
+                return Err(AuthError::TooManyAttempts { retry_after });
+            }
+        };
         if !self.check_second_factor(&user, &factor).await? {
             let attempts = self.store().fail_mfa_challenge(&hash).await?;
             if attempts >= self.config().security.mfa_challenge_attempts {
@@ -326,20 +376,12 @@ impl<S: Store> Auth<S> {
                     .consume_mfa_challenge(&hash, now, i64::MAX)
                     .await?;
             }
-            if let Some(retry_after) = self
-                .mfa_failure(&user, &factor, &client.id, seen, meta)
-                .await
-            {
-                return Err(AuthError::TooManyAttempts { retry_after });
-            }
+            self.mfa_failure(&user, &factor, &client.id, admission, meta)
+                .await;
             return Err(AuthError::InvalidGrant(
                 "the code is wrong, expired or already used",
             ));
         }
-        // Read again once the code has been checked: wrong codes sent at once with this one,
-        // on this challenge or on others, may have locked the user's codes meanwhile, and
-        // then a right code gets the lock's answer like the rest of the burst.
-        self.mfa_lock(&mfa_key, self.now()).await?;
         // Only while fewer than `mfa_challenge_attempts` wrong codes are counted: a right
         // code sent at once with wrong ones must not outrun the burn of the challenge.
         if !self
@@ -377,26 +419,17 @@ impl<S: Store> Auth<S> {
         meta: &RequestMeta,
         during_lockout: bool,
     ) -> Result<Option<TokenResponse>> {
-        let mfa_key = format!("mfa:{}", user.id);
-        let seen = match self.mfa_lock(&mfa_key, self.now()).await {
-            Ok(seen) => seen,
-            Err(AuthError::TooManyAttempts { .. }) if during_lockout => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if !self.check_second_factor(user, factor).await? {
-            if let Some(retry_after) = self.mfa_failure(user, factor, client_id, seen, meta).await
-                && !during_lockout
-            {
+        let admission = match self.reserve_attempt(&format!("mfa:{}", user.id)).await? {
+            Reserved::Admitted(a) => a,
+            Reserved::Refused { .. } if during_lockout => return Ok(None),
+            Reserved::Refused { retry_after } => {
                 return Err(AuthError::TooManyAttempts { retry_after });
             }
+        };
+        if !self.check_second_factor(user, factor).await? {
+            self.mfa_failure(user, factor, client_id, admission, meta)
+                .await;
             return Ok(None);
-        }
-        // As in `mfa_grant`: a right code raced by wrong ones that locked the codes meanwhile
-        // gets the lock's answer.
-        match self.mfa_lock(&mfa_key, self.now()).await {
-            Ok(_) => {}
-            Err(AuthError::TooManyAttempts { .. }) if during_lockout => return Ok(None),
-            Err(e) => return Err(e),
         }
         self.finish_mfa_login(user, factor, client_id, scope, meta, during_lockout)
             .await
@@ -414,37 +447,25 @@ impl<S: Store> Auth<S> {
         }
     }
 
-    /// The failures counted against a user's codes (`key`), or
-    /// [`AuthError::TooManyAttempts`] while they are locked.
-    async fn mfa_lock(&self, key: &str, now: i64) -> Result<i64> {
-        match self.store().find_throttle(key).await? {
-            Some(t) if t.locked_until > now => Err(AuthError::TooManyAttempts {
-                retry_after: t.locked_until - now,
-            }),
-            t => Ok(t.map_or(0, |t| self.config().security.counted_failures(&t, now))),
-        }
-    }
-
-    /// Counts and audits a wrong second factor; the lock, if failures counted since `seen`
-    /// had set one (see [`Auth::count_failure`]).
+    /// Audits a wrong second factor (counted against the user's codes when it was
+    /// admitted).
     async fn mfa_failure(
         &self,
         user: &User,
         factor: &SecondFactor,
         client_id: &str,
-        seen: i64,
+        admission: Admission,
         meta: &RequestMeta,
-    ) -> Option<i64> {
-        let lock = self
-            .count_failure(
-                &format!("mfa:{}", user.id),
-                seen,
-                meta,
-                Some(user),
-                None,
-                Some(client_id),
-            )
-            .await;
+    ) {
+        self.attempt_failed(
+            &format!("mfa:{}", user.id),
+            admission,
+            meta,
+            Some(user),
+            None,
+            Some(client_id),
+        )
+        .await;
         self.audit(
             meta,
             "mfa",
@@ -455,7 +476,6 @@ impl<S: Store> Auth<S> {
             serde_json::json!({"method": factor.method()}),
         )
         .await;
-        lock
     }
 
     /// Both factors passed: clears the throttles and starts the session. Tokens carry
@@ -520,19 +540,23 @@ impl<S: Store> Auth<S> {
     ///
     /// # Errors
     /// [`AuthError::AlreadyExists`] if TOTP is already on; [`AuthError::InvalidCredentials`]
-    /// for a wrong password, [`AuthError::Locked`] while the username is locked.
+    /// for a wrong password, [`AuthError::Locked`] while the session's password checks are
+    /// locked (see [`Auth::change_password`]); [`AuthError::NotFound`],
+    /// [`AuthError::NoUser`] as [`Auth::user_of`].
     pub async fn begin_totp(
         &self,
-        user: &User,
+        ctx: &AccessContext,
         password: Zeroizing<String>,
         meta: &RequestMeta,
     ) -> Result<TotpEnrollment> {
+        let user = &self.user_of(ctx).await?;
         if user.totp_enabled {
             return Err(AuthError::AlreadyExists(
                 "TOTP enrolment (disable it first)",
             ));
         }
         self.check_current_password(
+            ctx,
             user,
             password,
             ("mfa_enrolment_started", "wrong_password"),
@@ -641,46 +665,44 @@ impl<S: Store> Auth<S> {
     }
 
     /// Checks the password a signed-in user gives to confirm a sensitive change (`event`
-    /// names it in the audit log, `reason` a wrong password). It is checked as a login
-    /// checks it, so it counts against and obeys the username's lockout (OWASP
-    /// Authentication Cheat Sheet, "Account Lockout"): otherwise a stolen access token, or a
-    /// script in a cookie-mode page, would be a password oracle without limit. Returns
-    /// whether the username has a failure count (which a password change then clears).
+    /// names it in the audit log, `reason` a wrong password).
+    ///
+    /// # Security
+    /// Bounded by a throttle of its own, keyed by the caller's session
+    /// ([`reauth_throttle_key`]), not by the username's lockout, which anonymous logins
+    /// drive: guesses at the login form must not stop the signed-in owner from changing the
+    /// password or managing the second factor, which is how they secure the account. The
+    /// bound is still there: a stolen access token, or a script in a cookie-mode page, gets
+    /// `lockout_threshold` guesses per session before the same back-off locks that session's
+    /// checks (OWASP Authentication Cheat Sheet, "Account Lockout"); new sessions need the
+    /// password. Each attempt is reserved before the hash is checked, as at login.
     ///
     /// # Errors
-    /// [`AuthError::Locked`] while the username is locked, or when this failure locks it;
+    /// [`AuthError::Locked`] while the session's checks are locked;
     /// [`AuthError::InvalidCredentials`] for a wrong password.
     async fn check_current_password(
         &self,
+        ctx: &AccessContext,
         user: &User,
         password: Zeroizing<String>,
         (event, reason): (&'static str, &'static str),
         meta: &RequestMeta,
-    ) -> Result<bool> {
-        let pw_ok = self
+    ) -> Result<()> {
+        let key = reauth_throttle_key(ctx);
+        let admission = match self.reserve_attempt(&key).await? {
+            Reserved::Admitted(a) => a,
+            Reserved::Refused { retry_after } => return Err(AuthError::Locked { retry_after }),
+        };
+        let matches = self
             .hasher()
             .verify(password, Some(&user.password_hash))
             .await?
             .matches;
-        // Read once the password has been checked, as at login (see `password_grant`).
-        let key = user_throttle_key(user.username.as_str());
-        let now = self.now();
-        let throttle = self.store().find_throttle(&key).await?;
-        if let Some(t) = &throttle
-            && t.locked_until > now
-        {
-            return Err(AuthError::Locked {
-                retry_after: t.locked_until - now,
-            });
+        if matches {
+            self.store().clear_throttle(&key).await?;
+            return Ok(());
         }
-        if pw_ok {
-            return Ok(throttle.is_some());
-        }
-        let seen = throttle
-            .as_ref()
-            .map_or(0, |t| self.config().security.counted_failures(t, now));
-        let lock = self
-            .count_failure(&key, seen, meta, Some(user), None, None)
+        self.attempt_failed(&key, admission, meta, Some(user), None, None)
             .await;
         self.audit(
             meta,
@@ -692,30 +714,31 @@ impl<S: Store> Auth<S> {
             serde_json::json!({"reason": reason}),
         )
         .await;
-        Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
-            AuthError::Locked { retry_after }
-        }))
+        Err(AuthError::InvalidCredentials)
     }
 
     /// Turns TOTP off; needs the password and a current code.
     ///
     /// # Errors
-    /// [`AuthError::InvalidCredentials`] for a wrong password or code.
+    /// [`AuthError::InvalidCredentials`] for a wrong password or code;
+    /// [`AuthError::Locked`] while the session's password checks are locked,
+    /// [`AuthError::TooManyAttempts`] while the user's codes are; [`AuthError::NotFound`],
+    /// [`AuthError::NoUser`] as [`Auth::user_of`].
     pub async fn disable_totp(
         &self,
-        user: &User,
+        ctx: &AccessContext,
         password: Zeroizing<String>,
         code: &str,
         meta: &RequestMeta,
     ) -> Result<()> {
+        let user = &self.user_of(ctx).await?;
         if !user.totp_enabled {
             return Err(AuthError::InvalidRequest("TOTP is not enabled".into()));
         }
         // The code counts against the user's code lock, as at login: otherwise a stolen
         // password would try codes here without limit.
-        self.check_current_password(user, password, ("mfa_disable", "wrong_password"), meta)
+        self.check_current_password(ctx, user, password, ("mfa_disable", "wrong_password"), meta)
             .await?;
-        let now = self.now();
         let failure = |reason: &'static str| {
             self.audit(
                 meta,
@@ -728,18 +751,19 @@ impl<S: Store> Auth<S> {
             )
         };
         let mfa_key = format!("mfa:{}", user.id);
-        let seen = self.mfa_lock(&mfa_key, now).await?;
+        let admission = match self.reserve_attempt(&mfa_key).await? {
+            Reserved::Admitted(a) => a,
+            Reserved::Refused { retry_after } => {
+                return Err(AuthError::TooManyAttempts { retry_after });
+            }
+        };
         if !self.accept_totp(user, code, false).await? {
-            let lock = self
-                .count_failure(&mfa_key, seen, meta, Some(user), None, None)
+            self.attempt_failed(&mfa_key, admission, meta, Some(user), None, None)
                 .await;
             failure("wrong_code").await;
-            return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
-                AuthError::TooManyAttempts { retry_after }
-            }));
+            return Err(AuthError::InvalidCredentials);
         }
-        // As at login: wrong codes sent at once with this one may have locked the codes.
-        self.mfa_lock(&mfa_key, self.now()).await?;
+        self.store().clear_throttle(&mfa_key).await?;
         self.store().disable_totp(user.id).await?;
         self.audit(
             meta,
@@ -783,9 +807,10 @@ impl<S: Store> Auth<S> {
         Ok(self.store().count_recovery_codes(user.id).await?)
     }
 
-    /// Lifts a lockout (admin), for the username's password attempts and the user's codes.
-    /// Returns whether there was anything to lift; only then is it audited (a user with no
-    /// lockout and no failed attempts is already in the state asked for).
+    /// Lifts a lockout (admin), for the username's password attempts, the user's codes and
+    /// the password checks of the user's sessions. Returns whether there was anything to
+    /// lift; only then is it audited (a user with no lockout and no failed attempts is
+    /// already in the state asked for).
     ///
     /// # Errors
     /// Storage failures.
@@ -798,7 +823,15 @@ impl<S: Store> Auth<S> {
             .store()
             .clear_throttle(&format!("mfa:{}", user.id))
             .await?;
-        if !(a || b) {
+        // And the password checks of the user's signed-in sessions (`reauth_throttle_key`).
+        let mut c = false;
+        for session in self.list_sessions(Some(user)).await? {
+            c |= self
+                .store()
+                .clear_throttle(&format!("reauth:{}", session.id))
+                .await?;
+        }
+        if !(a || b || c) {
             return Ok(false);
         }
         self.audit(
@@ -811,7 +844,7 @@ impl<S: Store> Auth<S> {
             actor.detail_with([]),
         )
         .await;
-        Ok(a || b)
+        Ok(true)
     }
 
     /// When a username is locked until, if it is.
@@ -829,10 +862,17 @@ impl<S: Store> Auth<S> {
     }
 
     /// The caller changes their own password: the current one is required, and every other
-    /// session ends (the caller's stays).
+    /// session ends (the caller's stays). It also lifts the username's lockout: those
+    /// failures were guesses at the password just replaced.
+    ///
+    /// # Security
+    /// The current password is checked under the session's own bound, not the username's
+    /// lockout, so the owner can change it while attackers keep the name locked; see
+    /// `check_current_password` and docs/security.md.
     ///
     /// # Errors
     /// [`AuthError::InvalidCredentials`] for a wrong current password;
+    /// [`AuthError::Locked`] after too many wrong ones in this session;
     /// [`AuthError::WeakPassword`].
     pub async fn change_password(
         &self,
@@ -842,19 +882,17 @@ impl<S: Store> Auth<S> {
         meta: &RequestMeta,
     ) -> Result<()> {
         let user = self.user_of(ctx).await?;
-        let counted = self
-            .check_current_password(
-                &user,
-                current,
-                ("password_change", "wrong_current_password"),
-                meta,
-            )
+        self.check_current_password(
+            ctx,
+            &user,
+            current,
+            ("password_change", "wrong_current_password"),
+            meta,
+        )
+        .await?;
+        self.store()
+            .clear_throttle(&user_throttle_key(user.username.as_str()))
             .await?;
-        if counted {
-            self.store()
-                .clear_throttle(&user_throttle_key(user.username.as_str()))
-                .await?;
-        }
         let keep = ctx.session_id().and_then(|s| SessionId::parse(s).ok());
         let actor = Actor::User {
             id: ctx.user_id().to_owned(),
@@ -964,6 +1002,15 @@ impl<S: Store> Auth<S> {
     }
 }
 
+/// The throttle key of the password checks a signed-in caller makes
+/// (`check_current_password`): one per session, apart from the username's lockout.
+fn reauth_throttle_key(ctx: &AccessContext) -> String {
+    match ctx.session_id() {
+        Some(sid) => format!("reauth:{sid}"),
+        None => format!("reauth:user:{}", ctx.user_id()),
+    }
+}
+
 impl SecondFactor {
     /// How it is named in the audit log.
     fn method(&self) -> &'static str {
@@ -987,47 +1034,6 @@ mod tests {
         assert_eq!(p.lock_for(10), 1920);
         assert_eq!(p.lock_for(11), 3600);
         assert_eq!(p.lock_for(1000), 3600);
-    }
-
-    #[test]
-    fn failures_older_than_the_window_no_longer_count() {
-        // The row outlives the window (it is pruned later), but the next failure restarts
-        // the count at 1: a caller that took its stale count for the current one would
-        // answer up to that many raced failures truthfully.
-        let p = SecurityPolicy::default();
-        let t = crate::model::Throttle {
-            failures: 11,
-            locked_until: 1_000 + p.lock_for(11),
-            last_failure_at: 1_000,
-        };
-        assert_eq!(p.counted_failures(&t, 1_000 + p.failure_window), 11);
-        assert_eq!(p.counted_failures(&t, 1_001 + p.failure_window), 0);
-    }
-
-    #[test]
-    fn a_lock_not_written_yet_leaves_its_failure_unseen() {
-        // The failure that earns a lock is counted, then the lock written: a reader in
-        // between must not take that failure as seen, or its own next failure would be
-        // answered truthfully although it came after the lock was earned.
-        let p = SecurityPolicy::default();
-        let at = p.lockout_threshold;
-        let pending = crate::model::Throttle {
-            failures: at,
-            locked_until: 0,
-            last_failure_at: 1_000,
-        };
-        assert_eq!(p.counted_failures(&pending, 1_000), at - 1);
-        let written = crate::model::Throttle {
-            locked_until: 1_000 + p.lock_for(at),
-            ..pending
-        };
-        assert_eq!(p.counted_failures(&written, 1_000), at);
-        // Below the threshold there is no lock to wait for.
-        let below = crate::model::Throttle {
-            failures: at - 1,
-            ..pending
-        };
-        assert_eq!(p.counted_failures(&below, 1_000), at - 1);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::model::{
 };
 use crate::password::{PasswordHasher, PasswordPolicy};
 use crate::revocation::RevocationCache;
+use crate::security::{AttemptGates, Reserved};
 use crate::store::{RotateOutcome, RotateRequest, Store, StoreErrorKind};
 use crate::token_cache::{CachedToken, VerifiedTokenCache};
 use crate::tokens::{self, ACCESS_TOKEN_TYP, AccessTokenClaims};
@@ -259,6 +260,7 @@ pub struct Auth<S> {
     /// Keys the hash that stands for an unknown username in the audit log.
     unknown_username_key: Zeroizing<[u8; 32]>,
     observer: Option<Arc<dyn audit::AuditObserver>>,
+    pub(crate) attempt_gates: AttemptGates,
 }
 
 impl<S> std::fmt::Debug for Auth<S> {
@@ -329,6 +331,7 @@ impl<S: Store> Auth<S> {
             refresh_secret: parts.refresh_secret,
             validation,
             observer: None,
+            attempt_gates: AttemptGates::default(),
         };
         auth.revocations.sync(&auth.store, now).await?;
         Ok(auth)
@@ -471,6 +474,47 @@ impl<S: Store> Auth<S> {
             Some(u) => self.store.find_user_by_username(u).await?,
             None => None,
         };
+        // OWASP Authentication Cheat Sheet, "Account Lockout": the attempt is reserved
+        // (counted as a failure) before the password is checked, in one statement with the
+        // check of the lock. Guesses sent at once each take their own count, and the one
+        // that reaches the threshold locks the name before it is checked, so no more than
+        // `lockout_threshold` passwords are ever checked before the lock holds; the rest
+        // are refused unchecked. A right password clears the count.
+        // Held until the attempt is resolved (see `AttemptGates`).
+        let _turn = self
+            .attempt_gates
+            .enter(&throttle_key, &self.config.security)
+            .await;
+        let admission = match self.reserve_attempt(&throttle_key).await? {
+            Reserved::Admitted(a) => a,
+            Reserved::Refused { retry_after } => {
+                // While a username is locked, the password alone neither logs in nor
+                // reveals whether it was right (the answer is the same `Locked`, and it is
+                // not even checked). An account with a second factor can still sign in by
+                // sending the code with the password, which a password-guessing attacker
+                // cannot; the code is bounded by the user's code lock.
+                if let Some(factor) = &req.second_factor {
+                    let verification = self
+                        .hasher
+                        .verify(
+                            req.password.clone(),
+                            user.as_ref().map(|u| u.password_hash.as_str()),
+                        )
+                        .await?;
+                    if let Some(u) = user
+                        .as_ref()
+                        .filter(|u| verification.matches && u.totp_enabled && !u.disabled)
+                        && let Some(response) = self
+                            .second_factor_login(u, factor, &client.id, &scope, meta, true)
+                            .await?
+                    {
+                        return Ok(response);
+                    }
+                }
+                return Err(AuthError::Locked { retry_after });
+            }
+        };
+        // Unknown users are checked against a dummy hash: the same work and answer.
         let verification = self
             .hasher
             .verify(
@@ -478,41 +522,6 @@ impl<S: Store> Auth<S> {
                 user.as_ref().map(|u| u.password_hash.as_str()),
             )
             .await?;
-        // The lock is read once the password has been checked, not before: guesses sent
-        // at once are all admitted while the username is still open, and the failures of
-        // those that finish first lock it; every check that finishes after that gets the
-        // lock's answer, the right password included. Read before the hash, a burst of
-        // concurrent guesses would all have been answered truthfully.
-        let now = self.now();
-        let throttle = self.store.find_throttle(&throttle_key).await?;
-        // A success clears the failure count below, but only when there is one: a login
-        // without earlier failures (nearly all of them) writes nothing for it. Failures
-        // recorded while this check ran stay counted, which errs on the strict side.
-        let had_failures = throttle.is_some();
-        let seen_failures = throttle
-            .as_ref()
-            .map_or(0, |t| self.config.security.counted_failures(t, now));
-        let locked_until = throttle.map_or(0, |t| t.locked_until);
-        let locked = locked_until > now;
-        // OWASP Authentication Cheat Sheet, "Account Lockout": while a username is locked,
-        // the password alone neither logs in nor reveals whether it was right (the answer
-        // is the same `Locked`). An account with a second factor can still sign in by
-        // sending the code with the password, which a password-guessing attacker cannot.
-        if locked {
-            if let Some(u) = user
-                .as_ref()
-                .filter(|u| verification.matches && u.totp_enabled && !u.disabled)
-                && let Some(factor) = &req.second_factor
-                && let Some(response) = self
-                    .second_factor_login(u, factor, &client.id, &scope, meta, true)
-                    .await?
-            {
-                return Ok(response);
-            }
-            return Err(AuthError::Locked {
-                retry_after: locked_until - now,
-            });
-        }
         let mut user = match user {
             Some(u) if verification.matches => u,
             known => {
@@ -526,16 +535,15 @@ impl<S: Store> Auth<S> {
                     Some(_) => audit_name,
                     None => self.unknown_username(&audit_name),
                 };
-                let lock = self
-                    .count_failure(
-                        &throttle_key,
-                        seen_failures,
-                        meta,
-                        known,
-                        Some(&audit_name),
-                        Some(&client.id),
-                    )
-                    .await;
+                self.attempt_failed(
+                    &throttle_key,
+                    admission,
+                    meta,
+                    known,
+                    Some(&audit_name),
+                    Some(&client.id),
+                )
+                .await;
                 self.audit(
                     meta,
                     "login",
@@ -546,11 +554,13 @@ impl<S: Store> Auth<S> {
                     serde_json::json!({"reason": "invalid_credentials"}),
                 )
                 .await;
-                return Err(lock.map_or(AuthError::InvalidCredentials, |retry_after| {
-                    AuthError::Locked { retry_after }
-                }));
+                return Err(AuthError::InvalidCredentials);
             }
         };
+        // The right password is no failed guess: its reservation, and the failures before
+        // it, are cleared (as a successful login always did), whatever comes next (a
+        // second factor has its own lock).
+        self.store.clear_throttle(&throttle_key).await?;
         if user.disabled {
             self.audit(
                 meta,
@@ -633,9 +643,6 @@ impl<S: Store> Auth<S> {
             )
             .await;
             return Err(AuthError::MfaRequired { mfa_token: token });
-        }
-        if had_failures {
-            self.store.clear_throttle(&throttle_key).await?;
         }
         self.start_session(
             &user,

@@ -6,9 +6,11 @@ use std::fmt;
 use std::future::Future;
 
 use crate::model::{
-    AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent, RevocationKind, Role,
-    Session, SessionId, StoredKey, Throttle, TotpState, User, UserId, Username,
+    Attempt, AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent,
+    RevocationKind, Role, Session, SessionId, StoredKey, Throttle, TotpState, User, UserId,
+    Username,
 };
+use crate::security::SecurityPolicy;
 
 /// What kind of storage failure happened.
 #[non_exhaustive]
@@ -422,6 +424,19 @@ pub trait SecurityStore: Send + Sync {
         &self,
         key: &str,
     ) -> impl Future<Output = StoreResult<Option<Throttle>>> + Send;
+    /// Reserves one attempt against a throttle key, atomically, before the attempt is
+    /// checked: refused while the key is locked; otherwise counted at once as a failure
+    /// (restarting the count if the last one is older than the policy's `failure_window`),
+    /// and, when that count reaches `lockout_threshold`, the key is locked for
+    /// [`SecurityPolicy::lock_for`] of it in the same transaction. So concurrent callers
+    /// never check more than the threshold's worth of attempts before the lock holds; a
+    /// success clears the key ([`SecurityStore::clear_throttle`]).
+    fn reserve_attempt(
+        &self,
+        key: &str,
+        now: i64,
+        policy: &SecurityPolicy,
+    ) -> impl Future<Output = StoreResult<Attempt>> + Send;
     /// Counts a failure atomically (restarting the count if the last failure is older than
     /// `window_start`) and returns the new count.
     fn record_failure(

@@ -27,9 +27,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, FromRow};
 use tessera_auth::model::{
-    AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent, RevocationKind, Role,
-    Session, SessionId, StoredKey, Throttle, TotpState, User, UserId, Username,
+    Attempt, AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent,
+    RevocationKind, Role, Session, SessionId, StoredKey, Throttle, TotpState, User, UserId,
+    Username,
 };
+use tessera_auth::security::SecurityPolicy;
 use tessera_auth::store::{
     AuditStore, ChainFn, ClientStore, KeyStore, MetaStore, RevocationStore, RotateGuard,
     RotateOutcome, RotateRequest, SecurityStore, SessionStore, Store, StoreError, StoreErrorKind,
@@ -1443,6 +1445,54 @@ macro_rules! sql_store {
                 Ok(row.map(|(failures, locked_until, last_failure_at)| Throttle { failures, locked_until, last_failure_at }))
             }
 
+            async fn reserve_attempt(&self, key: &str, now: i64, policy: &SecurityPolicy) -> StoreResult<Attempt> {
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
+                // Counted only while the key is not locked (`WHERE`). On PostgreSQL the
+                // upsert locks the row until this transaction ends, whether or not it
+                // updates it, so a concurrent reservation waits and then sees the lock set
+                // below; on SQLite the write transaction (`BEGIN IMMEDIATE`) serializes them.
+                let counted: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO login_throttle (key, failures, locked_until, last_failure_at) VALUES ($1, 1, 0, $2)
+                     ON CONFLICT (key) DO UPDATE SET
+                         failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END,
+                         last_failure_at = $2
+                     WHERE login_throttle.locked_until <= $2
+                     RETURNING failures",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(now.saturating_sub(policy.failure_window))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let outcome = match counted {
+                    Some(attempts) => {
+                        let lock = policy.lock_for(attempts);
+                        if lock > 0 {
+                            sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2")
+                                .bind(now.saturating_add(lock))
+                                .bind(key)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(map_err)?;
+                        }
+                        Attempt::Admitted { attempts, lock }
+                    }
+                    None => {
+                        let until: i64 = sqlx::query_scalar("SELECT locked_until FROM login_throttle WHERE key = $1")
+                            .bind(key)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        Attempt::Refused { until }
+                    }
+                };
+                tx.commit().await.map_err(map_err)?;
+                turn.committed();
+                Ok(outcome)
+            }
+
             async fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64> {
                 let mut turn = self.write_turn().await?;
                 let r = sqlx::query_scalar(
@@ -1814,6 +1864,7 @@ delegate! {
         fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64, max_attempts: i64) -> StoreResult<bool>;
         fn end_user_mfa_challenges(&self, user: UserId, now: i64) -> StoreResult<u64>;
         fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>>;
+        fn reserve_attempt(&self, key: &str, now: i64, policy: &SecurityPolicy) -> StoreResult<Attempt>;
         fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64>;
         fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()>;
         fn clear_throttle(&self, key: &str) -> StoreResult<bool>;

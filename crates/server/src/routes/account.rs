@@ -126,10 +126,9 @@ pub(crate) async fn begin_totp(
     ApiJson(body): ApiJson<BeginTotp>,
 ) -> Result<Json<Enrollment>, AppError> {
     state.limits.check(Bucket::Mfa, client_meta.ip())?;
-    let user = state.auth.user_of(&ctx).await?;
     let e = state
         .auth
-        .begin_totp(&user, body.password, &client_meta.0)
+        .begin_totp(&ctx, body.password, &client_meta.0)
         .await
         .map_err(|e| match e {
             // 403, not 401, as for a password change: the bearer token is fine.
@@ -219,10 +218,9 @@ pub(crate) async fn disable_totp(
     ApiJson(body): ApiJson<DisableTotp>,
 ) -> Result<StatusCode, AppError> {
     state.limits.check(Bucket::Mfa, client_meta.ip())?;
-    let user = state.auth.user_of(&ctx).await?;
     state
         .auth
-        .disable_totp(&user, body.password, &body.code, &client_meta.0)
+        .disable_totp(&ctx, body.password, &body.code, &client_meta.0)
         .await
         .map_err(|e| match e {
             // 403, not 401: the bearer token is fine, and a 401 must carry a challenge

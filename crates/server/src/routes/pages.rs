@@ -792,11 +792,12 @@ pub(crate) async fn begin_totp(
     let (ctx, form) = account_form!(state, method, uri, headers, body);
     // A rate-limited attempt is answered with the page, like a wrong password.
     let limited = state.limits.check(Bucket::Mfa, meta.ip()).err();
-    let user = state.auth.user_of(&ctx).await?;
+    // A deleted or disabled user gets the error page here, not the account page.
+    state.auth.user_of(&ctx).await?;
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
     let result = match limited {
         Some(e) => Err(e),
-        None => match state.auth.begin_totp(&user, password, &meta.0).await {
+        None => match state.auth.begin_totp(&ctx, password, &meta.0).await {
             Err(AuthError::AlreadyExists(_)) => return Ok(see_other("/account#mfa")),
             other => other.map_err(|e| match e {
                 AuthError::InvalidCredentials => {
@@ -914,14 +915,15 @@ pub(crate) async fn disable_totp(
 ) -> Result<Response, AppError> {
     let (ctx, form) = account_form!(state, method, uri, headers, body);
     let limited = state.limits.check(Bucket::Mfa, meta.ip()).err();
-    let user = state.auth.user_of(&ctx).await?;
+    // A deleted or disabled user gets the error page here, not the account page.
+    state.auth.user_of(&ctx).await?;
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
     let code = form.get("code").unwrap_or_default().replace(' ', "");
     let result = match limited {
         Some(e) => Err(e),
         None => state
             .auth
-            .disable_totp(&user, password, &code, &meta.0)
+            .disable_totp(&ctx, password, &code, &meta.0)
             .await
             .map_err(|e| match e {
                 AuthError::InvalidCredentials => {

@@ -74,7 +74,7 @@ async fn mfa_grant(app: &TestApp, token: &str, field: &str, value: &str) -> reqw
 
 /// A bearer token alone cannot turn on a second factor (whose secret and recovery codes
 /// only the token's holder would then have): enrolment needs the password, and wrong
-/// passwords there count against the username's lockout like any other.
+/// passwords there are bounded like logins, per session.
 #[tokio::test]
 async fn totp_enrolment_needs_the_password_and_counts_wrong_ones() {
     let app = spawn_app().await;
@@ -96,7 +96,8 @@ async fn totp_enrolment_needs_the_password_and_counts_wrong_ones() {
         assert_eq!(res.status(), 403);
         assert_eq!(json(res).await["error"], "invalid_credentials");
     }
-    // The fifth wrong password locked the name: the right one is refused until it ends.
+    // The fifth wrong password locked this session's password checks: the right one is
+    // refused until the lock ends (or an admin lifts it).
     let res = begin(serde_json::json!({"password": PW})).await.unwrap();
     assert_eq!(res.status(), 429);
     let user = app.state.auth.find_user("trent").await.unwrap();
@@ -356,17 +357,18 @@ async fn repeated_failures_lock_a_username_whether_or_not_it_exists() {
 /// An app whose password checks queue behind one hashing thread at a cost of a few
 /// milliseconds each, so that a burst of guesses is all admitted before any is answered.
 async fn spawn_app_with_a_slow_hashing_queue() -> TestApp {
-    spawn_app_with(|c| {
-        c.rate_token_per_minute = 0;
-        c.max_concurrent_hashes = 1;
-        c.max_queued_logins = 64;
-        c.hash_params = tessera_auth::password::HashParams {
-            memory_kib: 4096,
-            iterations: 2,
-            parallelism: 1,
-        };
-    })
-    .await
+    spawn_app_with(slow_hashing).await
+}
+
+fn slow_hashing(c: &mut tessera_server::config::Config) {
+    c.rate_token_per_minute = 0;
+    c.max_concurrent_hashes = 1;
+    c.max_queued_logins = 64;
+    c.hash_params = tessera_auth::password::HashParams {
+        memory_kib: 4096,
+        iterations: 2,
+        parallelism: 1,
+    };
 }
 
 /// Waits until at least `n` password checks wait for the hashing thread.
@@ -381,16 +383,40 @@ async fn wait_for_queued_checks(app: &TestApp, n: usize) {
 }
 
 #[tokio::test]
-async fn a_burst_of_concurrent_guesses_learns_no_more_than_the_lockout_allows() {
-    // Sixteen wrong guesses sent at once are all admitted before the first is answered;
-    // then the right password, queued behind at least ten of them. The lock is read after each check, so only
-    // the first five failures are answered as such, and neither the later ones nor the
-    // right password learn anything (read before the check, all sixteen were answered
-    // "incorrect" and the right password logged in).
+async fn a_burst_of_concurrent_guesses_gets_no_more_than_the_threshold_checked() {
     let app = spawn_app_with_a_slow_hashing_queue().await;
+    burst_of_guesses(&[&app]).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_at_two_instances_gets_no_more_than_the_threshold_checked_on_postgres()
+ {
+    let Some(db) = tessera_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    let a = tessera_testkit::spawn_app_on(Some(db.url()), slow_hashing).await;
+    let b = tessera_testkit::spawn_app_on(Some(db.url()), slow_hashing).await;
+    burst_of_guesses(&[&a, &b]).await;
+}
+
+/// Sixteen wrong guesses sent at once, spread over `apps` (instances of one database).
+/// Each reserves its attempt before its password is checked, and the fifth reservation
+/// locks the name: five guesses are checked and answered as such, the other eleven are
+/// refused unchecked, and so is the right password after them. (With the lock read after
+/// the check, all sixteen were hashed, and a right password racing the fifth failure
+/// could log in.)
+async fn burst_of_guesses(apps: &[&TestApp]) {
+    let app = apps[0];
     app.create_user("ursula", PW, &[]).await;
+    let checks = || -> u64 {
+        apps.iter()
+            .map(|a| a.state.auth.hasher().verifications())
+            .sum()
+    };
+    let checks_before = checks();
     let guesses: Vec<_> = (0..16)
         .map(|i| {
+            let app = apps[i % apps.len()];
             let (client, url) = (app.client.clone(), app.url("/token"));
             tokio::spawn(async move {
                 let guess = format!("wrong guess number {i}");
@@ -404,8 +430,6 @@ async fn a_burst_of_concurrent_guesses_learns_no_more_than_the_lockout_allows() 
             })
         })
         .collect();
-    wait_for_queued_checks(&app, 10).await;
-    let right = app.password_grant("ursula", PW).await;
     let mut incorrect = 0;
     for guess in guesses {
         let (status, body) = guess.await.unwrap();
@@ -421,6 +445,7 @@ async fn a_burst_of_concurrent_guesses_learns_no_more_than_the_lockout_allows() 
         incorrect, 5,
         "only the threshold's failures are answered as such"
     );
+    let right = app.password_grant("ursula", PW).await;
     assert_eq!(right.status(), 400);
     assert!(right.headers().contains_key("retry-after"));
     let body = json(right).await;
@@ -431,10 +456,45 @@ async fn a_burst_of_concurrent_guesses_learns_no_more_than_the_lockout_allows() 
             .contains("too many failed attempts"),
         "the right password gets the lock's answer: {body}"
     );
+    assert_eq!(
+        checks() - checks_before,
+        5,
+        "only the threshold's guesses reached the password check"
+    );
 }
 
 #[tokio::test]
-async fn the_current_password_of_a_password_change_obeys_the_lockout() {
+async fn a_burst_of_logins_with_the_right_password_is_not_locked_out() {
+    // The other side of reserving attempts: logins still in flight count as failures
+    // until they succeed, so a burst of right ones (a service account, a load test) must
+    // not lock its own name. They queue per name and all log in.
+    let app = spawn_app_with_a_slow_hashing_queue().await;
+    app.create_user("ulrich", PW, &[]).await;
+    let logins: Vec<_> = (0..12)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/token"));
+            tokio::spawn(async move {
+                let res = client
+                    .post(url)
+                    .form(&[("username", "ulrich"), ("password", PW)])
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status(), json(res).await)
+            })
+        })
+        .collect();
+    for login in logins {
+        let (status, body) = login.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_holder_guessing_the_current_password_is_bounded_per_session() {
+    // A stolen access token is no password oracle: its session's checks lock after the
+    // threshold like logins do. But that lock is the session's, not the username's, so
+    // the owner still signs in (and could change the password from there).
     let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
     app.create_user("vernon", PW, &[]).await;
     let t = app.login("vernon", PW).await;
@@ -451,14 +511,17 @@ async fn the_current_password_of_a_password_change_obeys_the_lockout() {
     for _ in 0..5 {
         assert_eq!(change("wrong guess 123").await.unwrap().status(), 403);
     }
-    // Locked now: the right current password gets the same answer as a wrong one, and
-    // the username's logins are locked too.
+    // Locked now: the right current password gets the same answer as a wrong one.
     for current in ["wrong guess 123", PW] {
         let res = change(current).await.unwrap();
         assert_eq!(res.status(), 429, "{current}");
         assert_eq!(res.headers()["retry-after"], "60");
     }
-    assert_eq!(app.password_grant("vernon", PW).await.status(), 400);
+    assert_eq!(
+        app.password_grant("vernon", PW).await.status(),
+        200,
+        "the username is not locked by the session's guesses"
+    );
     app.advance(60).await;
     // Once the lock has passed, the right password changes it and clears the count.
     assert_eq!(change(PW).await.unwrap().status(), 204);
@@ -468,6 +531,66 @@ async fn the_current_password_of_a_password_change_obeys_the_lockout() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn the_owner_can_change_the_password_and_manage_totp_while_the_name_is_locked() {
+    owner_secures_a_locked_name(None).await;
+}
+
+#[tokio::test]
+async fn the_owner_can_change_the_password_and_manage_totp_while_the_name_is_locked_on_postgres() {
+    let Some(db) = tessera_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    owner_secures_a_locked_name(Some(db.url())).await;
+}
+
+/// Someone guessing at the login form has locked the name. The owner, signed in, can
+/// still secure the account: the current password they give is checked under their
+/// session's own bound, not the name's lock (which used to refuse it with 429).
+async fn owner_secures_a_locked_name(database_url: Option<&str>) {
+    let app = tessera_testkit::spawn_app_on(database_url, |c| {
+        c.rate_token_per_minute = 0;
+        c.rate_mfa_per_minute = 0;
+    })
+    .await;
+    app.create_user("wendy", PW, &[]).await;
+    let t = app.login("wendy", PW).await;
+    for _ in 0..5 {
+        assert_eq!(
+            app.password_grant("wendy", "attacker guess").await.status(),
+            400
+        );
+    }
+    let locked = app.password_grant("wendy", PW).await;
+    assert_eq!(locked.status(), 400);
+    assert!(
+        locked.headers().contains_key("retry-after"),
+        "the name is locked"
+    );
+    // TOTP enrolment and its confirmation work.
+    let (secret, _) = enrol(&app, &t.access_token).await;
+    assert!(!secret.is_empty());
+    // So does the password change; it also lifts the name's lock (those guesses were at
+    // the password just replaced).
+    let res = app
+        .client
+        .post(app.url("/users/me/password"))
+        .bearer_auth(&t.access_token)
+        .json(&serde_json::json!({
+            "current_password": PW,
+            "new_password": "another fine horse battery 2"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = app
+        .password_grant("wendy", "another fine horse battery 2")
+        .await;
+    assert_eq!(res.status(), 403, "the new password and then the code");
+    assert_eq!(json(res).await["error"], "mfa_required");
 }
 
 #[tokio::test]
@@ -912,7 +1035,7 @@ async fn turning_totp_off_counts_and_obeys_the_code_and_password_locks() {
         "one lock for every place a code is checked"
     );
     app.advance(61).await;
-    // Wrong passwords count against the username's lockout.
+    // Wrong passwords count against this session's password checks.
     for _ in 0..5 {
         let res = disable("not the password", code_at(&secret, app.now()))
             .await
@@ -921,7 +1044,11 @@ async fn turning_totp_off_counts_and_obeys_the_code_and_password_locks() {
     }
     let res = disable(PW, code_at(&secret, app.now())).await.unwrap();
     assert_eq!(res.status(), 429, "locked whatever the password");
-    assert_eq!(app.password_grant("xavier", PW).await.status(), 400);
+    assert_eq!(
+        app.password_grant("xavier", PW).await.status(),
+        403,
+        "the username is not locked: the password is right, the code is asked for"
+    );
     app.advance(61).await;
     let res = disable(PW, code_at(&secret, app.now())).await.unwrap();
     assert_eq!(res.status(), 204);
@@ -932,7 +1059,6 @@ async fn a_login_in_flight_across_a_password_change_gets_no_mfa_challenge() {
     use tessera_auth::store::UserStore as _;
     let app = spawn_app_with_a_slow_hashing_queue().await;
     let user = app.create_user("yvonne", PW, &[]).await;
-    app.create_user("zeke", PW, &[]).await;
     let t = app.login("yvonne", PW).await;
     let (secret, _) = enrol(&app, &t.access_token).await;
     app.advance(30).await;
@@ -945,14 +1071,18 @@ async fn a_login_in_flight_across_a_password_change_gets_no_mfa_challenge() {
         ))
         .await
         .unwrap();
-    // Other password checks hold the hashing thread while the old password is checked...
+    // Other password checks hold the hashing thread while the old password is checked
+    // (under 48 names: a name's own logins queue before its reservations)...
     let busy: Vec<_> = (0..48)
-        .map(|_| {
+        .map(|i| {
             let (client, url) = (app.client.clone(), app.url("/token"));
             tokio::spawn(async move {
                 client
                     .post(url)
-                    .form(&[("username", "zeke"), ("password", PW)])
+                    .form(&[
+                        ("username", format!("nobody{i}").as_str()),
+                        ("password", PW),
+                    ])
                     .send()
                     .await
                     .unwrap()
@@ -985,7 +1115,7 @@ async fn a_login_in_flight_across_a_password_change_gets_no_mfa_challenge() {
             .unwrap()
     );
     for b in busy {
-        assert_eq!(b.await.unwrap(), 200);
+        assert_eq!(b.await.unwrap(), 400, "no such user");
     }
     let (status, body) = in_flight.await.unwrap();
     if let Some(token) = body["mfa_token"].as_str() {

@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use tessera_auth::model::{MfaChallenge, Throttle, TotpState, UserId};
+use tessera_auth::model::{Attempt, MfaChallenge, Throttle, TotpState, UserId};
+use tessera_auth::security::SecurityPolicy;
 use tessera_auth::store::{SecurityStore as _, StoreErrorKind, UserStore as _};
 use tessera_store::Database;
 
@@ -18,6 +19,8 @@ conformance!(
     a_lock_is_never_shortened,
     throttle_keys_are_independent,
     concurrent_failures_are_all_counted,
+    a_reservation_counts_locks_at_the_threshold_and_is_refused_while_locked,
+    concurrent_reservations_admit_no_more_than_the_threshold,
     a_new_user_has_totp_off_and_an_unknown_user_has_no_totp_state,
     enrolment_keeps_the_secret_pending_until_activation_turns_it_on,
     activation_is_refused_unless_the_secret_is_still_pending,
@@ -304,6 +307,85 @@ async fn concurrent_failures_are_all_counted(db: TestDb) {
             .failures,
         i64::try_from(N).unwrap()
     );
+}
+
+async fn a_reservation_counts_locks_at_the_threshold_and_is_refused_while_locked(db: TestDb) {
+    let policy = SecurityPolicy::default();
+    let key = "user:alice";
+    for attempts in 1..policy.lockout_threshold {
+        assert_eq!(
+            db.reserve_attempt(key, NOW, &policy).await.unwrap(),
+            Attempt::Admitted { attempts, lock: 0 }
+        );
+    }
+    // The threshold's reservation is admitted and locks the key in the same transaction.
+    assert_eq!(
+        db.reserve_attempt(key, NOW, &policy).await.unwrap(),
+        Attempt::Admitted {
+            attempts: policy.lockout_threshold,
+            lock: policy.lockout_base,
+        }
+    );
+    // Refused while locked, and not counted.
+    let until = NOW + policy.lockout_base;
+    assert_eq!(
+        db.reserve_attempt(key, until - 1, &policy).await.unwrap(),
+        Attempt::Refused { until }
+    );
+    assert_eq!(
+        db.find_throttle(key).await.unwrap().unwrap().failures,
+        policy.lockout_threshold
+    );
+    // Once it ends, the next attempt is admitted and locks for twice as long.
+    assert_eq!(
+        db.reserve_attempt(key, until, &policy).await.unwrap(),
+        Attempt::Admitted {
+            attempts: policy.lockout_threshold + 1,
+            lock: 2 * policy.lockout_base,
+        }
+    );
+    // A success clears it; after the window, the count starts over.
+    assert!(db.clear_throttle(key).await.unwrap());
+    assert_eq!(
+        db.reserve_attempt(key, until, &policy).await.unwrap(),
+        Attempt::Admitted {
+            attempts: 1,
+            lock: 0
+        }
+    );
+    let later = until + policy.failure_window + 1;
+    assert_eq!(
+        db.reserve_attempt(key, later, &policy).await.unwrap(),
+        Attempt::Admitted {
+            attempts: 1,
+            lock: 0
+        }
+    );
+}
+
+/// The lock is decided with the count, so callers racing on one key never get more than
+/// the threshold's attempts admitted (the rest see the lock), on either backend.
+async fn concurrent_reservations_admit_no_more_than_the_threshold(db: TestDb) {
+    let policy = SecurityPolicy::default();
+    let outcomes = concurrently(&db, |db| async move {
+        db.reserve_attempt("user:alice", NOW, &SecurityPolicy::default())
+            .await
+            .unwrap()
+    })
+    .await;
+    let mut admitted: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Attempt::Admitted { attempts, .. } => Some(*attempts),
+            Attempt::Refused { .. } => None,
+        })
+        .collect();
+    admitted.sort_unstable();
+    assert_eq!(admitted, (1..=policy.lockout_threshold).collect::<Vec<_>>());
+    assert!(outcomes.iter().all(|o| match o {
+        Attempt::Admitted { .. } => true,
+        Attempt::Refused { until } => *until == NOW + policy.lockout_base,
+    }));
 }
 
 // ---- TOTP -----------------------------------------------------------------------------
