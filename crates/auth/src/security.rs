@@ -357,7 +357,10 @@ impl<S: Store> Auth<S> {
         // The challenge stands for the password checked when it was issued: a password
         // changed since (the owner's answer to a leaked password) ends it, as it ends
         // every session, so whoever knew the old password cannot finish the login with a
-        // code. Neither code nor challenge is used up.
+        // code. That is done exactly by the change itself (`change_password` ends the
+        // user's challenges in its transaction) and by `start_mfa_challenge`'s re-read for
+        // one issued meanwhile; this one-second comparison only adds to them (it cannot
+        // refuse a challenge issued after the change). Neither code nor challenge is used up.
         if user.password_changed_at > challenge.created_at {
             return Err(invalid);
         }

@@ -1859,26 +1859,19 @@ impl<S: Store> Auth<S> {
             .await?;
         let hash = self.hasher.hash(password).await?;
         let now = self.now();
+        // One transaction ends the other sessions (and with them their access tokens) and
+        // the logins half done (password checked, code not yet sent) with the change. Apart,
+        // a failure or a crash between them left the password changed and a session or
+        // challenge of the old one alive, which nothing would end: the refresh grant does
+        // not look at the password, and `password_changed_at` has one-second resolution,
+        // too coarse to tell a challenge issued just before the change from one just after.
         if !self
             .store
-            .update_password_hash(user.id, &hash, now, true)
+            .change_password(user.id, &hash, now, keep, self.revocation_horizon(now))
             .await?
         {
             return Err(AuthError::NotFound("user"));
         }
-        self.store
-            .revoke_user_sessions(
-                user.id,
-                keep,
-                now,
-                "password_changed",
-                self.revocation_horizon(now),
-                false,
-            )
-            .await?;
-        // A login half done (password checked, code not yet sent) was checked against the
-        // old password: it ends with the sessions.
-        self.store.end_user_mfa_challenges(user.id, now).await?;
         self.sync_revocations().await;
         self.audit(
             meta,

@@ -232,6 +232,20 @@ pub trait SessionStore: Send + Sync {
         event_expires_at: i64,
         revoke_user_tokens: bool,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Sets a new password hash (and `password_changed_at`) and, in the same transaction,
+    /// ends what the old password opened: every live session of the user except `keep`
+    /// (with one revocation event each), their pending MFA challenges and an unconfirmed
+    /// TOTP enrolment. All of it or nothing: a failure part-way cannot leave the password
+    /// changed and a session or challenge of the old one alive (nothing else would end
+    /// it). False, with nothing changed, if there is no such user.
+    fn change_password(
+        &self,
+        user: UserId,
+        hash: &str,
+        now: i64,
+        keep: Option<SessionId>,
+        event_expires_at: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 /// The append-only revocation log.

@@ -995,6 +995,68 @@ macro_rules! sql_store {
                 turn.committed();
                 Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
             }
+
+            async fn change_password(
+                &self,
+                user: UserId,
+                hash: &str,
+                now: i64,
+                keep: Option<SessionId>,
+                event_expires_at: i64,
+            ) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
+                let user_id = user.to_string();
+                // The pending enrolment goes too: it was started under the old password.
+                let changed = sqlx::query(
+                    "UPDATE users SET password_hash = $1, updated_at = $2, password_changed_at = $2, totp_pending = NULL
+                     WHERE id = $3",
+                )
+                .bind(hash)
+                .bind(now)
+                .bind(&user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected()
+                    == 1;
+                if !changed {
+                    return Ok(false);
+                }
+                let keep = keep.map(|k| k.to_string());
+                // As in `revoke_user_sessions`: the revocation events come last (on
+                // PostgreSQL they take the revocation-order lock, which must be the last
+                // lock a transaction takes).
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = 'password_changed'
+                     WHERE user_id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3)
+                     RETURNING id",
+                )
+                .bind(now)
+                .bind(&user_id)
+                .bind(&keep)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for id in &ids {
+                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
+                        .bind(id)
+                        .bind(now)
+                        .bind(event_expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                turn.committed();
+                Ok(true)
+            }
         }
 
         impl RevocationStore for $store {
@@ -1831,6 +1893,7 @@ delegate! {
         fn count_live_sessions(&self, now: i64) -> StoreResult<u64>;
         fn revoke_session(&self, id: SessionId, now: i64, reason: &str, event_expires_at: i64) -> StoreResult<Option<Session>>;
         fn revoke_user_sessions(&self, user: UserId, keep: Option<SessionId>, now: i64, reason: &str, event_expires_at: i64, revoke_user_tokens: bool) -> StoreResult<u64>;
+        fn change_password(&self, user: UserId, hash: &str, now: i64, keep: Option<SessionId>, event_expires_at: i64) -> StoreResult<bool>;
     }
     RevocationStore {
         fn append_revocation(&self, kind: RevocationKind, subject: &str, created_at: i64, expires_at: i64) -> StoreResult<i64>;

@@ -42,6 +42,8 @@ pub struct TestApp {
     pub clock: ManualClock,
     /// The data directory (deleted on drop).
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL URL, when not on the SQLite file in `dir`.
+    database_url: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -110,6 +112,7 @@ pub async fn spawn_app_on(
         state,
         clock,
         dir,
+        database_url: database_url.map(str::to_owned),
         shutdown: Some(tx),
         server: Some(server),
     }
@@ -127,6 +130,27 @@ impl TestApp {
     pub async fn advance(&self, secs: i64) {
         self.clock.advance(secs);
         self.state.auth.sync().await.unwrap();
+    }
+
+    /// Runs `sql` (one or more statements) on the server's database directly: for tests
+    /// that break the schema on purpose (a trigger that makes a write fail, say).
+    pub async fn execute_sql(&self, sql: &str) {
+        use sqlx::Connection as _;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("tessera.db"));
+                let mut c = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+        }
     }
 
     /// The absolute URL of `path`.

@@ -594,6 +594,85 @@ async fn owner_secures_a_locked_name(database_url: Option<&str>) {
 }
 
 #[tokio::test]
+async fn a_password_change_ends_the_old_passwords_challenges_all_or_nothing() {
+    password_change_all_or_nothing(
+        None,
+        "CREATE TRIGGER fail_challenges BEFORE UPDATE ON mfa_challenges
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        "DROP TRIGGER fail_challenges",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_password_change_ends_the_old_passwords_challenges_all_or_nothing_on_postgres() {
+    let Some(db) = tessera_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    password_change_all_or_nothing(
+        Some(db.url()),
+        "CREATE FUNCTION fail_write() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_challenges BEFORE UPDATE ON mfa_challenges
+             FOR EACH ROW EXECUTE FUNCTION fail_write();",
+        "DROP TRIGGER fail_challenges ON mfa_challenges",
+    )
+    .await;
+}
+
+/// A login half done with the old password (its challenge issued in the same second as
+/// the change, which `password_changed_at` cannot tell apart) must not outlive a password
+/// change. The change ends it in its own transaction: when ending it fails (`break_sql`
+/// makes it fail), nothing changes, rather than the password changing with the old one's
+/// challenge (and, before that, sessions) left alive.
+async fn password_change_all_or_nothing(
+    database_url: Option<&str>,
+    break_sql: &str,
+    mend_sql: &str,
+) {
+    const NEW: &str = "another fine horse battery 2";
+    let app = tessera_testkit::spawn_app_on(database_url, |c| {
+        c.rate_token_per_minute = 0;
+        c.rate_mfa_per_minute = 0;
+    })
+    .await;
+    app.create_user("quentin", PW, &[]).await;
+    let t = app.login("quentin", PW).await;
+    let (secret, _) = enrol(&app, &t.access_token).await;
+    app.advance(30).await;
+    let challenge = mfa_login(&app, "quentin").await;
+    let change = || {
+        app.client
+            .post(app.url("/users/me/password"))
+            .bearer_auth(&t.access_token)
+            .json(&serde_json::json!({"current_password": PW, "new_password": NEW}))
+            .send()
+    };
+    app.execute_sql(break_sql).await;
+    let res = change().await.unwrap();
+    assert!(res.status().is_server_error(), "{}", res.status());
+    app.execute_sql(mend_sql).await;
+    assert_eq!(
+        app.password_grant("quentin", NEW).await.status(),
+        400,
+        "a change that could not end the old password's challenges did not happen"
+    );
+    assert_eq!(
+        json(app.password_grant("quentin", PW).await).await["error"],
+        "mfa_required"
+    );
+    // Now it goes through, in the same second as the challenge, and ends it.
+    assert_eq!(change().await.unwrap().status(), 204);
+    let res = mfa_grant(&app, &challenge, "otp", &code_at(&secret, app.now())).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    assert_eq!(
+        json(app.password_grant("quentin", NEW).await).await["error"],
+        "mfa_required"
+    );
+}
+
+#[tokio::test]
 async fn a_successful_login_clears_the_failure_count() {
     // Four failures, a success, four more: never five in a row, so never locked. And a
     // success with no failures before it writes no throttle row (nothing to clear).
