@@ -146,6 +146,10 @@ pub(crate) struct Admission {
     lock: i64,
 }
 
+/// The answer to confirming a TOTP enrolment that a newer one has replaced (see
+/// [`Auth::confirm_totp`]).
+pub const STALE_TOTP_ENROLMENT: &str = "this TOTP setup was replaced by a newer one (started in another tab or window); reload the page and scan the new code";
+
 /// Number of recovery codes issued at enrolment.
 pub const RECOVERY_CODES: usize = 10;
 
@@ -593,12 +597,19 @@ impl<S: Store> Auth<S> {
     /// Confirms enrolment with a current code: TOTP is on from now, and the returned
     /// recovery codes (shown once, stored as keyed hashes) each work once.
     ///
+    /// `shown_secret` is the secret (base32) the caller was shown when it began, if it sent
+    /// it back: a newer enrolment (begun in another tab or window) replaces the pending
+    /// secret, and a code for the older one would only be "wrong"; instead the answer says
+    /// the setup is out of date ([`STALE_TOTP_ENROLMENT`]).
+    ///
     /// # Errors
-    /// [`AuthError::InvalidRequest`] without a pending enrolment or with a wrong code.
+    /// [`AuthError::InvalidRequest`] without a pending enrolment, for a replaced one, or with
+    /// a wrong code.
     pub async fn confirm_totp(
         &self,
         user: &User,
         code: &str,
+        shown_secret: Option<&str>,
         meta: &RequestMeta,
     ) -> Result<Vec<String>> {
         let state = self
@@ -612,6 +623,16 @@ impl<S: Store> Auth<S> {
             ));
         };
         let secret = self.open_totp(user.id, &pending)?;
+        if let Some(shown) = shown_secret {
+            let shown: String = shown
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .map(|c| c.to_ascii_uppercase())
+                .collect();
+            if shown != base32(&secret) {
+                return Err(AuthError::InvalidRequest(STALE_TOTP_ENROLMENT.into()));
+            }
+        }
         let now = u64::try_from(self.now()).unwrap_or(0);
         let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
         let Some(step) = totp(&secret, user.username.as_str())?.check(&code, now) else {

@@ -158,9 +158,14 @@ pub(crate) fn qr_svg(data: &str) -> Result<String, AppError> {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
-pub(crate) struct Code {
+pub(crate) struct ConfirmTotp {
     /// The current 6-digit code.
     code: String,
+    /// The `secret` of the enrolment being confirmed, as `POST /users/me/mfa/totp` returned
+    /// it (optional). With it, confirming an enrolment that a newer one has replaced gets a
+    /// clear 400 telling to start again, rather than "wrong code".
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 /// Recovery codes, shown once.
@@ -172,7 +177,7 @@ pub(crate) struct RecoveryCodes {
 
 /// `POST /users/me/mfa/totp/confirm`: turn TOTP on with a first code; returns the recovery
 /// codes, once.
-#[utoipa::path(post, path = "/users/me/mfa/totp/confirm", tag = "users", request_body = Code,
+#[utoipa::path(post, path = "/users/me/mfa/totp/confirm", tag = "users", request_body = ConfirmTotp,
     responses((status = 200, description = "TOTP is on", body = RecoveryCodes),
         (status = 400, description = "Wrong code or no enrolment in progress", body = crate::openapi::ErrorBody),
         (status = 401, description = "Invalid token", body = crate::openapi::ErrorBody),
@@ -182,13 +187,13 @@ pub(crate) async fn confirm_totp(
     State(state): State<AppState>,
     client_meta: ClientMeta,
     CurrentUser(ctx): CurrentUser,
-    ApiJson(body): ApiJson<Code>,
+    ApiJson(body): ApiJson<ConfirmTotp>,
 ) -> Result<Json<RecoveryCodes>, AppError> {
     state.limits.check(Bucket::Mfa, client_meta.ip())?;
     let user = state.auth.user_of(&ctx).await?;
     let codes = state
         .auth
-        .confirm_totp(&user, &body.code, &client_meta.0)
+        .confirm_totp(&user, &body.code, body.secret.as_deref(), &client_meta.0)
         .await?;
     Ok(Json(RecoveryCodes {
         recovery_codes: codes,

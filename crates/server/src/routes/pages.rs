@@ -863,13 +863,22 @@ pub(crate) async fn confirm_totp(
     let limited = state.limits.check(Bucket::Mfa, meta.ip()).err();
     let user = state.auth.user_of(&ctx).await?;
     let code = form.get("code").unwrap_or_default().replace(' ', "");
+    // The secret this page showed: the enrolment it confirms (another tab may have begun a
+    // newer one, which replaced it).
+    let shown = form.get("secret").filter(|s| !s.is_empty());
     let result = match limited {
         Some(e) => Err(e),
-        None => state
-            .auth
-            .confirm_totp(&user, &code, &meta.0)
-            .await
-            .map_err(AppError::from_api),
+        None => match state.auth.confirm_totp(&user, &code, shown, &meta.0).await {
+            Err(AuthError::InvalidRequest(m))
+                if m == tessera_auth::security::STALE_TOTP_ENROLMENT =>
+            {
+                // Not this page again (its QR code is the stale one): the account page, which
+                // says to start again.
+                let e = AppError::from_api(AuthError::InvalidRequest(m));
+                return account_with_mfa_error(&state, &ctx, &headers, e).await;
+            }
+            other => other.map_err(AppError::from_api),
+        },
     };
     match result {
         Ok(codes) => Ok(render(StatusCode::OK, &RecoveryPage { codes })),

@@ -1208,3 +1208,80 @@ async fn a_planted_refresh_cookie_alone_signs_no_one_in() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// Two tabs of the account page start TOTP setup: the second replaces the pending secret.
+/// The first tab's confirmation, with a right code for the secret it shows, used to get
+/// "That code did not work" (checked against the other secret); it now says the setup is
+/// out of date and to reload, and the second tab's confirmation works.
+#[tokio::test]
+async fn confirming_a_totp_setup_replaced_in_another_tab_says_to_reload() {
+    let app = spawn_app_with(|c| c.rate_mfa_per_minute = 0).await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let post = |path: &str, form: &[(&str, &str)]| {
+        let mut fields = vec![("csrf_token", b.csrf.as_str())];
+        fields.extend_from_slice(form);
+        app.client
+            .post(app.url(path))
+            .header(COOKIE, b.cookie_header())
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&fields)
+            .send()
+    };
+    let shown_secret = |html: &str| {
+        let start = html.find(r#"name="secret" value=""#).unwrap() + 21;
+        html[start..start + html[start..].find('"').unwrap()].to_owned()
+    };
+    let code = |secret: &str| {
+        totp_rs::Builder::new()
+            .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+            .build()
+            .unwrap()
+            .generate(u64::try_from(app.now()).unwrap())
+            .to_string()
+    };
+    let first = post("/account/totp", &[("password", PW)]).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first = shown_secret(&first.text().await.unwrap());
+    let second = post("/account/totp", &[("password", PW)]).await.unwrap();
+    assert_eq!(second.status(), 200);
+    let second = shown_secret(&second.text().await.unwrap());
+    assert_ne!(first, second);
+    let uri = |s: &str| format!("otpauth://totp/Tessera:ada?secret={s}");
+    let (first_code, first_uri) = (code(&first), uri(&first));
+    let res = post(
+        "/account/totp/confirm",
+        &[
+            ("code", first_code.as_str()),
+            ("secret", first.as_str()),
+            ("otpauth_uri", first_uri.as_str()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("replaced by a newer one") && html.contains("reload"),
+        "{html}"
+    );
+    assert!(
+        !html.contains(&first),
+        "the stale QR code is not shown again"
+    );
+    let (second_code, second_uri) = (code(&second), uri(&second));
+    let res = post(
+        "/account/totp/confirm",
+        &[
+            ("code", second_code.as_str()),
+            ("secret", second.as_str()),
+            ("otpauth_uri", second_uri.as_str()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let user = app.state.auth.find_user("ada").await.unwrap();
+    assert!(user.totp_enabled);
+}
