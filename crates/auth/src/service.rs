@@ -1794,25 +1794,20 @@ impl<S: Store> Auth<S> {
         meta: &RequestMeta,
     ) -> Result<User> {
         let now = self.now();
-        if !self
-            .store
-            .update_user_disabled(user.id, disabled, now)
-            .await?
-        {
+        // Disabling ends the sessions, the access tokens (user-wide cut-off) and the logins
+        // half done in the same transaction as the flag: apart, a failure part-way left the
+        // user disabled with tokens still accepted until they expired.
+        let found = if disabled {
+            self.store
+                .disable_user(user.id, now, self.revocation_horizon(now))
+                .await?
+        } else {
+            self.store.update_user_disabled(user.id, false, now).await?
+        };
+        if !found {
             return Err(AuthError::NotFound("user"));
         }
         if disabled {
-            self.store
-                .revoke_user_sessions(
-                    user.id,
-                    None,
-                    now,
-                    "user_disabled",
-                    self.revocation_horizon(now),
-                    true,
-                )
-                .await?;
-            self.store.end_user_mfa_challenges(user.id, now).await?;
             self.sync_revocations().await;
         }
         if !disabled && let Some(cutoff) = self.revocations.user_cutoff(&user.id.to_string()) {

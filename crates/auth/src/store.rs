@@ -246,6 +246,17 @@ pub trait SessionStore: Send + Sync {
         keep: Option<SessionId>,
         event_expires_at: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Disables a user and, in the same transaction, revokes every live session of theirs
+    /// (one event each, and a user event that kills every access token issued up to `now`)
+    /// and ends their pending MFA challenges and an unconfirmed TOTP enrolment. All of it or
+    /// nothing, as [`SessionStore::change_password`]. False, with nothing changed, if there
+    /// is no such user.
+    fn disable_user(
+        &self,
+        user: UserId,
+        now: i64,
+        event_expires_at: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 /// The append-only revocation log.

@@ -996,6 +996,59 @@ macro_rules! sql_store {
                 Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
             }
 
+            async fn disable_user(&self, user: UserId, now: i64, event_expires_at: i64) -> StoreResult<bool> {
+                let mut turn = self.write_turn().await?;
+                let mut tx = turn.begin_with($begin).await?;
+                let user_id = user.to_string();
+                let changed = sqlx::query("UPDATE users SET disabled = TRUE, updated_at = $1, totp_pending = NULL WHERE id = $2")
+                    .bind(now)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected()
+                    == 1;
+                if !changed {
+                    return Ok(false);
+                }
+                // Revocation events last, as in `revoke_user_sessions`.
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = 'user_disabled'
+                     WHERE user_id = $2 AND revoked_at IS NULL
+                     RETURNING id",
+                )
+                .bind(now)
+                .bind(&user_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for id in &ids {
+                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
+                        .bind(id)
+                        .bind(now)
+                        .bind(event_expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('user', $1, $2, $3)")
+                    .bind(&user_id)
+                    .bind(now)
+                    .bind(event_expires_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                turn.committed();
+                Ok(true)
+            }
+
             async fn change_password(
                 &self,
                 user: UserId,
@@ -1894,6 +1947,7 @@ delegate! {
         fn revoke_session(&self, id: SessionId, now: i64, reason: &str, event_expires_at: i64) -> StoreResult<Option<Session>>;
         fn revoke_user_sessions(&self, user: UserId, keep: Option<SessionId>, now: i64, reason: &str, event_expires_at: i64, revoke_user_tokens: bool) -> StoreResult<u64>;
         fn change_password(&self, user: UserId, hash: &str, now: i64, keep: Option<SessionId>, event_expires_at: i64) -> StoreResult<bool>;
+        fn disable_user(&self, user: UserId, now: i64, event_expires_at: i64) -> StoreResult<bool>;
     }
     RevocationStore {
         fn append_revocation(&self, kind: RevocationKind, subject: &str, created_at: i64, expires_at: i64) -> StoreResult<i64>;

@@ -673,6 +673,54 @@ async fn password_change_all_or_nothing(
 }
 
 #[tokio::test]
+async fn disabling_a_user_is_all_or_nothing() {
+    disable_all_or_nothing(
+        None,
+        "CREATE TRIGGER fail_sessions BEFORE UPDATE ON sessions
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        "DROP TRIGGER fail_sessions",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn disabling_a_user_is_all_or_nothing_on_postgres() {
+    let Some(db) = tessera_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    disable_all_or_nothing(
+        Some(db.url()),
+        "CREATE FUNCTION fail_write() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_sessions BEFORE UPDATE ON sessions
+             FOR EACH ROW EXECUTE FUNCTION fail_write();",
+        "DROP TRIGGER fail_sessions ON sessions",
+    )
+    .await;
+}
+
+/// A disable that cannot end the user's sessions (`break_sql` makes that fail) does not
+/// happen, rather than leaving the user disabled with their access tokens accepted until
+/// they expire.
+async fn disable_all_or_nothing(database_url: Option<&str>, break_sql: &str, mend_sql: &str) {
+    let app = tessera_testkit::spawn_app_on(database_url, |_| {}).await;
+    let user = app.create_user("rupert", PW, &[]).await;
+    let t = app.login("rupert", PW).await;
+    app.execute_sql(break_sql).await;
+    let meta = tessera_auth::model::RequestMeta::default();
+    let disable = || app.state.auth.set_disabled(&user, true, &Actor::Cli, &meta);
+    assert!(disable().await.is_err());
+    app.execute_sql(mend_sql).await;
+    assert!(
+        !app.state.auth.find_user("rupert").await.unwrap().disabled,
+        "a disable that could not end the sessions did not happen"
+    );
+    assert_eq!(app.me(&t.access_token).await.status(), 200);
+    disable().await.unwrap();
+    assert_eq!(app.me(&t.access_token).await.status(), 401);
+}
+
+#[tokio::test]
 async fn a_successful_login_clears_the_failure_count() {
     // Four failures, a success, four more: never five in a row, so never locked. And a
     // success with no failures before it writes no throttle row (nothing to clear).
