@@ -146,6 +146,14 @@ fn quoted(s: &str) -> String {
 }
 
 /// The bearer token of a request: `Ok(None)` without an `Authorization` header.
+///
+/// RFC 6750 §2.1: `credentials = "Bearer" 1*SP b64token`, the scheme case-insensitive,
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`. Whitespace
+/// around the whole field value is not part of it (RFC 9110 §5.5). A header of another
+/// scheme holds no bearer token ([`Error::MissingToken`]); one of the Bearer scheme with
+/// anything but `1*SP b64token` (no token, a tab, a second word, a byte outside the
+/// alphabet) is malformed: 400 `invalid_request` (RFC 6750 §3.1). The Tessera server reads
+/// the header by the same rules, so a client gets one answer from both.
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Error> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
@@ -156,26 +164,62 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Error> {
             reason: "more than one Authorization header",
         });
     }
-    let value = value.to_str().map_err(|_| Error::MalformedAuthorization {
-        reason: "not visible ASCII",
-    })?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let value = trim_ows(value.as_bytes());
+    // The auth-scheme is a token (RFC 9110 §11.1, §5.6.2): it ends at the first non-tchar.
+    let scheme_len = value
+        .iter()
+        .position(|b| !is_tchar(*b))
+        .unwrap_or(value.len());
+    let (scheme, rest) = value.split_at_checked(scheme_len).unwrap_or((value, &[]));
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(Error::MissingToken);
     }
-    let token = token.trim_matches(' ');
-    // RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-    let body = token.trim_end_matches('=');
-    if body.is_empty()
-        || !body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
-    {
+    let spaces = rest.iter().take_while(|b| **b == b' ').count();
+    let token = rest.get(spaces..).unwrap_or_default();
+    if token.is_empty() {
         return Err(Error::MalformedAuthorization {
-            reason: "not a b64token (RFC 6750 §2.1)",
+            reason: "no token after the Bearer scheme (RFC 6750 §2.1)",
         });
     }
-    Ok(Some(token))
+    if spaces == 0 || !is_b64token(token) {
+        return Err(Error::MalformedAuthorization {
+            reason: "not `Bearer` 1*SP b64token (RFC 6750 §2.1)",
+        });
+    }
+    // A b64token is ASCII.
+    std::str::from_utf8(token)
+        .map(Some)
+        .map_err(|_| Error::MalformedAuthorization {
+            reason: "not `Bearer` 1*SP b64token (RFC 6750 §2.1)",
+        })
+}
+
+/// A field value without its surrounding optional whitespace (RFC 9110 §5.5: SP and HTAB).
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    v.get(start..end).unwrap_or_default()
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(t: &[u8]) -> bool {
+    let body_len = t.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
+    let body = t.get(..body_len).unwrap_or_default();
+    !body.is_empty()
+        && body.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 async fn authenticate<C: DeserializeOwned>(
@@ -417,6 +461,56 @@ mod tests {
             bearer(&headers(&["Bearer a", "Bearer b"])),
             Err(Error::MalformedAuthorization { .. })
         ));
+    }
+
+    /// The grammar the Tessera server applies too (`tessera_server::extract::bearer_token`):
+    /// whitespace around the whole value is dropped (RFC 9110 §5.5), anything else that
+    /// names the Bearer scheme is `1*SP b64token` or malformed (RFC 6750 §2.1).
+    #[test]
+    fn bearer_credentials_follow_rfc_6750_section_2_1_as_the_server_reads_them() {
+        let token = |v: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+            bearer(&h).map(|t| t.map(str::to_owned))
+        };
+        for (value, want) in [
+            (&b"Bearer abc"[..], "abc"),
+            (b"bEaReR abc", "abc"),
+            (b"Bearer  abc", "abc"),
+            (b"Bearer abc ", "abc"),
+            (b"Bearer abc\t", "abc"),
+            (b"\tBearer abc", "abc"),
+            (b" Bearer abc \t ", "abc"),
+            (b"Bearer a-b.c_d~e+f/g==", "a-b.c_d~e+f/g=="),
+        ] {
+            let what = String::from_utf8_lossy(value);
+            assert_eq!(token(value), Ok(Some(want.to_owned())), "{what}");
+        }
+        for value in [&b"Basic abc"[..], b"Bearerabc", b"Bear abc", b"Other \xff"] {
+            let what = String::from_utf8_lossy(value);
+            assert_eq!(token(value), Err(Error::MissingToken), "{what}");
+        }
+        for value in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer\tabc",
+            b"Bearer \tabc",
+            b"Bearer a\tbc",
+            b"Bearer a bc",
+            b"Bearer abc def",
+            b"Bearer a=bc",
+            b"Bearer ===",
+            b"Bearer a,b",
+            b"Bearer a\"b",
+            b"Bearer a\xffb",
+            b"Bearer,abc",
+        ] {
+            let what = String::from_utf8_lossy(value);
+            assert!(
+                matches!(token(value), Err(Error::MalformedAuthorization { .. })),
+                "{what}"
+            );
+        }
     }
 
     #[test]

@@ -475,3 +475,49 @@ async fn a_malformed_authorization_header_is_a_bad_request() {
         .unwrap();
     assert_eq!(res.status(), 400, "two Authorization headers");
 }
+
+/// RFC 6750 §2.1 (`Bearer` 1*SP b64token) and RFC 9110 §5.5 (whitespace around the field
+/// value is not part of it), read the same way here and by the Tessera server: a client
+/// gets one answer from both. tessera-axum used to take `Bearer<TAB>token` for no token
+/// (401) where the server answers 400.
+#[tokio::test]
+async fn a_bearer_header_gets_the_answer_the_tessera_server_gives() {
+    let f = fixture().await;
+    let server = tessera_testkit::spawn_app().await;
+    let answer = async |res: reqwest::Response| {
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        (status, body["error"].clone())
+    };
+    for (value, want) in [
+        ("Bearer\tabc.def.ghi", 400),
+        ("Bearer \tabc.def.ghi", 400),
+        ("Bearer abc.def.ghi\tx", 400),
+        ("Bearer abc.def.ghi abc", 400),
+        ("Bearer a=b.def.ghi", 400),
+        ("Bearer", 400),
+        ("Bearer,abc.def.ghi", 400),
+        ("Bearer abc.def.ghi", 401),
+        ("bEaReR   abc.def.ghi", 401),
+        ("Basic dXNlcjpwdw==", 401),
+        ("Bearerabc.def.ghi", 401),
+    ] {
+        let ours = f
+            .http
+            .get(format!("{}/me", f.base))
+            .header("authorization", value)
+            .send()
+            .await
+            .unwrap();
+        let theirs = server
+            .client
+            .get(server.url("/users/me"))
+            .header("authorization", value)
+            .send()
+            .await
+            .unwrap();
+        let (ours, theirs) = (answer(ours).await, answer(theirs).await);
+        assert_eq!(ours, theirs, "{value:?}");
+        assert_eq!(ours.0, want, "{value:?}");
+    }
+}
