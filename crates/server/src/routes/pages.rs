@@ -268,6 +268,12 @@ pub(crate) async fn resume(
         // A refresh cookie of another session than the one this browser signed into
         // (planted by a sibling subdomain into a browser that has none, say): not used.
         BrowserRefresh::NotThisBrowsers => Ok(see_other("/login")),
+        // A tab that left with a refresh cookie the browser's other requests have since
+        // rotated well past (RFC 9700 §4.14.2 grace window): the session lives and the jar
+        // holds the newer cookies, so keep them and go back to the account page, which
+        // (marked `resumed`) sends the browser to sign in rather than here again if they do
+        // not let it in. A JSON 400 is no answer to a page navigation.
+        BrowserRefresh::Superseded => Ok(see_other("/account?resumed=1")),
         BrowserRefresh::Ended(e) => {
             tracing::debug!(target: "tessera::auth", reason = %e, "page session could not be resumed");
             Ok(with_cookies(

@@ -141,6 +141,11 @@ pub(crate) enum BrowserRefresh {
     /// The session is over (`invalid_grant`, or reuse, which revoked it): the browser's
     /// cookies are dead.
     Ended(AuthError),
+    /// The refresh cookie was rotated within the grace window and its chain has moved on
+    /// further than a refresh follows it ([`AuthError::RefreshSuperseded`]): the session
+    /// lives, and the browser's jar already holds the newer cookies another of its requests
+    /// received, so they must be kept.
+    Superseded,
 }
 
 /// Renews a browser's session with its one refresh cookie `rt`, as `POST /session/refresh`
@@ -180,6 +185,7 @@ pub(crate) async fn refresh_browser(
         Err(e @ (AuthError::InvalidGrant(_) | AuthError::RefreshReused)) => {
             Ok(BrowserRefresh::Ended(e))
         }
+        Err(AuthError::RefreshSuperseded) => Ok(BrowserRefresh::Superseded),
         Err(e) => Err(AppError::from_grant(e)),
     }
 }
@@ -272,7 +278,7 @@ fn step_from_form(form: &OAuthForm) -> Result<SignIn, AppError> {
     params(("x-csrf-token" = Option<String>, Header, description = "The CSRF token (or the csrf_token form field)")),
     responses(
         (status = 200, description = "Renewed: new access and refresh cookies", body = SessionStarted),
-        (status = 400, description = "invalid_grant: no, expired, revoked or reused refresh cookie (the cookies are cleared; a reused token revokes the session)", body = crate::openapi::ErrorBody),
+        (status = 400, description = "invalid_grant: no, expired, revoked or reused refresh cookie (the cookies are cleared; a reused token revokes the session), or one superseded within the grace period (the cookies are kept)", body = crate::openapi::ErrorBody),
         (status = 403, description = "csrf_failed", body = crate::openapi::ErrorBody),
     ))]
 pub(crate) async fn refresh(
@@ -327,6 +333,8 @@ pub(crate) async fn refresh(
         BrowserRefresh::NotThisBrowsers => Err(AppError::from_grant(AuthError::InvalidGrant(
             "the refresh cookie does not belong to this browser's sign-in; sign in again",
         ))),
+        // The jar holds the newer cookies: refused, and nothing is cleared.
+        BrowserRefresh::Superseded => Err(AppError::from_grant(AuthError::RefreshSuperseded)),
         BrowserRefresh::Ended(e) => {
             // RFC 9700 §4.14.2: a reused refresh token has revoked the session; either way
             // this browser's cookies are dead, so delete them.

@@ -506,6 +506,43 @@ async fn a_refresh_too_far_behind_its_chain_keeps_the_browsers_cookies() {
     assert_eq!(res.status(), 200, "the session lives on");
 }
 
+/// The pages' way back in (`GET /session/resume`) with a refresh cookie its browser's other
+/// requests have rotated too far past: the session lives and the jar holds newer cookies,
+/// so the browser goes back to the account page with its cookies kept. It got a JSON 400
+/// for a page navigation.
+#[tokio::test]
+async fn resuming_a_page_session_with_a_superseded_refresh_cookie_keeps_the_cookies() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let first = sign_in(&app, "ada").await;
+    let mut newest = first.clone();
+    for _ in 0..10 {
+        let res = browser_post(&app, &newest, "/session/refresh")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let c = set_cookies(res.headers());
+        newest.rt = c["__Secure-tessera_rt"].value.clone();
+        newest.at = c["__Host-tessera_at"].value.clone();
+    }
+    let res = browser_get(&app, &first, "/session/resume").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/account?resumed=1");
+    assert!(
+        res.headers().get(SET_COOKIE).is_none(),
+        "no cookie is cleared: {:?}",
+        res.headers()
+    );
+    // With the jar's newer cookies the account page lets the browser in (and drops its
+    // loop guard from the address bar).
+    let res = browser_get(&app, &newest, "/account?resumed=1").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/account");
+    let res = browser_get(&app, &newest, "/account").await;
+    assert_eq!(res.status(), 200);
+}
+
 /// `__Secure-` allows `Domain`: a sibling subdomain can plant its own refresh cookie for the
 /// parent domain with a longer `Path`, which the browser sends before ours (reproduced in
 /// Chromium with `evil.app.localhost` and `auth.app.localhost`). Refreshing with it signed
