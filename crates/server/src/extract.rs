@@ -273,17 +273,27 @@ pub fn client_authorization(headers: &HeaderMap) -> Result<Option<&str>, AppErro
     };
     match value.to_str() {
         Ok(text) => Ok(Some(text)),
-        Err(_)
-            if value
-                .as_bytes()
-                .get(..6)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"basic ")) =>
-        {
-            Err(AppError::invalid_client("malformed HTTP Basic credentials"))
-        }
+        // The scheme read as `basic_credentials` reads it (whitespace around the value
+        // dropped, the scheme a run of tchars): `Basic<TAB>` or `Basic` right before the
+        // bytes is a client that tried to authenticate as much as `Basic ` is.
+        Err(_) if auth_scheme(value.as_bytes()).eq_ignore_ascii_case(b"basic") => Err(
+            AppError::invalid_client("malformed HTTP Basic credentials: not visible ASCII"),
+        ),
         // Another scheme, not ours to read here.
         Err(_) => Ok(None),
     }
+}
+
+/// The auth-scheme of an `Authorization` field value: a token (RFC 9110 §11.1, §5.6.2),
+/// which ends at the first byte that is not a tchar, after the whitespace around the value
+/// (RFC 9110 §5.5).
+fn auth_scheme(value: &[u8]) -> &[u8] {
+    let value = trim_ows(value);
+    let len = value
+        .iter()
+        .position(|b| !is_tchar(*b))
+        .unwrap_or(value.len());
+    value.get(..len).unwrap_or_default()
 }
 
 /// The bearer token of `Authorization: Bearer <token>` (RFC 6750 §2.1), or `None` when the
@@ -316,13 +326,8 @@ pub fn bearer_token_bytes(headers: &HeaderMap) -> Result<Option<&[u8]>, AppError
         return Ok(None);
     };
     let value = trim_ows(value.as_bytes());
-    // The auth-scheme is a token (RFC 9110 §11.1, §5.6.2): it ends at the first byte that
-    // is not a tchar.
-    let scheme_len = value
-        .iter()
-        .position(|b| !is_tchar(*b))
-        .unwrap_or(value.len());
-    let Some((scheme, rest)) = value.split_at_checked(scheme_len) else {
+    let scheme = auth_scheme(value);
+    let Some(rest) = value.get(scheme.len()..) else {
         return Ok(None);
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {

@@ -163,24 +163,29 @@ async fn basic_credentials_that_are_not_text_are_an_invalid_client_not_the_publi
     // RFC 6749 §5.2: a client that tried to authenticate with the Authorization header
     // gets 401 invalid_client; these bytes used to be dropped, and the password grant ran
     // as the built-in public client.
+    // The scheme is read as for text credentials: `Basic` then a tab, or right before the
+    // bytes, was taken for another scheme and the login served as the public client.
     let app = spawn_app().await;
-    let res = app
-        .client
-        .post(app.url("/token"))
-        .header(
-            "authorization",
-            reqwest::header::HeaderValue::from_bytes(b"Basic \xff\xfe").unwrap(),
-        )
-        .form(&[
-            ("username", "admin"),
-            ("password", tessera_testkit::ADMIN_PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    assert!(res.headers().contains_key("www-authenticate"));
-    assert_eq!(json(res).await["error"], "invalid_client");
+    for value in [&b"Basic \xff\xfe"[..], b"Basic\t\xff\xfe", b"basic\xff"] {
+        let res = app
+            .client
+            .post(app.url("/token"))
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            )
+            .form(&[
+                ("username", "admin"),
+                ("password", tessera_testkit::ADMIN_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let what = String::from_utf8_lossy(value);
+        assert_eq!(res.status(), 401, "{what}");
+        assert_eq!(res.headers()["www-authenticate"], "Basic realm=\"tessera\"");
+        assert_eq!(json(res).await["error"], "invalid_client", "{what}");
+    }
 }
 
 #[tokio::test]
