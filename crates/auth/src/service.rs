@@ -2086,8 +2086,6 @@ fn parse_roles(roles: &[String]) -> Result<Vec<Role>> {
     Role::parse_all(roles)
 }
 
-/// The throttle key of a username's password checks (logins and password changes): one
-/// lockout per name, whether or not a user has it.
 /// The longest `jti` the revocation log records. Tessera's own are 22 characters; a longer
 /// one comes from a token signed outside the server.
 const MAX_JTI_LEN: usize = 255;
@@ -2100,6 +2098,8 @@ fn revocable_jti(jti: &str) -> Option<&str> {
         .then_some(jti)
 }
 
+/// The throttle key of a username's password checks (logins and password changes): one
+/// lockout per name, whether or not a user has it.
 pub(crate) fn user_throttle_key(username: &str) -> String {
     format!("user:{}", username.to_lowercase())
 }
