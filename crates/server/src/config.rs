@@ -503,7 +503,7 @@ impl RawConfig {
         let mut raw: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             // The message alone: toml's Display adds "in `key`" on lines of its own.
-            let inner = e.into_inner().message().trim_end().to_owned();
+            let inner = without_value(&path, e.into_inner().message().trim_end());
             if path == "." || path.is_empty() {
                 err(format!("invalid configuration: {inner}"))
             } else {
@@ -518,6 +518,36 @@ impl RawConfig {
         raw.origins = origins;
         Ok(raw)
     }
+}
+
+/// A deserializer's message without the value it quotes (serde's `string "..."`): a value
+/// put under the wrong key is often a secret (`TESSERA_DATABASE=postgres://user:password@...`
+/// meant for `database_url`), and the error goes to a terminal or a log. Where the key is a
+/// section, the message says so instead of naming an internal type.
+fn without_value(path: &str, message: &str) -> String {
+    let quoted = ["invalid type: string \"", "invalid value: string \""]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix).map(|rest| (*prefix, rest)));
+    let Some((prefix, rest)) = quoted else {
+        return message.to_owned();
+    };
+    let Some(expected) = rest.rfind("\", expected ").and_then(|i| rest.get(i + 12..)) else {
+        return format!(
+            "{}a string (not shown)",
+            prefix.trim_end_matches("string \"")
+        );
+    };
+    if expected.starts_with("struct ") {
+        let env = path.replace('.', "__").to_ascii_uppercase();
+        return format!(
+            "it is a section, not a single value (the value given is not shown); set the keys \
+             in it (`{path}.<key>`, or TESSERA_{env}__<KEY> in the environment)"
+        );
+    }
+    format!(
+        "{}a string (not shown), expected {expected}",
+        prefix.trim_end_matches("string \"")
+    )
 }
 
 fn set_path(
@@ -1632,6 +1662,27 @@ mod tests {
         });
         let _ = std::fs::remove_dir_all(&dir);
         r
+    }
+
+    #[test]
+    fn a_value_given_for_a_section_is_not_echoed_in_the_error() {
+        let url = "postgres://bob:S3cret-pw@db.internal/tessera";
+        let e = load("", &[("TESSERA_DATABASE", url)])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("S3cret-pw"), "{e}");
+        assert!(e.contains("`database`"), "{e}");
+        assert!(e.contains("TESSERA_DATABASE__<KEY>"), "{e}");
+        assert!(e.contains("environment variable TESSERA_DATABASE"), "{e}");
+        let e = load(&format!("lockout = \"{url}\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("S3cret-pw"), "{e}");
+        // A string where a list or a number is expected: the type, not the value.
+        let e = load("", &[("TESSERA_SIGNING", "hunter2-secret")])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]
