@@ -886,8 +886,9 @@ impl<S: Store> Auth<S> {
     }
 
     /// The caller changes their own password: the current one is required, and every other
-    /// session ends (the caller's stays). It also lifts the username's lockout: those
-    /// failures were guesses at the password just replaced.
+    /// session ends (the caller's stays). Once the new password is stored it also lifts the
+    /// username's lockout: those failures were guesses at the password just replaced (a
+    /// refused change replaces nothing and lifts nothing).
     ///
     /// # Security
     /// The current password is checked under the session's own bound, not the username's
@@ -914,15 +915,19 @@ impl<S: Store> Auth<S> {
             meta,
         )
         .await?;
-        self.store()
-            .clear_throttle(&user_throttle_key(user.username.as_str()))
-            .await?;
         let keep = ctx.session_id().and_then(|s| SessionId::parse(s).ok());
         let actor = Actor::User {
             id: ctx.user_id().to_owned(),
             username: ctx.username().to_owned(),
         };
-        self.set_password(&user, new, keep, &actor, meta).await
+        self.set_password(&user, new, keep, &actor, meta).await?;
+        // Only once the password is replaced: a change refused (a weak new password, a
+        // storage failure) leaves the old one in force, and the lock that bounds guesses
+        // at it must stay.
+        self.store()
+            .clear_throttle(&user_throttle_key(user.username.as_str()))
+            .await?;
+        Ok(())
     }
 
     /// The user behind an access token.

@@ -593,6 +593,49 @@ async fn owner_secures_a_locked_name(database_url: Option<&str>) {
     assert_eq!(json(res).await["error"], "mfa_required");
 }
 
+/// The name's lock is lifted by a password change because the guesses were at the password
+/// replaced. A change that is refused (a new password the policy rejects) replaces nothing:
+/// the lock must stay, or the owner's mistyped change would give whoever is guessing a
+/// fresh `lockout.threshold` guesses at the password still in force.
+#[tokio::test]
+async fn a_refused_password_change_leaves_the_names_lock_in_place() {
+    let app = spawn_app_with(|c| {
+        c.rate_token_per_minute = 0;
+    })
+    .await;
+    app.create_user("yara", PW, &[]).await;
+    let t = app.login("yara", PW).await;
+    for _ in 0..5 {
+        assert_eq!(
+            app.password_grant("yara", "attacker guess").await.status(),
+            400
+        );
+    }
+    assert!(
+        app.password_grant("yara", PW)
+            .await
+            .headers()
+            .contains_key("retry-after"),
+        "the name is locked"
+    );
+    let res = app
+        .client
+        .post(app.url("/users/me/password"))
+        .bearer_auth(&t.access_token)
+        .json(&serde_json::json!({"current_password": PW, "new_password": "short"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422, "the new password is too weak");
+    let res = app.password_grant("yara", PW).await;
+    assert_eq!(
+        res.status(),
+        400,
+        "still locked: the password did not change"
+    );
+    assert!(res.headers().contains_key("retry-after"));
+}
+
 #[tokio::test]
 async fn a_password_change_ends_the_old_passwords_challenges_all_or_nothing() {
     password_change_all_or_nothing(
