@@ -485,8 +485,9 @@ impl<S: Store> Auth<S> {
         .await;
     }
 
-    /// Both factors passed: clears the throttles and starts the session. Tokens carry
-    /// `amr: ["pwd", "otp"]`, or `["pwd", "mfa"]` with a recovery code (RFC 8176 §2).
+    /// Both factors passed: starts the session, clearing the throttles in its transaction.
+    /// Tokens carry `amr: ["pwd", "otp"]`, or `["pwd", "mfa"]` with a recovery code
+    /// (RFC 8176 §2).
     async fn finish_mfa_login(
         &self,
         user: &User,
@@ -496,12 +497,8 @@ impl<S: Store> Auth<S> {
         meta: &RequestMeta,
         during_lockout: bool,
     ) -> Result<TokenResponse> {
-        self.store()
-            .clear_throttle(&format!("mfa:{}", user.id))
-            .await?;
-        self.store()
-            .clear_throttle(&user_throttle_key(user.username.as_str()))
-            .await?;
+        let mfa_key = format!("mfa:{}", user.id);
+        let user_key = user_throttle_key(user.username.as_str());
         let amr = match factor {
             SecondFactor::Otp(_) => vec!["pwd".into(), "otp".into()],
             SecondFactor::RecoveryCode(_) => vec!["pwd".into(), "mfa".into()],
@@ -510,8 +507,16 @@ impl<S: Store> Auth<S> {
         if during_lockout && let Some(o) = detail.as_object_mut() {
             o.insert("during_lockout".into(), serde_json::Value::Bool(true));
         }
-        self.start_session(user, client_id, scope, amr, meta, detail)
-            .await
+        self.start_session(
+            user,
+            client_id,
+            scope,
+            amr,
+            meta,
+            detail,
+            &[&mfa_key, &user_key],
+        )
+        .await
     }
 
     /// Checks a TOTP code (±1 step of skew) against the active (or, with `pending`, the

@@ -559,8 +559,12 @@ impl<S: Store> Auth<S> {
         };
         // The right password is no failed guess: its reservation, and the failures before
         // it, are cleared (as a successful login always did), whatever comes next (a
-        // second factor has its own lock).
-        self.store.clear_throttle(&throttle_key).await?;
+        // second factor has its own lock). A login that goes straight on to its session
+        // clears them in the session's transaction (`start_session`): one commit fewer per
+        // login, and the clear stands only if the login does.
+        if user.disabled || user.totp_enabled {
+            self.store.clear_throttle(&throttle_key).await?;
+        }
         if user.disabled {
             self.audit(
                 meta,
@@ -651,12 +655,17 @@ impl<S: Store> Auth<S> {
             vec!["pwd".into()],
             meta,
             serde_json::json!({}),
+            &[&throttle_key],
         )
         .await
     }
 
     /// Starts a session for a user who has just signed in, and records the `login` /
-    /// `success` audit event (with `detail`) in the same transaction.
+    /// `success` audit event (with `detail`) in the same transaction, which also clears the
+    /// login's throttle keys (`clear`).
+    // Each argument is one fact about this login, from its two callers; a struct would only
+    // rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start_session(
         &self,
         user: &User,
@@ -665,6 +674,7 @@ impl<S: Store> Auth<S> {
         amr: Vec<String>,
         meta: &RequestMeta,
         detail: serde_json::Value,
+        clear: &[&str],
     ) -> Result<TokenResponse> {
         let now = self.now();
         let absolute = now.saturating_add(self.config.session_max_age);
@@ -704,6 +714,7 @@ impl<S: Store> Auth<S> {
                 &tokens::refresh_token_hash(&refresh),
                 &event,
                 audit::chain_hash,
+                clear,
             )
             .await
         {

@@ -179,13 +179,17 @@ pub trait SessionStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// [`SessionStore::create_session`] and [`AuditStore::append_audit`] in one
     /// transaction: a login and its audit row are stored together or not at all, with one
-    /// commit instead of two. Returns the audit row's id.
+    /// commit instead of two. The login's throttle keys (`clear`, as
+    /// [`SecurityStore::clear_throttle`]) are cleared in the same transaction: the success
+    /// that clears them is the one stored, and a login costs no commit of its own for it.
+    /// Returns the audit row's id.
     fn create_session_audited(
         &self,
         session: &Session,
         refresh_hash: &[u8; 32],
         event: &AuditEvent,
         chain: ChainFn,
+        clear: &[&str],
     ) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Rotates a refresh token atomically; see [`RotateOutcome`].
     fn rotate_refresh_token(

@@ -758,9 +758,19 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn create_session_audited(&self, s: &Session, refresh_hash: &[u8; 32], e: &AuditEvent, chain: ChainFn) -> StoreResult<i64> {
+            async fn create_session_audited(&self, s: &Session, refresh_hash: &[u8; 32], e: &AuditEvent, chain: ChainFn, clear: &[&str]) -> StoreResult<i64> {
                 let mut turn = self.write_turn().await?;
                 let mut tx = turn.begin_with($begin).await?;
+                // First: the audit lock (PostgreSQL) must be the last lock taken, and a
+                // throttle row is otherwise only locked by `reserve_attempt`'s transaction,
+                // which takes no other lock.
+                for key in clear {
+                    sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
                 insert_session!(tx, s, refresh_hash);
                 let id = append_audit_in!(tx, e, chain, $audit_lock);
                 tx.commit().await.map_err(map_err)?;
@@ -1938,7 +1948,7 @@ delegate! {
     }
     SessionStore {
         fn create_session(&self, session: &Session, refresh_hash: &[u8; 32]) -> StoreResult<()>;
-        fn create_session_audited(&self, session: &Session, refresh_hash: &[u8; 32], event: &AuditEvent, chain: ChainFn) -> StoreResult<i64>;
+        fn create_session_audited(&self, session: &Session, refresh_hash: &[u8; 32], event: &AuditEvent, chain: ChainFn, clear: &[&str]) -> StoreResult<i64>;
         fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome>;
         fn find_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
         fn find_refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<(Session, Option<i64>)>>;

@@ -637,6 +637,77 @@ async fn a_refused_password_change_leaves_the_names_lock_in_place() {
 }
 
 #[tokio::test]
+async fn a_login_that_is_not_stored_does_not_clear_the_names_failures() {
+    login_clears_failures_with_its_session(
+        None,
+        "CREATE TRIGGER fail_sessions BEFORE INSERT ON sessions
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        "DROP TRIGGER fail_sessions",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_login_that_is_not_stored_does_not_clear_the_names_failures_on_postgres() {
+    let Some(db) = tessera_testkit::pg::TestDatabase::create().await else {
+        return;
+    };
+    login_clears_failures_with_its_session(
+        Some(db.url()),
+        "CREATE FUNCTION fail_write() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_sessions BEFORE INSERT ON sessions
+             FOR EACH ROW EXECUTE FUNCTION fail_write();",
+        "DROP TRIGGER fail_sessions ON sessions",
+    )
+    .await;
+}
+
+/// A right password clears the name's failures in the transaction that stores the login's
+/// session (one commit per login for it, not a commit of its own): a login that is not
+/// stored clears nothing, and the attempt it reserved stays counted. Four failures, then a
+/// right password whose session the database refuses, lock the name as five failures do.
+async fn login_clears_failures_with_its_session(
+    database_url: Option<&str>,
+    break_sql: &str,
+    mend_sql: &str,
+) {
+    let app = tessera_testkit::spawn_app_on(database_url, |c| {
+        c.rate_token_per_minute = 0;
+    })
+    .await;
+    app.create_user("zoe", PW, &[]).await;
+    for _ in 0..4 {
+        assert_eq!(
+            app.password_grant("zoe", "attacker guess").await.status(),
+            400
+        );
+    }
+    app.execute_sql(break_sql).await;
+    let res = app.password_grant("zoe", PW).await;
+    assert_eq!(res.status(), 500, "the session could not be stored");
+    app.execute_sql(mend_sql).await;
+    let res = app.password_grant("zoe", PW).await;
+    assert_eq!(res.status(), 400, "the failures were not cleared");
+    assert!(res.headers().contains_key("retry-after"), "locked");
+    // A login that is stored clears them.
+    app.create_user("ann", PW, &[]).await;
+    for _ in 0..2 {
+        for _ in 0..4 {
+            assert_eq!(
+                app.password_grant("ann", "attacker guess").await.status(),
+                400
+            );
+        }
+        assert_eq!(
+            app.password_grant("ann", PW).await.status(),
+            200,
+            "the count starts again at each successful login"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_password_change_ends_the_old_passwords_challenges_all_or_nothing() {
     password_change_all_or_nothing(
         None,

@@ -3,7 +3,9 @@
 
 use tessera_auth::audit::{chain_hash, verify_chain};
 use tessera_auth::model::{RevocationEvent, RevocationKind, SessionId};
-use tessera_auth::store::{AuditStore as _, RevocationStore as _, SessionStore as _};
+use tessera_auth::store::{
+    AuditStore as _, RevocationStore as _, SecurityStore as _, SessionStore as _,
+};
 
 use crate::support::{
     EVENT_TTL, NOW, TestDb, audit_event, conformance, insert_user, session, session_with, token,
@@ -34,10 +36,16 @@ async fn a_session_and_its_audit_row_are_stored_together_or_not_at_all(db: TestD
         .unwrap();
     let s = session(u.id, NOW);
     let login = audit_event(NOW + 1, "login", Some("u-1"));
+    // The login's throttle keys are cleared with it, and only with it.
+    for key in ["user:alice", "mfa:alice"] {
+        db.record_failure(key, NOW, 0).await.unwrap();
+    }
     let id = db
-        .create_session_audited(&s, &token(1), &login, chain_hash)
+        .create_session_audited(&s, &token(1), &login, chain_hash, &["user:alice"])
         .await
         .unwrap();
+    assert_eq!(db.find_throttle("user:alice").await.unwrap(), None);
+    assert!(db.find_throttle("mfa:alice").await.unwrap().is_some());
     assert!(id > first, "{id} after {first}");
     assert_eq!(db.find_session(s.id).await.unwrap(), Some(s.clone()));
     assert_eq!(
@@ -53,11 +61,15 @@ async fn a_session_and_its_audit_row_are_stored_together_or_not_at_all(db: TestD
     // The session fails (its refresh token hash is taken): no audit row either.
     let again = session(u.id, NOW + 2);
     assert!(
-        db.create_session_audited(&again, &token(1), &login, chain_hash)
+        db.create_session_audited(&again, &token(1), &login, chain_hash, &["mfa:alice"])
             .await
             .is_err()
     );
     assert_eq!(db.find_session(again.id).await.unwrap(), None);
+    assert!(
+        db.find_throttle("mfa:alice").await.unwrap().is_some(),
+        "a login not stored clears nothing"
+    );
     assert_eq!(db.list_audit(0, None, None, 100).await.unwrap().len(), 2);
 
     // The audit row fails (the database refuses it): no session either.
@@ -75,7 +87,7 @@ async fn a_session_and_its_audit_row_are_stored_together_or_not_at_all(db: TestD
     }
     let third = session(u.id, NOW + 3);
     let err = db
-        .create_session_audited(&third, &token(3), &login, chain_hash)
+        .create_session_audited(&third, &token(3), &login, chain_hash, &[])
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("refused"), "{err:?}");
