@@ -1570,7 +1570,8 @@ const SECRET_QUERY_PARAMS: &[&str] = &["password", "sslpassword", "sslkey"];
 /// stays), so what check-config shows is what the server opens. The authority is split
 /// where sqlx's URL parser (the `url` crate) splits it: at the last `@` before the first
 /// `/`, `?` or `#`, and the password at the first `:` of the user info, so a password
-/// containing `@` is hidden whole. A URL that does not parse is withheld whole.
+/// containing `@` is hidden whole. A URL that does not parse, or has an `@` after its
+/// authority (a password with an unencoded `/`, `?` or `#`), is withheld whole.
 fn redact_url(u: &str) -> String {
     // sqlx reads a `sqlite:` URL as a path, not with a URL parser, and it holds no secret:
     // shown as given, it names the file the server opens.
@@ -1586,6 +1587,15 @@ fn redact_url(u: &str) -> String {
     let (head, rest) = u.split_at(scheme_end);
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
+    // An `@` after the authority: most likely a password with a `/`, `?` or `#` not
+    // percent-encoded (`postgres://app:2024/pw@db/x`, which parses as host `app`, port
+    // 2024), so the secret sits in what would be shown as the path, query or fragment.
+    // Withheld whole; the hint says how to write it (RFC 3986 §3.2.1, §2.1).
+    if tail.contains('@') {
+        return "<redacted: `@` after the host; percent-encode `/`, `?`, `#` and `@` in the \
+                user name and password (%2F, %3F, %23, %40)>"
+            .into();
+    }
     let mut out = String::with_capacity(u.len());
     out.push_str(head);
     match authority.rfind('@') {
@@ -1922,6 +1932,19 @@ mod tests {
             redact_url("postgres://h/db?pass%77ord=hidden&flag&x=1"),
             "postgres://h/db?pass%77ord=redacted&flag&x=1"
         );
+        // A `/`, `?` or `#` left unencoded in the password ends the authority early (`url`
+        // and sqlx read `app:2024/...` as host and port): everything after it used to be
+        // shown, the rest of the password with it. Withheld whole, with how to fix it.
+        for u in [
+            "postgres://app:2024/s3cretpw@db.internal/tessera",
+            "postgres://app:12#s3cretpw@db.internal/tessera",
+            "postgres://app:12?s3cretpw@db.internal/tessera",
+            "postgres://app:p@ss/s3cretpw@db.internal/tessera",
+        ] {
+            let shown = redact_url(u);
+            assert!(!shown.contains("s3cret"), "{u}: {shown}");
+            assert!(shown.contains("percent-encode"), "{u}: {shown}");
+        }
         // sqlx opens `sqlite:` URLs as paths: shown exactly as given.
         assert_eq!(
             redact_url("sqlite://data/../t.db?mode=rwc"),
