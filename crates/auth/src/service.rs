@@ -272,6 +272,11 @@ impl<S> std::fmt::Debug for Auth<S> {
 }
 
 const MAX_ROLES: usize = 32;
+/// How long after its password hash a login sent with a second factor while the username
+/// is locked is answered at the earliest, when it does not log in: far more than the code
+/// check that a right password leads to takes, so that the time of the answer does not
+/// tell a right password from a wrong one.
+pub const LOCKOUT_ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 /// How far a refresh within the grace window follows its chain to the newest token (see
 /// [`RotateOutcome::Superseded`]): more rotations than this within one window are no
 /// client's parallel requests.
@@ -493,6 +498,13 @@ impl<S: Store> Auth<S> {
                 // not even checked). An account with a second factor can still sign in by
                 // sending the code with the password, which a password-guessing attacker
                 // cannot; the code is bounded by the user's code lock.
+                //
+                // A right password goes on to the code check (a reservation, a lookup, an
+                // audit write) where a wrong one is refused at once: without more, the
+                // response time would tell them apart, and a script could test passwords
+                // without end while the name is locked. So every refusal on this path is
+                // answered no sooner than `LOCKOUT_ANSWER_FLOOR` after the hash, whatever
+                // it found (OWASP Authentication Cheat Sheet, "Account Lockout").
                 if let Some(factor) = &req.second_factor {
                     let verification = self
                         .hasher
@@ -501,6 +513,7 @@ impl<S: Store> Auth<S> {
                             user.as_ref().map(|u| u.password_hash.as_str()),
                         )
                         .await?;
+                    let answer_at = tokio::time::Instant::now() + LOCKOUT_ANSWER_FLOOR;
                     if let Some(u) = user
                         .as_ref()
                         .filter(|u| verification.matches && u.totp_enabled && !u.disabled)
@@ -510,6 +523,7 @@ impl<S: Store> Auth<S> {
                     {
                         return Ok(response);
                     }
+                    tokio::time::sleep_until(answer_at).await;
                 }
                 return Err(AuthError::Locked { retry_after });
             }

@@ -919,6 +919,49 @@ async fn a_locked_account_with_a_second_factor_can_still_log_in_with_it() {
     assert_eq!(res.status(), 200);
 }
 
+/// During a lock, a right password sent with a wrong code goes on to the code check where
+/// a wrong password stops at once. Answered as soon as they were decided, the two took
+/// measurably different times, and a script could test passwords without end while the
+/// name was locked. Every such refusal now waits for the same floor after the hash (a
+/// lower bound the server guarantees, so this cannot flake).
+#[tokio::test]
+async fn during_a_lock_a_refusal_with_a_code_is_answered_no_sooner_than_the_floor() {
+    let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
+    app.create_user("sybil", PW, &[]).await;
+    let (secret, _) = enrol(&app, &app.login("sybil", PW).await.access_token).await;
+    for _ in 0..6 {
+        let _ = app.password_grant("sybil", "wrong guess 123").await;
+    }
+    app.advance(30).await;
+    let floor = tessera_auth::service::LOCKOUT_ANSWER_FLOOR;
+    for (pw, code) in [
+        (PW, "000000".to_owned()),
+        ("wrong guess 789", code_at(&secret, app.now())),
+        ("wrong guess 789", "000000".to_owned()),
+    ] {
+        let started = std::time::Instant::now();
+        let res = app
+            .post_token(&[("username", "sybil"), ("password", pw), ("otp", &code)])
+            .await;
+        let took = started.elapsed();
+        assert_eq!(res.status(), 400);
+        assert!(took >= floor, "{pw:?}: answered after {took:?}");
+    }
+    // Unknown names, and names without a second factor, wait alike.
+    app.create_user("ursula", PW, &[]).await;
+    for name in ["ursula", "nobody-here"] {
+        for _ in 0..6 {
+            let _ = app.password_grant(name, "wrong guess 123").await;
+        }
+        let started = std::time::Instant::now();
+        let res = app
+            .post_token(&[("username", name), ("password", PW), ("otp", "000000")])
+            .await;
+        assert_eq!(res.status(), 400);
+        assert!(started.elapsed() >= floor, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn rate_limits_count_per_client_ip_through_trusted_proxies_only() {
     let app = spawn_app_with(|c| {
