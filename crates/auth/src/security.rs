@@ -252,6 +252,15 @@ impl<S: Store> Auth<S> {
         }
     }
 
+    /// An admitted attempt could not be checked (the hashing queue full, the database
+    /// failing): it is given back, so that an overloaded server does not lock its users
+    /// out. Best effort: if even that fails, the attempt stays counted (the strict side).
+    pub(crate) async fn attempt_unchecked(&self, key: &str, admission: Admission) {
+        if let Err(e) = self.store().release_attempt(key, admission.lock > 0).await {
+            tracing::warn!(target: "tessera::auth", error = %e, "an attempt that could not be checked stays counted");
+        }
+    }
+
     /// An admitted attempt turned out wrong: it stays counted (it was counted when it was
     /// reserved). If counting it locked the key, the lock is logged and audited now.
     pub(crate) async fn attempt_failed(

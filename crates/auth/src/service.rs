@@ -529,13 +529,21 @@ impl<S: Store> Auth<S> {
             }
         };
         // Unknown users are checked against a dummy hash: the same work and answer.
-        let verification = self
+        let verification = match self
             .hasher
             .verify(
                 req.password.clone(),
                 user.as_ref().map(|u| u.password_hash.as_str()),
             )
-            .await?;
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                // Not checked (the hashing queue full): no guess was answered.
+                self.attempt_unchecked(&throttle_key, admission).await;
+                return Err(e);
+            }
+        };
         let mut user = match user {
             Some(u) if verification.matches => u,
             known => {

@@ -483,6 +483,14 @@ pub trait SecurityStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Forgets a throttle key (success or admin unlock). False if there was nothing.
     fn clear_throttle(&self, key: &str) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Gives back one attempt reserved with [`SecurityStore::reserve_attempt`] that could
+    /// not be checked (the hashing queue full, the database failing): one failure fewer,
+    /// and, when `lifts_lock`, the lock that reservation set lifted.
+    fn release_attempt(
+        &self,
+        key: &str,
+        lifts_lock: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// Everything the domain stores.

@@ -1652,6 +1652,22 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn release_attempt(&self, key: &str, lifts_lock: bool) -> StoreResult<()> {
+                let mut turn = self.write_turn().await?;
+                sqlx::query(
+                    "UPDATE login_throttle SET failures = failures - 1,
+                         locked_until = CASE WHEN $2 THEN 0 ELSE locked_until END
+                     WHERE key = $1 AND failures > 0",
+                )
+                .bind(key)
+                .bind(lifts_lock)
+                .execute(turn.writer()?)
+                .await
+                .map_err(map_err)?;
+                turn.committed();
+                Ok(())
+            }
+
             async fn clear_throttle(&self, key: &str) -> StoreResult<bool> {
                 let mut turn = self.write_turn().await?;
                 let r = sqlx::query("DELETE FROM login_throttle WHERE key = $1")
@@ -1995,6 +2011,7 @@ delegate! {
         fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64>;
         fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()>;
         fn clear_throttle(&self, key: &str) -> StoreResult<bool>;
+        fn release_attempt(&self, key: &str, lifts_lock: bool) -> StoreResult<()>;
     }
     MetaStore {
         fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;

@@ -101,3 +101,18 @@ impl SessionView {
         }
     }
 }
+
+/// Runs a login (password or second factor) to its end, even if the client goes away or
+/// the request times out first. Its attempt was reserved against the lockout before the
+/// check, counted as a failure until a right answer clears it: a login dropped half way
+/// left it counted, so that a client whose requests were cut off (a flaky network, its own
+/// timeouts) locked its own name out after `lockout.threshold` of them, right password or
+/// not. Run to the end, a right answer clears its count, and a session nobody received
+/// idles out.
+pub(crate) async fn login_to_completion<T: Send + 'static>(
+    login: impl Future<Output = T> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::spawn(login)
+        .await
+        .map_err(|e| AppError::internal(format!("login task ended abnormally: {e}")))
+}

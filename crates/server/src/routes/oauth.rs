@@ -1,6 +1,8 @@
 //! The OAuth endpoints: token (RFC 6749 §4.3, §4.4, §6), revocation (RFC 7009),
 //! introspection (RFC 7662) and logout.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -80,7 +82,12 @@ pub(crate) async fn token(
                 client,
                 second_factor,
             };
-            let res = state.auth.password_grant(grant, &meta).await;
+            let (auth, login_meta) = (Arc::clone(&state.auth), meta.clone());
+            let res =
+                super::login_to_completion(
+                    async move { auth.password_grant(grant, &login_meta).await },
+                )
+                .await?;
             state.metrics.record_login(&res);
             res
         }
@@ -104,16 +111,18 @@ pub(crate) async fn token(
                 .and_then(|i| i.parse().ok())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             state.limits.check(Bucket::Mfa, ip)?;
-            let res = state
-                .auth
-                .mfa_grant(
+            let (auth, login_meta) = (Arc::clone(&state.auth), meta.clone());
+            let res = super::login_to_completion(async move {
+                auth.mfa_grant(
                     &mfa_token,
                     otp.as_deref().map(String::as_str),
                     recovery_code.as_deref().map(String::as_str),
                     &client,
-                    &meta,
+                    &login_meta,
                 )
-                .await;
+                .await
+            })
+            .await?;
             state.metrics.record_login(&res);
             res
         }

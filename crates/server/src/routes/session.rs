@@ -5,6 +5,8 @@
 //! cookies instead of tokens in the body. See [`crate::session`] for the cookies and the
 //! CSRF model.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -63,7 +65,9 @@ pub(crate) async fn sign_in(
                 client,
                 second_factor,
             };
-            state.auth.password_grant(grant, &meta.0).await
+            let (auth, login_meta) = (Arc::clone(&state.auth), meta.0.clone());
+            super::login_to_completion(async move { auth.password_grant(grant, &login_meta).await })
+                .await?
         }
         SignIn::Mfa {
             mfa_token,
@@ -71,16 +75,18 @@ pub(crate) async fn sign_in(
             recovery_code,
         } => {
             state.limits.check(Bucket::Mfa, meta.ip())?;
-            state
-                .auth
-                .mfa_grant(
+            let (auth, login_meta) = (Arc::clone(&state.auth), meta.0.clone());
+            super::login_to_completion(async move {
+                auth.mfa_grant(
                     &mfa_token,
                     otp.as_deref(),
                     recovery_code.as_deref(),
                     &client,
-                    &meta.0,
+                    &login_meta,
                 )
                 .await
+            })
+            .await?
         }
     };
     // Counted as `POST /token` counts them: a browser login is a login.

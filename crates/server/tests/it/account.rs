@@ -490,6 +490,62 @@ async fn a_burst_of_logins_with_the_right_password_is_not_locked_out() {
     }
 }
 
+/// A login is counted as a failed attempt from its reservation until its answer: one the
+/// client gave up on half way (a flaky network, its own timeout) was dropped with it and
+/// stayed counted, so that a few cut-off logins locked the name, right password or not.
+/// Logins now run to their end whoever is still waiting for them.
+#[tokio::test]
+async fn logins_whose_clients_gave_up_do_not_lock_the_name() {
+    use tessera_auth::store::SecurityStore as _;
+    let app = spawn_app_with(|c| {
+        c.rate_token_per_minute = 0;
+        // A hash slow enough to hang up in the middle of.
+        c.hash_params = tessera_auth::password::HashParams {
+            memory_kib: 65536,
+            iterations: 3,
+            parallelism: 1,
+        };
+    })
+    .await;
+    app.create_user("ulrich", PW, &[]).await;
+    let failures = || async {
+        app.state
+            .db()
+            .find_throttle("user:ulrich")
+            .await
+            .unwrap()
+            .map_or(0, |t| t.failures)
+    };
+    for _ in 0..6 {
+        let before = failures().await;
+        let (client, url) = (app.client.clone(), app.url("/token"));
+        let login = tokio::spawn(async move {
+            client
+                .post(url)
+                .form(&[("username", "ulrich"), ("password", PW)])
+                .send()
+                .await
+        });
+        // Reserved, so being checked: the client hangs up.
+        for _ in 0..5000 {
+            if failures().await > before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        login.abort();
+        // The login goes on to its end and clears its count.
+        for _ in 0..300 {
+            if failures().await == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let res = app.password_grant("ulrich", PW).await;
+    assert_eq!(res.status(), 200, "{}", json(res).await);
+}
+
 #[tokio::test]
 async fn a_token_holder_guessing_the_current_password_is_bounded_per_session() {
     // A stolen access token is no password oracle: its session's checks lock after the

@@ -21,6 +21,7 @@ conformance!(
     concurrent_failures_are_all_counted,
     a_reservation_counts_locks_at_the_threshold_and_is_refused_while_locked,
     concurrent_reservations_admit_no_more_than_the_threshold,
+    a_released_reservation_is_one_failure_fewer_and_lifts_the_lock_it_set,
     a_new_user_has_totp_off_and_an_unknown_user_has_no_totp_state,
     enrolment_keeps_the_secret_pending_until_activation_turns_it_on,
     activation_is_refused_unless_the_secret_is_still_pending,
@@ -307,6 +308,34 @@ async fn concurrent_failures_are_all_counted(db: TestDb) {
             .failures,
         i64::try_from(N).unwrap()
     );
+}
+
+/// An attempt that could not be checked is given back: one failure fewer, and the lock its
+/// reservation set lifted, so that an overloaded server does not lock its users out.
+async fn a_released_reservation_is_one_failure_fewer_and_lifts_the_lock_it_set(db: TestDb) {
+    let policy = SecurityPolicy::default();
+    let key = "user:bob";
+    for _ in 1..policy.lockout_threshold {
+        db.reserve_attempt(key, NOW, &policy).await.unwrap();
+    }
+    db.release_attempt(key, false).await.unwrap();
+    let t = db.find_throttle(key).await.unwrap().unwrap();
+    assert_eq!(t.failures, policy.lockout_threshold - 2);
+    assert_eq!(t.locked_until, 0);
+    db.reserve_attempt(key, NOW, &policy).await.unwrap();
+    let locking = db.reserve_attempt(key, NOW, &policy).await.unwrap();
+    assert!(matches!(locking, Attempt::Admitted { lock, .. } if lock > 0));
+    db.release_attempt(key, true).await.unwrap();
+    let t = db.find_throttle(key).await.unwrap().unwrap();
+    assert_eq!(t.failures, policy.lockout_threshold - 1);
+    assert!(matches!(
+        db.reserve_attempt(key, NOW, &policy).await.unwrap(),
+        Attempt::Admitted { .. }
+    ));
+    // Never below zero; an unknown key is left alone.
+    db.clear_throttle(key).await.unwrap();
+    db.release_attempt(key, true).await.unwrap();
+    assert!(db.find_throttle(key).await.unwrap().is_none());
 }
 
 async fn a_reservation_counts_locks_at_the_threshold_and_is_refused_while_locked(db: TestDb) {
