@@ -112,7 +112,8 @@ impl SessionView {
 pub(crate) async fn login_to_completion<T: Send + 'static>(
     login: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, AppError> {
-    tokio::spawn(login)
+    // In the request's span: its log lines keep the request id.
+    tokio::spawn(tracing::Instrument::in_current_span(login))
         .await
         .map_err(|e| AppError::internal(format!("login task ended abnormally: {e}")))
 }
