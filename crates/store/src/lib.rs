@@ -613,6 +613,37 @@ macro_rules! append_audit_in {
     }};
 }
 
+/// Records a revocation event (`kind` `session` or `user`) in the transaction `$tx`: the
+/// statement every revoking transaction ends with.
+macro_rules! revocation_event_in {
+    ($tx:ident, $kind:literal, $subject:expr, $now:expr, $expires:expr) => {
+        sqlx::query(concat!(
+            "INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('",
+            $kind,
+            "', $1, $2, $3)"
+        ))
+        .bind($subject)
+        .bind($now)
+        .bind($expires)
+        .execute(&mut *$tx)
+        .await
+        .map_err(map_err)?
+    };
+}
+
+/// Ends every pending MFA challenge of a user in the transaction `$tx` (a password change,
+/// a disable or a delete ends the logins half done with the old state).
+macro_rules! end_challenges_in {
+    ($tx:ident, $user_id:expr, $now:expr) => {
+        sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+            .bind($now)
+            .bind($user_id)
+            .execute(&mut *$tx)
+            .await
+            .map_err(map_err)?
+    };
+}
+
 /// Implements every storage trait for a backend. `$begin` starts a write transaction
 /// (SQLite takes the write lock up front with `BEGIN IMMEDIATE` so a transaction never has
 /// to upgrade a read lock); `$audit_lock` serializes audit-chain appends across
@@ -848,13 +879,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
-                    .bind(&token.session_id)
-                    .bind(req.now)
-                    .bind(req.revocation_expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                revocation_event_in!(tx, "session", &token.session_id, req.now, req.revocation_expires_at);
                 tx.commit().await.map_err(map_err)?;
                 turn.committed();
                 Ok(RotateOutcome::Reused(Session {
@@ -935,13 +960,7 @@ macro_rules! sql_store {
                 if changed == 0 {
                     return Ok(None);
                 }
-                sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
-                    .bind(id.to_string())
-                    .bind(now)
-                    .bind(event_expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                revocation_event_in!(tx, "session", id.to_string(), now, event_expires_at);
                 let s = sqlx::query_as::<_, SessionRow>("SELECT * FROM sessions WHERE id = $1")
                     .bind(id.to_string())
                     .fetch_optional(&mut *tx)
@@ -984,22 +1003,10 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 for id in &ids {
-                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
-                        .bind(id)
-                        .bind(now)
-                        .bind(event_expires_at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
+                    revocation_event_in!(tx, "session", id, now, event_expires_at);
                 }
                 if revoke_user_tokens {
-                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('user', $1, $2, $3)")
-                        .bind(user.to_string())
-                        .bind(now)
-                        .bind(event_expires_at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
+                    revocation_event_in!(tx, "user", user.to_string(), now, event_expires_at);
                 }
                 tx.commit().await.map_err(map_err)?;
                 turn.committed();
@@ -1032,28 +1039,11 @@ macro_rules! sql_store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-                    .bind(now)
-                    .bind(&user_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                end_challenges_in!(tx, &user_id, now);
                 for id in &ids {
-                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
-                        .bind(id)
-                        .bind(now)
-                        .bind(event_expires_at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
+                    revocation_event_in!(tx, "session", id, now, event_expires_at);
                 }
-                sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('user', $1, $2, $3)")
-                    .bind(&user_id)
-                    .bind(now)
-                    .bind(event_expires_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                revocation_event_in!(tx, "user", &user_id, now, event_expires_at);
                 tx.commit().await.map_err(map_err)?;
                 turn.committed();
                 Ok(true)
@@ -1101,20 +1091,9 @@ macro_rules! sql_store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-                    .bind(now)
-                    .bind(&user_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                end_challenges_in!(tx, &user_id, now);
                 for id in &ids {
-                    sqlx::query("INSERT INTO revocation_events (kind, subject, created_at, expires_at) VALUES ('session', $1, $2, $3)")
-                        .bind(id)
-                        .bind(now)
-                        .bind(event_expires_at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
+                    revocation_event_in!(tx, "session", id, now, event_expires_at);
                 }
                 tx.commit().await.map_err(map_err)?;
                 turn.committed();
