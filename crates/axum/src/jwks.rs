@@ -6,7 +6,8 @@
 //! than that, and the fetch itself runs in its own task. A request waits for the fetch it
 //! needs (its own or one under way) for at most `max_fetch_wait`, then answers with the keys
 //! at hand; it never queues behind the network. A background task refreshes before the
-//! keys go stale; a failed refresh keeps the last good set (stale-if-error). An unknown
+//! keys go stale; a failed refresh keeps the last good set (stale-if-error), but an empty set
+//! fetched successfully replaces it (RFC 7517 §5: the issuer trusts no key). An unknown
 //! `kid` may trigger a fetch, at most once per cooldown, so a stream of made-up `kid`s
 //! costs the issuer one request per cooldown.
 
@@ -137,7 +138,9 @@ impl JwksOptions {
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStatus {
-    /// The key ids in the set.
+    /// The key ids in the set. Empty when the issuer publishes an empty JWK Set: then no
+    /// token verifies (each is refused as one with an unknown `kid`) until a later fetch
+    /// brings keys.
     pub kids: Vec<String>,
     /// When the set was fetched (Unix seconds, verifier clock).
     pub fetched_at: i64,
@@ -380,12 +383,20 @@ impl JwksCache {
         let result = self.fetch().await;
         match result {
             Ok(keys) => {
-                tracing::debug!(
-                    target: "tessera::auth",
-                    keys = keys.set.len(),
-                    epoch = keys.epoch,
-                    "key set fetched"
-                );
+                if keys.set.is_empty() {
+                    tracing::warn!(
+                        jwks_uri = %keys.jwks_uri,
+                        "the issuer publishes an empty key set: every token is refused until \
+                         it publishes a key"
+                    );
+                } else {
+                    tracing::debug!(
+                        target: "tessera::auth",
+                        keys = keys.set.len(),
+                        epoch = keys.epoch,
+                        "key set fetched"
+                    );
+                }
                 self.current.store(Some(Arc::new(keys)));
                 Ok(())
             }
@@ -486,7 +497,13 @@ impl JwksCache {
         let text = std::str::from_utf8(&body).map_err(|_| invalid("not UTF-8".into()))?;
         let jwks = JwkSet::from_json(text).map_err(|e| invalid(e.to_string()))?;
         let public = usable_public_keys(&jwks);
-        if public.is_empty() {
+        // RFC 7517 §5: a JWK Set is the set of keys its issuer publishes, so an empty
+        // `keys` array is a valid answer saying the issuer trusts no key now (say, while it
+        // replaces a compromised one). It replaces the set held: keeping that would accept
+        // tokens signed by keys the issuer withdrew, for up to `max_staleness`. A set with
+        // entries none of which can be used is another matter (a key type this crate does
+        // not know, or only leaked secrets): it is refused, and the set held is kept.
+        if public.is_empty() && !jwks.keys.is_empty() {
             return Err(invalid("no usable public signing key".into()));
         }
         let set = KeySet::new(public).map_err(|e| invalid(e.to_string()))?;

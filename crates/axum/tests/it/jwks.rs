@@ -885,3 +885,52 @@ async fn a_zero_max_fetch_wait_answers_without_yielding() {
         .await
     );
 }
+
+/// RFC 7517 §5: the `keys` of a JWK Set are the keys its issuer publishes, and an issuer
+/// that publishes none trusts none. Once an empty set has been fetched, a token signed by a
+/// key held before (one seen before included) is refused as a token with an unknown `kid`,
+/// and `key_status` shows the empty set. A fetch that fails (here, a document that is not
+/// JSON) keeps the keys held, and a set with keys again restores service.
+#[tokio::test]
+async fn an_empty_key_set_withdraws_every_key_held_before() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .issuer(&issuer.base)
+        .jwks_options(options())
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+    *issuer.state.jwks.lock().unwrap() = r#"{"keys":"#.into();
+    assert!(matches!(
+        v.refresh_keys().await,
+        Err(Error::InvalidDocument { .. })
+    ));
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+    assert_eq!(v.key_status().unwrap().kids, ["k1"]);
+
+    *issuer.state.jwks.lock().unwrap() = r#"{"keys":[]}"#.into();
+    v.refresh_keys().await.unwrap();
+    let status = v.key_status().unwrap();
+    assert!(status.kids.is_empty(), "{status:?}");
+    assert_eq!(status.fetched_at, clock.now());
+    let unknown_kid = |r: Result<_, Error>| {
+        matches!(r, Err(Error::Token(tessera_jose::Error::UnknownKid { .. })))
+    };
+    assert!(unknown_kid(v.verify::<NoCustomClaims>(&token).await));
+    let mut c = claims(&issuer.base);
+    c["jti"] = json!("never seen");
+    assert!(unknown_kid(
+        v.verify::<NoCustomClaims>(&sign(&k1, &c, Some("at+jwt")))
+            .await
+    ));
+
+    issuer.set_keys(&[&k1]);
+    v.refresh_keys().await.unwrap();
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+}
