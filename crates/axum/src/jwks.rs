@@ -466,18 +466,18 @@ impl JwksCache {
         })
     }
 
-    /// Seconds until the background task should refresh.
-    fn next_refresh_in(&self, last_failed: bool) -> Duration {
-        if last_failed {
-            return self.opts.retry_interval;
-        }
-        match self.current.load().as_ref() {
-            Some(k) => {
-                let wait = k.refresh_at.saturating_sub(self.clock.now()).max(1);
-                Duration::from_secs(u64::try_from(wait).unwrap_or(1))
-            }
-            None => self.opts.retry_interval,
-        }
+    /// How long until the set held is due for a background refresh: zero without a set or
+    /// once its refresh time has come.
+    ///
+    /// Read from the set held, not from the background task's own last fetch: whoever
+    /// fetched it (that task, `refresh_keys`, or a request with an unknown `kid`) refreshed
+    /// the keys, and the next refresh counts from that fetch.
+    fn until_refresh(&self) -> Duration {
+        let Some(keys) = self.current.load_full() else {
+            return Duration::ZERO;
+        };
+        let wait = keys.refresh_at.saturating_sub(self.clock.now());
+        Duration::from_secs(u64::try_from(wait).unwrap_or(0))
     }
 
     async fn fetch(&self) -> Result<CachedKeys, Error> {
@@ -668,14 +668,23 @@ fn needs_fetch(e: &Error) -> bool {
 }
 
 /// The background refresher: fetches at start, then shortly before the set goes stale,
-/// and retries after failures. Runs until aborted (when the last verifier clone drops).
+/// and retries `retry_interval` after a failure. Runs until aborted (when the last verifier
+/// clone drops).
+///
+/// When it wakes it looks again at the set held before fetching: a fetch made meanwhile (an
+/// unknown `kid`, `refresh_keys`) moved the refresh time, and fetching at the old time would
+/// only ask the issuer again for what was fetched a moment ago.
 pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
-    let mut delay = Duration::ZERO;
     loop {
-        tokio::time::sleep(delay).await;
+        let wait = cache.until_refresh();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         let seen = cache.attempts();
-        let failed = cache.refresh(seen).await.is_err();
-        delay = cache.next_refresh_in(failed);
+        if cache.refresh(seen).await.is_err() {
+            tokio::time::sleep(cache.opts.retry_interval).await;
+        }
     }
 }
 

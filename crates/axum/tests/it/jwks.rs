@@ -934,3 +934,47 @@ async fn an_empty_key_set_withdraws_every_key_held_before() {
     v.refresh_keys().await.unwrap();
     v.verify::<NoCustomClaims>(&token).await.unwrap();
 }
+
+/// A fetch made on demand (for an unknown `kid`) is a refresh like any other: the
+/// background refresh counts from it, and does not fetch again when the set it replaced
+/// would have been due.
+#[tokio::test]
+async fn a_fetch_on_demand_counts_as_a_background_refresh() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    // Due one second after the fetch (four fifths of `max-age`, at least one second).
+    issuer.set_cache_control(Some("max-age=1"));
+    let mut o = options();
+    o.min_ttl = Duration::from_secs(1);
+    let v = verifier(&issuer, &clock, o).await;
+    // The background task's first fetch; it is due again in one second.
+    assert!(
+        eventually(Duration::from_secs(10), async || v.stats().jwks_fetches
+            >= 1)
+        .await
+    );
+    assert_eq!(issuer.jwks_fetches(), 1);
+    // The fetch on demand brings a set due in four seconds (of the verifier's clock).
+    issuer.set_cache_control(Some("max-age=5"));
+    issuer.set_keys(&[&k1, &k2]);
+    v.verify::<NoCustomClaims>(&sign(&k2, &claims(&issuer.base), Some("at+jwt")))
+        .await
+        .unwrap();
+    assert_eq!(issuer.jwks_fetches(), 2);
+    // Only waiting past the moment can show that nothing happens at it: the first set came
+    // due a second after its fetch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        issuer.jwks_fetches(),
+        2,
+        "the background task fetched again on the schedule of the set the fetch on demand \
+         replaced"
+    );
+    // The schedule is the new set's: due once the clock reaches it.
+    clock.advance(4);
+    assert!(
+        eventually(Duration::from_secs(10), async || issuer.jwks_fetches() >= 3).await,
+        "the background refresh stopped"
+    );
+}
