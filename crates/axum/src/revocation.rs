@@ -8,15 +8,22 @@
 //! Each event is forgotten after its `expires_at`, when every token it could affect has
 //! expired. The cursor moves only after a page has been applied, so after an error the next
 //! poll resumes from the last event seen: nothing is skipped.
+//!
+//! One read of the feed at a time, shared: the background poll and every
+//! `Verifier::sync_revocations` that arrives before a read sends its first request are
+//! answered by that read; one that arrives later is answered by the next read, shared again
+//! (see [`Revocations::sync`]). The read runs in a task of its own, so a caller that goes
+//! away does not cut it short.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::error::{Error, truncate};
@@ -135,6 +142,28 @@ pub(crate) struct Revocations {
     max_staleness: Option<i64>,
     /// When the verifier was built (its clock).
     started_at: i64,
+    clock: Arc<dyn Clock>,
+    /// Reads asked for and whether one is under way. Every decision to start a read is made
+    /// under this lock, which is never held across an `.await`.
+    flight: Mutex<Flight>,
+    /// The last finished read, watched by the callers waiting for one.
+    finished: watch::Sender<Read>,
+}
+
+/// The reads of the feed asked for, and whether one is under way.
+#[derive(Debug, Default)]
+struct Flight {
+    /// A read task is running (it holds a [`Landing`]).
+    running: bool,
+    /// How many times a read was asked for: each caller's ticket is the count after its own.
+    asked: u64,
+}
+
+/// A finished read: the tickets it answers (every one up to `answered`) and how it ended.
+#[derive(Debug)]
+struct Read {
+    answered: u64,
+    outcome: Result<usize, Error>,
 }
 
 impl Revocations {
@@ -143,7 +172,7 @@ impl Revocations {
         url: Url,
         http: reqwest::Client,
         max_staleness: Option<Duration>,
-        started_at: i64,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, Error> {
         if feed.poll_interval.is_zero() {
             return Err(Error::config("`poll_interval` must be positive"));
@@ -173,7 +202,13 @@ impl Revocations {
             failures: AtomicU64::new(0),
             last_sync: AtomicI64::new(i64::MIN),
             max_staleness: max_staleness.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-            started_at,
+            started_at: clock.now(),
+            clock,
+            flight: Mutex::new(Flight::default()),
+            finished: watch::Sender::new(Read {
+                answered: 0,
+                outcome: Ok(0),
+            }),
         })
     }
 
@@ -274,13 +309,75 @@ impl Revocations {
         Some(self.last_sync.load(Ordering::Acquire)).filter(|t| *t != i64::MIN)
     }
 
+    /// Reads the feed up to its end and returns the number of new events, sharing the read
+    /// with concurrent callers.
+    ///
+    /// A caller is answered by the first read that starts (sends its first request) after it
+    /// asked. Callers that ask before a read starts share it. One that asks while a read is
+    /// under way is not answered by that read, whose answer may predate the call and miss a
+    /// revocation made just before it: it gets the next read, which everyone asking
+    /// meanwhile shares. Any number of concurrent callers thus cost at most two reads (one
+    /// at a time), and every caller sees what the feed held when it asked.
+    ///
+    /// # Errors
+    /// How the read that answered it ended (see [`Revocations::read_to_end`]);
+    /// [`Error::NoRuntime`] outside a Tokio runtime.
+    pub(crate) async fn sync(self: &Arc<Self>) -> Result<usize, Error> {
+        let mut finished = self.finished.subscribe();
+        let ticket = self.ask()?;
+        match finished.wait_for(|read| read.answered >= ticket).await {
+            Ok(read) => read.outcome.clone(),
+            // Unreachable: `self` owns the sender. Still an error, not a success.
+            Err(_) => Err(self.ended_early()),
+        }
+    }
+
+    /// Takes a ticket, and starts a read task unless one is running (which then answers
+    /// the ticket, in its current read or the next).
+    fn ask(self: &Arc<Self>) -> Result<u64, Error> {
+        let (runtime, landing, ticket) = {
+            let mut flight = self.flight();
+            if flight.running {
+                flight.asked = flight.asked.saturating_add(1);
+                return Ok(flight.asked);
+            }
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+            flight.asked = flight.asked.saturating_add(1);
+            flight.running = true;
+            let landing = Landing {
+                feed: Arc::clone(self),
+                finished: false,
+            };
+            (runtime, landing, flight.asked)
+        };
+        // Spawned after the lock is released: a task dropped at once (its runtime is
+        // shutting down) drops its `Landing`, which takes the lock.
+        runtime.spawn(landing.run());
+        Ok(ticket)
+    }
+
+    fn flight(&self) -> MutexGuard<'_, Flight> {
+        self.flight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The error for callers whose read task ended before the read did.
+    fn ended_early(&self) -> Error {
+        Error::Fetch {
+            url: self.url.to_string(),
+            reason: "the feed read ended before its answer (its runtime shut down, or it \
+                     panicked)"
+                .into(),
+        }
+    }
+
     /// Pulls every page after the cursor and applies it. Returns the number of events.
+    /// Called by the read task only.
     ///
     /// # Errors
     /// The fetch failure, or [`Error::InvalidDocument`] when a full page does not move the
     /// cursor: a feed that ignores `since` would otherwise be asked again at once, forever,
     /// and what follows that page could never be read.
-    pub(crate) async fn sync(&self, now: i64) -> Result<usize, Error> {
+    async fn read_to_end(&self, now: i64) -> Result<usize, Error> {
         let mut total = 0;
         loop {
             let before = self.cursor();
@@ -338,17 +435,67 @@ impl Revocations {
     }
 }
 
-/// The poller: syncs at start, then every `poll_interval`; errors are logged and the next
-/// poll resumes from the cursor. Runs until aborted.
-pub(crate) async fn run_poller(
-    revocations: std::sync::Arc<Revocations>,
-    clock: std::sync::Arc<dyn Clock>,
-) {
-    loop {
-        if let Err(e) = revocations.sync(clock.now()).await {
-            revocations.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, cursor = revocations.cursor(), "revocation feed poll failed; retrying");
+/// Runs the reads of the feed for [`Revocations::sync`] until no ticket is left unanswered,
+/// then clears `running`. Its drop ends the flight however the task ends: finished,
+/// panicked, or dropped (its runtime shut down, before it ran or mid-read); in the last
+/// cases every ticket handed out is answered with an error, so no caller waits for a read
+/// that never comes and the next caller starts a new one.
+struct Landing {
+    feed: Arc<Revocations>,
+    finished: bool,
+}
+
+impl Landing {
+    async fn run(mut self) {
+        let feed = Arc::clone(&self.feed);
+        loop {
+            // Every ticket handed out before this read sends its first request is answered
+            // by it.
+            let answers = feed.flight().asked;
+            let outcome = feed.read_to_end(feed.clock.now()).await;
+            if let Err(e) = &outcome {
+                feed.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    error = %e,
+                    cursor = feed.cursor(),
+                    "revocation feed read failed; the next read resumes from the cursor"
+                );
+            }
+            let mut flight = feed.flight();
+            feed.finished.send_replace(Read {
+                answered: answers,
+                outcome,
+            });
+            if flight.asked == answers {
+                flight.running = false;
+                self.finished = true;
+                return;
+            }
         }
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.feed.failures.fetch_add(1, Ordering::Relaxed);
+        let mut flight = self.feed.flight();
+        flight.running = false;
+        self.feed.finished.send_replace(Read {
+            answered: flight.asked,
+            outcome: Err(self.feed.ended_early()),
+        });
+    }
+}
+
+/// The poller: reads the feed at start, then every `poll_interval`; a failed read is logged
+/// by the read, and the next resumes from the cursor. Runs until aborted.
+pub(crate) async fn run_poller(revocations: Arc<Revocations>) {
+    loop {
+        // Counted and logged by the read; the next poll is the retry.
+        let _ = revocations.sync().await;
         tokio::time::sleep(revocations.poll_interval).await;
     }
 }
@@ -363,7 +510,7 @@ mod tests {
             Url::parse("http://127.0.0.1/revocations").unwrap(),
             reqwest::Client::new(),
             None,
-            0,
+            Arc::new(crate::SystemClock),
         )
         .unwrap()
     }

@@ -260,14 +260,17 @@ impl Verifier {
         }
     }
 
-    /// Reads the revocation feed now, up to its end. Returns the number of new events;
-    /// 0 without a feed.
+    /// Reads the revocation feed now, up to its end: a read that starts after this call, so
+    /// it sees every revocation made before it. Concurrent callers, the background poll
+    /// included, share one read. Returns the number of new events the
+    /// read applied; 0 without a feed.
     ///
     /// # Errors
-    /// The fetch failure; the next poll resumes from the same cursor.
+    /// The fetch failure (the next read resumes from the same cursor), also when the read
+    /// was shared; [`Error::NoRuntime`] outside a Tokio runtime.
     pub async fn sync_revocations(&self) -> Result<usize, Error> {
         match &self.inner.revocations {
-            Some(r) => r.sync(self.inner.clock.now()).await,
+            Some(r) => r.sync().await,
             None => Ok(0),
         }
     }
@@ -598,7 +601,7 @@ impl VerifierBuilder {
                     url,
                     http,
                     self.feed_max_staleness,
-                    self.clock.now(),
+                    Arc::clone(&self.clock),
                 )?))
             }
         };
@@ -608,10 +611,7 @@ impl VerifierBuilder {
                 tasks.push(task.abort_handle());
             }
             if let Some(r) = &revocations {
-                let task = rt.spawn(crate::revocation::run_poller(
-                    Arc::clone(r),
-                    Arc::clone(&self.clock),
-                ));
+                let task = rt.spawn(crate::revocation::run_poller(Arc::clone(r)));
                 tasks.push(task.abort_handle());
             }
         }

@@ -242,6 +242,83 @@ async fn with_a_staleness_bound_a_feed_not_read_in_time_fails_closed_until_it_is
     }
 }
 
+/// A feed for the fake issuer, read every hour unless a test asks.
+fn hourly_feed(issuer: &Issuer) -> RevocationFeed {
+    RevocationFeed::new("svc", "feed-secret")
+        .url(format!("{}/revocations", issuer.base))
+        .poll_interval(Duration::from_secs(3600))
+}
+
+/// Concurrent reads of the feed are one request, not one each: callers that arrive before
+/// a read has sent its request share it. One that arrives while a request is under way is
+/// not answered by it (the answer may predate the call, and miss a revocation made just
+/// before): it gets the next read, shared again.
+#[tokio::test]
+async fn concurrent_reads_of_the_feed_share_one_request() {
+    let key = es256("k1");
+    let issuer = Issuer::start(&[]).await;
+    let v = Verifier::builder()
+        .key(key.verifying_key())
+        .accept_any_typ()
+        .revocation_feed(hourly_feed(&issuer))
+        .build()
+        .unwrap();
+    // The poller's first read.
+    assert!(
+        eventually(Duration::from_secs(5), async || v
+            .stats()
+            .feed_synced_at
+            .is_some())
+        .await
+    );
+    let polls = || {
+        issuer
+            .state
+            .feed_polls
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let before = polls();
+    let now = unix_now();
+    issuer.revoke("jti", "a", now);
+    *issuer.state.feed_delay.lock().unwrap() = Duration::from_millis(300);
+    let sync = || {
+        let v = v.clone();
+        tokio::spawn(async move { v.sync_revocations().await })
+    };
+    let callers: Vec<_> = (0..16).map(|_| sync()).collect();
+    for c in callers {
+        assert_eq!(c.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(polls() - before, 1, "one request for 16 concurrent callers");
+
+    let under_way = sync();
+    assert!(eventually(Duration::from_secs(5), async || polls() == before + 2).await);
+    issuer.revoke("jti", "b", now);
+    let later: Vec<_> = (0..8).map(|_| sync()).collect();
+    assert_eq!(
+        under_way.await.unwrap().unwrap(),
+        0,
+        "its answer predates `b`"
+    );
+    for c in later {
+        assert_eq!(c.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(
+        polls() - before,
+        3,
+        "one more request for the 8 later callers"
+    );
+    let token = sign(
+        &key,
+        &serde_json::json!({"sub": "u", "jti": "b", "exp": now + 300}),
+        None,
+    );
+    assert_eq!(
+        v.verify::<NoCustomClaims>(&token).await.unwrap_err(),
+        Error::Revoked { reason: "token" }
+    );
+}
+
 /// A verifier for `app`'s tokens, following its feed as the confidential client `svc`.
 async fn verifier_for(app: &TestApp) -> Verifier {
     let (_, secret) = app

@@ -127,6 +127,9 @@ pub struct IssuerState {
     pub feed_secret: Mutex<String>,
     /// The feed answers every poll with all its events, whatever `since` says.
     pub feed_ignores_since: AtomicBool,
+    /// How long the feed holds each answer, which reflects the events as they were when the
+    /// request arrived.
+    pub feed_delay: Mutex<Duration>,
 }
 
 /// A fake issuer on a real socket: JWKS, discovery, a revocation feed, and bad answers on
@@ -155,6 +158,7 @@ impl Issuer {
             feed_polls: AtomicUsize::new(0),
             feed_secret: Mutex::new("feed-secret".into()),
             feed_ignores_since: AtomicBool::new(false),
+            feed_delay: Mutex::new(Duration::ZERO),
         });
         let router = Router::new()
             .route("/jwks.json", get(jwks))
@@ -305,6 +309,10 @@ async fn revocations(
         .cloned()
         .collect();
     let cursor = events.last().map_or(since, |e| e["id"].as_i64().unwrap());
+    let delay = *s.feed_delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     axum::Json(json!({ "events": events, "cursor": cursor })).into_response()
 }
 
