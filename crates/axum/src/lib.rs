@@ -103,6 +103,7 @@ mod extract;
 mod fetch;
 mod jwks;
 mod revocation;
+mod task;
 mod token_cache;
 mod verifier;
 

@@ -11,13 +11,13 @@ use serde::de::DeserializeOwned;
 use tessera_jose::{
     Algorithm, Claims, JwkSet, KeySet, NoCustomClaims, Unverified, Validation, VerifyingKey,
 };
-use tokio::task::AbortHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::fetch;
 use crate::jwks::{JwksCache, JwksOptions, KeyStatus, Locator};
 use crate::revocation::{RevocationFeed, Revocations};
+use crate::task::Background;
 use crate::token_cache::{Entry, TokenCache};
 
 /// The `typ` of RFC 9068 access tokens, required by default.
@@ -28,6 +28,11 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 ///
 /// Cloning is cheap and clones share everything (keys, caches, feed). Background tasks
 /// (key refresh, feed polling) stop when the last clone is dropped.
+///
+/// A verifier may outlive the Tokio runtime it was built on (kept in a `static`, shared by
+/// several runtimes): its background tasks end with that runtime, and the next call to
+/// [`Verifier::verify`] (the extractor's), [`Verifier::refresh_keys`] or
+/// [`Verifier::sync_revocations`] on a live runtime starts them again there.
 #[derive(Clone, Debug)]
 pub struct Verifier {
     inner: Arc<Inner>,
@@ -46,14 +51,16 @@ struct Inner {
     clock: Arc<dyn Clock>,
     hits: AtomicU64,
     misses: AtomicU64,
-    tasks: Vec<AbortHandle>,
+    /// The key-set refresh (remote keys only).
+    refresher: Background,
+    /// The revocation-feed poll (with a feed only).
+    poller: Background,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.refresher.stop();
+        self.poller.stop();
     }
 }
 
@@ -168,6 +175,7 @@ impl Verifier {
         &self,
         token: &str,
     ) -> Result<Authenticated<C>, Error> {
+        self.ensure_tasks();
         let inner = &self.inner;
         let digest = tessera_jose::crypto::sha256(token.as_bytes());
         let cached = match (&inner.token_cache, self.epoch()) {
@@ -254,6 +262,7 @@ impl Verifier {
     /// The fetch failure, also when the fetch was one already under way that this call
     /// joined; the previous key set, if any, stays in use.
     pub async fn refresh_keys(&self) -> Result<(), Error> {
+        self.ensure_tasks();
         match &self.inner.keys {
             Keys::Static(_) => Ok(()),
             Keys::Remote(cache) => cache.refresh(cache.attempts()).await,
@@ -269,6 +278,7 @@ impl Verifier {
     /// The fetch failure (the next read resumes from the same cursor), also when the read
     /// was shared; [`Error::NoRuntime`] outside a Tokio runtime.
     pub async fn sync_revocations(&self) -> Result<usize, Error> {
+        self.ensure_tasks();
         match &self.inner.revocations {
             Some(r) => r.sync().await,
             None => Ok(0),
@@ -305,6 +315,22 @@ impl Verifier {
             feed_cursor: feed.map_or(0, Revocations::cursor),
             revocations: feed.map_or(0, Revocations::len),
             feed_synced_at: feed.and_then(Revocations::last_sync),
+        }
+    }
+
+    /// Starts the background tasks on the current runtime if they are not running: at
+    /// build, and again after the runtime they ran on shut down (see [`Verifier`]).
+    fn ensure_tasks(&self) {
+        let inner = &self.inner;
+        if let Keys::Remote(cache) = &inner.keys {
+            inner
+                .refresher
+                .ensure(|| crate::jwks::run_refresher(Arc::clone(cache)));
+        }
+        if let Some(r) = &inner.revocations {
+            inner
+                .poller
+                .ensure(|| crate::revocation::run_poller(Arc::clone(r)));
         }
     }
 
@@ -550,11 +576,9 @@ impl VerifierBuilder {
         if needs_runtime {
             self.jwks.check()?;
         }
-        let runtime = tokio::runtime::Handle::try_current();
-        if needs_runtime && runtime.is_err() {
+        if needs_runtime && tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
-        let mut tasks = Vec::new();
         let mut issuer_url = None;
         let keys = match source {
             Source::Static(set) => {
@@ -605,19 +629,9 @@ impl VerifierBuilder {
                 )?))
             }
         };
-        if let Ok(rt) = runtime {
-            if let Keys::Remote(cache) = &keys {
-                let task = rt.spawn(crate::jwks::run_refresher(Arc::clone(cache)));
-                tasks.push(task.abort_handle());
-            }
-            if let Some(r) = &revocations {
-                let task = rt.spawn(crate::revocation::run_poller(Arc::clone(r)));
-                tasks.push(task.abort_handle());
-            }
-        }
         let token_cache =
             (self.token_cache_capacity > 0).then(|| TokenCache::new(self.token_cache_capacity));
-        Ok(Verifier {
+        let verifier = Verifier {
             inner: Arc::new(Inner {
                 keys,
                 validation,
@@ -630,9 +644,12 @@ impl VerifierBuilder {
                 clock: self.clock,
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
-                tasks,
+                refresher: Background::default(),
+                poller: Background::default(),
             }),
-        })
+        };
+        verifier.ensure_tasks();
+        Ok(verifier)
     }
 }
 

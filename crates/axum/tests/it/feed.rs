@@ -9,7 +9,7 @@ use tessera_axum::{Authenticated, Error, JwksOptions, RevocationFeed, Verifier};
 use tessera_jose::NoCustomClaims;
 use tessera_testkit::{TestApp, spawn_app};
 
-use crate::{Issuer, ManualClock, es256, eventually, sign, unix_now};
+use crate::{Issuer, ManualClock, es256, eventually, runtime, sign, unix_now};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -317,6 +317,56 @@ async fn concurrent_reads_of_the_feed_share_one_request() {
         v.verify::<NoCustomClaims>(&token).await.unwrap_err(),
         Error::Revoked { reason: "token" }
     );
+}
+
+/// A verifier can outlive the runtime that built it (kept in a `static`, shared by the
+/// runtimes of several `#[tokio::test]`s), and the feed poller spawned there dies with that
+/// runtime. The next request on a live runtime starts it again, so revocations keep
+/// arriving.
+#[test]
+fn the_feed_poller_restarts_on_a_live_runtime_when_its_own_shut_down() {
+    // The issuer lives on a runtime of its own, for the whole test.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = es256("k1");
+    let issuer = server.block_on(Issuer::start(&[]));
+    let now = unix_now();
+    let token = sign(
+        &key,
+        &serde_json::json!({"sub": "u", "jti": "a", "exp": now + 300}),
+        None,
+    );
+    let first = runtime();
+    let v = first.block_on(async {
+        let v = Verifier::builder()
+            .key(key.verifying_key())
+            .accept_any_typ()
+            .revocation_feed(hourly_feed(&issuer).poll_interval(Duration::from_millis(100)))
+            .build()
+            .unwrap();
+        v.sync_revocations().await.unwrap();
+        v.verify::<NoCustomClaims>(&token).await.unwrap();
+        v
+    });
+    drop(first);
+    issuer.revoke("jti", "a", now);
+    runtime().block_on(async {
+        let refused = eventually(Duration::from_secs(10), async || {
+            matches!(
+                v.verify::<NoCustomClaims>(&token).await,
+                Err(Error::Revoked { .. })
+            )
+        })
+        .await;
+        assert!(
+            refused,
+            "the feed was not read after the runtime of its poller shut down: {:?}",
+            v.stats()
+        );
+    });
 }
 
 /// A verifier for `app`'s tokens, following its feed as the confidential client `svc`.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tessera_axum::{Error, JwksOptions, Verifier};
 use tessera_jose::NoCustomClaims;
 
-use crate::{Issuer, ManualClock, es256, eventually, sign, unix_now};
+use crate::{Issuer, ManualClock, es256, eventually, runtime, sign, unix_now};
 
 fn claims(iss: &str) -> Value {
     let now = unix_now();
@@ -884,6 +884,54 @@ async fn a_zero_max_fetch_wait_answers_without_yielding() {
             > attempts)
         .await
     );
+}
+
+/// A verifier can outlive the runtime that built it (kept in a `static`, shared by the
+/// runtimes of several `#[tokio::test]`s, built in a short-lived `block_on`), and the
+/// background refresh spawned there dies with that runtime. The next caller on a live
+/// runtime starts it again: here only the background refresh can find the rotated key (the
+/// unknown-`kid` cooldown allows no fetch on demand), and it does.
+#[test]
+fn the_background_refresh_restarts_on_a_live_runtime_when_its_own_shut_down() {
+    // The issuer lives on a runtime of its own, for the whole test.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = server.block_on(Issuer::start(&[&k1]));
+    issuer.set_cache_control(Some("max-age=1"));
+    let mut o = options();
+    o.min_ttl = Duration::from_secs(1);
+    o.unknown_kid_cooldown = Duration::from_secs(3600);
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    let first = runtime();
+    let v = first.block_on(async {
+        let v = Verifier::builder()
+            .jwks_uri(issuer.jwks_uri())
+            .issuer(&issuer.base)
+            .jwks_options(o)
+            .build()
+            .unwrap();
+        v.verify::<NoCustomClaims>(&token).await.unwrap();
+        v
+    });
+    drop(first);
+    issuer.set_keys(&[&k2]);
+    runtime().block_on(async {
+        // A request on this runtime; k1 is still held, so it fetches nothing itself.
+        v.verify::<NoCustomClaims>(&token).await.unwrap();
+        let refreshed = eventually(Duration::from_secs(10), async || {
+            v.key_status().is_some_and(|s| s.kids == ["k2"])
+        })
+        .await;
+        assert!(
+            refreshed,
+            "the key set was not refreshed after the runtime of the refresh shut down: {:?}",
+            v.stats()
+        );
+    });
 }
 
 /// RFC 7517 §5: the `keys` of a JWK Set are the keys its issuer publishes, and an issuer

@@ -316,6 +316,15 @@ async fn revocations(
     axum::Json(json!({ "events": events, "cursor": cursor })).into_response()
 }
 
+/// A single-threaded runtime of its own, for tests of a verifier that outlives the runtime
+/// it was built on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Polls `check` every 50 ms until it holds or `deadline` passes.
 pub async fn eventually(deadline: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let start = tokio::time::Instant::now();
