@@ -531,8 +531,12 @@ fn routes(state: &AppState) -> Routes {
         .route("/account", get(routes::pages::account_page))
         .route("/session/resume", get(routes::pages::resume))
         .route(
+            "/session/end",
+            post(routes::pages::sign_out).get(routes::pages::to_account),
+        )
+        .route(
             "/account/logout",
-            post(routes::pages::logout).get(routes::pages::to_account),
+            post(routes::pages::sign_out_moved).get(routes::pages::to_account),
         )
         .route(
             "/account/password",

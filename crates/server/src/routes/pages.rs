@@ -765,8 +765,12 @@ pub(crate) async fn revoke_all(
     ))
 }
 
-/// `POST /account/logout`.
-pub(crate) async fn logout(
+/// `POST /session/end`: the pages' "Sign out". Under `/session` so that the refresh cookie
+/// (`Path=/session`) comes along: the session ends through it even once the access cookie
+/// has expired (a page left open past `access_token_ttl`), as at `POST /session/logout`.
+/// Posted to `/account/logout`, the form reached the server with no refresh cookie, and
+/// without a live access cookie nothing ended but the cookies.
+pub(crate) async fn sign_out(
     State(state): State<AppState>,
     ClientMeta(meta): ClientMeta,
     method: Method,
@@ -784,6 +788,13 @@ pub(crate) async fn logout(
         see_other("/login?notice=signed_out"),
         session::clearing_cookies(),
     ))
+}
+
+/// `POST /account/logout`, where the "Sign out" form of pages served before `/session/end`
+/// posts: 307 to it (RFC 9110 §15.4.8: the browser sends the same POST and form again, now
+/// with the refresh cookie), where the CSRF check is made.
+pub(crate) async fn sign_out_moved() -> Response {
+    Redirect::temporary("/session/end").into_response()
 }
 
 /// `POST /account/totp`: start enrolment; shows the QR code and the secret.

@@ -1047,6 +1047,7 @@ async fn opening_a_page_forms_url_goes_back_to_its_page() {
     let app = spawn_app().await;
     for (path, to) in [
         ("/login/mfa", "/login"),
+        ("/session/end", "/account"),
         ("/account/logout", "/account"),
         ("/account/password", "/account"),
         ("/account/sessions/revoke-all", "/account"),
@@ -1321,4 +1322,93 @@ async fn confirming_a_totp_setup_replaced_in_another_tab_says_to_reload() {
     assert_eq!(res.status(), 200);
     let user = app.state.auth.find_user("ada").await.unwrap();
     assert!(user.totp_enabled);
+}
+
+/// A form POST of `path` as the browser `b` would send it: the cookies its jar holds for
+/// that path (the refresh cookie only under `/session`, the access cookie only while it
+/// has not expired: pass `at` empty for one past its `Max-Age`), same-origin, following a
+/// 307/308 as browsers do (same method, same form).
+async fn browser_form_post(
+    app: &TestApp,
+    b: &Browser,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut path = path.to_owned();
+    loop {
+        let mut cookies = vec![format!("__Host-tessera_csrf={}", b.csrf)];
+        if !b.at.is_empty() {
+            cookies.push(format!("__Host-tessera_at={}", b.at));
+        }
+        if path.starts_with("/session/") {
+            cookies.push(format!("__Secure-tessera_rt={}", b.rt));
+        }
+        let res = app
+            .client
+            .post(app.url(&path))
+            .header(COOKIE, cookies.join("; "))
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        if !matches!(res.status().as_u16(), 307 | 308) {
+            return res;
+        }
+        path = location(&res).to_owned();
+    }
+}
+
+/// The `action` of the account page's "Sign out" form (the one in the top bar).
+fn sign_out_action(html: &str) -> String {
+    let form = html.find(r#"class="nav-form""#).unwrap();
+    let start = html[..form].rfind(r#"action=""#).unwrap() + 8;
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+/// The account page's "Sign out" posted to `/account/logout`, where the refresh cookie
+/// (`Path=/session`) never goes. Once the access cookie had expired (the page left open
+/// past `access_token_ttl`), signing out deleted the cookies and said "You have been signed
+/// out" while the session lived on, its refresh token still good and the session still
+/// listed on the user's other devices. The form now posts under `/session`, and the old URL
+/// (a page opened before the upgrade) forwards there with a 307.
+#[tokio::test]
+async fn signing_out_from_the_account_page_ends_the_session_after_the_access_cookie_expired() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    for old_form in [false, true] {
+        let b = sign_in(&app, "ada").await;
+        let res = browser_get(&app, &b, "/account").await;
+        assert_eq!(res.status(), 200);
+        let action = sign_out_action(&res.text().await.unwrap());
+        let action = if old_form {
+            "/account/logout".to_owned()
+        } else {
+            action
+        };
+        app.advance(app.state.config.access_token_ttl + 120).await;
+        // The browser dropped the access cookie at its Max-Age.
+        let expired = Browser {
+            at: String::new(),
+            ..b.clone()
+        };
+        let res =
+            browser_form_post(&app, &expired, &action, &[("csrf_token", b.csrf.as_str())]).await;
+        assert_eq!(res.status(), 303, "{action}");
+        assert_eq!(location(&res), "/login?notice=signed_out", "{action}");
+        assert_eq!(
+            set_cookies(res.headers())["__Secure-tessera_rt"].attr("max-age"),
+            Some("0")
+        );
+        assert!(
+            app.state.auth.list_sessions(None).await.unwrap().is_empty(),
+            "{action}: the session must end, not only its cookies"
+        );
+        let res = browser_post(&app, &b, "/session/refresh")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{action}: the refresh token is dead");
+    }
 }
