@@ -416,7 +416,7 @@ pub(crate) async fn end_session(
         RefreshCookie::Ambiguous(rts) => rts,
     };
     for rt in rts {
-        state
+        match state
             .auth
             .revoke_token(
                 rt,
@@ -425,7 +425,16 @@ pub(crate) async fn end_session(
                 meta,
             )
             .await
-            .map_err(AppError::from_api)?;
+        {
+            Ok(()) => {}
+            // A refresh token of another client (RFC 7009 §2.1: not ours to revoke). Only
+            // a cookie planted by another subdomain holds one; it must not stop this
+            // browser's own session from ending, nor its cookies from being deleted.
+            Err(AuthError::Forbidden(_)) => {
+                tracing::warn!(target: "tessera::auth", "sign-out skipped a refresh cookie of another client (planted by another subdomain?)");
+            }
+            Err(e) => return Err(AppError::from_api(e)),
+        }
     }
     Ok(())
 }

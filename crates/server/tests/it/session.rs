@@ -1412,3 +1412,74 @@ async fn signing_out_from_the_account_page_ends_the_session_after_the_access_coo
         assert_eq!(res.status(), 400, "{action}: the refresh token is dead");
     }
 }
+
+/// A sibling subdomain can plant a `__Secure-tessera_rt` holding a refresh token of
+/// another client (one of its own sessions, through any public client). Logout revokes
+/// every refresh cookie sent, and revoking one issued to another client is refused (RFC
+/// 7009 §2.1): the whole sign-out failed with 403 `forbidden`, the cookies stayed, and
+/// with the access cookie expired the browser's own session was never ended.
+#[tokio::test]
+async fn a_planted_refresh_cookie_of_another_client_does_not_stop_logout() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    app.create_user("mallory", PW, &["user"]).await;
+    app.state
+        .auth
+        .create_client(
+            "mobile-app",
+            &["profile".into()],
+            false,
+            &tessera_auth::Actor::System,
+        )
+        .await
+        .unwrap();
+    let res = app
+        .post_token(&[
+            ("username", "mallory"),
+            ("password", PW),
+            ("client_id", "mobile-app"),
+        ])
+        .await;
+    assert_eq!(res.status(), 200);
+    let planted = json(res).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Two browsers of ada's: one signs out through the API, one through the account page.
+    let api = sign_in(&app, "ada").await;
+    let page = sign_in(&app, "ada").await;
+    let ada = app.state.auth.find_user("ada").await.unwrap();
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    for (path, b) in [("/session/logout", &api), ("/session/end", &page)] {
+        // The planted cookie has the longer `Path`, so the browser sends it first; the
+        // access cookie has expired and is not sent.
+        let res = app
+            .client
+            .post(app.url(path))
+            .header(
+                COOKIE,
+                format!(
+                    "__Secure-tessera_rt={planted}; __Secure-tessera_rt={}; __Host-tessera_csrf={}",
+                    b.rt, b.csrf
+                ),
+            )
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("csrf_token", b.csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(res.status().as_u16(), 204 | 303),
+            "{path}: {}",
+            res.status()
+        );
+        assert_eq!(
+            set_cookies(res.headers())["__Secure-tessera_rt"].attr("max-age"),
+            Some("0"),
+            "{path}"
+        );
+    }
+    let left = app.state.auth.list_sessions(Some(&ada)).await.unwrap();
+    assert!(left.is_empty(), "ada's sessions must end: {left:?}");
+}
