@@ -778,6 +778,15 @@ pub(crate) async fn sign_out(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
+    // Signed out already (in another tab, say): there is nothing to end, and the CSRF
+    // cookie went with the others, so the check would answer "cookies are needed". A
+    // request that can change nothing needs no check either.
+    let signed_out = session::cookie(&headers, session::ACCESS_COOKIE).is_none()
+        && session::cookie(&headers, session::CSRF_COOKIE).is_none()
+        && session::refresh_cookie(&headers) == session::RefreshCookie::Missing;
+    if signed_out {
+        return Ok(see_other("/login?notice=signed_out"));
+    }
     let form = match checked_form(&state, &method, &uri, &headers, &body).await {
         Ok(f) => f,
         Err(page) => return Ok(page),

@@ -1483,3 +1483,47 @@ async fn a_planted_refresh_cookie_of_another_client_does_not_stop_logout() {
     let left = app.state.auth.list_sessions(Some(&ada)).await.unwrap();
     assert!(left.is_empty(), "ada's sessions must end: {left:?}");
 }
+
+/// Signed out in one tab, the user clicks "Sign out" in another: the browser has no cookies
+/// left, so the CSRF check failed and the answer was a 403 page saying the browser did not
+/// send back the site's cookie, to allow cookies and use HTTPS: a sign-out that seemed to
+/// fail, with the wrong advice. With no session cookie there is nothing to end (and so
+/// nothing to forge): it goes to the sign-in page saying so.
+#[tokio::test]
+async fn signing_out_again_from_a_tab_left_open_says_signed_out() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = browser_form_post(&app, &b, "/session/end", &[("csrf_token", b.csrf.as_str())]).await;
+    assert_eq!(location(&res), "/login?notice=signed_out");
+    // The other tab: same form, and the jar now empty.
+    for path in ["/session/end", "/account/logout"] {
+        let mut res = app
+            .client
+            .post(app.url(path))
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("csrf_token", b.csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 307 {
+            res = app
+                .client
+                .post(app.url(location(&res)))
+                .header(ORIGIN, &app.base)
+                .header("sec-fetch-site", "same-origin")
+                .form(&[("csrf_token", b.csrf.as_str())])
+                .send()
+                .await
+                .unwrap();
+        }
+        assert_eq!(res.status(), 303, "{path}");
+        assert_eq!(location(&res), "/login?notice=signed_out", "{path}");
+    }
+    // With a session's cookies the CSRF check still applies.
+    let b = sign_in(&app, "ada").await;
+    let res = browser_form_post(&app, &b, "/session/end", &[("csrf_token", "forged")]).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
+}
