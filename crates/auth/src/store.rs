@@ -440,14 +440,6 @@ pub trait SecurityStore: Send + Sync {
         now: i64,
         max_attempts: i64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// Marks every pending challenge of a user used and drops a TOTP enrolment not yet
-    /// confirmed, in one transaction (a password change or a disable ends the logins and
-    /// the enrolment half done with the old state). The number of challenges ended.
-    fn end_user_mfa_challenges(
-        &self,
-        user: UserId,
-        now: i64,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
     /// The failed-attempt state of a throttle key.
     fn find_throttle(
         &self,
@@ -466,21 +458,6 @@ pub trait SecurityStore: Send + Sync {
         now: i64,
         policy: &SecurityPolicy,
     ) -> impl Future<Output = StoreResult<Attempt>> + Send;
-    /// Counts a failure atomically (restarting the count if the last failure is older than
-    /// `window_start`) and returns the new count.
-    fn record_failure(
-        &self,
-        key: &str,
-        now: i64,
-        window_start: i64,
-    ) -> impl Future<Output = StoreResult<i64>> + Send;
-    /// Locks a throttle key until `until`. Never shortens an existing lock (concurrent
-    /// failures may land out of order); lifting a lock is [`SecurityStore::clear_throttle`].
-    fn set_locked_until(
-        &self,
-        key: &str,
-        until: i64,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Forgets a throttle key (success or admin unlock). False if there was nothing.
     fn clear_throttle(&self, key: &str) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Gives back one attempt reserved with [`SecurityStore::reserve_attempt`] that could

@@ -1521,25 +1521,6 @@ macro_rules! sql_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn end_user_mfa_challenges(&self, user: UserId, now: i64) -> StoreResult<u64> {
-                let mut turn = self.write_turn().await?;
-                let mut tx = turn.begin_with($begin).await?;
-                let r = sqlx::query("UPDATE mfa_challenges SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-                    .bind(now)
-                    .bind(user.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                sqlx::query("UPDATE users SET totp_pending = NULL WHERE id = $1 AND totp_pending IS NOT NULL")
-                    .bind(user.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
-                turn.committed();
-                Ok(r.rows_affected())
-            }
-
             async fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>> {
                 let row: Option<(i64, i64, i64)> = sqlx::query_as("SELECT failures, locked_until, last_failure_at FROM login_throttle WHERE key = $1")
                     .bind(key)
@@ -1595,40 +1576,6 @@ macro_rules! sql_store {
                 tx.commit().await.map_err(map_err)?;
                 turn.committed();
                 Ok(outcome)
-            }
-
-            async fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64> {
-                let mut turn = self.write_turn().await?;
-                let r = sqlx::query_scalar(
-                    "INSERT INTO login_throttle (key, failures, locked_until, last_failure_at) VALUES ($1, 1, 0, $2)
-                     ON CONFLICT (key) DO UPDATE SET
-                         failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END,
-                         last_failure_at = $2
-                     RETURNING failures",
-                )
-                .bind(key)
-                .bind(now)
-                .bind(window_start)
-                .fetch_one(turn.writer()?)
-                .await
-                .map_err(map_err)?;
-                turn.committed();
-                Ok(r)
-            }
-
-            async fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()> {
-                let mut turn = self.write_turn().await?;
-                // Only ever lengthens a lock: concurrent failures past the threshold each
-                // set one (longer for the later count), and the shorter must not win by
-                // landing last. Unlocking is `clear_throttle`.
-                sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2 AND locked_until < $1")
-                    .bind(until)
-                    .bind(key)
-                    .execute(turn.writer()?)
-                    .await
-                    .map_err(map_err)?;
-                turn.committed();
-                Ok(())
             }
 
             async fn release_attempt(&self, key: &str, lifts_lock: bool) -> StoreResult<()> {
@@ -1984,11 +1931,8 @@ delegate! {
         fn find_mfa_challenge(&self, hash: &[u8; 32], now: i64) -> StoreResult<Option<MfaChallenge>>;
         fn fail_mfa_challenge(&self, hash: &[u8; 32]) -> StoreResult<i64>;
         fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64, max_attempts: i64) -> StoreResult<bool>;
-        fn end_user_mfa_challenges(&self, user: UserId, now: i64) -> StoreResult<u64>;
         fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>>;
         fn reserve_attempt(&self, key: &str, now: i64, policy: &SecurityPolicy) -> StoreResult<Attempt>;
-        fn record_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64>;
-        fn set_locked_until(&self, key: &str, until: i64) -> StoreResult<()>;
         fn clear_throttle(&self, key: &str) -> StoreResult<bool>;
         fn release_attempt(&self, key: &str, lifts_lock: bool) -> StoreResult<()>;
     }

@@ -13,12 +13,11 @@ use crate::support::{NOW, TestDb, conformance, insert_user};
 
 conformance!(
     an_unknown_throttle_key_has_no_state_and_nothing_to_clear,
-    failures_are_counted_and_the_last_failure_time_is_kept,
-    a_failure_after_the_window_restarts_the_count,
+    reservations_are_counted_and_the_last_one_is_kept,
+    a_reservation_after_the_window_restarts_the_count,
     a_lock_is_stored_until_the_throttle_is_cleared,
-    a_lock_is_never_shortened,
     throttle_keys_are_independent,
-    concurrent_failures_are_all_counted,
+    concurrent_reservations_are_all_counted,
     a_reservation_counts_locks_at_the_threshold_and_is_refused_while_locked,
     concurrent_reservations_admit_no_more_than_the_threshold,
     a_released_reservation_is_one_failure_fewer_and_lifts_the_lock_it_set,
@@ -40,7 +39,6 @@ conformance!(
     wrong_codes_are_counted_against_their_challenge_only,
     concurrent_wrong_codes_are_all_counted,
     an_mfa_challenge_is_consumed_once,
-    ending_a_users_mfa_challenges_ends_theirs_only,
     an_mfa_challenge_with_its_wrong_codes_used_up_is_not_consumed,
     concurrent_consumes_of_one_mfa_challenge_succeed_once,
     deleting_a_user_deletes_their_recovery_codes_and_challenges,
@@ -50,8 +48,17 @@ conformance!(
 const N: usize = 16;
 /// Lifetime of the MFA challenges built here.
 const MFA_TTL: i64 = 300;
-/// The failure window used with `record_failure`.
+/// The failure window of [`counting`].
 const WINDOW: i64 = 3_600;
+
+/// A policy that counts reservations without locking, for tests of the count itself.
+fn counting() -> SecurityPolicy {
+    SecurityPolicy {
+        lockout_threshold: 100,
+        failure_window: WINDOW,
+        ..SecurityPolicy::default()
+    }
+}
 
 /// A sealed TOTP secret as the store sees it: opaque bytes, not text.
 fn sealed(n: u8) -> Vec<u8> {
@@ -145,10 +152,13 @@ async fn an_unknown_throttle_key_has_no_state_and_nothing_to_clear(db: TestDb) {
     assert_eq!(db.find_throttle("").await.unwrap(), None);
 }
 
-async fn failures_are_counted_and_the_last_failure_time_is_kept(db: TestDb) {
+async fn reservations_are_counted_and_the_last_one_is_kept(db: TestDb) {
     let key = "user:alice";
-    for (n, t) in [(1, NOW), (2, NOW + 5), (3, NOW + 9)] {
-        assert_eq!(db.record_failure(key, t, t - WINDOW).await.unwrap(), n);
+    for (attempts, t) in [(1, NOW), (2, NOW + 5), (3, NOW + 9)] {
+        assert_eq!(
+            db.reserve_attempt(key, t, &counting()).await.unwrap(),
+            Attempt::Admitted { attempts, lock: 0 }
+        );
     }
     assert_eq!(
         db.find_throttle(key).await.unwrap(),
@@ -160,68 +170,59 @@ async fn failures_are_counted_and_the_last_failure_time_is_kept(db: TestDb) {
     );
 }
 
-async fn a_failure_after_the_window_restarts_the_count(db: TestDb) {
+async fn a_reservation_after_the_window_restarts_the_count(db: TestDb) {
     let key = "user:alice";
-    assert_eq!(db.record_failure(key, NOW, NOW - WINDOW).await.unwrap(), 1);
-    assert_eq!(db.record_failure(key, NOW, NOW - WINDOW).await.unwrap(), 2);
-    db.set_locked_until(key, NOW + 60).await.unwrap();
-
-    // A last failure exactly at the window start still counts…
-    let t = NOW + WINDOW;
-    assert_eq!(db.record_failure(key, t, t - WINDOW).await.unwrap(), 3);
+    let count = |t: i64| {
+        let db = db.database();
+        async move {
+            match db.reserve_attempt(key, t, &counting()).await.unwrap() {
+                Attempt::Admitted { attempts, .. } => attempts,
+                Attempt::Refused { until } => panic!("refused until {until}"),
+            }
+        }
+    };
+    assert_eq!(count(NOW).await, 1);
+    assert_eq!(count(NOW).await, 2);
+    // A last attempt exactly at the window start still counts…
+    assert_eq!(count(NOW + WINDOW).await, 3);
     // …one older than the window start is forgotten, and the count starts over.
     let t = NOW + 2 * WINDOW + 1;
-    assert_eq!(db.record_failure(key, t, t - WINDOW).await.unwrap(), 1);
+    assert_eq!(count(t).await, 1);
     assert_eq!(
-        db.find_throttle(key).await.unwrap(),
-        Some(Throttle {
-            failures: 1,
-            locked_until: NOW + 60,
-            last_failure_at: t,
-        }),
-        "restarting the count keeps the (past) lock and moves the last failure"
+        db.find_throttle(key)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_failure_at,
+        t
     );
-    assert_eq!(
-        db.record_failure(key, t + 1, t + 1 - WINDOW).await.unwrap(),
-        2
-    );
+    assert_eq!(count(t + 1).await, 2);
 }
 
 async fn a_lock_is_stored_until_the_throttle_is_cleared(db: TestDb) {
+    let policy = SecurityPolicy::default();
     let key = "user:alice";
-    for _ in 0..5 {
-        db.record_failure(key, NOW, NOW - WINDOW).await.unwrap();
+    for _ in 0..policy.lockout_threshold {
+        db.reserve_attempt(key, NOW, &policy).await.unwrap();
     }
-    db.set_locked_until(key, NOW + 60).await.unwrap();
     assert_eq!(
         db.find_throttle(key).await.unwrap(),
         Some(Throttle {
-            failures: 5,
-            locked_until: NOW + 60,
+            failures: policy.lockout_threshold,
+            locked_until: NOW + policy.lockout_base,
             last_failure_at: NOW,
         })
     );
-    // Another failure during the lock is counted and leaves the lock alone.
-    assert_eq!(
-        db.record_failure(key, NOW + 1, NOW + 1 - WINDOW)
-            .await
-            .unwrap(),
-        6
-    );
-    assert_eq!(
-        db.find_throttle(key).await.unwrap().unwrap().locked_until,
-        NOW + 60
-    );
-
     assert!(db.clear_throttle(key).await.unwrap());
     assert_eq!(db.find_throttle(key).await.unwrap(), None);
     assert!(!db.clear_throttle(key).await.unwrap(), "cleared twice");
     // After clearing, counting starts from scratch and without a lock.
     assert_eq!(
-        db.record_failure(key, NOW + 2, NOW + 2 - WINDOW)
-            .await
-            .unwrap(),
-        1
+        db.reserve_attempt(key, NOW + 2, &policy).await.unwrap(),
+        Attempt::Admitted {
+            attempts: 1,
+            lock: 0
+        }
     );
     assert_eq!(
         db.find_throttle(key).await.unwrap(),
@@ -230,24 +231,6 @@ async fn a_lock_is_stored_until_the_throttle_is_cleared(db: TestDb) {
             locked_until: 0,
             last_failure_at: NOW + 2,
         })
-    );
-}
-
-/// Two failures racing past the threshold each set a lock (60 s for the 5th failure,
-/// 120 s for the 6th); whichever write lands last must not shorten the longer one.
-async fn a_lock_is_never_shortened(db: TestDb) {
-    let key = "user:alice";
-    db.record_failure(key, NOW, NOW - WINDOW).await.unwrap();
-    db.set_locked_until(key, NOW + 120).await.unwrap();
-    db.set_locked_until(key, NOW + 60).await.unwrap();
-    assert_eq!(
-        db.find_throttle(key).await.unwrap().unwrap().locked_until,
-        NOW + 120
-    );
-    db.set_locked_until(key, NOW + 240).await.unwrap();
-    assert_eq!(
-        db.find_throttle(key).await.unwrap().unwrap().locked_until,
-        NOW + 240
     );
 }
 
@@ -266,22 +249,28 @@ async fn throttle_keys_are_independent(db: TestDb) {
     for (i, key) in keys.iter().enumerate() {
         let failures = i64::try_from(i).unwrap() + 1;
         for _ in 0..failures {
-            db.record_failure(key, NOW, NOW - WINDOW).await.unwrap();
+            db.reserve_attempt(key, NOW, &counting()).await.unwrap();
         }
     }
-    db.set_locked_until(&keys[0], NOW + 60).await.unwrap();
+    // One more attempt at `keys[2]`, under a policy that locks at once, locks that key only.
+    let at_once = SecurityPolicy {
+        lockout_threshold: 1,
+        ..SecurityPolicy::default()
+    };
+    db.reserve_attempt(&keys[2], NOW, &at_once).await.unwrap();
     assert!(db.clear_throttle(&keys[1]).await.unwrap());
 
     for (i, key) in keys.iter().enumerate() {
+        let failures = i64::try_from(i).unwrap() + 1;
         let expected = match i {
-            0 => Some(Throttle {
-                failures: 1,
-                locked_until: NOW + 60,
+            1 => None,
+            2 => Some(Throttle {
+                failures: failures + 1,
+                locked_until: NOW + at_once.lock_for(failures + 1),
                 last_failure_at: NOW,
             }),
-            1 => None,
             _ => Some(Throttle {
-                failures: i64::try_from(i).unwrap() + 1,
+                failures,
                 locked_until: 0,
                 last_failure_at: NOW,
             }),
@@ -290,16 +279,19 @@ async fn throttle_keys_are_independent(db: TestDb) {
     }
 }
 
-async fn concurrent_failures_are_all_counted(db: TestDb) {
+/// Below the threshold, concurrent reservations of one key are all admitted, each with a
+/// count of its own.
+async fn concurrent_reservations_are_all_counted(db: TestDb) {
     let mut counts = concurrently(&db, |db| async move {
-        db.record_failure("user:alice", NOW, NOW - WINDOW)
-            .await
-            .unwrap()
+        match db.reserve_attempt("user:alice", NOW, &counting()).await {
+            Ok(Attempt::Admitted { attempts, .. }) => attempts,
+            other => panic!("{other:?}"),
+        }
     })
     .await;
     counts.sort_unstable();
     let expected: Vec<i64> = (1..=i64::try_from(N).unwrap()).collect();
-    assert_eq!(counts, expected, "every failure got its own count");
+    assert_eq!(counts, expected, "every reservation got its own count");
     assert_eq!(
         db.find_throttle("user:alice")
             .await
@@ -1050,49 +1042,5 @@ async fn deleting_a_user_deletes_their_recovery_codes_and_challenges(db: TestDb)
             .await
             .unwrap()
             .is_some()
-    );
-}
-
-async fn ending_a_users_mfa_challenges_ends_theirs_only(db: TestDb) {
-    let alice = insert_user(&db, "alice").await;
-    let bob = insert_user(&db, "bob").await;
-    for (n, user) in [(1, alice.id), (2, alice.id), (3, bob.id)] {
-        db.insert_mfa_challenge(&challenge_hash(n), &challenge(user, NOW))
-            .await
-            .unwrap();
-    }
-    assert!(
-        db.consume_mfa_challenge(&challenge_hash(2), NOW, 5)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        db.end_user_mfa_challenges(alice.id, NOW + 1).await.unwrap(),
-        1,
-        "the one still pending"
-    );
-    assert_eq!(
-        db.find_mfa_challenge(&challenge_hash(1), NOW + 1)
-            .await
-            .unwrap(),
-        None
-    );
-    assert!(
-        !db.consume_mfa_challenge(&challenge_hash(1), NOW + 1, 5)
-            .await
-            .unwrap()
-    );
-    assert!(
-        db.find_mfa_challenge(&challenge_hash(3), NOW + 1)
-            .await
-            .unwrap()
-            .is_some(),
-        "another user's challenge is untouched"
-    );
-    assert_eq!(
-        db.end_user_mfa_challenges(UserId::new(), NOW)
-            .await
-            .unwrap(),
-        0
     );
 }

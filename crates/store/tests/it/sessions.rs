@@ -3,6 +3,7 @@
 
 use tessera_auth::audit::{chain_hash, verify_chain};
 use tessera_auth::model::{RevocationEvent, RevocationKind, SessionId};
+use tessera_auth::security::SecurityPolicy;
 use tessera_auth::store::{
     AuditStore as _, RevocationStore as _, SecurityStore as _, SessionStore as _,
 };
@@ -38,7 +39,9 @@ async fn a_session_and_its_audit_row_are_stored_together_or_not_at_all(db: TestD
     let login = audit_event(NOW + 1, "login", Some("u-1"));
     // The login's throttle keys are cleared with it, and only with it.
     for key in ["user:alice", "mfa:alice"] {
-        db.record_failure(key, NOW, 0).await.unwrap();
+        db.reserve_attempt(key, NOW, &SecurityPolicy::default())
+            .await
+            .unwrap();
     }
     let id = db
         .create_session_audited(&s, &token(1), &login, chain_hash, &["user:alice"])
