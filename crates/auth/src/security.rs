@@ -638,12 +638,22 @@ impl<S: Store> Auth<S> {
         };
         let secret = self.open_totp(user.id, &pending)?;
         if let Some(shown) = shown_secret {
-            let shown: String = shown
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .map(|c| c.to_ascii_uppercase())
-                .collect();
-            if shown != base32(&secret) {
+            let shown: Zeroizing<String> = Zeroizing::new(
+                shown
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .map(|c| c.to_ascii_uppercase())
+                    .collect(),
+            );
+            // The pending secret is compared in constant time, as every secret is here:
+            // an early exit at the first differing character would let a caller who sends
+            // guesses measure how much of it they have right. Both sides are hashed first,
+            // so the time does not depend on the length sent either (`jose::crypto`).
+            let expected = Zeroizing::new(base32(&secret));
+            if !tessera_jose::crypto::constant_time_eq(
+                &tessera_jose::crypto::sha256(shown.as_bytes()),
+                &tessera_jose::crypto::sha256(expected.as_bytes()),
+            ) {
                 return Err(AuthError::InvalidRequest(STALE_TOTP_ENROLMENT.into()));
             }
         }
