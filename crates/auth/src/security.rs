@@ -2,19 +2,21 @@
 //! lockout, password changes and self-service session management.
 //!
 //! Lockout (OWASP Authentication Cheat Sheet, "Account Lockout"): failures are counted per
-//! *username*, whether or not it exists, so a lockout tells an attacker nothing. After
-//! `lockout_threshold` failures within `failure_window`, attempts are refused for
-//! `lockout_base`, doubling with each further failure up to `lockout_max` (bounded: nobody is
-//! locked out for long). Each attempt is reserved (counted as a failure, and the lock set
-//! when it reaches the threshold) atomically *before* the password or code is checked, and
-//! a success clears the count: a burst of concurrent guesses gets no more than
-//! `lockout_threshold` of them checked, and the rest are refused unchecked. Attempts during
-//! a lock are neither checked nor counted. The second factor has the same lock per user
-//! (`mfa:<user id>`). A signed-in user confirming a change with their password (password
-//! change, TOTP enrolment and removal) is bounded per session (`reauth:<session id>`), not by
-//! the username's lock, so that attackers locking the name cannot stop the owner securing
-//! the account. An admin can unlock, and an account with a second factor can always log in
-//! with password + code, which an attacker guessing passwords cannot produce.
+//! *username*, whether or not it exists, so a lockout tells an attacker nothing; the count
+//! is stored under a keyed hash of the name, not the name as typed
+//! ([`Auth::username_throttle_key`]). After `lockout_threshold` failures within
+//! `failure_window`, attempts are refused for `lockout_base`, doubling with each further
+//! failure up to `lockout_max` (bounded: nobody is locked out for long). Each attempt is
+//! reserved (counted as a failure, and the lock set when it reaches the threshold)
+//! atomically *before* the password or code is checked, and a success clears the count: a
+//! burst of concurrent guesses gets no more than `lockout_threshold` of them checked, and
+//! the rest are refused unchecked. Attempts during a lock are neither checked nor counted.
+//! The second factor has the same lock per user (`mfa:<user id>`). A signed-in user
+//! confirming a change with their password (password change, TOTP enrolment and removal) is
+//! bounded per session (`reauth:<session id>`), not by the username's lock, so that
+//! attackers locking the name cannot stop the owner securing the account. An admin can
+//! unlock, and an account with a second factor can always log in with password + code,
+//! which an attacker guessing passwords cannot produce.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -27,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::error::{AuthError, Result};
 use crate::model::{Attempt, MfaChallenge, RequestMeta, Session, SessionId, User, UserId};
 use crate::service::{
-    AccessContext, Actor, Auth, ClientPolicy, SecondFactor, TokenResponse, user_throttle_key,
+    AccessContext, Actor, Auth, ClientPolicy, SecondFactor, TokenResponse, USERNAME_THROTTLE_PREFIX,
 };
 use crate::store::Store;
 
@@ -275,7 +277,7 @@ impl<S: Store> Auth<S> {
         let Admission { attempts, lock } = admission;
         if lock > 0 {
             tracing::warn!(target: "tessera::auth", failures = attempts, lock_seconds = lock, "too many failed attempts; locked");
-            self.audit(meta, "lockout", "locked", user, username.map(str::to_owned), client_id, serde_json::json!({"failures": attempts, "seconds": lock, "key": key.split(':').next().unwrap_or_default()})).await;
+            self.audit(meta, "lockout", "locked", user, username.map(str::to_owned), client_id, serde_json::json!({"failures": attempts, "seconds": lock, "key": throttle_kind(key)})).await;
         }
     }
 
@@ -507,7 +509,7 @@ impl<S: Store> Auth<S> {
         during_lockout: bool,
     ) -> Result<TokenResponse> {
         let mfa_key = format!("mfa:{}", user.id);
-        let user_key = user_throttle_key(user.username.as_str());
+        let user_key = self.username_throttle_key(user.username.as_str());
         let amr = match factor {
             SecondFactor::Otp(_) => vec!["pwd".into(), "otp".into()],
             SecondFactor::RecoveryCode(_) => vec!["pwd".into(), "mfa".into()],
@@ -865,7 +867,7 @@ impl<S: Store> Auth<S> {
     pub async fn unlock(&self, user: &User, actor: &Actor, meta: &RequestMeta) -> Result<bool> {
         let a = self
             .store()
-            .clear_throttle(&user_throttle_key(user.username.as_str()))
+            .clear_throttle(&self.username_throttle_key(user.username.as_str()))
             .await?;
         let b = self
             .store()
@@ -903,7 +905,7 @@ impl<S: Store> Auth<S> {
         let now = self.now();
         Ok(self
             .store()
-            .find_throttle(&user_throttle_key(username))
+            .find_throttle(&self.username_throttle_key(username))
             .await?
             .map(|t| t.locked_until)
             .filter(|t| *t > now))
@@ -949,7 +951,7 @@ impl<S: Store> Auth<S> {
         // storage failure) leaves the old one in force, and the lock that bounds guesses
         // at it must stay.
         self.store()
-            .clear_throttle(&user_throttle_key(user.username.as_str()))
+            .clear_throttle(&self.username_throttle_key(user.username.as_str()))
             .await?;
         Ok(())
     }
@@ -1053,6 +1055,16 @@ impl<S: Store> Auth<S> {
         .await;
         Ok(user)
     }
+}
+
+/// What kind of lock a throttle key is, as the `lockout` audit event records it: `user`
+/// (a username's password checks; so named since before those keys were hashed, and
+/// kept for readers of the audit log), `mfa` or `reauth`.
+fn throttle_kind(key: &str) -> &str {
+    if key.starts_with(USERNAME_THROTTLE_PREFIX) {
+        return "user";
+    }
+    key.split(':').next().unwrap_or_default()
 }
 
 /// The throttle key of the password checks a signed-in caller makes

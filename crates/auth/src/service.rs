@@ -259,6 +259,9 @@ pub struct Auth<S> {
     pub(crate) recovery_pepper: Zeroizing<[u8; 32]>,
     /// Keys the hash that stands for an unknown username in the audit log.
     unknown_username_key: Zeroizing<[u8; 32]>,
+    /// Keys the hash that stands for a username in its throttle key
+    /// ([`Auth::username_throttle_key`]).
+    throttle_name_key: Zeroizing<[u8; 32]>,
     observer: Option<Arc<dyn audit::AuditObserver>>,
     pub(crate) attempt_gates: AttemptGates,
 }
@@ -321,9 +324,16 @@ impl<S: Store> Auth<S> {
             parts.account_secret.as_slice(),
             b"tessera/audit-unknown-username/v1",
         ));
+        // Its own key, derived like the one above: a throttle key and an audit row of the
+        // same name do not share a value, so neither can be matched against the other.
+        let throttle_name_key = Zeroizing::new(tessera_jose::crypto::hmac_sha256(
+            parts.account_secret.as_slice(),
+            b"tessera/throttle-username/v1",
+        ));
         let token_cache = VerifiedTokenCache::new(parts.config.token_cache_entries)?;
         let auth = Self {
             unknown_username_key,
+            throttle_name_key,
             token_cache,
             totp_sealing,
             recovery_pepper,
@@ -474,7 +484,7 @@ impl<S: Store> Auth<S> {
             .as_ref()
             .map_or_else(|| truncate(&req.username, 64), |u| u.to_string());
         // The lockout is per username, existing or not, so it reveals nothing.
-        let throttle_key = user_throttle_key(&audit_name);
+        let throttle_key = self.username_throttle_key(&audit_name);
         let user = match &username {
             Some(u) => self.store.find_user_by_username(u).await?,
             None => None,
@@ -2071,6 +2081,34 @@ impl<S: Store> Auth<S> {
         text
     }
 
+    /// The throttle key of a username's password checks (logins and password changes): one
+    /// lockout per name, whether or not a user has it (`username:` and 64 hex digits).
+    ///
+    /// # Security
+    /// The name is not stored as typed: what is typed in the username field is often a
+    /// password (OWASP Logging Cheat Sheet), and a throttle row lives as long as its
+    /// failures count. The key holds HMAC-SHA256 of the name, lowercased as usernames are
+    /// compared, under a key derived from the master key: the same on every instance
+    /// sharing the database (the master key is checked against the database at start), so
+    /// the lockout holds across them, and without the master key a copy of the table
+    /// cannot test guesses. Rows of the earlier `user:<name>` form are deleted by the
+    /// migration that introduced this one, and by every prune after it (an instance of
+    /// an earlier version may still write them during a rolling upgrade); nothing reads
+    /// them.
+    #[must_use]
+    pub fn username_throttle_key(&self, username: &str) -> String {
+        let mac = tessera_jose::crypto::hmac_sha256(
+            self.throttle_name_key.as_slice(),
+            username.to_lowercase().as_bytes(),
+        );
+        let mut key = String::with_capacity(USERNAME_THROTTLE_PREFIX.len() + 2 * mac.len());
+        key.push_str(USERNAME_THROTTLE_PREFIX);
+        for b in mac {
+            key.push_str(&format!("{b:02x}"));
+        }
+        key
+    }
+
     /// An audit event as [`Auth::audit`] records it.
     #[allow(clippy::too_many_arguments)]
     fn audit_event(
@@ -2131,11 +2169,9 @@ fn revocable_jti(jti: &str) -> Option<&str> {
         .then_some(jti)
 }
 
-/// The throttle key of a username's password checks (logins and password changes): one
-/// lockout per name, whether or not a user has it.
-pub(crate) fn user_throttle_key(username: &str) -> String {
-    format!("user:{}", username.to_lowercase())
-}
+/// How [`Auth::username_throttle_key`]'s keys begin. Not `user:`, the form that held the
+/// name as typed, so that rows of that form can be told apart and deleted.
+pub(crate) const USERNAME_THROTTLE_PREFIX: &str = "username:";
 
 /// The scope a refresh may ask for (RFC 6749 §6): `requested`, normalized, if every value
 /// of it is in the session's `granted` scope. A blank one (only spaces) names no scope

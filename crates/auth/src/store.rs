@@ -281,8 +281,10 @@ pub trait RevocationStore: Send + Sync {
         now: i64,
         limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<RevocationEvent>>> + Send;
-    /// Deletes expired revocation events and sessions that can never be used again.
-    /// Returns the number of rows removed.
+    /// Deletes expired revocation events, sessions that can never be used again, expired
+    /// MFA challenges, throttle rows whose failures no longer count, and throttle rows
+    /// keyed by a username as typed (`user:<name>`, the form before
+    /// [`crate::Auth::username_throttle_key`]). Returns the number of rows removed.
     fn prune(&self, now: i64) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 

@@ -1153,6 +1153,15 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?
                     .rows_affected();
+                // Rows keyed by a username as typed (`user:<name>`), the form before the
+                // keyed hash: the migration deleted those there were, but an instance of an
+                // earlier version still running during a rolling upgrade writes more. Nothing
+                // reads them; they must not keep the text (often a mistyped password).
+                let plain_names = sqlx::query("DELETE FROM login_throttle WHERE key LIKE 'user:%'")
+                    .execute(turn.writer()?)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
                 let horizon = now - SESSION_RETENTION_SECS;
                 let sessions = sqlx::query(
                     "DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1",
@@ -1163,7 +1172,7 @@ macro_rules! sql_store {
                 .map_err(map_err)?
                 .rows_affected();
                 turn.committed();
-                Ok(events + sessions + challenges + throttles)
+                Ok(events + sessions + challenges + throttles + plain_names)
             }
         }
 

@@ -153,6 +153,28 @@ impl TestApp {
         }
     }
 
+    /// Runs `sql`, a query of one text column, on the server's database directly, and
+    /// returns its rows: for tests of what the database holds (a secret that must not be
+    /// stored, say).
+    pub async fn query_text(&self, sql: &str) -> Vec<String> {
+        use sqlx::Connection as _;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.database_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("tessera.db"));
+                let mut c = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+            }
+        }
+    }
+
     /// The absolute URL of `path`.
     #[must_use]
     pub fn url(&self, path: &str) -> String {

@@ -354,6 +354,53 @@ async fn repeated_failures_lock_a_username_whether_or_not_it_exists() {
     assert_eq!(app.password_grant("rupert", PW).await.status(), 200);
 }
 
+/// The lockout's table held each name as typed (`user:<name>`) for as long as its failures
+/// counted, and what is typed in the username field is often a password (OWASP Logging
+/// Cheat Sheet). It now holds a keyed hash of the name; the lock works as before, and a row
+/// of the old form (written by an instance of the version before, during a rolling
+/// upgrade) locks nobody.
+#[tokio::test]
+async fn the_lockout_table_does_not_hold_names_as_typed() {
+    let app = spawn_app_with(|c| c.rate_token_per_minute = 0).await;
+    app.create_user("olga", PW, &[]).await;
+    app.create_user("piet", PW, &[]).await;
+    // A user's name, a name no user has, and text that is no username at all.
+    let typed = ["Olga", "Tr0ub4dor-and-3", "my password is long"];
+    for name in typed {
+        for _ in 0..5 {
+            let res = app.password_grant(name, "wrong guess 123").await;
+            assert_eq!(res.status(), 400, "{name}");
+        }
+        let res = app.password_grant(name, PW).await;
+        assert!(
+            res.headers().contains_key("retry-after"),
+            "{name} is locked"
+        );
+    }
+    let keys = app.query_text("SELECT key FROM login_throttle").await;
+    assert_eq!(keys.len(), typed.len(), "{keys:?}");
+    for key in &keys {
+        assert!(key.starts_with("username:"), "{key}");
+        for name in typed {
+            assert!(
+                !key.to_lowercase().contains(&name.to_lowercase()),
+                "{key} holds {name:?}"
+            );
+        }
+    }
+    // `tessera users show` finds the lock of a user by name.
+    assert!(app.state.auth.locked_until("olga").await.unwrap().is_some());
+    assert!(app.state.auth.locked_until("piet").await.unwrap().is_none());
+    let now = app.now();
+    app.execute_sql(&format!(
+        "INSERT INTO login_throttle (key, failures, locked_until, last_failure_at)
+         VALUES ('user:piet', 9, {}, {now})",
+        now + 3600
+    ))
+    .await;
+    assert_eq!(app.password_grant("piet", PW).await.status(), 200);
+}
+
 /// An app whose password checks queue behind one hashing thread at a cost of a few
 /// milliseconds each, so that a burst of guesses is all admitted before any is answered.
 async fn spawn_app_with_a_slow_hashing_queue() -> TestApp {
@@ -511,7 +558,7 @@ async fn logins_whose_clients_gave_up_do_not_lock_the_name() {
     let failures = || async {
         app.state
             .db()
-            .find_throttle("user:ulrich")
+            .find_throttle(&app.state.auth.username_throttle_key("ulrich"))
             .await
             .unwrap()
             .map_or(0, |t| t.failures)

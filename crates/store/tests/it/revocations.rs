@@ -1,7 +1,10 @@
 //! `RevocationStore`: the append-only log (ids, paging, expiry) and `prune`.
 
-use tessera_auth::model::{RevocationEvent, RevocationKind};
-use tessera_auth::store::{RevocationStore as _, SessionStore as _, UserStore as _};
+use tessera_auth::model::{RevocationEvent, RevocationKind, UserId};
+use tessera_auth::security::SecurityPolicy;
+use tessera_auth::store::{
+    RevocationStore as _, SecurityStore as _, SessionStore as _, UserStore as _,
+};
 
 use crate::support::{EVENT_TTL, NOW, TestDb, conformance, insert_user, session_with, token};
 
@@ -10,6 +13,7 @@ conformance!(
     revocations_since_pages_by_id_oldest_first,
     revocations_since_skips_expired_events,
     prune_removes_expired_events_and_long_dead_sessions_only,
+    prune_deletes_throttle_rows_keyed_by_a_plain_name,
 );
 
 async fn appended_revocations_get_increasing_ids_and_round_trip(db: TestDb) {
@@ -193,4 +197,33 @@ async fn prune_removes_expired_events_and_long_dead_sessions_only(db: TestDb) {
         db.find_user_by_id(u.id).await.unwrap().is_some(),
         "users are never pruned"
     );
+}
+
+/// Throttle rows keyed by a username as typed (`user:<name>`, the form before the keyed
+/// hash) go at every prune, locked or not, however recent: an instance of an earlier
+/// version still running during a rolling upgrade writes them after the migration deleted
+/// those there were, and the text is often a password typed into the wrong field. Rows of
+/// every other form are left to their own expiry.
+async fn prune_deletes_throttle_rows_keyed_by_a_plain_name(db: TestDb) {
+    let policy = SecurityPolicy::default();
+    let id = UserId::new();
+    let plain = ["user:alice", "user:correct horse battery staple"];
+    let kept = [
+        format!("username:{}", "ab".repeat(32)),
+        format!("mfa:{id}"),
+        format!("reauth:{id}"),
+        format!("reauth:user:{id}"),
+    ];
+    for key in plain.iter().copied().chain(kept.iter().map(String::as_str)) {
+        for _ in 0..policy.lockout_threshold {
+            db.reserve_attempt(key, NOW, &policy).await.unwrap();
+        }
+    }
+    assert_eq!(db.prune(NOW).await.unwrap(), 2);
+    for key in plain {
+        assert_eq!(db.find_throttle(key).await.unwrap(), None, "{key}");
+    }
+    for key in &kept {
+        assert!(db.find_throttle(key).await.unwrap().is_some(), "{key}");
+    }
 }

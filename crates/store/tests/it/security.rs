@@ -18,6 +18,7 @@ conformance!(
     a_lock_is_stored_until_the_throttle_is_cleared,
     throttle_keys_are_independent,
     concurrent_reservations_are_all_counted,
+    the_upgrade_deletes_throttle_rows_keyed_by_a_plain_name,
     a_reservation_counts_locks_at_the_threshold_and_is_refused_while_locked,
     concurrent_reservations_admit_no_more_than_the_threshold,
     a_released_reservation_is_one_failure_fewer_and_lifts_the_lock_it_set,
@@ -300,6 +301,47 @@ async fn concurrent_reservations_are_all_counted(db: TestDb) {
             .failures,
         i64::try_from(N).unwrap()
     );
+}
+
+/// A username's throttle row was keyed by the name as typed (`user:<name>`), often a
+/// password typed into the wrong field; it is now keyed by a keyed hash (`username:<hex>`).
+/// The migration that came with that (SQLite 0005, PostgreSQL 0007) deletes the rows of the
+/// old form, which nothing reads any more, and leaves every other key alone.
+async fn the_upgrade_deletes_throttle_rows_keyed_by_a_plain_name(db: TestDb) {
+    let policy = SecurityPolicy::default();
+    let id = UserId::new();
+    let old = ["user:alice", "user:correct horse battery staple"];
+    let kept = [
+        format!("username:{}", "ab".repeat(32)),
+        format!("mfa:{id}"),
+        format!("reauth:{id}"),
+        format!("reauth:user:{id}"),
+    ];
+    for key in old.iter().copied().chain(kept.iter().map(String::as_str)) {
+        for _ in 0..policy.lockout_threshold {
+            db.reserve_attempt(key, NOW, &policy).await.unwrap();
+        }
+    }
+    // As the version before left the database: that migration not yet applied.
+    let version = if db.backend() == "sqlite" { 5 } else { 7 };
+    assert_eq!(
+        db.execute(&format!(
+            "DELETE FROM _sqlx_migrations WHERE version = {version}"
+        ))
+        .await,
+        1
+    );
+    let upgraded = db.reopened().await;
+    for key in old {
+        assert_eq!(upgraded.find_throttle(key).await.unwrap(), None, "{key}");
+    }
+    for key in &kept {
+        assert!(
+            upgraded.find_throttle(key).await.unwrap().is_some(),
+            "{key}"
+        );
+    }
+    upgraded.close().await;
 }
 
 /// An attempt that could not be checked is given back: one failure fewer, and the lock its

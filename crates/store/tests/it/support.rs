@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -75,6 +75,14 @@ pub(crate) use conformance;
 pub(crate) struct TestDb {
     db: Database,
     raw: Raw,
+    /// Where the database is, to open it again.
+    location: Location,
+}
+
+#[derive(Debug, Clone)]
+enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +103,15 @@ impl TestDb {
     /// The store handle itself (to move into spawned tasks).
     pub(crate) fn database(&self) -> Database {
         self.db.clone()
+    }
+
+    /// Opens the same database again as a new [`Database`], which runs the migrations not
+    /// recorded as applied (as a new version of the server does at its first start).
+    pub(crate) async fn reopened(&self) -> Database {
+        match &self.location {
+            Location::Sqlite(path) => Database::open_sqlite(path).await.unwrap(),
+            Location::Postgres(url) => Database::connect(url, 2).await.unwrap(),
+        }
     }
 
     /// Runs a statement directly on the database (as an operator or attacker with SQL
@@ -166,6 +183,7 @@ where
     test(TestDb {
         db: db.clone(),
         raw: Raw::Sqlite(raw.clone()),
+        location: Location::Sqlite(path.clone()),
     })
     .await;
     raw.close().await;
@@ -201,13 +219,13 @@ where
     };
     admin.close().await.ok();
 
-    let db = Database::connect(&with_database(&admin_url, &name), 5)
-        .await
-        .unwrap();
+    let url = with_database(&admin_url, &name);
+    let db = Database::connect(&url, 5).await.unwrap();
     let raw = db.pg_pool().unwrap().clone();
     test(TestDb {
         db: db.clone(),
         raw: Raw::Postgres(raw),
+        location: Location::Postgres(url),
     })
     .await;
     db.close().await;
