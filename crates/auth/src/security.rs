@@ -738,7 +738,7 @@ impl<S: Store> Auth<S> {
         (event, reason): (&'static str, &'static str),
         meta: &RequestMeta,
     ) -> Result<()> {
-        let key = reauth_throttle_key(ctx);
+        let key = reauth_throttle_key(ctx, user);
         let admission = match self.reserve_attempt(&key).await? {
             Reserved::Admitted(a) => a,
             Reserved::Refused { retry_after } => return Err(AuthError::Locked { retry_after }),
@@ -857,10 +857,20 @@ impl<S: Store> Auth<S> {
         Ok(self.store().count_recovery_codes(user.id).await?)
     }
 
-    /// Lifts a lockout (admin), for the username's password attempts, the user's codes and
-    /// the password checks of the user's sessions. Returns whether there was anything to
-    /// lift; only then is it audited (a user with no lockout and no failed attempts is
-    /// already in the state asked for).
+    /// Lifts a lockout (admin): every throttle key of the user, that is the username's
+    /// password attempts, the user's codes, and the password re-checks of their signed-in
+    /// callers (`reauth_throttle_key`): the per-user key of tokens without a session, and
+    /// the key of every session that can still present an access token. Returns whether
+    /// there was anything to lift; only then is it audited (a user with no lockout and no
+    /// failed attempts is already in the state asked for).
+    ///
+    /// The sessions are those live `access_token_ttl` + `leeway` ago, not only now: an
+    /// access token does not outlive its session's absolute end, but it may outlive an idle
+    /// end (when `refresh_token_ttl` is shorter than `access_token_ttl`), and its session's
+    /// lock must not outlast the unlock. Revoked sessions are left out: their tokens are
+    /// refused before any password check. Their rows, and those of sessions long ended,
+    /// name no one who can use them, and go with the prune once their failures no longer
+    /// count.
     ///
     /// # Errors
     /// Storage failures.
@@ -873,12 +883,23 @@ impl<S: Store> Auth<S> {
             .store()
             .clear_throttle(&format!("mfa:{}", user.id))
             .await?;
-        // And the password checks of the user's signed-in sessions (`reauth_throttle_key`).
-        let mut c = false;
-        for session in self.list_sessions(Some(user)).await? {
+        let mut c = self
+            .store()
+            .clear_throttle(&reauth_user_key(user.id))
+            .await?;
+        let config = self.config();
+        let token_life = config
+            .access_token_ttl
+            .saturating_add(i64::try_from(config.leeway).unwrap_or(i64::MAX));
+        let since = self.now().saturating_sub(token_life);
+        for session in self
+            .store()
+            .list_live_sessions(Some(user.id), since)
+            .await?
+        {
             c |= self
                 .store()
-                .clear_throttle(&format!("reauth:{}", session.id))
+                .clear_throttle(&reauth_session_key(session.id))
                 .await?;
         }
         if !(a || b || c) {
@@ -1068,12 +1089,24 @@ fn throttle_kind(key: &str) -> &str {
 }
 
 /// The throttle key of the password checks a signed-in caller makes
-/// (`check_current_password`): one per session, apart from the username's lockout.
-fn reauth_throttle_key(ctx: &AccessContext) -> String {
-    match ctx.session_id() {
-        Some(sid) => format!("reauth:{sid}"),
-        None => format!("reauth:user:{}", ctx.user_id()),
+/// (`check_current_password`), apart from the username's lockout: one per session, or, for
+/// a token without a session (Tessera issues none; a holder of an HMAC signing secret can
+/// sign one), one per user. Built from the parsed ids, in the form [`Auth::unlock`] clears.
+fn reauth_throttle_key(ctx: &AccessContext, user: &User) -> String {
+    match ctx.session_id().and_then(|s| SessionId::parse(s).ok()) {
+        Some(sid) => reauth_session_key(sid),
+        None => reauth_user_key(user.id),
     }
+}
+
+/// [`reauth_throttle_key`] of a session.
+fn reauth_session_key(session: SessionId) -> String {
+    format!("reauth:{session}")
+}
+
+/// [`reauth_throttle_key`] of a user's tokens without a session.
+fn reauth_user_key(user: UserId) -> String {
+    format!("reauth:user:{user}")
 }
 
 impl SecondFactor {

@@ -636,6 +636,62 @@ async fn a_token_holder_guessing_the_current_password_is_bounded_per_session() {
     );
 }
 
+/// An admin unlock lifted the username's lock, the code lock and the password-check locks
+/// of the user's live sessions, but not two that still refused the owner (429): the lock of
+/// a token without a session (`reauth:user:<id>`), and that of a session whose idle end has
+/// passed while its access token still works (`refresh_token_ttl` shorter than
+/// `access_token_ttl`).
+#[tokio::test]
+async fn an_unlock_lifts_the_password_check_locks_of_every_token_the_user_still_has() {
+    let app = spawn_app_with(|c| {
+        c.rate_token_per_minute = 0;
+        c.refresh_token_ttl = 60;
+        c.access_token_ttl = 900;
+        // Locks that outlast the session's idle end.
+        c.security.lockout_base = 600;
+    })
+    .await;
+    app.create_user("xena", PW, &[]).await;
+    let in_session = app.login("xena", PW).await.access_token;
+    let mut claims = claims_of(&in_session);
+    claims.as_object_mut().unwrap().remove("sid");
+    let sessionless = crate::token_cache::signed_like_the_server(&app, &claims, true);
+    // Starting a TOTP enrolment checks the password and changes nothing that matters here.
+    let check = |token: &str, password: &str| {
+        app.client
+            .post(app.url("/users/me/mfa/totp"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"password": password}))
+            .send()
+    };
+    for token in [&sessionless, &in_session] {
+        for _ in 0..5 {
+            assert_eq!(check(token, "wrong guess 123").await.unwrap().status(), 403);
+        }
+        assert_eq!(check(token, PW).await.unwrap().status(), 429, "locked");
+    }
+    // The session's idle end passes; its access token, and both locks, do not.
+    app.advance(61).await;
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+    assert_eq!(app.me(&in_session).await.status(), 200);
+    assert_eq!(check(&in_session, PW).await.unwrap().status(), 429);
+    let admin = app.admin_login().await;
+    let res = app
+        .client
+        .post(app.url("/admin/users/xena/unlock"))
+        .bearer_auth(&admin.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    for (what, token) in [
+        ("without a session", &sessionless),
+        ("idle-ended", &in_session),
+    ] {
+        assert_eq!(check(token, PW).await.unwrap().status(), 200, "{what}");
+    }
+}
+
 #[tokio::test]
 async fn the_owner_can_change_the_password_and_manage_totp_while_the_name_is_locked() {
     owner_secures_a_locked_name(None).await;
