@@ -1504,9 +1504,9 @@ impl<S: Store> Auth<S> {
     /// `all`, every session of the user. Returns the number of sessions ended.
     ///
     /// # Errors
-    /// [`AuthError::InvalidRequest`] for a token with neither a session nor a `jti` that
-    /// [`revocable_jti`] accepts (nothing could end it alone, and it is not recorded);
-    /// storage failures.
+    /// [`AuthError::InvalidRequest`] for a token with neither a session nor a `jti` the
+    /// revocation log can record (one that is not empty and is at most 255 bytes of visible
+    /// ASCII): nothing could end it alone, and it is not recorded; storage failures.
     pub async fn logout(&self, ctx: &AccessContext, all: bool, meta: &RequestMeta) -> Result<u64> {
         let now = self.now();
         let n = if all {
