@@ -245,7 +245,7 @@ pub(crate) struct ResumeQuery {
 /// (`Sec-Fetch-Site`); the answer is a redirect, readable by no one.
 pub(crate) async fn resume(
     State(state): State<AppState>,
-    ClientMeta(meta): ClientMeta,
+    client_meta: ClientMeta,
     headers: HeaderMap,
     Query(q): Query<ResumeQuery>,
 ) -> Result<Response, AppError> {
@@ -256,7 +256,13 @@ pub(crate) async fn resume(
         session::RefreshCookie::One(rt) if !elsewhere => rt,
         _ => return Ok(see_other("/login")),
     };
-    match refresh_browser(&state, &headers, rt, &meta).await? {
+    // The refresh grant's per-IP limit, as at `POST /session/refresh`; a navigation gets a
+    // page, and the cookies stay for the next try.
+    if let Err(e) = state.limits.check(Bucket::Token, client_meta.ip()) {
+        let page = error_page(e.status(), "Too many requests", sentence(&e), "/account");
+        return Ok(with_retry_after(page, &e));
+    }
+    match refresh_browser(&state, &headers, rt, &client_meta.0).await? {
         BrowserRefresh::Renewed { cookies, .. } => {
             let to = if q.notice.as_deref() == Some("renewed") {
                 "/account?resumed=1&notice=renewed"

@@ -286,10 +286,11 @@ fn step_from_form(form: &OAuthForm) -> Result<SignIn, AppError> {
         (status = 200, description = "Renewed: new access and refresh cookies", body = SessionStarted),
         (status = 400, description = "invalid_grant: no, expired, revoked or reused refresh cookie (the cookies are cleared; a reused token revokes the session), or one superseded within the grace period (the cookies are kept)", body = crate::openapi::ErrorBody),
         (status = 403, description = "csrf_failed", body = crate::openapi::ErrorBody),
+        (status = 429, description = "rate_limited (per client IP, with Retry-After): the refresh grant's limit, `rate_limits.token_per_minute`", body = crate::openapi::ErrorBody),
     ))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
-    ClientMeta(meta): ClientMeta,
+    client_meta: ClientMeta,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -304,6 +305,10 @@ pub(crate) async fn refresh(
         field(&form, session::CSRF_FIELD),
     )
     .await?;
+    // The refresh grant of `POST /token` by cookie: the same per-IP limit (each attempt
+    // is a database lookup, and a rotation when it succeeds).
+    state.limits.check(Bucket::Token, client_meta.ip())?;
+    let meta = client_meta.0;
     let rt = match session::refresh_cookie(&headers) {
         RefreshCookie::One(rt) => rt,
         RefreshCookie::Missing => {

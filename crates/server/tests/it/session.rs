@@ -1527,3 +1527,63 @@ async fn signing_out_again_from_a_tab_left_open_says_signed_out() {
     assert_eq!(res.status(), 403);
     assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
 }
+
+/// Refreshing by cookie is the refresh grant: it counts against the same per-IP limit as
+/// `POST /token` (a database lookup per attempt), answered as JSON at `/session/refresh`
+/// and as a page at `/session/resume`, and the cookies stay for the next try.
+#[tokio::test]
+async fn cookie_refreshes_count_against_the_token_rate_limit() {
+    let app = spawn_app_with(|c| c.rate_token_per_minute = 3).await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let c = set_cookies(res.headers());
+    let b = Browser {
+        at: c["__Host-tessera_at"].value.clone(),
+        rt: c["__Secure-tessera_rt"].value.clone(),
+        csrf: b.csrf,
+    };
+    let res = browser_get(&app, &b, "/session/resume").await;
+    assert_eq!(res.status(), 303);
+    let c = set_cookies(res.headers());
+    let b = Browser {
+        at: c["__Host-tessera_at"].value.clone(),
+        rt: c["__Secure-tessera_rt"].value.clone(),
+        csrf: b.csrf,
+    };
+
+    // Three requests in the minute (sign-in, refresh, resume): the fourth is over.
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(!res.headers().contains_key("set-cookie"), "cookies kept");
+    assert_eq!(json(res).await["error"], "rate_limited");
+    let res = browser_get(&app, &b, "/session/resume").await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(!res.headers().contains_key("set-cookie"), "cookies kept");
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(res.text().await.unwrap().contains("Too many requests"));
+
+    // Not a sign-out: the session and its newest cookies still work.
+    let res = app
+        .client
+        .get(app.url("/users/me"))
+        .header(COOKIE, b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
