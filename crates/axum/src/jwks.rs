@@ -671,14 +671,27 @@ fn needs_fetch(e: &Error) -> bool {
 /// and retries `retry_interval` after a failure. Runs until aborted (when the last verifier
 /// clone drops).
 ///
-/// When it wakes it looks again at the set held before fetching: a fetch made meanwhile (an
-/// unknown `kid`, `refresh_keys`) moved the refresh time, and fetching at the old time would
-/// only ask the issuer again for what was fetched a moment ago.
+/// It waits for the refresh time of the set held, and looks again whenever a fetch ends: a
+/// fetch made meanwhile (an unknown `kid`, `refresh_keys`) moved that time, either later
+/// (fetching at the old time would only ask the issuer again for what was fetched a moment
+/// ago) or sooner (its answer had a shorter `max-age`, as an issuer gives before a
+/// rotation: sleeping out the lifetime of the set it replaced would keep a key the issuer
+/// withdrew in use that much longer).
 pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
+    let mut fetches = cache.finished.subscribe();
     loop {
+        // Fetches ended from here on wake the wait below.
+        fetches.borrow_and_update();
         let wait = cache.until_refresh();
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            // The cache owns the sender, so `changed` cannot fail; were it to, this would
+            // wait out the time rather than spin.
+            let fetched = async {
+                if fetches.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let _ = tokio::time::timeout(wait, fetched).await;
             continue;
         }
         let seen = cache.attempts();

@@ -1026,3 +1026,45 @@ async fn a_fetch_on_demand_counts_as_a_background_refresh() {
         "the background refresh stopped"
     );
 }
+
+/// A fetch on demand that brings a set due sooner than the one the background refresh is
+/// waiting for (the issuer shortened `max-age`, as it does before a rotation) is refreshed
+/// on its own schedule: the refresh does not sleep out the longer lifetime of the set it
+/// replaced while a key the issuer withdrew stays in use.
+#[tokio::test]
+async fn a_set_fetched_on_demand_that_is_due_sooner_is_refreshed_on_its_own_schedule() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    // The background task's first fetch is due again in 48 minutes.
+    issuer.set_cache_control(Some("max-age=3600"));
+    let mut o = options();
+    o.min_ttl = Duration::from_secs(1);
+    let v = verifier(&issuer, &clock, o).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || v.stats().jwks_fetches
+            >= 1)
+        .await
+    );
+    // The issuer shortens `max-age` and publishes k2; a token signed by k2 fetches on
+    // demand a set due one second after its fetch.
+    issuer.set_cache_control(Some("max-age=1"));
+    issuer.set_keys(&[&k1, &k2]);
+    v.verify::<NoCustomClaims>(&sign(&k2, &claims(&issuer.base), Some("at+jwt")))
+        .await
+        .unwrap();
+    assert_eq!(issuer.jwks_fetches(), 2);
+    // The issuer withdraws k1, and the set held comes due.
+    issuer.set_keys(&[&k2]);
+    clock.advance(1);
+    let refreshed = eventually(Duration::from_secs(10), async || {
+        v.key_status().is_some_and(|s| s.kids == ["k2"])
+    })
+    .await;
+    assert!(
+        refreshed,
+        "the background refresh kept the schedule of the set the fetch on demand replaced: \
+         {:?}",
+        v.key_status()
+    );
+}
