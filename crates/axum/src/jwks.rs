@@ -466,14 +466,14 @@ impl JwksCache {
         })
     }
 
-    /// How long until the set held is due for a background refresh: zero without a set or
-    /// once its refresh time has come.
+    /// How long until `keys` (the set held) is due for a background refresh: zero without
+    /// a set or once its refresh time has come.
     ///
     /// Read from the set held, not from the background task's own last fetch: whoever
     /// fetched it (that task, `refresh_keys`, or a request with an unknown `kid`) refreshed
     /// the keys, and the next refresh counts from that fetch.
-    fn until_refresh(&self) -> Duration {
-        let Some(keys) = self.current.load_full() else {
+    fn until_refresh(&self, keys: Option<&CachedKeys>) -> Duration {
+        let Some(keys) = keys else {
             return Duration::ZERO;
         };
         let wait = keys.refresh_at.saturating_sub(self.clock.now());
@@ -677,12 +677,23 @@ fn needs_fetch(e: &Error) -> bool {
 /// ago) or sooner (its answer had a shorter `max-age`, as an issuer gives before a
 /// rotation: sleeping out the lifetime of the set it replaced would keep a key the issuer
 /// withdrew in use that much longer).
+///
+/// A wait that ran its full time for the set still held ends in a fetch, whatever the
+/// clock says by then: a clock stepped back meanwhile (an NTP correction) would otherwise
+/// put the refresh off by the size of the step, the same mistake the unknown-`kid`
+/// cooldown avoids.
 pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
     let mut fetches = cache.finished.subscribe();
+    // The set a wait ran its full time for, while it is still the set held.
+    let mut waited_out: Option<Arc<CachedKeys>> = None;
     loop {
         // Fetches ended from here on wake the wait below.
         fetches.borrow_and_update();
-        let wait = cache.until_refresh();
+        let held = cache.current.load_full();
+        let wait = match (&held, waited_out.take()) {
+            (Some(h), Some(w)) if Arc::ptr_eq(h, &w) => Duration::ZERO,
+            _ => cache.until_refresh(held.as_deref()),
+        };
         if !wait.is_zero() {
             // The cache owns the sender, so `changed` cannot fail; were it to, this would
             // wait out the time rather than spin.
@@ -691,7 +702,9 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
                     std::future::pending::<()>().await;
                 }
             };
-            let _ = tokio::time::timeout(wait, fetched).await;
+            if tokio::time::timeout(wait, fetched).await.is_err() {
+                waited_out = held;
+            }
             continue;
         }
         let seen = cache.attempts();

@@ -1068,3 +1068,36 @@ async fn a_set_fetched_on_demand_that_is_due_sooner_is_refreshed_on_its_own_sche
         v.key_status()
     );
 }
+
+/// A wall clock stepped back while the background refresh waits (an NTP correction) does
+/// not postpone that refresh by the size of the step: the wait ran for the lifetime of the
+/// set still held, so it is due. Otherwise a key the issuer withdrew would stay in use for
+/// as long as the step.
+#[tokio::test]
+async fn a_clock_stepped_back_does_not_postpone_the_background_refresh() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    // Due four seconds after its fetch (four fifths of `max-age`).
+    issuer.set_cache_control(Some("max-age=5"));
+    let mut o = options();
+    o.min_ttl = Duration::from_secs(1);
+    let v = verifier(&issuer, &clock, o).await;
+    // The background task's first fetch; it now waits four seconds for the next.
+    assert!(
+        eventually(Duration::from_secs(10), async || v.stats().jwks_fetches
+            >= 1)
+        .await
+    );
+    clock.advance(-3600);
+    issuer.set_keys(&[&k2]);
+    let refreshed = eventually(Duration::from_secs(10), async || {
+        v.key_status().is_some_and(|s| s.kids == ["k2"])
+    })
+    .await;
+    assert!(
+        refreshed,
+        "the background refresh waited for the clock to catch up with the step: {:?}",
+        v.key_status()
+    );
+}
