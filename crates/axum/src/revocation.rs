@@ -164,6 +164,9 @@ struct Flight {
 struct Read {
     answered: u64,
     outcome: Result<usize, Error>,
+    /// The read task ended before the read did (its runtime shut down, or it panicked): the
+    /// outcome says nothing about the feed.
+    cut_short: bool,
 }
 
 impl Revocations {
@@ -208,6 +211,7 @@ impl Revocations {
             finished: watch::Sender::new(Read {
                 answered: 0,
                 outcome: Ok(0),
+                cut_short: false,
             }),
         })
     }
@@ -319,16 +323,34 @@ impl Revocations {
     /// meanwhile shares. Any number of concurrent callers thus cost at most two reads (one
     /// at a time), and every caller sees what the feed held when it asked.
     ///
+    /// The read runs on the runtime of the caller that started it. When its task ends
+    /// before the read does (that runtime shut down: a verifier shared by several runtimes),
+    /// each caller it was to answer asks again, once, and so reads on its own runtime: the
+    /// end of another caller's runtime says nothing about the feed. Only once, so a caller
+    /// whose own runtime is shutting down gets the error rather than spinning.
+    ///
     /// # Errors
     /// How the read that answered it ended (see [`Revocations::read_to_end`]);
     /// [`Error::NoRuntime`] outside a Tokio runtime.
     pub(crate) async fn sync(self: &Arc<Self>) -> Result<usize, Error> {
         let mut finished = self.finished.subscribe();
-        let ticket = self.ask()?;
-        match finished.wait_for(|read| read.answered >= ticket).await {
-            Ok(read) => read.outcome.clone(),
-            // Unreachable: `self` owns the sender. Still an error, not a success.
-            Err(_) => Err(self.ended_early()),
+        let mut ticket = self.ask()?;
+        let mut again = true;
+        loop {
+            let (outcome, cut_short) = match finished.wait_for(|read| read.answered >= ticket).await
+            {
+                Ok(read) => (read.outcome.clone(), read.cut_short),
+                // Unreachable: `self` owns the sender. Still an error, not a success.
+                Err(_) => return Err(self.ended_early()),
+            };
+            if !(cut_short && std::mem::take(&mut again)) {
+                return outcome;
+            }
+            ticket = match self.ask() {
+                Ok(t) => t,
+                // No runtime to read on here: the read's own end is the answer.
+                Err(_) => return outcome,
+            };
         }
     }
 
@@ -465,6 +487,7 @@ impl Landing {
             feed.finished.send_replace(Read {
                 answered: answers,
                 outcome,
+                cut_short: false,
             });
             if flight.asked == answers {
                 flight.running = false;
@@ -486,6 +509,7 @@ impl Drop for Landing {
         self.feed.finished.send_replace(Read {
             answered: flight.asked,
             outcome: Err(self.feed.ended_early()),
+            cut_short: true,
         });
     }
 }

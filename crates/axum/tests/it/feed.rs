@@ -369,6 +369,55 @@ fn the_feed_poller_restarts_on_a_live_runtime_when_its_own_shut_down() {
     });
 }
 
+/// A read of the feed runs on the runtime of the caller that started it. When that runtime
+/// shuts down mid-read (a verifier shared by the runtimes of several `#[tokio::test]`s), a
+/// caller on a live runtime that shares the read learns nothing about the feed from its
+/// end: it is not answered with an error, the read is made again on its own runtime.
+#[test]
+fn a_shared_read_cut_short_by_its_runtime_shutting_down_is_made_again() {
+    // The issuer lives on a runtime of its own, for the whole test.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let issuer = server.block_on(Issuer::start(&[]));
+    let first = runtime();
+    let v = first.block_on(async {
+        let v = Verifier::builder()
+            .key(es256("k1").verifying_key())
+            .accept_any_typ()
+            .revocation_feed(hourly_feed(&issuer))
+            .build()
+            .unwrap();
+        v.sync_revocations().await.unwrap();
+        v
+    });
+    // A read started on `first`, which stops running it before the feed answers.
+    *issuer.state.feed_delay.lock().unwrap() = Duration::from_millis(300);
+    first.block_on(async {
+        let cut = tokio::time::timeout(Duration::from_millis(50), v.sync_revocations()).await;
+        assert!(cut.is_err(), "the feed answered within 50 ms: {cut:?}");
+    });
+    issuer.revoke("jti", "a", unix_now());
+    let second = runtime();
+    let waiting = second.spawn({
+        let v = v.clone();
+        async move { v.sync_revocations().await }
+    });
+    // One turn of `second`: the task is polled once, asks, and shares the read under way
+    // on `first`.
+    second.block_on(tokio::task::yield_now());
+    drop(first);
+    let answer = second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the caller waited for the read of a runtime that shut down")
+            .unwrap()
+    });
+    assert_eq!(answer, Ok(1), "{:?}", v.stats());
+}
+
 /// A verifier for `app`'s tokens, following its feed as the confidential client `svc`.
 async fn verifier_for(app: &TestApp) -> Verifier {
     let (_, secret) = app
