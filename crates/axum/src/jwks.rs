@@ -222,6 +222,7 @@ impl JwksCache {
             finished: watch::Sender::new(Attempt {
                 count: 0,
                 outcome: Ok(()),
+                cut_short: false,
             }),
             last_demand: AtomicI64::new(i64::MIN),
             failures: AtomicU64::new(0),
@@ -301,20 +302,38 @@ impl JwksCache {
     /// no bound but the fetch's own timeouts, and reports its outcome). On failure the
     /// previous set stays in place.
     ///
+    /// The fetch runs on the runtime of the caller that started it. When its task ends
+    /// before the fetch does (that runtime shut down: a verifier shared by several
+    /// runtimes), this asks again, once, and so fetches on its own runtime: the end of
+    /// another caller's runtime says nothing about the issuer. Only once, so a caller whose
+    /// own runtime is shutting down gets the error rather than spinning.
+    ///
     /// # Errors
     /// How the attempt waited for ended, whoever started it.
-    pub(crate) async fn refresh(self: &Arc<Self>, seen: u64) -> Result<(), Error> {
+    pub(crate) async fn refresh(self: &Arc<Self>, mut seen: u64) -> Result<(), Error> {
         let mut finished = self.finished.subscribe();
-        match self.begin(seen, false)? {
-            Flight::Running | Flight::Finished => {
-                match finished.wait_for(|a| a.count != seen).await {
-                    Ok(attempt) => attempt.outcome.clone(),
-                    // Unreachable: `self` owns the sender. Still an error, not a success.
-                    Err(_) => Err(self.ended_early()),
-                }
+        let mut flight = self.begin(seen, false)?;
+        let mut again = true;
+        loop {
+            match flight {
+                Flight::Running | Flight::Finished => {}
+                // Not for a refresh (the cooldown applies to fetches on demand only).
+                Flight::CoolingDown => return Ok(()),
             }
-            // Not for a refresh (the cooldown applies to fetches on demand only).
-            Flight::CoolingDown => Ok(()),
+            let (outcome, count, cut_short) = match finished.wait_for(|a| a.count != seen).await {
+                Ok(a) => (a.outcome.clone(), a.count, a.cut_short),
+                // Unreachable: `self` owns the sender. Still an error, not a success.
+                Err(_) => return Err(self.ended_early()),
+            };
+            if !(cut_short && std::mem::take(&mut again)) {
+                return outcome;
+            }
+            seen = count;
+            flight = match self.begin(seen, false) {
+                Ok(f) => f,
+                // No runtime to fetch on here: the attempt's own end is the answer.
+                Err(_) => return outcome,
+            };
         }
     }
 
@@ -616,6 +635,9 @@ impl JwksCache {
 struct Attempt {
     count: u64,
     outcome: Result<(), Error>,
+    /// The fetch task ended before the fetch did (its runtime shut down, or it panicked):
+    /// the outcome says nothing about the issuer.
+    cut_short: bool,
 }
 
 /// What a caller found when it asked for a fetch (see [`JwksCache::begin`]).
@@ -640,6 +662,7 @@ struct Landing {
 
 impl Drop for Landing {
     fn drop(&mut self) {
+        let cut_short = self.outcome.is_none();
         let outcome = self.outcome.take().unwrap_or_else(|| {
             self.cache.failures.fetch_add(1, Ordering::Relaxed);
             Err(self.cache.ended_early())
@@ -653,6 +676,7 @@ impl Drop for Landing {
         self.cache.finished.send_modify(|a| {
             a.count = a.count.wrapping_add(1);
             a.outcome = outcome;
+            a.cut_short = cut_short;
         });
     }
 }

@@ -1101,3 +1101,55 @@ async fn a_clock_stepped_back_does_not_postpone_the_background_refresh() {
         v.key_status()
     );
 }
+
+/// A key-set fetch runs on the runtime of the caller that started it. When that runtime
+/// shuts down mid-fetch (a verifier shared by the runtimes of several `#[tokio::test]`s),
+/// a `refresh_keys` on a live runtime that shares the fetch learns nothing about the issuer
+/// from its end: it is not answered with an error, the fetch is made again on its own
+/// runtime.
+#[test]
+fn a_shared_fetch_cut_short_by_its_runtime_shutting_down_is_made_again() {
+    // The issuer lives on a runtime of its own, for the whole test.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = server.block_on(Issuer::start(&[&k1]));
+    let first = runtime();
+    let v = first.block_on(async {
+        let v = Verifier::builder()
+            .jwks_uri(issuer.jwks_uri())
+            .issuer(&issuer.base)
+            .jwks_options(options())
+            .build()
+            .unwrap();
+        v.refresh_keys().await.unwrap();
+        v
+    });
+    // A fetch started on `first`, which stops running it before the issuer answers.
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_delay(Duration::from_millis(300));
+    first.block_on(async {
+        let cut = tokio::time::timeout(Duration::from_millis(50), v.refresh_keys()).await;
+        assert!(cut.is_err(), "the issuer answered within 50 ms: {cut:?}");
+    });
+    let second = runtime();
+    let waiting = second.spawn({
+        let v = v.clone();
+        async move { v.refresh_keys().await }
+    });
+    // One turn of `second`: the task is polled once, asks, and shares the fetch under way
+    // on `first`.
+    second.block_on(tokio::task::yield_now());
+    drop(first);
+    let answer = second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the caller waited for the fetch of a runtime that shut down")
+            .unwrap()
+    });
+    assert_eq!(answer, Ok(()), "{:?}", v.stats());
+    assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
+}
