@@ -702,20 +702,21 @@ fn needs_fetch(e: &Error) -> bool {
 /// rotation: sleeping out the lifetime of the set it replaced would keep a key the issuer
 /// withdrew in use that much longer).
 ///
-/// A wait that ran its full time for the set still held ends in a fetch, whatever the
-/// clock says by then: a clock stepped back meanwhile (an NTP correction) would otherwise
-/// put the refresh off by the size of the step, the same mistake the unknown-`kid`
-/// cooldown avoids.
+/// A set once due stays due until a fetch replaces it, whatever the clock says later: when
+/// the wait for it ran its full time, and when its refresh failed (the retry comes
+/// `retry_interval` later). A clock stepped back meanwhile (an NTP correction) would
+/// otherwise put the refresh off by the size of the step, the same mistake the
+/// unknown-`kid` cooldown avoids.
 pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
     let mut fetches = cache.finished.subscribe();
-    // The set a wait ran its full time for, while it is still the set held.
-    let mut waited_out: Option<Arc<CachedKeys>> = None;
+    // The set found due, kept while it is the set held.
+    let mut due: Option<Arc<CachedKeys>> = None;
     loop {
         // Fetches ended from here on wake the wait below.
         fetches.borrow_and_update();
         let held = cache.current.load_full();
-        let wait = match (&held, waited_out.take()) {
-            (Some(h), Some(w)) if Arc::ptr_eq(h, &w) => Duration::ZERO,
+        let wait = match (&held, &due) {
+            (Some(h), Some(d)) if Arc::ptr_eq(h, d) => Duration::ZERO,
             _ => cache.until_refresh(held.as_deref()),
         };
         if !wait.is_zero() {
@@ -727,10 +728,11 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
                 }
             };
             if tokio::time::timeout(wait, fetched).await.is_err() {
-                waited_out = held;
+                due = held;
             }
             continue;
         }
+        due = held;
         let seen = cache.attempts();
         if cache.refresh(seen).await.is_err() {
             tokio::time::sleep(cache.opts.retry_interval).await;

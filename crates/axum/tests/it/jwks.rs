@@ -1153,3 +1153,45 @@ fn a_shared_fetch_cut_short_by_its_runtime_shutting_down_is_made_again() {
     assert_eq!(answer, Ok(()), "{:?}", v.stats());
     assert_eq!(v.key_status().unwrap().kids, ["k1", "k2"]);
 }
+
+/// The same after a failed refresh: the set held was due, and stays due until a fetch
+/// replaces it, so the retry comes `retry_interval` later, not once the clock has caught up
+/// with a step back.
+#[tokio::test]
+async fn a_clock_stepped_back_does_not_postpone_the_retry_of_a_failed_refresh() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    // Due four seconds after its fetch (four fifths of `max-age`).
+    issuer.set_cache_control(Some("max-age=5"));
+    let mut o = options();
+    o.min_ttl = Duration::from_secs(1);
+    o.retry_interval = Duration::from_secs(1);
+    let v = verifier(&issuer, &clock, o).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || v.stats().jwks_fetches
+            >= 1)
+        .await
+    );
+    clock.advance(-3600);
+    issuer.set_failing(true);
+    issuer.set_keys(&[&k2]);
+    assert!(
+        eventually(Duration::from_secs(10), async || v
+            .stats()
+            .jwks_fetch_failures
+            >= 1)
+        .await,
+        "the refresh came due and failed"
+    );
+    issuer.set_failing(false);
+    let refreshed = eventually(Duration::from_secs(10), async || {
+        v.key_status().is_some_and(|s| s.kids == ["k2"])
+    })
+    .await;
+    assert!(
+        refreshed,
+        "the retry waited for the clock to catch up with the step: {:?}",
+        v.key_status()
+    );
+}
