@@ -16,7 +16,7 @@
 //! away does not cut it short.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -148,6 +148,9 @@ pub(crate) struct Revocations {
     flight: Mutex<Flight>,
     /// The last finished read, watched by the callers waiting for one.
     finished: watch::Sender<Read>,
+    /// The verifier was dropped: a read under way stops at its next page (see
+    /// [`Revocations::stop`]).
+    stopped: AtomicBool,
 }
 
 /// The reads of the feed asked for, and whether one is under way.
@@ -213,7 +216,16 @@ impl Revocations {
                 outcome: Ok(0),
                 cut_short: false,
             }),
+            stopped: AtomicBool::new(false),
         })
+    }
+
+    /// Stops the read under way, if any, at its next page: the verifier is being dropped.
+    /// The read runs in a task of its own, which the verifier's drop does not abort (it
+    /// aborts the poll), and a long backlog, or a feed that never ends, would otherwise be
+    /// read on for nobody.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
     }
 
     /// True when a staleness bound is set and the feed has not been read successfully
@@ -402,6 +414,12 @@ impl Revocations {
     async fn read_to_end(&self, now: i64) -> Result<usize, Error> {
         let mut total = 0;
         loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(Error::Fetch {
+                    url: self.url.to_string(),
+                    reason: "the verifier was dropped".into(),
+                });
+            }
             let before = self.cursor();
             let n = self.poll_page().await?;
             total += n;
@@ -475,7 +493,10 @@ impl Landing {
             // by it.
             let answers = feed.flight().asked;
             let outcome = feed.read_to_end(feed.clock.now()).await;
-            if let Err(e) = &outcome {
+            let stopped = feed.stopped.load(Ordering::Acquire);
+            if let Err(e) = &outcome
+                && !stopped
+            {
                 feed.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     error = %e,
@@ -489,7 +510,7 @@ impl Landing {
                 outcome,
                 cut_short: false,
             });
-            if flight.asked == answers {
+            if flight.asked == answers || stopped {
                 flight.running = false;
                 self.finished = true;
                 return;

@@ -61,6 +61,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.refresher.stop();
         self.poller.stop();
+        if let Some(r) = &self.revocations {
+            r.stop();
+        }
     }
 }
 

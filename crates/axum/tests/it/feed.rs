@@ -418,6 +418,45 @@ fn a_shared_read_cut_short_by_its_runtime_shutting_down_is_made_again() {
     assert_eq!(answer, Ok(1), "{:?}", v.stats());
 }
 
+/// A read of the feed runs in a task of its own, which stops with the verifier like the
+/// poll: a feed with a long backlog (or one that never ends) is not read on for nobody
+/// once the last clone is dropped.
+#[tokio::test]
+async fn a_read_under_way_stops_when_the_verifier_is_dropped() {
+    let issuer = Issuer::start(&[]).await;
+    let now = unix_now();
+    for i in 0..100 {
+        issuer.revoke("jti", &format!("j{i}"), now);
+    }
+    *issuer.state.feed_delay.lock().unwrap() = Duration::from_millis(20);
+    let v = Verifier::builder()
+        .key(es256("k1").verifying_key())
+        .accept_any_typ()
+        .revocation_feed(hourly_feed(&issuer).page_size(1))
+        .build()
+        .unwrap();
+    let polls = || {
+        issuer
+            .state
+            .feed_polls
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // The poll's first read is under way, one event a page.
+    assert!(eventually(Duration::from_secs(5), async || polls() >= 3).await);
+    drop(v);
+    // Only waiting can show that nothing more happens. The page under way may still be
+    // answered; none is asked for after it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = polls();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        polls(),
+        after,
+        "the read went on after the verifier was dropped"
+    );
+    assert!(after < 50, "{after} pages read");
+}
+
 /// A verifier for `app`'s tokens, following its feed as the confidential client `svc`.
 async fn verifier_for(app: &TestApp) -> Verifier {
     let (_, secret) = app

@@ -300,12 +300,17 @@ async fn revocations(
         .and_then(|v| v.parse().ok())
         .filter(|_| !s.feed_ignores_since.load(Ordering::SeqCst))
         .unwrap_or(0);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
     let events: Vec<Value> = s
         .events
         .lock()
         .unwrap()
         .iter()
         .filter(|e| e["id"].as_i64().unwrap() > since)
+        .take(limit)
         .cloned()
         .collect();
     let cursor = events.last().map_or(since, |e| e["id"].as_i64().unwrap());
