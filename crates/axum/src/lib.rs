@@ -26,8 +26,8 @@
 //!   `GET /revocations?since=` log, so a logout or a detected refresh-token theft on the
 //!   server is refused here within about a poll interval (1 s by default), without calling
 //!   the issuer per request. It fails open unless
-//!   [`VerifierBuilder::revocation_feed_max_staleness`] bounds how old it may be. The feed
-//!   is read once at a time: the poll and any number of concurrent
+//!   [`VerifierBuilder::revocation_feed_max_staleness`] bounds how old it may be. Reads of
+//!   the feed go one at a time: the poll and any number of concurrent
 //!   [`Verifier::sync_revocations`] share a read, or the next one when they arrive after a
 //!   read has sent its request (its answer could predate them).
 //!

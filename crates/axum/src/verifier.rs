@@ -261,6 +261,11 @@ impl Verifier {
     /// Fetches the key set now (joining a fetch under way), ignoring the cooldown: for
     /// readiness checks at startup. A no-op for static keys.
     ///
+    /// An empty key set (`{"keys":[]}`) is a successful fetch, not an error: the issuer
+    /// trusts no key (RFC 7517 §5), and no token verifies until it publishes one. A
+    /// readiness check that needs keys should also check that [`Verifier::key_status`]
+    /// lists some `kids`.
+    ///
     /// # Errors
     /// The fetch failure, also when the fetch was one already under way that this call
     /// joined; the previous key set, if any, stays in use.
@@ -274,8 +279,9 @@ impl Verifier {
 
     /// Reads the revocation feed now, up to its end: a read that starts after this call, so
     /// it sees every revocation made before it. Concurrent callers, the background poll
-    /// included, share one read. Returns the number of new events the
-    /// read applied; 0 without a feed.
+    /// included, share reads: those that ask before a read sends its request share it,
+    /// those that ask while it is under way share the next. Returns the number of new
+    /// events the read applied; 0 without a feed.
     ///
     /// # Errors
     /// The fetch failure (the next read resumes from the same cursor), also when the read
