@@ -32,7 +32,11 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// A verifier may outlive the Tokio runtime it was built on (kept in a `static`, shared by
 /// several runtimes): its background tasks end with that runtime, and the next call to
 /// [`Verifier::verify`] (the extractor's), [`Verifier::refresh_keys`] or
-/// [`Verifier::sync_revocations`] on a live runtime starts them again there.
+/// [`Verifier::sync_revocations`] on a live runtime starts them again there. A runtime
+/// that stays alive but is no longer driven (a current-thread runtime outside its
+/// `block_on`) has not shut down: its tasks wait until it runs again, and so do
+/// `refresh_keys` and `sync_revocations` calls that share a key fetch or feed read started
+/// there (a request waits for such a fetch at most [`JwksOptions::max_fetch_wait`]).
 #[derive(Clone, Debug)]
 pub struct Verifier {
     inner: Arc<Inner>,
