@@ -131,7 +131,7 @@ fn body_error(status: StatusCode, description: String) -> AppError {
 }
 
 /// The raw request body, whose rejections are errors in our JSON shape (413 when over
-/// `limits.max_body_bytes`; see [`body_error`]).
+/// `limits.max_body_bytes`; see `body_error`).
 #[derive(Debug)]
 pub struct ApiBytes(pub axum::body::Bytes);
 

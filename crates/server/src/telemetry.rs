@@ -315,7 +315,7 @@ fn splitmix64(x: u64) -> u64 {
 ///   finish on its first poll, so handlers that never wait (a cached token check) never
 ///   touch the timer wheel; the deadline still counts from the start of the request.
 /// - A panicking handler is answered with a generic 500 instead of a dropped connection.
-/// - The request is counted and timed under its route template ([`RouteTable`]) and
+/// - The request is counted and timed under its route template (`RouteTable`) and
 ///   logged once (method, route, status, latency, id; at `debug` unless it failed); an
 ///   error response's internal detail is logged, and any 5xx body is replaced by a generic
 ///   one carrying the request id.
