@@ -784,11 +784,13 @@ pub(crate) async fn sign_out(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    // Signed out already (in another tab, say): there is nothing to end, and the CSRF
-    // cookie went with the others, so the check would answer "cookies are needed". A
-    // request that can change nothing needs no check either.
+    // Signed out already (in another tab, say): there is nothing to end, and the check
+    // would fail on a CSRF cookie that went with the others ("cookies are needed") or on
+    // the signed-out visitor's one the sign-in page has set since ("this form has
+    // expired"). Without an access or a refresh cookie, `end_session` has nothing to act
+    // on, so the request can change nothing and needs no check; any CSRF cookie is left
+    // for the sign-in form.
     let signed_out = session::cookie(&headers, session::ACCESS_COOKIE).is_none()
-        && session::cookie(&headers, session::CSRF_COOKIE).is_none()
         && session::refresh_cookie(&headers) == session::RefreshCookie::Missing;
     if signed_out {
         return Ok(see_other("/login?notice=signed_out"));

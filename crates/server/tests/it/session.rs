@@ -1587,3 +1587,57 @@ async fn cookie_refreshes_count_against_the_token_rate_limit() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// Signed out in one tab, the browser follows the answer to the sign-in page, and that page
+/// gives it a signed-out visitor's CSRF cookie (for its own form). "Sign out" in another tab
+/// left open then came with that cookie and the old page's token: not "no session cookie",
+/// so the CSRF check ran, the tokens differed, and the answer was 403 "This form has
+/// expired", a sign-out that seemed to fail. Without an access or a refresh cookie there is
+/// nothing to end, whatever CSRF cookie comes along: it goes to the sign-in page.
+#[tokio::test]
+async fn signing_out_again_after_the_sign_in_page_loaded_says_signed_out() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = browser_form_post(&app, &b, "/session/end", &[("csrf_token", b.csrf.as_str())]).await;
+    assert_eq!(location(&res), "/login?notice=signed_out");
+    // The tab follows the redirect; the sign-in page sets a visitor's CSRF cookie.
+    let res = app
+        .client
+        .get(app.url(location(&res)))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let visitor = set_cookies(res.headers())["__Host-tessera_csrf"]
+        .value
+        .clone();
+    assert_ne!(visitor, b.csrf);
+    // The other tab: its form, and the jar holding only the visitor's CSRF cookie.
+    for path in ["/session/end", "/account/logout"] {
+        let mut path = path.to_owned();
+        let res = loop {
+            let res = app
+                .client
+                .post(app.url(&path))
+                .header(COOKIE, format!("__Host-tessera_csrf={visitor}"))
+                .header(ORIGIN, &app.base)
+                .header("sec-fetch-site", "same-origin")
+                .form(&[("csrf_token", b.csrf.as_str())])
+                .send()
+                .await
+                .unwrap();
+            if res.status() != 307 {
+                break res;
+            }
+            path = location(&res).to_owned();
+        };
+        assert_eq!(res.status(), 303, "{path}");
+        assert_eq!(location(&res), "/login?notice=signed_out", "{path}");
+        assert!(
+            !res.headers().contains_key(SET_COOKIE),
+            "{path}: the visitor's CSRF cookie stays for the sign-in form"
+        );
+    }
+}
