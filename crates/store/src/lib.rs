@@ -1155,9 +1155,12 @@ macro_rules! sql_store {
                     .rows_affected();
                 // Rows keyed by a username as typed (`user:<name>`), the form before the
                 // keyed hash: the migration deleted those there were, but an instance of an
-                // earlier version still running during a rolling upgrade writes more. Nothing
-                // reads them; they must not keep the text (often a mistyped password).
-                let plain_names = sqlx::query("DELETE FROM login_throttle WHERE key LIKE 'user:%'")
+                // earlier version still running during a rolling upgrade writes more (which
+                // that instance still reads: docs/security.md); they must not keep the text
+                // (often a mistyped password). A range on the key ('user:' up to 'user;', the
+                // next character) walks the primary-key index on both databases, where
+                // SQLite scanned the whole table for `LIKE 'user:%'`.
+                let plain_names = sqlx::query("DELETE FROM login_throttle WHERE key >= 'user:' AND key < 'user;'")
                     .execute(turn.writer()?)
                     .await
                     .map_err(map_err)?
