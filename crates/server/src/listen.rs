@@ -59,16 +59,6 @@ pub trait Serve: Send + Sync + 'static {
     fn serve(&self, req: http::Request<Incoming>, peer: SocketAddr) -> Self::Future;
 }
 
-/// A bare router (the metrics listener): the client's address is not used.
-impl Serve for axum::Router {
-    type Future = axum::routing::future::RouteFuture<Infallible>;
-
-    fn serve(&self, req: http::Request<Incoming>, _peer: SocketAddr) -> Self::Future {
-        // A router is always ready (its `poll_ready` returns `Ready` unconditionally).
-        tower::Service::call(&mut self.clone(), req)
-    }
-}
-
 /// The TLS configuration new handshakes use. A certificate reload replaces it whole;
 /// connections already established keep the one they started with.
 #[derive(Clone, Debug)]
