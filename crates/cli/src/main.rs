@@ -30,7 +30,9 @@ use output::outln;
 #[command(name = "tessera", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
     /// Directory for the embedded database and generated keys [env: TESSERA_DATA_DIR] [default: ./tessera-data]
-    #[arg(long, global = true, value_name = "DIR")]
+    // An empty value is taken here and refused by the configuration, in one line naming
+    // `data_dir` and the flag (`path_value` has why).
+    #[arg(long, global = true, value_name = "DIR", value_parser = path_value())]
     data_dir: Option<PathBuf>,
     /// Database URL (postgres://... for PostgreSQL) [env: TESSERA_DATABASE_URL] [default: SQLite in the data dir]
     #[arg(long, global = true, value_name = "URL")]
@@ -38,7 +40,9 @@ pub(crate) struct Cli {
     /// TOML configuration file [env: TESSERA_CONFIG]
     // Read from the environment by `config_file`, not by clap: clap takes an empty
     // `TESSERA_CONFIG=` for a missing value ("a value is required for '--config <FILE>'").
-    #[arg(long, global = true, value_name = "FILE")]
+    // An empty `--config ''` is refused by `config_file`, in one line like every other
+    // configuration error.
+    #[arg(long, global = true, value_name = "FILE", value_parser = path_value())]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -110,7 +114,7 @@ impl Cli {
             overrides.push(("log_format".to_owned(), f.to_owned()));
         }
         Ok(Sources {
-            file: self.config_file(),
+            file: self.config_file()?,
             env: tessera_env()?,
             overrides,
         })
@@ -118,12 +122,21 @@ impl Cli {
 
     /// `--config`, else `TESSERA_CONFIG` when it is set and not empty (an empty value, as
     /// `TESSERA_CONFIG=` in a unit file leaves it, means no file).
-    fn config_file(&self) -> Option<PathBuf> {
-        self.config.clone().or_else(|| {
-            std::env::var_os("TESSERA_CONFIG")
+    ///
+    /// An empty `--config ''` is a usage failure (exit 2): the flag is there to name a file,
+    /// so an empty one is a mistake (an unset shell variable, `--config "$CONF"`), not a
+    /// request for none.
+    fn config_file(&self) -> Result<Option<PathBuf>, Failure> {
+        match &self.config {
+            Some(path) if path.as_os_str().is_empty() => Err(Failure::usage(
+                "configuration error: the config file path is empty; give --config the path \
+                 of a TOML file, or leave the flag out to use none (set by --config)",
+            )),
+            Some(path) => Ok(Some(path.clone())),
+            None => Ok(std::env::var_os("TESSERA_CONFIG")
                 .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
+                .map(PathBuf::from)),
+        }
     }
 
     /// The resolved configuration, or a usage failure (exit 2) naming the key.
@@ -140,6 +153,14 @@ impl Cli {
         Config::load(&self.sources(listen, log_format)?)
             .map_err(|e| Failure::usage(format!("configuration error: {e}")))
     }
+}
+
+/// The parser of the path flags: any value, the empty one included. clap's own for
+/// `PathBuf` refuses an empty value with its usage error (`a value is required for
+/// '--config <FILE>' but none was supplied`, a blank line and a hint: three lines), where
+/// every other bad configuration value is one line naming the key and where it was set.
+fn path_value() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from)
 }
 
 /// The `TESSERA_*` environment variables, for the configuration. Other variables are not

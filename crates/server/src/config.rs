@@ -861,6 +861,14 @@ impl Config {
         let data_dir = raw
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        // An empty path is no directory: every file under it would land in the current
+        // directory, or nowhere (`tessera serve` cannot create it).
+        if data_dir.as_os_str().is_empty() {
+            return Err(err(
+                "`data_dir` is empty; point it at a directory, or leave it unset for \
+                 ./tessera-data",
+            ));
+        }
         if data_dir.exists() && !data_dir.is_dir() {
             return Err(err(format!(
                 "`data_dir` = `{}` is a file, not a directory; point it at a directory (one \

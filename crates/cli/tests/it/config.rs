@@ -422,3 +422,51 @@ fn configuration_errors_are_one_line_naming_where_the_key_was_set() {
         );
     }
 }
+
+/// An empty path flag is a configuration error like the others: one line saying what is
+/// wrong and what to do, exit 2. `--config ''` and `--data-dir ''` printed clap's usage
+/// error over three lines ("a value is required for '--config <FILE>' but none was
+/// supplied", a blank line, a hint); an empty `TESSERA_DATA_DIR=` was taken as a data
+/// directory with no path (check-config called it valid, `users list` said "the data
+/// directory  does not exist").
+#[test]
+fn an_empty_config_or_data_dir_is_one_line_naming_where_it_was_set() {
+    let dir = Dir::new();
+    let data = dir.path("data");
+    let empty_config = "the config file path is empty; give --config the path of a TOML \
+                        file, or leave the flag out to use none (set by --config)";
+    for args in [
+        &["--config", "", "serve", "--listen", "127.0.0.1:0"][..],
+        &["serve", "--listen", "127.0.0.1:0", "--config="],
+        &["check-config", "--config", ""],
+        &["users", "list", "--config", ""],
+    ] {
+        let mut cmd = tessera();
+        cmd.args(args).arg("--data-dir").arg(&data);
+        let out = Run::from(cmd.output().unwrap()).fails(2, empty_config);
+        assert!(
+            out.stderr.starts_with("error: configuration error: "),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // Nothing was started or created on the way.
+    assert!(!data.exists(), "{} was created", data.display());
+
+    let empty_data_dir = "`data_dir` is empty; point it at a directory, or leave it unset \
+                          for ./tessera-data";
+    for args in [&["check-config"][..], &["serve"], &["users", "list"]] {
+        let mut cmd = tessera();
+        cmd.arg("--data-dir").arg("").args(args);
+        Run::from(cmd.output().unwrap()).fails(2, &format!("{empty_data_dir} (set by --data-dir)"));
+        let mut cmd = tessera();
+        cmd.env("TESSERA_DATA_DIR", "").args(args);
+        Run::from(cmd.output().unwrap()).fails(
+            2,
+            &format!("{empty_data_dir} (set by environment variable TESSERA_DATA_DIR)"),
+        );
+    }
+
+    // An empty `TESSERA_CONFIG=` (a unit file's) still means no file.
+    check(&dir, &[], &[("TESSERA_CONFIG", "")]).success();
+}
