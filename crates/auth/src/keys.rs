@@ -257,6 +257,21 @@ impl KeyManager {
         Ok(())
     }
 
+    /// Every stored key with its state at `now`, in lifecycle order, read from storage.
+    /// [`KeyRing::keys`] lists what the ring in force was built from, and a database where
+    /// no key can sign (every key revoked, say) builds no ring: an administrative command
+    /// keeps the empty placeholder, which would hide those keys.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list<S: KeyStore>(&self, store: &S, now: i64) -> Result<Vec<KeyInfo>> {
+        Ok(sorted_rows(store)
+            .await?
+            .iter()
+            .map(|k| info(k, now))
+            .collect())
+    }
+
     /// Creates a new key. It is published at once and signs after `publish_ahead`
     /// (immediately with `immediate`); the key signing now retires when it activates and
     /// leaves the JWKS once every token it signed has expired.
@@ -265,11 +280,13 @@ impl KeyManager {
     /// the algorithm of the newest usable key (the one the servers sign with, or are about
     /// to): its own `signing.alg` need not be the servers', and a rotation run without their
     /// configuration (the default RS256 against ES256 servers) switched every instance to
-    /// it, as `keys revoke` did before it kept the revoked key's algorithm.
+    /// it, as `keys revoke` did before it kept the revoked key's algorithm. With no usable
+    /// key (every one revoked or expired), it has the algorithm of the newest stored key,
+    /// the last the servers signed with: that is how a command restores a signer.
     ///
     /// # Errors
     /// [`AuthError::InvalidRequest`] in HMAC mode, or for a command when the database has
-    /// no usable key yet (the first is the server's to create); storage failures.
+    /// no key at all yet (the first is the server's to create); storage failures.
     pub async fn rotate<S: KeyStore>(
         &self,
         store: &S,
@@ -279,19 +296,20 @@ impl KeyManager {
         let alg = if self.create || !matches!(self.source, KeySource::Stored { .. }) {
             None
         } else {
-            let ring = self.current();
-            let newest = ring
-                .keys
-                .iter()
-                .filter(|k| matches!(k.state, KeyState::Active | KeyState::Next))
-                .max_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)))
-                .ok_or_else(|| {
-                    AuthError::InvalidRequest(
-                        "the database has no signing key yet: start `tessera serve` once (it \
-                         creates the first key with its `signing.alg`), then rotate"
-                            .into(),
-                    )
-                })?;
+            // From storage, not the ring: a ring is built only where some key signs.
+            let keys = self.list(store, now).await?;
+            let newest = |usable: bool| {
+                keys.iter()
+                    .filter(|k| !usable || matches!(k.state, KeyState::Active | KeyState::Next))
+                    .max_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)))
+            };
+            let newest = newest(true).or_else(|| newest(false)).ok_or_else(|| {
+                AuthError::InvalidRequest(
+                    "the database has no signing key yet: start `tessera serve` once (it \
+                     creates the first key with its `signing.alg`), then rotate"
+                        .into(),
+                )
+            })?;
             Some(newest.alg.parse::<Algorithm>().map_err(|_| {
                 AuthError::Internal(format!(
                     "stored key {} has unknown alg {}",

@@ -7,6 +7,7 @@ use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use tessera_auth::keys::{KeyInfo, KeyState};
 use tessera_auth::model::{RequestMeta, SessionId, User};
 use tessera_auth::store::SessionStore as _;
 use tessera_auth::{Actor, AuthError, SystemClock};
@@ -512,10 +513,15 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
     let auth = &state.auth;
     match cmd {
         KeysCommand::List { json } => {
-            let ring = auth.key_ring();
+            // From storage: a database where no key can sign builds no key ring, and the
+            // ring's listing was empty for it, every revoked key hidden.
+            let keys = auth
+                .keys()
+                .list(auth.store(), auth.now())
+                .await
+                .map_err(fail)?;
             if *json {
-                let keys: Vec<serde_json::Value> = ring
-                    .keys
+                let keys: Vec<serde_json::Value> = keys
                     .iter()
                     .map(|k| {
                         serde_json::json!({
@@ -528,7 +534,7 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                     })
                     .collect();
                 print_json(&serde_json::Value::Array(keys))?;
-            } else if ring.keys.is_empty() {
+            } else if keys.is_empty() {
                 match &state.config.signing {
                     SigningConfig::Hmac(k) => outln!(
                         "no stored keys: tokens are signed with {} from `signing.secret`",
@@ -540,8 +546,7 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                     )?,
                 }
             } else {
-                let rows: Vec<Vec<String>> = ring
-                    .keys
+                let rows: Vec<Vec<String>> = keys
                     .iter()
                     .map(|k| {
                         vec![
@@ -559,28 +564,44 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                     &rows,
                 )?;
             }
+            // On stderr, so that stdout stays the listing (the JSON a script parses); the
+            // listing itself succeeded (exit 0).
+            if let Some(warning) = signer_warning(&state.config.signing, &keys, *json) {
+                crate::output::errln!("warning: {warning}");
+            }
         }
         KeysCommand::Rotate { now } => {
+            let stored = matches!(state.config.signing, SigningConfig::Stored { .. });
+            let keys = auth
+                .keys()
+                .list(auth.store(), auth.now())
+                .await
+                .map_err(fail)?;
             // Administrative commands never create the first key: it would have this
             // command's `signing.alg` (the default RS256, say), not the servers'.
-            if matches!(state.config.signing, SigningConfig::Stored { .. })
-                && !ring_has_usable_key(&auth.key_ring())
-            {
+            if stored && keys.is_empty() {
                 state.db().close().await;
                 return Err(Failure::refused(
                     "the database has no signing key yet: start `tessera serve` once (it \
                      creates the first key with its `signing.alg`), then rotate",
                 ));
             }
-            let info = auth.rotate_keys(*now, &CLI).await.map_err(fail)?;
+            // Nothing signs and nothing will (every key revoked or expired): a key that
+            // waited `keys.publish_ahead` to sign would leave the servers that long with no
+            // usable key, so it signs at once.
+            let unusable = stored && !has_usable_key(&keys);
+            let info = auth
+                .rotate_keys(*now || unusable, &CLI)
+                .await
+                .map_err(fail)?;
             outln!(
                 "created key {} ({}), {} at {}; running servers pick it up within a second",
                 info.kid,
                 info.alg,
-                if *now {
-                    "signing from now"
-                } else {
-                    "published now, signing"
+                match (*now, unusable) {
+                    (true, _) => "signing from now",
+                    (false, true) => "signing from now (no key was usable)",
+                    (false, false) => "published now, signing",
                 },
                 time(info.activates_at)
             )?;
@@ -591,7 +612,7 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
                 .key_ring()
                 .keys
                 .iter()
-                .any(|k| k.kid == *kid && k.state == tessera_auth::keys::KeyState::Revoked);
+                .any(|k| k.kid == *kid && k.state == KeyState::Revoked);
             if already {
                 outln!("key {kid} is already revoked; nothing to do")?;
                 state.db().close().await;
@@ -825,12 +846,53 @@ pub(crate) async fn clients(cli: &Cli, cmd: &ClientsCommand) -> Result<(), Failu
     Ok(())
 }
 
-/// Whether the ring has a key that signs or will (not a placeholder before the first).
-fn ring_has_usable_key(ring: &tessera_auth::keys::KeyRing) -> bool {
-    use tessera_auth::keys::KeyState;
-    ring.keys
-        .iter()
+/// Whether a key signs or will (is active or next).
+fn has_usable_key(keys: &[KeyInfo]) -> bool {
+    keys.iter()
         .any(|k| matches!(k.state, KeyState::Active | KeyState::Next))
+}
+
+/// What `keys list` warns about on stderr, with what to do: stored keys of which none
+/// signs now; for `--json`, no key at all (the text listing says so in its place); in HMAC
+/// mode, stored keys that are not used. `None` when a stored key signs.
+fn signer_warning(signing: &SigningConfig, keys: &[KeyInfo], json: bool) -> Option<String> {
+    if let SigningConfig::Hmac(k) = signing {
+        return (!keys.is_empty()).then(|| {
+            format!(
+                "tokens are signed with {} from `signing.secret`; the stored keys are not used",
+                k.algorithm()
+            )
+        });
+    }
+    if keys.iter().any(|k| k.state == KeyState::Active) {
+        return None;
+    }
+    let newest = |state: Option<KeyState>| {
+        keys.iter()
+            .filter(|k| state.is_none_or(|s| k.state == s))
+            .max_by(|a, b| (a.activates_at, &a.kid).cmp(&(b.activates_at, &b.kid)))
+    };
+    if let Some(next) = newest(Some(KeyState::Next)) {
+        return Some(format!(
+            "no key signs yet: {} signs from {}; `tessera keys rotate --now` creates one \
+             that signs at once",
+            next.kid,
+            time(next.activates_at)
+        ));
+    }
+    match newest(None) {
+        Some(last) => Some(format!(
+            "no usable signing key: every stored key is revoked, retired or expired; `tessera keys \
+             rotate` creates one ({}, the algorithm of the newest) that signs at once, and \
+             running servers pick it up within a second",
+            last.alg
+        )),
+        None => json.then(|| {
+            "no signing keys yet: the first `tessera serve` on this database creates one \
+             with its `signing.alg`"
+                .to_owned()
+        }),
+    }
 }
 
 /// The user named `name` (a username or an id), or an error naming what was looked for.

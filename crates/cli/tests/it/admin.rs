@@ -515,6 +515,100 @@ fn revoking_the_signing_key_keeps_its_algorithm_whatever_the_commands_signing_al
     assert_eq!(active[0]["alg"], "ES256", "{after}");
 }
 
+/// A database whose stored keys cannot sign (every one revoked by someone with the file,
+/// or only a key that activates later, as a clock behind the servers' sees it) listed
+/// nothing: `keys list` printed "no signing keys yet" (`[]` with `--json`), hiding the
+/// revoked keys, and `keys rotate` was refused with "start `tessera serve` once". The
+/// listing now shows every stored key with its state, warns on stderr (exit 0: the listing
+/// succeeded) with what to do, and `keys rotate` creates a key of the newest key's
+/// algorithm that signs at once.
+#[tokio::test]
+async fn keys_list_shows_keys_that_cannot_sign_and_says_how_to_restore_a_signer() {
+    let d = Data::new();
+    let keys = es256_keys(&d);
+    let kid = keys[0]["kid"].as_str().unwrap().to_owned();
+
+    // The only key activates tomorrow.
+    let moved = d
+        .execute("UPDATE signing_keys SET activates_at = activates_at + 86400")
+        .await;
+    assert_eq!(moved, 1);
+    let out = d.run(&["keys", "list", "--json"]).success();
+    assert_eq!(out.json()[0]["kid"], kid.as_str(), "{}", out.stdout_text());
+    assert_eq!(out.json()[0]["state"], "next", "{}", out.stdout_text());
+    assert!(
+        out.stderr
+            .starts_with(&format!("warning: no key signs yet: {kid} signs from "))
+            && out.stderr.contains("`tessera keys rotate --now`"),
+        "{}",
+        out.stderr
+    );
+
+    // Every key revoked.
+    d.execute(
+        "UPDATE signing_keys SET activates_at = activates_at - 86400, \
+         revoked_at = CAST(strftime('%s', 'now') AS INTEGER) - 1",
+    )
+    .await;
+    let warning = "warning: no usable signing key: every stored key is revoked, retired or \
+                   expired; `tessera keys rotate` creates one (ES256, the algorithm of the \
+                   newest) that signs at once";
+    let out = d.run(&["keys", "list", "--json"]).success();
+    let listed = out.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        (listed[0]["kid"].as_str(), listed[0]["state"].as_str()),
+        (Some(kid.as_str()), Some("revoked")),
+        "{listed}"
+    );
+    assert!(out.stderr.starts_with(warning), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let out = d.run(&["keys", "list"]).success();
+    let table = out.stdout_text();
+    assert!(
+        table.starts_with("KID") && table.contains(&kid) && table.contains("revoked"),
+        "{table}"
+    );
+    assert!(!table.contains("no signing keys yet"), "{table}");
+    assert!(out.stderr.starts_with(warning), "{}", out.stderr);
+
+    // The fix the warning names works, whatever the command's own `signing.alg`.
+    let out = d.run(&["keys", "rotate"]).success();
+    assert!(
+        out.stdout_text()
+            .contains("signing from now (no key was usable)"),
+        "{}",
+        out.stdout_text()
+    );
+    let out = d.run(&["keys", "list", "--json"]).success();
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let listed = out.json();
+    let active: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "{listed}");
+    assert_eq!(active[0]["alg"], "ES256", "{listed}");
+    assert_ne!(active[0]["kid"], kid.as_str(), "{listed}");
+    let jwks: Value =
+        serde_json::from_str(&d.run(&["keys", "export-jwks"]).success().stdout_text()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{jwks}");
+    assert_eq!(jwks["keys"][0]["kid"], active[0]["kid"], "{jwks}");
+
+    // In HMAC mode the stored keys are listed, and said not to be used.
+    let out = d.run_hmac(&["keys", "list", "--json"]).success();
+    assert_eq!(out.json().as_array().unwrap().len(), 2);
+    assert!(
+        out.stderr.contains(
+            "tokens are signed with HS256 from `signing.secret`; the stored keys are not used"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
 #[tokio::test]
 async fn imports_check_every_line_first_then_users_log_in_with_their_old_passwords() {
     let d = Data::new();
