@@ -279,8 +279,10 @@ fn step_from_form(form: &OAuthForm) -> Result<SignIn, AppError> {
 }
 
 /// `POST /session/refresh`: rotate the refresh cookie and renew the access cookie.
+// The body is optional (`Option<...>`): the CSRF token may come in the header instead, and
+// the document required a body the server does not.
 #[utoipa::path(post, path = "/session/refresh", tag = "session",
-    request_body(content = crate::openapi::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = Option<crate::openapi::CsrfForm>, content_type = "application/x-www-form-urlencoded"),
     params(("x-csrf-token" = Option<String>, Header, description = "The CSRF token (or the csrf_token form field)")),
     responses(
         (status = 200, description = "Renewed: new access and refresh cookies", body = SessionStarted),
@@ -367,9 +369,10 @@ pub(crate) struct LogoutQuery {
 /// delete the cookies.
 #[utoipa::path(post, path = "/session/logout", tag = "session", params(LogoutQuery,
         ("x-csrf-token" = Option<String>, Header, description = "The CSRF token (or the csrf_token form field)")),
-    request_body(content = crate::openapi::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = Option<crate::openapi::CsrfForm>, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 204, description = "Signed out; every session cookie is deleted (Max-Age=0)"),
+        (status = 401, description = "invalid_token: `all=true` without a valid access cookie (ending every session needs to know whose)", body = crate::openapi::ErrorBody),
         (status = 403, description = "csrf_failed", body = crate::openapi::ErrorBody),
     ))]
 pub(crate) async fn logout(

@@ -1641,3 +1641,54 @@ async fn signing_out_again_after_the_sign_in_page_loaded_says_signed_out() {
         );
     }
 }
+
+/// The OpenAPI document says what the cookie-mode endpoints take and answer. It required a
+/// body on `POST /session/refresh` and `POST /session/logout`, whose CSRF token may come
+/// in the `X-CSRF-Token` header with no body at all (schemathesis, once it sent the session
+/// cookies, reported those requests as schema-violating yet accepted), and it did not list
+/// the 401 of `POST /session/logout?all=true` without a valid access cookie.
+#[tokio::test]
+async fn the_openapi_document_has_the_cookie_endpoints_optional_body_and_their_401() {
+    let app = spawn_app().await;
+    let doc = json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    for path in ["/session/refresh", "/session/logout"] {
+        let body = &doc["paths"][path]["post"]["requestBody"];
+        assert!(body["content"].is_object(), "{path}: {body}");
+        assert_ne!(body["required"], true, "{path}: {body}");
+    }
+    let logout = &doc["paths"]["/session/logout"]["post"]["responses"];
+    assert!(logout["401"].is_object(), "{logout}");
+
+    // What the server does: no body, the token in the header.
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // `all=true` with an access cookie that is not a valid token: whose sessions to end
+    // is unknown.
+    let stale = Browser {
+        at: "not-a-token".to_owned(),
+        ..b.clone()
+    };
+    let res = browser_post(&app, &stale, "/session/logout?all=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(json(res).await["error"], "invalid_token");
+    let res = browser_post(&app, &stale, "/session/logout")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+}
