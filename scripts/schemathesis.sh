@@ -86,8 +86,11 @@ fi
 echo "    listening on $base"
 
 # Principals: the admin (admin endpoints, /introspect, /revocations), a plain user (the
-# rest), a user whose sessions /logout may end, and a sacrificial user and session that
-# tests/schemathesis/hooks.py substitutes whenever a request would disable, delete or sign
+# rest), a user whose sessions /logout may end, a user for the endpoints that check the
+# caller's password again (/users/me/password, /users/me/mfa/*: tests/schemathesis/hooks.py
+# sends its password in half their cases and follows its changes), a user signed in in
+# cookie mode by the hooks for /session/refresh and /session/logout, and a sacrificial user
+# and session that the hooks substitute whenever a request would disable, delete or sign
 # out the run's own principals.
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 login() {
@@ -96,19 +99,25 @@ login() {
 }
 me() { curl -fsS "$base/users/me" -H "Authorization: Bearer $1" | json_field "$2"; }
 admin_token=$(login admin "$admin_password")
-for u in schema-user schema-logout schema-victim; do
+for u in schema-user schema-logout schema-reauth schema-cookie schema-victim; do
   curl -fsS -o /dev/null -X POST "$base/admin/users" -H "Authorization: Bearer $admin_token" \
     -H 'content-type: application/json' \
     -d "{\"username\":\"$u\",\"password\":\"$user_password\",\"roles\":[\"user\"]}"
 done
 user_token=$(login schema-user "$user_password")
 logout_token=$(login schema-logout "$user_password")
+reauth_token=$(login schema-reauth "$user_password")
 victim_token=$(login schema-victim "$user_password")
-protected="admin,schema-user"
-for t in "$admin_token" "$user_token"; do
+protected="admin,schema-user,schema-reauth,schema-cookie"
+for t in "$admin_token" "$user_token" "$reauth_token"; do
   protected="$protected,$(me "$t" id),$(me "$t" session_id)"
 done
+# The cookie-mode user's id; its sessions come and go with the hooks' sign-ins.
+protected="$protected,$(me "$(login schema-cookie "$user_password")" id)"
 export TESSERA_SCHEMA_PROTECTED="$protected"
+export TESSERA_SCHEMA_BASE_URL="$base"
+export TESSERA_SCHEMA_PASSWORD="$user_password"
+export TESSERA_SCHEMA_COOKIE_USER=schema-cookie
 export TESSERA_SCHEMA_VICTIM_USER=schema-victim
 TESSERA_SCHEMA_VICTIM_SESSION=$(me "$victim_token" session_id)
 export TESSERA_SCHEMA_VICTIM_SESSION
@@ -139,9 +148,20 @@ headers = { Authorization = "Bearer $logout_token" }
 
 # ...and 400 where the protocol answers a well-formed request with wrong secrets: the token
 # endpoint's invalid_grant (RFC 6749 §5.2: wrong password, unknown refresh token), the same
-# answers of cookie mode's POST /session, and the TOTP endpoints' wrong code or wrong state.
+# answers of cookie mode's POST /session and POST /session/refresh (a refresh cookie that a
+# replayed request presents after it has rotated), and the TOTP endpoints' wrong code or
+# wrong state.
 [[operations]]
-include-path-regex = "^/(token|session|users/me/mfa/totp/confirm|users/me/mfa/totp/disable)$"
+include-path-regex = "^/users/me/mfa/totp/(confirm|disable)$"
+headers = { Authorization = "Bearer $reauth_token" }
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
+
+[[operations]]
+include-path-regex = "^/users/me/(password|mfa/totp)$"
+headers = { Authorization = "Bearer $reauth_token" }
+
+[[operations]]
+include-path-regex = "^/(token|session|session/refresh)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
 EOF
 
