@@ -129,6 +129,9 @@ cat >"$work/schemathesis.toml" <<EOF
 headers = { Authorization = "Bearer $user_token" }
 # Each run starts clean (the failure cache would otherwise replay old failures).
 cache = { enabled = false }
+# An operation that answers only 401/403 is never tested past its authentication: fail the
+# run (the hooks give every operation valid credentials; a new one may need them too).
+warnings = { fail-on = ["missing_auth"] }
 
 # positive_data_acceptance: a request that matches the schema must not be refused. Two
 # refusals are semantic and no JSON Schema can express them, so they are allowed on purpose:
