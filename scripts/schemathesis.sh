@@ -89,7 +89,8 @@ echo "    listening on $base"
 # rest), a user whose sessions /logout may end, a user for the endpoints that check the
 # caller's password again (/users/me/password, /users/me/mfa/*: tests/schemathesis/hooks.py
 # sends its password in half their cases and follows its changes), a user signed in in
-# cookie mode by the hooks for /session/refresh and /session/logout, and a sacrificial user
+# cookie mode by the hooks for /session/refresh and /session/logout, a user whose password
+# grant the hooks send in half the cases of POST /token, and a sacrificial user
 # and session that the hooks substitute whenever a request would disable, delete or sign
 # out the run's own principals.
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
@@ -99,7 +100,7 @@ login() {
 }
 me() { curl -fsS "$base/users/me" -H "Authorization: Bearer $1" | json_field "$2"; }
 admin_token=$(login admin "$admin_password")
-for u in schema-user schema-logout schema-reauth schema-cookie schema-victim; do
+for u in schema-user schema-logout schema-reauth schema-cookie schema-token schema-victim; do
   curl -fsS -o /dev/null -X POST "$base/admin/users" -H "Authorization: Bearer $admin_token" \
     -H 'content-type: application/json' \
     -d "{\"username\":\"$u\",\"password\":\"$user_password\",\"roles\":[\"user\"]}"
@@ -108,16 +109,19 @@ user_token=$(login schema-user "$user_password")
 logout_token=$(login schema-logout "$user_password")
 reauth_token=$(login schema-reauth "$user_password")
 victim_token=$(login schema-victim "$user_password")
-protected="admin,schema-user,schema-reauth,schema-cookie"
+protected="admin,schema-user,schema-reauth,schema-cookie,schema-token"
 for t in "$admin_token" "$user_token" "$reauth_token"; do
   protected="$protected,$(me "$t" id),$(me "$t" session_id)"
 done
 # The cookie-mode user's id; its sessions come and go with the hooks' sign-ins.
 protected="$protected,$(me "$(login schema-cookie "$user_password")" id)"
+# The password-grant user's id; its sessions come and go with the hooks' requests.
+protected="$protected,$(me "$(login schema-token "$user_password")" id)"
 export TESSERA_SCHEMA_PROTECTED="$protected"
 export TESSERA_SCHEMA_BASE_URL="$base"
 export TESSERA_SCHEMA_PASSWORD="$user_password"
 export TESSERA_SCHEMA_COOKIE_USER=schema-cookie
+export TESSERA_SCHEMA_TOKEN_USER=schema-token
 export TESSERA_SCHEMA_VICTIM_USER=schema-victim
 TESSERA_SCHEMA_VICTIM_SESSION=$(me "$victim_token" session_id)
 export TESSERA_SCHEMA_VICTIM_SESSION
