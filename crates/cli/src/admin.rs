@@ -608,9 +608,14 @@ pub(crate) async fn keys(cli: &Cli, cmd: &KeysCommand) -> Result<(), Failure> {
         }
         KeysCommand::ExportJwks => outln!("{}", auth.key_ring().jwks_json)?,
         KeysCommand::Revoke { kid } => {
+            // From storage, as `keys list`: a database where no key signs builds no ring,
+            // and a key already revoked there was revoked again (a new time, a new audit
+            // event, "revoked key").
             let already = auth
-                .key_ring()
-                .keys
+                .keys()
+                .list(auth.store(), auth.now())
+                .await
+                .map_err(fail)?
                 .iter()
                 .any(|k| k.kid == *kid && k.state == KeyState::Revoked);
             if already {

@@ -515,6 +515,34 @@ fn revoking_the_signing_key_keeps_its_algorithm_whatever_the_commands_signing_al
     assert_eq!(active[0]["alg"], "ES256", "{after}");
 }
 
+/// `keys revoke` checked whether the key was already revoked in the key ring, which a
+/// database where no key signs does not build (`keys list` reads the stored keys since
+/// baff77f): there, revoking a revoked key again said "revoked key", wrote a new revocation
+/// time and a new audit event. It now says the key is already revoked and changes nothing.
+#[tokio::test]
+async fn revoking_a_revoked_key_where_no_key_signs_changes_nothing() {
+    let d = Data::new();
+    let keys = es256_keys(&d);
+    let kid = keys[0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        d.execute("UPDATE signing_keys SET revoked_at = 1000").await,
+        1
+    );
+    let out = d.run(&["keys", "revoke", &kid]).success();
+    assert!(
+        out.stdout_text()
+            .contains("is already revoked; nothing to do"),
+        "{}",
+        out.stdout_text()
+    );
+    assert_eq!(
+        d.execute("UPDATE signing_keys SET revoked_at = 1000 WHERE revoked_at = 1000")
+            .await,
+        1,
+        "the revocation time changed"
+    );
+}
+
 /// A database whose stored keys cannot sign (every one revoked by someone with the file,
 /// or only a key that activates later, as a clock behind the servers' sees it) listed
 /// nothing: `keys list` printed "no signing keys yet" (`[]` with `--json`), hiding the
