@@ -61,6 +61,19 @@ struct Browser {
 }
 
 impl Browser {
+    /// The browser after an answer that renewed its session: the access and refresh cookies
+    /// it set, and the CSRF cookie too if it set one (a refresh keeps it).
+    fn renewed(&self, headers: &HeaderMap) -> Self {
+        let c = set_cookies(headers);
+        Self {
+            at: c["__Host-tessera_at"].value.clone(),
+            rt: c["__Secure-tessera_rt"].value.clone(),
+            csrf: c
+                .get("__Host-tessera_csrf")
+                .map_or_else(|| self.csrf.clone(), |v| v.value.clone()),
+        }
+    }
+
     fn cookie_header(&self) -> String {
         format!(
             "__Host-tessera_at={}; __Secure-tessera_rt={}; __Host-tessera_csrf={}",
@@ -426,11 +439,11 @@ async fn refresh_rotates_the_cookies_and_a_replayed_refresh_cookie_revokes_the_s
         .unwrap();
     assert_eq!(res.status(), 200);
     let c = set_cookies(res.headers());
-    let second = Browser {
-        at: c["__Host-tessera_at"].value.clone(),
-        rt: c["__Secure-tessera_rt"].value.clone(),
-        csrf: c["__Host-tessera_csrf"].value.clone(),
-    };
+    assert!(
+        c.contains_key("__Host-tessera_csrf"),
+        "the CSRF cookie is set again"
+    );
+    let second = first.renewed(res.headers());
     assert_ne!(second.rt, first.rt, "rotated");
     assert_ne!(second.at, first.at);
     assert_eq!(second.csrf, first.csrf, "the CSRF token is kept on refresh");
@@ -1541,20 +1554,10 @@ async fn cookie_refreshes_count_against_the_token_rate_limit() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let c = set_cookies(res.headers());
-    let b = Browser {
-        at: c["__Host-tessera_at"].value.clone(),
-        rt: c["__Secure-tessera_rt"].value.clone(),
-        csrf: b.csrf,
-    };
+    let b = b.renewed(res.headers());
     let res = browser_get(&app, &b, "/session/resume").await;
     assert_eq!(res.status(), 303);
-    let c = set_cookies(res.headers());
-    let b = Browser {
-        at: c["__Host-tessera_at"].value.clone(),
-        rt: c["__Secure-tessera_rt"].value.clone(),
-        csrf: b.csrf,
-    };
+    let b = b.renewed(res.headers());
 
     // Three requests in the minute (sign-in, refresh, resume): the fourth is over.
     let res = browser_post(&app, &b, "/session/refresh")
