@@ -99,6 +99,18 @@ async fn sign_in(app: &TestApp, user: &str) -> Browser {
     }
 }
 
+/// The status of `GET /users/me` with the browser's cookies.
+async fn users_me(app: &TestApp, b: &Browser) -> u16 {
+    app.client
+        .get(app.url("/users/me"))
+        .header(COOKIE, b.cookie_header())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// A same-origin browser POST with the session cookies and the CSRF header.
 fn browser_post(app: &TestApp, b: &Browser, path: &str) -> reqwest::RequestBuilder {
     app.client
@@ -371,14 +383,7 @@ async fn logout_clears_the_cookies_and_revokes_the_session() {
         assert_eq!(cookie.attr("path"), Some(path), "{name}");
     }
     // The old cookies no longer work, even if a copy survived.
-    let res = app
-        .client
-        .get(app.url("/users/me"))
-        .header(COOKIE, b.cookie_header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(users_me(&app, &b).await, 401);
     let res = browser_post(&app, &b, "/session/refresh")
         .send()
         .await
@@ -448,14 +453,7 @@ async fn refresh_rotates_the_cookies_and_a_replayed_refresh_cookie_revokes_the_s
     assert_ne!(second.at, first.at);
     assert_eq!(second.csrf, first.csrf, "the CSRF token is kept on refresh");
     assert_eq!(c["__Secure-tessera_rt"].attr("path"), Some("/session"));
-    let res = app
-        .client
-        .get(app.url("/users/me"))
-        .header(COOKIE, second.cookie_header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(users_me(&app, &second).await, 200);
 
     // Replaying the first refresh cookie is reuse: the whole session dies (RFC 9700 §4.14.2).
     let res = browser_post(&app, &first, "/session/refresh")
@@ -471,14 +469,7 @@ async fn refresh_rotates_the_cookies_and_a_replayed_refresh_cookie_revokes_the_s
         .await
         .unwrap();
     assert_eq!(res.status(), 400, "the successor died with the session");
-    let res = app
-        .client
-        .get(app.url("/users/me"))
-        .header(COOKIE, second.cookie_header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(users_me(&app, &second).await, 401);
 }
 
 /// A refresh cookie whose chain moved on further than a refresh follows it within the grace
@@ -1581,14 +1572,7 @@ async fn cookie_refreshes_count_against_the_token_rate_limit() {
     assert!(res.text().await.unwrap().contains("Too many requests"));
 
     // Not a sign-out: the session and its newest cookies still work.
-    let res = app
-        .client
-        .get(app.url("/users/me"))
-        .header(COOKIE, b.cookie_header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(users_me(&app, &b).await, 200);
 }
 
 /// Signed out in one tab, the browser follows the answer to the sign-in page, and that page
