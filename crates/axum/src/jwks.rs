@@ -297,10 +297,26 @@ impl JwksCache {
         true
     }
 
-    /// Fetches the key set unless an attempt finished since the caller read `seen` (then
-    /// that attempt's outcome is shared) or one is under way (then this waits for it, with
-    /// no bound but the fetch's own timeouts, and reports its outcome). On failure the
-    /// previous set stays in place.
+    /// The first attempt that starts after this call: the one after the attempt under way,
+    /// if any, else the next. For [`JwksCache::refresh`], on behalf of a caller who must
+    /// see the issuer's key set as it is now, not as a fetch begun before the call found it.
+    pub(crate) fn next_attempt(&self) -> u64 {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        // Under the lock `Landing` publishes under: the count and `running` agree.
+        let count = self.finished.borrow().count;
+        count.saturating_add(1).saturating_add(u64::from(*running))
+    }
+
+    /// Waits until attempt number `ticket` (attempts are numbered from 1, one at a time)
+    /// or a later one has finished, starting it when no fetch is under way, and reports how
+    /// the last finished attempt ended. On failure the previous set stays in place.
+    ///
+    /// `attempts() + 1` joins a fetch under way (the background refresh: any fetch that
+    /// ends now is a refresh); [`JwksCache::next_attempt`] waits for the fetch under way,
+    /// if any, to end and then shares the next one, so the answer is the issuer's as of a
+    /// request sent after the call. Waiting callers share that next fetch, so any number
+    /// of them cost at most one fetch after the one under way. No bound but the fetch's own
+    /// timeouts.
     ///
     /// The fetch runs on the runtime of the caller that started it. When its task ends
     /// before the fetch does (that runtime shut down: a verifier shared by several
@@ -309,31 +325,39 @@ impl JwksCache {
     /// own runtime is shutting down gets the error rather than spinning.
     ///
     /// # Errors
-    /// How the attempt waited for ended, whoever started it.
-    pub(crate) async fn refresh(self: &Arc<Self>, mut seen: u64) -> Result<(), Error> {
+    /// How the attempt waited for ended, whoever started it; [`Error::NoRuntime`] when a
+    /// fetch must start outside a Tokio runtime.
+    pub(crate) async fn refresh(self: &Arc<Self>, mut ticket: u64) -> Result<(), Error> {
         let mut finished = self.finished.subscribe();
-        let mut flight = self.begin(seen, false)?;
-        let mut again = true;
+        // The outcome of an attempt cut short, once this caller has asked again.
+        let mut cut: Option<Result<(), Error>> = None;
         loop {
-            match flight {
-                Flight::Running | Flight::Finished => {}
-                // Not for a refresh (the cooldown applies to fetches on demand only).
-                Flight::CoolingDown => return Ok(()),
+            let count = finished.borrow_and_update().count;
+            if count < ticket {
+                // Starts attempt `ticket` unless a fetch is under way (this caller's, or one
+                // before it: then it asks again when that one ends).
+                match self.begin(ticket.saturating_sub(1), false) {
+                    Ok(Flight::Running | Flight::Finished) => {}
+                    // Not for a refresh (the cooldown applies to fetches on demand only).
+                    Ok(Flight::CoolingDown) => return Ok(()),
+                    // No runtime to fetch on here: an attempt cut short is the answer.
+                    Err(e) => return cut.unwrap_or(Err(e)),
+                }
+                if finished.wait_for(|a| a.count != count).await.is_err() {
+                    // Unreachable: `self` owns the sender. Still an error, not a success.
+                    return Err(self.ended_early());
+                }
+                continue;
             }
-            let (outcome, count, cut_short) = match finished.wait_for(|a| a.count != seen).await {
-                Ok(a) => (a.outcome.clone(), a.count, a.cut_short),
-                // Unreachable: `self` owns the sender. Still an error, not a success.
-                Err(_) => return Err(self.ended_early()),
+            let (outcome, cut_short) = {
+                let a = finished.borrow();
+                (a.outcome.clone(), a.cut_short)
             };
-            if !(cut_short && std::mem::take(&mut again)) {
+            if !cut_short || cut.is_some() {
                 return outcome;
             }
-            seen = count;
-            flight = match self.begin(seen, false) {
-                Ok(f) => f,
-                // No runtime to fetch on here: the attempt's own end is the answer.
-                Err(_) => return outcome,
-            };
+            ticket = count.saturating_add(1);
+            cut = Some(outcome);
         }
     }
 
@@ -733,8 +757,12 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
             continue;
         }
         due = held;
-        let seen = cache.attempts();
-        if cache.refresh(seen).await.is_err() {
+        // A fetch under way is as good as a new one: join it.
+        if cache
+            .refresh(cache.attempts().saturating_add(1))
+            .await
+            .is_err()
+        {
             tokio::time::sleep(cache.opts.retry_interval).await;
         }
     }

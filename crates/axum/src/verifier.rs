@@ -262,8 +262,13 @@ impl Verifier {
         })
     }
 
-    /// Fetches the key set now (joining a fetch under way), ignoring the cooldown: for
-    /// readiness checks at startup. A no-op for static keys.
+    /// Fetches the key set now, ignoring the cooldown: for readiness checks at startup, or
+    /// after the issuer rotated its keys. A no-op for static keys.
+    ///
+    /// The answer comes from a fetch that starts after this call, so it reflects the key set
+    /// the issuer publishes now: a fetch already under way (the background refresh, or one
+    /// started by an unknown `kid`) may have been answered before a rotation, so the call
+    /// waits for it to end and then fetches again. Concurrent callers share that next fetch.
     ///
     /// An empty key set (`{"keys":[]}`) is a successful fetch, not an error: the issuer
     /// trusts no key (RFC 7517 §5), and no token verifies until it publishes one. A
@@ -271,13 +276,13 @@ impl Verifier {
     /// lists some `kids`.
     ///
     /// # Errors
-    /// The fetch failure, also when the fetch was one already under way that this call
-    /// joined; the previous key set, if any, stays in use.
+    /// The fetch failure, also when the fetch was shared with other callers; the previous
+    /// key set, if any, stays in use.
     pub async fn refresh_keys(&self) -> Result<(), Error> {
         self.ensure_tasks();
         match &self.inner.keys {
             Keys::Static(_) => Ok(()),
-            Keys::Remote(cache) => cache.refresh(cache.attempts()).await,
+            Keys::Remote(cache) => cache.refresh(cache.next_attempt()).await,
         }
     }
 

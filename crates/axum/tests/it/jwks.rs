@@ -746,11 +746,12 @@ async fn options_that_would_hammer_the_issuer_are_refused() {
     }
 }
 
-/// `refresh_keys` that joins a fetch someone else started reports how that fetch ended: a
-/// caller checking readiness must not hear "ready" from a fetch that failed (and the
-/// background task, told the same, must wait `retry_interval`, not retry every second).
+/// `refresh_keys` reports how the fetch that answered it ended, also to the callers that
+/// shared it: a caller checking readiness must not hear "ready" from a fetch that failed
+/// (and the background task, told the same, must wait `retry_interval`, not retry every
+/// second).
 #[tokio::test]
-async fn a_refresh_that_joins_a_failing_fetch_reports_the_failure() {
+async fn a_refresh_that_shares_a_failing_fetch_reports_the_failure() {
     let clock = ManualClock::new();
     let k1 = es256("k1");
     let issuer = Issuer::start(&[&k1]).await;
@@ -758,27 +759,77 @@ async fn a_refresh_that_joins_a_failing_fetch_reports_the_failure() {
     v.refresh_keys().await.unwrap();
     let fetches = issuer.jwks_fetches();
     issuer.set_failing(true);
-    // Long enough for the second call to find the first one's fetch still under way.
+    // Long enough for the later calls to find the first one's fetch still under way.
     issuer.set_delay(Duration::from_secs(1));
-    let first = tokio::spawn({
+    let refresh = || {
         let v = v.clone();
-        async move { v.refresh_keys().await }
-    });
+        tokio::spawn(async move { v.refresh_keys().await })
+    };
+    let first = refresh();
     assert!(
         eventually(Duration::from_secs(10), async || issuer.jwks_fetches()
             > fetches)
         .await
     );
-    // The first call's fetch is under way: this one joins it.
-    assert!(matches!(
-        v.refresh_keys().await,
-        Err(Error::Status { status: 500, .. })
-    ));
+    // The first call's fetch is under way: these two share the next one.
+    let later = [refresh(), refresh()];
+    for call in later {
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(Error::Status { status: 500, .. })
+        ));
+    }
     assert!(matches!(
         first.await.unwrap(),
         Err(Error::Status { status: 500, .. })
     ));
-    assert_eq!(issuer.jwks_fetches(), fetches + 1, "one fetch, shared");
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetches + 2,
+        "the fetch under way, then one shared by the two later calls"
+    );
+}
+
+/// `refresh_keys` after the issuer rotated its keys answers with the rotated set: not with
+/// a fetch that was already under way when it was called (the background refresh, or one
+/// started by an unknown `kid`), whose answer may predate the rotation. It waits for that
+/// fetch to end and fetches again, once for any number of concurrent callers.
+#[tokio::test]
+async fn refresh_keys_answers_with_a_fetch_that_starts_after_the_call() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    let fetches = issuer.jwks_fetches();
+    // The fake issuer answers with the set as it was when the request arrived.
+    issuer.set_delay(Duration::from_millis(500));
+    let refresh = || {
+        let v = v.clone();
+        tokio::spawn(async move { v.refresh_keys().await })
+    };
+    let under_way = refresh();
+    assert!(
+        eventually(Duration::from_secs(10), async || issuer.jwks_fetches()
+            > fetches)
+        .await
+    );
+    issuer.set_keys(&[&k2]);
+    let after: Vec<_> = (0..4).map(|_| refresh()).collect();
+    for call in after {
+        call.await.unwrap().unwrap();
+        assert_eq!(
+            v.key_status().unwrap().kids,
+            ["k2"],
+            "answered by a fetch that began before the call"
+        );
+    }
+    under_way.await.unwrap().unwrap();
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetches + 2,
+        "the fetch under way, then one shared by the four later calls"
+    );
 }
 
 /// A fetch task spawned on a runtime that shuts down before the task first runs (a

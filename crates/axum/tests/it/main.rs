@@ -221,29 +221,33 @@ impl Issuer {
     }
 }
 
+/// The key set, answered after the issuer's `delay` as it was when the request arrived (a
+/// rotation during the delay is not in the answer).
 async fn jwks(State(s): State<Arc<IssuerState>>) -> Response {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let answer = if s.fail.load(Ordering::SeqCst) {
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    } else {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/jwk-set+json".parse().unwrap(),
+        );
+        if let Some(cc) = s.cache_control.lock().unwrap().clone() {
+            headers.insert(header::CACHE_CONTROL, cc.parse().unwrap());
+        }
+        if let Some(age) = s.age.lock().unwrap().clone() {
+            headers.insert(header::AGE, age.parse().unwrap());
+        }
+        let body = s.jwks.lock().unwrap().clone();
+        (headers, body).into_response()
+    };
     let delay = *s.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     s.jwks_answered.fetch_add(1, Ordering::SeqCst);
-    if s.fail.load(Ordering::SeqCst) {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        "application/jwk-set+json".parse().unwrap(),
-    );
-    if let Some(cc) = s.cache_control.lock().unwrap().clone() {
-        headers.insert(header::CACHE_CONTROL, cc.parse().unwrap());
-    }
-    if let Some(age) = s.age.lock().unwrap().clone() {
-        headers.insert(header::AGE, age.parse().unwrap());
-    }
-    let body = s.jwks.lock().unwrap().clone();
-    (headers, body).into_response()
+    answer
 }
 
 async fn discovery(State(s): State<Arc<IssuerState>>) -> Response {
