@@ -6,8 +6,9 @@
 //! than that, and the fetch itself runs in its own task. A request waits for the fetch it
 //! needs (its own or one under way) for at most `max_fetch_wait`, then answers with the keys
 //! at hand; it never queues behind the network. A background task refreshes before the
-//! keys go stale; a failed refresh keeps the last good set (stale-if-error), but an empty set
-//! fetched successfully replaces it (RFC 7517 §5: the issuer trusts no key). An unknown
+//! keys go stale; a failed refresh keeps the last good set (stale-if-error), but a set
+//! fetched successfully replaces it even when it holds no key this verifier can use (empty,
+//! or only keys it does not support: RFC 7517 §5, the issuer trusts no key we know). An unknown
 //! `kid` may trigger a fetch, at most once per cooldown, so a stream of made-up `kid`s
 //! costs the issuer one request per cooldown.
 
@@ -138,9 +139,11 @@ impl JwksOptions {
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStatus {
-    /// The key ids in the set. Empty when the issuer publishes an empty JWK Set: then no
-    /// token verifies (each is refused as one with an unknown `kid`) until a later fetch
-    /// brings keys.
+    /// The key ids of the keys in the set that this verifier can use. Empty when the issuer
+    /// publishes an empty JWK Set, or one with no key this verifier can use (unsupported key
+    /// types or algorithms, encryption keys, malformed or leaked keys): then no token
+    /// verifies (each is refused as one with an unknown `kid`) until a later fetch brings
+    /// usable keys.
     pub kids: Vec<String>,
     /// When the set was fetched (Unix seconds, verifier clock).
     pub fetched_at: i64,
@@ -172,7 +175,10 @@ pub(crate) enum Locator {
 /// A fetched key set.
 #[derive(Debug)]
 pub(crate) struct CachedKeys {
+    /// The keys of the set that this verifier can use.
     pub(crate) set: KeySet,
+    /// How many entries the fetched set had, usable or not.
+    entries: usize,
     /// Changes whenever the set's content changes; verified-token cache entries carry it.
     pub(crate) epoch: u64,
     fetched_at: i64,
@@ -426,11 +432,19 @@ impl JwksCache {
         let result = self.fetch().await;
         match result {
             Ok(keys) => {
-                if keys.set.is_empty() {
+                if keys.set.is_empty() && keys.entries == 0 {
                     tracing::warn!(
                         jwks_uri = %keys.jwks_uri,
                         "the issuer publishes an empty key set: every token is refused until \
                          it publishes a key"
+                    );
+                } else if keys.set.is_empty() {
+                    tracing::warn!(
+                        jwks_uri = %keys.jwks_uri,
+                        entries = keys.entries,
+                        "the issuer's key set has no key this verifier can use (unsupported \
+                         key types or algorithms, encryption keys, malformed, duplicated or \
+                         leaked keys): every token is refused until it publishes one"
                     );
                 } else {
                     tracing::debug!(
@@ -539,16 +553,18 @@ impl JwksCache {
         };
         let text = std::str::from_utf8(&body).map_err(|_| invalid("not UTF-8".into()))?;
         let jwks = JwkSet::from_json(text).map_err(|e| invalid(e.to_string()))?;
+        // RFC 7517 §5: a JWK Set is the set of keys its issuer publishes, and entries a
+        // verifier does not understand are ignored ("Implementations SHOULD ignore JWKs
+        // within a JWK Set that use 'kty' values that are not understood by them, that are
+        // missing required members, or for which values are out of the supported ranges").
+        // So the keys usable here replace the set held, whatever else the set contains, and
+        // even when that is none: an empty `keys` array (the issuer trusts no key now, say
+        // while it replaces a compromised one), or only entries this verifier cannot use (a
+        // key type or algorithm it does not support, encryption keys, malformed or leaked
+        // keys). Either way the issuer no longer publishes the keys held, and keeping them
+        // would accept tokens signed by keys it withdrew, for up to `max_staleness`. Only a
+        // document that is not a JWK Set at all is a failed fetch that keeps them.
         let public = usable_public_keys(&jwks);
-        // RFC 7517 §5: a JWK Set is the set of keys its issuer publishes, so an empty
-        // `keys` array is a valid answer saying the issuer trusts no key now (say, while it
-        // replaces a compromised one). It replaces the set held: keeping that would accept
-        // tokens signed by keys the issuer withdrew, for up to `max_staleness`. A set with
-        // entries none of which can be used is another matter (a key type this crate does
-        // not know, or only leaked secrets): it is refused, and the set held is kept.
-        if public.is_empty() && !jwks.keys.is_empty() {
-            return Err(invalid("no usable public signing key".into()));
-        }
         let set = KeySet::new(public).map_err(|e| invalid(e.to_string()))?;
         // RFC 9111 §4.2.3: what is left of `max-age` is the freshness lifetime minus the
         // answer's current age, the time a cache in between has held it (§5.1 `Age`).
@@ -566,6 +582,7 @@ impl JwksCache {
         };
         Ok(CachedKeys {
             set,
+            entries: jwks.keys.len(),
             epoch,
             fetched_at: now,
             fresh_until: now.saturating_add(ttl),

@@ -14,9 +14,10 @@
 //!   metadata names the `jwks_uri`. Remote keys are cached ([`JwksOptions`]): `Cache-Control:
 //!   max-age` (less its `Age`) honoured within bounds, refreshed in the background before
 //!   they go stale, kept when a refresh fails but for at most
-//!   [`JwksOptions::max_staleness`] (1 day) past their lifetime, replaced by an empty set
-//!   when the issuer publishes one (RFC 7517 §5: the set is the keys it trusts, so no token
-//!   verifies until it publishes keys again), fetched once for any number of concurrent
+//!   [`JwksOptions::max_staleness`] (1 day) past their lifetime, replaced by no keys at all
+//!   when the issuer publishes an empty set or one with no key this verifier can use
+//!   (RFC 7517 §5: the set is the keys it trusts, so no token verifies until it publishes
+//!   usable keys again), fetched once for any number of concurrent
 //!   requests that need them (each waits for that fetch at most
 //!   [`JwksOptions::max_fetch_wait`]), and re-fetched for an unknown `kid` at most once per
 //!   cooldown.

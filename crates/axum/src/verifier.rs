@@ -270,10 +270,11 @@ impl Verifier {
     /// started by an unknown `kid`) may have been answered before a rotation, so the call
     /// waits for it to end and then fetches again. Concurrent callers share that next fetch.
     ///
-    /// An empty key set (`{"keys":[]}`) is a successful fetch, not an error: the issuer
-    /// trusts no key (RFC 7517 §5), and no token verifies until it publishes one. A
-    /// readiness check that needs keys should also check that [`Verifier::key_status`]
-    /// lists some `kids`.
+    /// An empty key set (`{"keys":[]}`), or one with no key this verifier can use
+    /// (unsupported key types or algorithms, encryption keys, malformed or leaked keys), is
+    /// a successful fetch, not an error: the issuer trusts no key this verifier knows
+    /// (RFC 7517 §5), and no token verifies until it publishes one. A readiness check that
+    /// needs keys should also check that [`Verifier::key_status`] lists some `kids`.
     ///
     /// # Errors
     /// The fetch failure, also when the fetch was shared with other callers; the previous

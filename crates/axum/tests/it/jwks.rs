@@ -459,10 +459,9 @@ async fn a_published_shared_secret_is_never_used() {
     *issuer.state.jwks.lock().unwrap() =
         r#"{"keys":[{"kty":"oct","kid":"h","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#.into();
     let v = verifier(&issuer, &clock, options()).await;
-    assert!(matches!(
-        v.refresh_keys().await,
-        Err(Error::InvalidDocument { .. })
-    ));
+    // A set with nothing usable in it: fetched, and no key held.
+    v.refresh_keys().await.unwrap();
+    assert!(v.key_status().unwrap().kids.is_empty());
 }
 
 /// A private key published in the key set (`d`, RFC 7518 §6.2.2.1 and §6.3.2) is known to
@@ -527,11 +526,14 @@ async fn a_duplicated_kid_or_a_published_secret_drops_only_those_entries() {
         .await
         .unwrap();
 
-    // Nothing usable left: the document is refused as before.
+    // Nothing usable left: no key is held, k1 (no longer published) included.
     issuer.set_keys(&[&k2, &k2b]);
+    v.refresh_keys().await.unwrap();
+    assert!(v.key_status().unwrap().kids.is_empty());
     assert!(matches!(
-        v.refresh_keys().await,
-        Err(Error::InvalidDocument { .. })
+        v.verify::<NoCustomClaims>(&sign(&k1, &claims(&issuer.base), Some("at+jwt")))
+            .await,
+        Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
     ));
 }
 
@@ -1021,6 +1023,60 @@ async fn an_empty_key_set_withdraws_every_key_held_before() {
     let unknown_kid = |r: Result<_, Error>| {
         matches!(r, Err(Error::Token(tessera_jose::Error::UnknownKid { .. })))
     };
+    assert!(unknown_kid(v.verify::<NoCustomClaims>(&token).await));
+    let mut c = claims(&issuer.base);
+    c["jti"] = json!("never seen");
+    assert!(unknown_kid(
+        v.verify::<NoCustomClaims>(&sign(&k1, &c, Some("at+jwt")))
+            .await
+    ));
+
+    issuer.set_keys(&[&k1]);
+    v.refresh_keys().await.unwrap();
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+}
+
+/// RFC 7517 §5: entries of a JWK Set that a verifier cannot use are ignored, so a set whose
+/// entries are all of that kind (a key type or curve it does not support, an encryption
+/// key, a malformed key, a published secret) holds no key for it, exactly like an empty
+/// set: the keys held before are no longer published, and are withdrawn. Keeping them would
+/// accept tokens signed by keys the issuer withdrew (the same set with one usable entry
+/// more replaces them). A set with usable keys again restores service.
+#[tokio::test]
+async fn a_key_set_with_no_usable_key_withdraws_every_key_held_before() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = Verifier::builder()
+        .jwks_uri(issuer.jwks_uri())
+        .issuer(&issuer.base)
+        .jwks_options(options())
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    v.verify::<NoCustomClaims>(&token).await.unwrap();
+
+    let mut enc: Value =
+        serde_json::from_str(&es256("enc").to_public_jwk().unwrap().to_json()).unwrap();
+    enc["use"] = json!("enc");
+    let unusable = json!({"keys": [
+        {"kty": "future-kty", "kid": "f"},
+        {"kty": "OKP", "crv": "X25519", "kid": "x", "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"},
+        {"kty": "EC", "crv": "P-256", "kid": "bad", "x": "AAAA", "y": "AAAA"},
+        enc,
+        {"kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"},
+    ]});
+    *issuer.state.jwks.lock().unwrap() = unusable.to_string();
+    v.refresh_keys().await.unwrap();
+    let status = v.key_status().unwrap();
+    assert!(status.kids.is_empty(), "{status:?}");
+    assert_eq!(status.fetched_at, clock.now());
+    let unknown_kid = |r: Result<_, Error>| {
+        matches!(r, Err(Error::Token(tessera_jose::Error::UnknownKid { .. })))
+    };
+    // The token seen before too: the verified-token cache holds nothing past the set.
     assert!(unknown_kid(v.verify::<NoCustomClaims>(&token).await));
     let mut c = claims(&issuer.base);
     c["jti"] = json!("never seen");
