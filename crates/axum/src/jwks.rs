@@ -206,6 +206,8 @@ pub(crate) struct JwksCache {
     finished: watch::Sender<Attempt>,
     /// Start of the last fetch made on demand (unknown `kid` or no keys), Unix seconds.
     last_demand: AtomicI64,
+    /// When a demand fetch cut short last gave back its cooldown, Unix seconds.
+    last_refund: AtomicI64,
     failures: AtomicU64,
 }
 
@@ -231,6 +233,7 @@ impl JwksCache {
                 cut_short: false,
             }),
             last_demand: AtomicI64::new(i64::MIN),
+            last_refund: AtomicI64::new(i64::MIN),
             failures: AtomicU64::new(0),
         })
     }
@@ -239,7 +242,9 @@ impl JwksCache {
     /// cooldown) or nothing has been fetched yet. Returns the key and the set's epoch.
     ///
     /// Waits for a fetch (its own, or one under way) for at most `max_fetch_wait`: within
-    /// the cooldown with no fetch running, an unknown `kid` is answered at once.
+    /// the cooldown with no fetch running, an unknown `kid` is answered at once. When the
+    /// fetch waited for is cut short (the runtime that ran it shut down), it asks once
+    /// more, within the same bound, and so fetches on its own runtime.
     pub(crate) async fn key_for(
         self: &Arc<Self>,
         header: &Header,
@@ -262,13 +267,26 @@ impl JwksCache {
         if let Flight::Running = self.begin(seen, true)?
             && !self.opts.max_fetch_wait.is_zero()
         {
+            let deadline = tokio::time::Instant::now() + self.opts.max_fetch_wait;
+            let mut seen = seen;
+            let mut again = true;
             // Failures are logged by the fetch; the lookup below reports what is missing.
             // Past the bound the fetch goes on in its task, for the requests after this one.
-            let _ = tokio::time::timeout(
-                self.opts.max_fetch_wait,
-                finished.wait_for(|a| a.count != seen),
-            )
-            .await;
+            while let Ok(Ok(a)) =
+                tokio::time::timeout_at(deadline, finished.wait_for(|a| a.count != seen)).await
+            {
+                let (count, cut_short) = (a.count, a.cut_short);
+                drop(a);
+                // A fetch cut short (its runtime shut down) says nothing about the issuer,
+                // and gave back the cooldown it spent: ask once more, on this runtime.
+                if !(cut_short && std::mem::take(&mut again)) {
+                    break;
+                }
+                seen = count;
+                if !matches!(self.begin(seen, true), Ok(Flight::Running)) {
+                    break;
+                }
+            }
         }
         self.lookup(header)
     }
@@ -286,21 +304,40 @@ impl JwksCache {
         Ok((key.clone(), keys.epoch))
     }
 
-    /// The cooldown rule, checked under the `running` lock: true (and the clock restarted)
-    /// when no demand fetch started within the cooldown.
+    /// The cooldown rule, checked under the `running` lock: when no demand fetch started
+    /// within the cooldown, restarts it and returns the start of the demand fetch before
+    /// (for [`JwksCache::refund_demand`]); `None` within the cooldown.
     ///
     /// A clock now before the last demand fetch was stepped back (an NTP correction): that
     /// ends the cooldown, rather than stretching it by the size of the step, during which
     /// a rotated key would be refused.
-    fn demand_allowed(&self) -> bool {
+    fn spend_demand(&self) -> Option<i64> {
         let now = self.clock.now();
         let cooldown = secs(self.opts.unknown_kid_cooldown);
         let last = self.last_demand.load(Ordering::Acquire);
         if now >= last && now.saturating_sub(last) < cooldown {
-            return false;
+            return None;
         }
         self.last_demand.store(now, Ordering::Release);
-        true
+        Some(last)
+    }
+
+    /// Gives back the cooldown a demand fetch spent when its task ended before the fetch
+    /// did (its runtime shut down: a verifier shared by several runtimes, or a runtime per
+    /// call), under the `running` lock: the issuer's answer, if any, was never read, so the
+    /// next request with an unknown `kid`, on a live runtime, may fetch at once instead of
+    /// being refused for the whole cooldown. At most once per cooldown, so runtimes that
+    /// keep shutting down mid-fetch (a slow issuer and a runtime per request) cost the
+    /// issuer at most two demand fetches per cooldown, not one per request.
+    fn refund_demand(&self, previous: i64) {
+        let now = self.clock.now();
+        let cooldown = secs(self.opts.unknown_kid_cooldown);
+        let last = self.last_refund.load(Ordering::Acquire);
+        if now >= last && now.saturating_sub(last) < cooldown {
+            return;
+        }
+        self.last_refund.store(now, Ordering::Release);
+        self.last_demand.store(previous, Ordering::Release);
     }
 
     /// The first attempt that starts after this call: the one after the attempt under way,
@@ -390,15 +427,21 @@ impl JwksCache {
             }
             // Before the cooldown is spent: without a runtime nothing is fetched.
             let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-            if on_demand && !self.demand_allowed() {
-                return Ok(Flight::CoolingDown);
-            }
+            let demand = if on_demand {
+                match self.spend_demand() {
+                    Some(previous) => Some(previous),
+                    None => return Ok(Flight::CoolingDown),
+                }
+            } else {
+                None
+            };
             *running = true;
             (
                 runtime,
                 Landing {
                     cache: Arc::clone(self),
                     outcome: None,
+                    demand,
                 },
             )
         };
@@ -695,10 +738,13 @@ enum Flight {
 /// Ends a fetch: clears `running` and publishes the attempt (counted, with its outcome)
 /// under the lock `begin` decides under, so a caller that sees no fetch running also sees
 /// its attempt counted. Without an outcome (the task panicked or was dropped) the attempt
-/// counts as failed.
+/// counts as failed, and a demand fetch gives back the cooldown it spent.
 struct Landing {
     cache: Arc<JwksCache>,
     outcome: Option<Result<(), Error>>,
+    /// For a fetch on demand: the start of the demand fetch before it, to give the
+    /// cooldown back if this one is cut short ([`JwksCache::refund_demand`]).
+    demand: Option<i64>,
 }
 
 impl Drop for Landing {
@@ -713,6 +759,9 @@ impl Drop for Landing {
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if cut_short && let Some(previous) = self.demand {
+            self.cache.refund_demand(previous);
+        }
         *running = false;
         self.cache.finished.send_modify(|a| {
             a.count = a.count.wrapping_add(1);

@@ -1302,3 +1302,91 @@ async fn a_clock_stepped_back_does_not_postpone_the_retry_of_a_failed_refresh() 
         v.key_status()
     );
 }
+
+/// A fetch on demand (an unknown `kid`) runs on the runtime of the request that started it.
+/// When that runtime shuts down before the issuer answers (a verifier shared by several
+/// runtimes, or a runtime per call), the answer is never read: the unknown-`kid` cooldown
+/// the fetch spent is given back, so a request on a live runtime that needs the rotated key
+/// fetches it at once instead of being refused for the whole cooldown.
+#[test]
+fn a_demand_fetch_cut_short_by_its_runtime_shutting_down_gives_back_the_cooldown() {
+    // The issuer lives on a runtime of its own, for the whole test.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = server.block_on(Issuer::start(&[&k1]));
+    let clock = ManualClock::new();
+    let mut o = options();
+    o.max_fetch_wait = Duration::from_millis(500);
+    let first = runtime();
+    let v = first.block_on(async {
+        let v = verifier(&issuer, &clock, o).await;
+        v.refresh_keys().await.unwrap();
+        v
+    });
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_delay(Duration::from_secs(5));
+    let t2 = sign(&k2, &claims(&issuer.base), Some("at+jwt"));
+    first.block_on(async {
+        // Gives up after `max_fetch_wait`; its fetch goes on, on `first`.
+        assert!(matches!(
+            v.verify::<NoCustomClaims>(&t2).await,
+            Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+        ));
+    });
+    drop(first);
+    issuer.set_delay(Duration::ZERO);
+    // Within the cooldown by the clock, which has not moved.
+    runtime().block_on(async {
+        let verified = v.verify::<NoCustomClaims>(&t2).await;
+        assert!(verified.is_ok(), "{verified:?} {:?}", v.stats());
+    });
+}
+
+/// The same for a request on a live runtime that was waiting for that fetch when it was cut
+/// short: it learns nothing about the issuer from its end, so it asks once more (within its
+/// `max_fetch_wait`), and gets the key from a fetch on its own runtime.
+#[test]
+fn a_request_sharing_a_demand_fetch_cut_short_fetches_again() {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = server.block_on(Issuer::start(&[&k1]));
+    let clock = ManualClock::new();
+    let first = runtime();
+    let v = first.block_on(async {
+        let v = verifier(&issuer, &clock, options()).await;
+        v.refresh_keys().await.unwrap();
+        v
+    });
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_delay(Duration::from_millis(300));
+    let t2 = sign(&k2, &claims(&issuer.base), Some("at+jwt"));
+    // A demand fetch started on `first`, which stops running it before the issuer answers.
+    first.block_on(async {
+        let cut =
+            tokio::time::timeout(Duration::from_millis(50), v.verify::<NoCustomClaims>(&t2)).await;
+        assert!(cut.is_err(), "the issuer answered within 50 ms: {cut:?}");
+    });
+    let second = runtime();
+    let waiting = second.spawn({
+        let v = v.clone();
+        async move { v.verify::<NoCustomClaims>(&t2).await.map(|_| ()) }
+    });
+    // One turn of `second`: the request is polled once and waits for the fetch on `first`.
+    second.block_on(tokio::task::yield_now());
+    drop(first);
+    let answer = second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(answer, Ok(()), "{:?}", v.stats());
+}
