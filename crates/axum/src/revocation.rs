@@ -151,6 +151,9 @@ pub(crate) struct Revocations {
     /// The verifier was dropped: a read under way stops at its next page (see
     /// [`Revocations::stop`]).
     stopped: AtomicBool,
+    /// When the last read ended, however it ended (cut short included), whoever asked for
+    /// it: the poll counts its interval from there (see [`run_poller`]).
+    last_read: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// The reads of the feed asked for, and whether one is under way.
@@ -217,6 +220,7 @@ impl Revocations {
                 cut_short: false,
             }),
             stopped: AtomicBool::new(false),
+            last_read: Mutex::new(None),
         })
     }
 
@@ -390,6 +394,26 @@ impl Revocations {
         Ok(ticket)
     }
 
+    /// Notes that a read ended now (see [`run_poller`]).
+    fn read_ended(&self) {
+        *self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
+    }
+
+    /// How long until the poll is due: `poll_interval` after the last read ended, zero when
+    /// there was none.
+    fn until_poll(&self) -> Duration {
+        let last = *self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last.map_or(Duration::ZERO, |at| {
+            self.poll_interval.saturating_sub(at.elapsed())
+        })
+    }
+
     fn flight(&self) -> MutexGuard<'_, Flight> {
         self.flight.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -493,6 +517,7 @@ impl Landing {
             // by it.
             let answers = feed.flight().asked;
             let outcome = feed.read_to_end(feed.clock.now()).await;
+            feed.read_ended();
             let stopped = feed.stopped.load(Ordering::Acquire);
             if let Err(e) = &outcome
                 && !stopped
@@ -525,6 +550,7 @@ impl Drop for Landing {
             return;
         }
         self.feed.failures.fetch_add(1, Ordering::Relaxed);
+        self.feed.read_ended();
         let mut flight = self.feed.flight();
         flight.running = false;
         self.feed.finished.send_replace(Read {
@@ -535,13 +561,28 @@ impl Drop for Landing {
     }
 }
 
-/// The poller: reads the feed at start, then every `poll_interval`; a failed read is logged
-/// by the read, and the next resumes from the cursor. Runs until aborted.
+/// The poller: reads the feed `poll_interval` after the last read ended, whoever asked for
+/// it (at once when there was none); a failed read is logged by the read, and the next
+/// resumes from the cursor. Runs until aborted.
+///
+/// The interval counts from the last read, not from the start of this task, because the
+/// task is started again on the caller's runtime whenever the one it ran on has shut down
+/// ([`crate::task`]). A verifier used from a runtime per call (a `block_on` or
+/// `#[tokio::main]` per request in a synchronous app) starts it on every call: reading at
+/// once each time would read the feed on every call (and, the runtime shutting down with
+/// the call, cut most of those reads short). Counting from the last read, cut short or
+/// not, keeps that to one read per `poll_interval`. A `sync_revocations` also counts, so
+/// the poll does not read again right after it.
 pub(crate) async fn run_poller(revocations: Arc<Revocations>) {
     loop {
+        let wait = revocations.until_poll();
+        if !wait.is_zero() {
+            // Looks again on waking: a `sync_revocations` meanwhile moved the time.
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         // Counted and logged by the read; the next poll is the retry.
         let _ = revocations.sync().await;
-        tokio::time::sleep(revocations.poll_interval).await;
     }
 }
 

@@ -369,6 +369,59 @@ fn the_feed_poller_restarts_on_a_live_runtime_when_its_own_shut_down() {
     });
 }
 
+/// A verifier used from a runtime per call (a `block_on` or `#[tokio::main]` per request in
+/// a synchronous app) finds its feed poll gone with the previous call's runtime and starts
+/// it again on each call. The poll reads `poll_interval` after the last read ended, not at
+/// once when started, so calls do not each read the feed.
+#[test]
+fn a_runtime_per_call_does_not_read_the_feed_on_every_call() {
+    // The issuer lives on a runtime of its own, for the whole test.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = es256("k1");
+    let issuer = server.block_on(Issuer::start(&[]));
+    let token = sign(
+        &key,
+        &serde_json::json!({"sub": "u", "jti": "a", "exp": unix_now() + 300}),
+        None,
+    );
+    let v = runtime().block_on(async {
+        let v = Verifier::builder()
+            .key(key.verifying_key())
+            .accept_any_typ()
+            .revocation_feed(hourly_feed(&issuer))
+            .build()
+            .unwrap();
+        v.sync_revocations().await.unwrap();
+        v
+    });
+    let polls = || {
+        issuer
+            .state
+            .feed_polls
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // A request of the build's runtime cut short as it shut down may still be arriving.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = polls();
+    for _ in 0..10 {
+        runtime().block_on(async {
+            v.verify::<NoCustomClaims>(&token).await.unwrap();
+            // The rest of the call: time enough for a read it started to reach the feed.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+    }
+    assert_eq!(
+        polls(),
+        before,
+        "the feed was read by calls within an hour of the last read: {:?}",
+        v.stats()
+    );
+}
+
 /// A read of the feed runs on the runtime of the caller that started it. When that runtime
 /// shuts down mid-read (a verifier shared by the runtimes of several `#[tokio::test]`s), a
 /// caller on a live runtime that shares the read learns nothing about the feed from its
