@@ -62,7 +62,8 @@ pub struct JwksOptions {
     /// was ever fetched) while the fetch goes on for the requests after it. Zero never
     /// waits. [`crate::Verifier::refresh_keys`] and the background refresh are not bounded.
     pub max_fetch_wait: Duration,
-    /// Delay before the background task retries a failed refresh (default 10 s; not zero).
+    /// Delay before the background task retries after a failed fetch, whoever made it
+    /// (default 10 s; not zero).
     pub retry_interval: Duration,
     /// Largest accepted answer (default 256 KiB).
     pub max_response_bytes: usize,
@@ -206,6 +207,9 @@ pub(crate) struct JwksCache {
     finished: watch::Sender<Attempt>,
     /// Start of the last fetch made on demand (unknown `kid` or no keys), Unix seconds.
     last_demand: AtomicI64,
+    /// When the last attempt ended, if it failed (cut short included): the background
+    /// refresh retries `retry_interval` later (see [`run_refresher`]).
+    last_failure: Mutex<Option<tokio::time::Instant>>,
     /// When a demand fetch cut short last gave back its cooldown, Unix seconds.
     last_refund: AtomicI64,
     failures: AtomicU64,
@@ -233,6 +237,7 @@ impl JwksCache {
                 cut_short: false,
             }),
             last_demand: AtomicI64::new(i64::MIN),
+            last_failure: Mutex::new(None),
             last_refund: AtomicI64::new(i64::MIN),
             failures: AtomicU64::new(0),
         })
@@ -566,6 +571,18 @@ impl JwksCache {
         })
     }
 
+    /// How long until the background refresh may retry: `retry_interval` after the last
+    /// attempt ended, when it failed; zero after a success.
+    fn until_retry(&self) -> Duration {
+        let failed = *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        failed.map_or(Duration::ZERO, |at| {
+            self.opts.retry_interval.saturating_sub(at.elapsed())
+        })
+    }
+
     /// How long until `keys` (the set held) is due for a background refresh: zero without
     /// a set or once its refresh time has come.
     ///
@@ -762,6 +779,12 @@ impl Drop for Landing {
         if cut_short && let Some(previous) = self.demand {
             self.cache.refund_demand(previous);
         }
+        *self
+            .cache
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            outcome.is_err().then(tokio::time::Instant::now);
         *running = false;
         self.cache.finished.send_modify(|a| {
             a.count = a.count.wrapping_add(1);
@@ -785,6 +808,13 @@ fn needs_fetch(e: &Error) -> bool {
 /// and retries `retry_interval` after a failure. Runs until aborted (when the last verifier
 /// clone drops).
 ///
+/// The retry counts from the last failed fetch, whoever made it and however it ended (cut
+/// short included), not from within this task: the task is started again on the caller's
+/// runtime whenever the one it ran on has shut down ([`crate::task`]), and a verifier used
+/// from a runtime per call starts it on every call. Were the wait its own, each restart
+/// would fetch at once while the set is due: one fetch per call from a failing issuer, or
+/// from one whose answers take longer than a call.
+///
 /// It waits for the refresh time of the set held, and looks again whenever a fetch ends: a
 /// fetch made meanwhile (an unknown `kid`, `refresh_keys`) moved that time, either later
 /// (fetching at the old time would only ask the issuer again for what was fetched a moment
@@ -805,10 +835,14 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
         // Fetches ended from here on wake the wait below.
         fetches.borrow_and_update();
         let held = cache.current.load_full();
-        let wait = match (&held, &due) {
+        let mut wait = match (&held, &due) {
             (Some(h), Some(d)) if Arc::ptr_eq(h, d) => Duration::ZERO,
             _ => cache.until_refresh(held.as_deref()),
         };
+        if wait.is_zero() {
+            // Due, but not before `retry_interval` has passed since the last failed fetch.
+            wait = cache.until_retry();
+        }
         if !wait.is_zero() {
             // The cache owns the sender, so `changed` cannot fail; were it to, this would
             // wait out the time rather than spin.
@@ -823,14 +857,9 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
             continue;
         }
         due = held;
-        // A fetch under way is as good as a new one: join it.
-        if cache
-            .refresh(cache.attempts().saturating_add(1))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(cache.opts.retry_interval).await;
-        }
+        // A fetch under way is as good as a new one: join it. A failure is noted by the
+        // attempt, and the wait above is the retry.
+        let _ = cache.refresh(cache.attempts().saturating_add(1)).await;
     }
 }
 

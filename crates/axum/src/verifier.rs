@@ -42,10 +42,12 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// shuts down after every call, so the tasks run only while a call is under way, and a key
 /// fetch or feed read still under way when it ends is cut short. Such a verifier works,
 /// within bounds: the feed is read `poll_interval` after the last read, not on every call;
-/// an unknown-`kid` fetch cut short gives back its cooldown (at most once per cooldown),
-/// and a request sharing it asks again. But revocations arrive only when a read completes
-/// within a call: keep one runtime running for the verifier where they must arrive within
-/// the poll interval, or call [`Verifier::sync_revocations`] yourself, and see
+/// while key-set fetches fail (cut short included), the background refresh asks again only
+/// [`JwksOptions::retry_interval`] after the last one; an unknown-`kid` fetch cut short
+/// gives back its cooldown (at most once per cooldown), and a request sharing it asks
+/// again. But revocations arrive only when a read completes within a call: keep one
+/// runtime running for the verifier where they must arrive within the poll interval, or
+/// call [`Verifier::sync_revocations`] yourself, and see
 /// [`VerifierBuilder::revocation_feed_max_staleness`].
 #[derive(Clone, Debug)]
 pub struct Verifier {

@@ -1390,3 +1390,46 @@ fn a_request_sharing_a_demand_fetch_cut_short_fetches_again() {
     });
     assert_eq!(answer, Ok(()), "{:?}", v.stats());
 }
+
+/// A verifier used from a runtime per call (a `block_on` or `#[tokio::main]` per request in
+/// a synchronous app) finds its background refresh gone with the previous call's runtime and
+/// starts it again on each call. While the set held is due and the issuer fails, a refresh
+/// started again waits `retry_interval` after the last failed fetch, like the one that
+/// failed would have: it does not ask the failing issuer again on every call.
+#[test]
+fn a_runtime_per_call_does_not_fetch_the_key_set_on_every_call_while_the_issuer_fails() {
+    // The issuer lives on a runtime of its own, for the whole test.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let k1 = es256("k1");
+    let issuer = server.block_on(Issuer::start(&[&k1]));
+    let clock = ManualClock::new();
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    let v = runtime().block_on(async {
+        let v = verifier(&issuer, &clock, options()).await;
+        v.refresh_keys().await.unwrap();
+        v
+    });
+    // Due (four fifths of its 300 s have passed), still usable, and the issuer fails.
+    clock.advance(290);
+    issuer.set_failing(true);
+    // A request of the build's runtime cut short as it shut down may still be arriving.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = issuer.jwks_fetches();
+    for _ in 0..10 {
+        runtime().block_on(async {
+            v.verify::<NoCustomClaims>(&token).await.unwrap();
+            // The rest of the call: time enough for a fetch it started to reach the issuer.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+    }
+    let fetches = issuer.jwks_fetches() - before;
+    assert!(
+        fetches <= 1,
+        "{fetches} fetches from 10 calls within `retry_interval`: {:?}",
+        v.stats()
+    );
+}
