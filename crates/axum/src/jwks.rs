@@ -8,9 +8,10 @@
 //! at hand; it never queues behind the network. A background task refreshes before the
 //! keys go stale; a failed refresh keeps the last good set (stale-if-error), but a set
 //! fetched successfully replaces it even when it holds no key this verifier can use (empty,
-//! or only keys it does not support: RFC 7517 §5, the issuer trusts no key we know). An unknown
-//! `kid` may trigger a fetch, at most once per cooldown, so a stream of made-up `kid`s
-//! costs the issuer one request per cooldown.
+//! or only keys it does not support: RFC 7517 §5, the issuer trusts no key we know). An
+//! unknown `kid` may trigger a fetch, at most once per cooldown (twice when the runtime of
+//! one shuts down before its answer, which gives the cooldown back), so a stream of made-up
+//! `kid`s costs the issuer one request per cooldown, at most two.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,7 +49,8 @@ pub struct JwksOptions {
     /// Lifetime when the answer has no `max-age`, `no-cache` or `no-store` (default 5 min).
     pub default_ttl: Duration,
     /// After a request presents an unknown `kid`, no further fetch for an unknown `kid`
-    /// happens for this long (default 30 s; at least 1 s).
+    /// happens for this long (default 30 s; at least 1 s). A fetch whose runtime shut down
+    /// before the issuer answered gives it back, at most once per cooldown.
     pub unknown_kid_cooldown: Duration,
     /// How long past its freshness lifetime a key set is still used while refreshes fail
     /// (default 1 day). After that, tokens are refused with [`Error::KeysStale`] (503) until

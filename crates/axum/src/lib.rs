@@ -20,7 +20,7 @@
 //!   usable keys again), fetched once for any number of concurrent
 //!   requests that need them (each waits for that fetch at most
 //!   [`JwksOptions::max_fetch_wait`]), and re-fetched for an unknown `kid` at most once per
-//!   cooldown.
+//!   cooldown (twice when a runtime shuts down mid-fetch).
 //! * **A verified-token cache.** A token seen before skips the signature check. The key is
 //!   the SHA-256 of the exact token; expiry and revocation are checked on every use.
 //! * **Revocation.** With a [`RevocationFeed`], a background task follows the issuer's
