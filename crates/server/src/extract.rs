@@ -63,24 +63,93 @@ impl OAuthForm {
             })
     }
 
-    /// Parses a request body given its `Content-Type` value: the pure part of the extractor,
-    /// shared with the `token_form` fuzz target.
+    /// Checks a `Content-Type` value: `application/x-www-form-urlencoded`, with no `charset`
+    /// or `charset=UTF-8` (RFC 6749 Appendix B: the form is UTF-8, and a body declared in
+    /// another charset would be read as something other than what was sent).
     ///
     /// # Errors
-    /// `invalid_request` if the body is not `application/x-www-form-urlencoded` (RFC 6749
-    /// §3.2) or does not decode.
-    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, AppError> {
+    /// `invalid_request` naming what is wrong.
+    pub fn check_content_type(content_type: Option<&str>) -> Result<(), AppError> {
         if !Self::is_form_content_type(content_type) {
             return Err(not_a_form());
         }
-        serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
-            .map(Self)
-            .map_err(|e| {
-                AppError::invalid_request(format!(
-                    "malformed form body: Failed to deserialize form body: {e}"
-                ))
-            })
+        let other_charset = content_type
+            .into_iter()
+            .flat_map(|v| v.split(';').skip(1))
+            .filter_map(|p| p.split_once('='))
+            .filter(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+            .map(|(_, value)| value.trim().trim_matches('"'))
+            .find(|charset| !charset.eq_ignore_ascii_case("utf-8"));
+        match other_charset {
+            Some(charset) => Err(AppError::invalid_request(format!(
+                "the form must be UTF-8 (RFC 6749 Appendix B), not charset={}",
+                charset.chars().take(32).collect::<String>()
+            ))),
+            None => Ok(()),
+        }
     }
+
+    /// Parses a request body given its `Content-Type` value: the pure part of the extractor,
+    /// shared with the `token_form` fuzz target.
+    ///
+    /// The body is decoded as `application/x-www-form-urlencoded` (RFC 6749 Appendix B,
+    /// WHATWG URL §5.1: pairs split at `&`, name and value at the first `=`, `+` a space,
+    /// `%HH` a byte), and each name and value must then be UTF-8. Bytes that are not are
+    /// refused, never replaced: a password sent as Latin-1 (`%E9` for `é`) used to become
+    /// U+FFFD, and so a different password was checked than the one sent, and counted
+    /// against the name as a failed guess.
+    ///
+    /// # Errors
+    /// `invalid_request` if the body is not `application/x-www-form-urlencoded` in UTF-8
+    /// (RFC 6749 §3.2, Appendix B).
+    pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, AppError> {
+        Self::check_content_type(content_type)?;
+        body.split(|b| *b == b'&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                    Some(i) => (
+                        pair.get(..i).unwrap_or_default(),
+                        pair.get(i + 1..).unwrap_or_default(),
+                    ),
+                    None => (pair, &[][..]),
+                };
+                Ok((form_urldecode(name)?, form_urldecode(value)?))
+            })
+            .collect::<Result<_, AppError>>()
+            .map(Self)
+    }
+}
+
+/// One name or value of a form (WHATWG URL §5.1 "percent-decode", `+` first read as a
+/// space; a `%` not followed by two hex digits stays as it is), which must be UTF-8.
+fn form_urldecode(raw: &[u8]) -> Result<String, AppError> {
+    let hex = |b: Option<&u8>| {
+        b.and_then(|b| char::from(*b).to_digit(16))
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(hi), Some(lo)) = (hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+                    out.push(hi * 16 + lo);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| {
+        AppError::invalid_request(
+            "the form body is not UTF-8: encode each value as UTF-8, then percent-encode it (RFC 6749 Appendix B)",
+        )
+    })
 }
 
 fn not_a_form() -> AppError {
@@ -99,9 +168,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         // Checked before the body is read, so a non-form body is never buffered.
-        if !Self::is_form_content_type(content_type.as_deref()) {
-            return Err(not_a_form());
-        }
+        Self::check_content_type(content_type.as_deref())?;
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {

@@ -282,3 +282,89 @@ async fn a_failed_login_for_an_unknown_name_records_a_keyed_hash_not_the_typed_t
     assert_eq!(check.broken, None);
     assert_eq!(check.intact_rows, u64::try_from(rows.len()).unwrap());
 }
+
+#[tokio::test]
+async fn a_form_that_is_not_utf_8_is_refused_not_read_as_something_else() {
+    // RFC 6749 Appendix B: the form is UTF-8. Bytes that were not (a Latin-1 `é` as `%E9`,
+    // or raw) used to become U+FFFD: another password was checked than the one sent, and
+    // the login failure was counted against the name. A body declared in another charset
+    // was read as UTF-8 all the same.
+    use tessera_auth::store::AuditStore as _;
+    let app = spawn_app().await;
+    let password = "violet gramophone caf\u{e9} harbour";
+    app.create_user("chef", password, &[]).await;
+    let send = |content_type: &'static str, body: Vec<u8>| {
+        app.client
+            .post(app.url("/token"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let cases: [(&str, Vec<u8>); 5] = [
+        (
+            FORM,
+            b"username=chef&password=violet+gramophone+caf%E9+harbour".to_vec(),
+        ),
+        (
+            FORM,
+            b"username=chef&password=violet+gramophone+caf\xe9+harbour".to_vec(),
+        ),
+        (FORM, b"username=chef&password=x&scope%FF=a".to_vec()),
+        (
+            "application/x-www-form-urlencoded; charset=ISO-8859-1",
+            format!(
+                "username=admin&password={}",
+                ADMIN_PASSWORD.replace(' ', "+")
+            )
+            .into_bytes(),
+        ),
+        (
+            "application/x-www-form-urlencoded;charset=\"windows-1252\"",
+            format!(
+                "username=admin&password={}",
+                ADMIN_PASSWORD.replace(' ', "+")
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (content_type, body) in cases {
+        let what = format!("{content_type}: {}", String::from_utf8_lossy(&body));
+        let (s, b) = error_of(send(content_type, body).await.unwrap()).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{what}: {b}"
+        );
+        assert!(
+            b["error_description"].as_str().unwrap().contains("UTF-8"),
+            "{what}: {b}"
+        );
+    }
+    // Nothing was checked, so nothing was counted as a failed login.
+    let rows = app.state.db().list_audit(0, None, None, 100).await.unwrap();
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.event.event == "login" && r.event.outcome == "failure"),
+        "{:?}",
+        rows.iter().map(|r| &r.event).collect::<Vec<_>>()
+    );
+    // UTF-8, declared or not, percent-encoded or raw, is read as sent.
+    let mut raw = b"username=chef&password=".to_vec();
+    raw.extend_from_slice(password.replace(' ', "+").as_bytes());
+    for (content_type, body) in [
+        (
+            FORM,
+            b"username=chef&password=violet+gramophone+caf%C3%A9+harbour".to_vec(),
+        ),
+        (
+            "application/x-www-form-urlencoded; charset=UTF-8",
+            raw.clone(),
+        ),
+        ("application/x-www-form-urlencoded;charset=\"utf-8\"", raw),
+    ] {
+        let res = send(content_type, body).await.unwrap();
+        assert_eq!(res.status(), 200, "{content_type}");
+    }
+}
