@@ -10,6 +10,8 @@
 //!
 //! A 5xx body is generic and carries the request id; the detail goes to the log, once.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -119,15 +121,9 @@ impl AppError {
     #[must_use]
     pub fn malformed_bearer(description: &str) -> Self {
         let mut e = Self::invalid_request(description);
-        // A quoted-string of visible ASCII (RFC 9110 §5.6.4), or the header could not be
-        // sent at all.
-        let quoted: String = description
-            .replace('§', "section ")
-            .chars()
-            .filter(|c| (c.is_ascii_graphic() || *c == ' ') && *c != '"' && *c != '\\')
-            .collect();
         e.challenge = Some(format!(
-            "Bearer realm=\"{REALM}\", error=\"invalid_request\", error_description=\"{quoted}\""
+            "Bearer realm=\"{REALM}\", error=\"invalid_request\", error_description=\"{}\"",
+            description_text(description)
         ));
         e
     }
@@ -152,7 +148,8 @@ impl AppError {
     pub fn insufficient_scope(description: &str) -> Self {
         let mut e = Self::new(StatusCode::FORBIDDEN, "insufficient_scope", description);
         e.challenge = Some(format!(
-            "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{description}\""
+            "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{}\"",
+            description_text(description)
         ));
         e
     }
@@ -382,6 +379,29 @@ impl AppError {
     }
 }
 
+/// `error_description` as RFC 6749 §5.2 and RFC 6750 §3 allow it: only
+/// `%x20-21 / %x23-5B / %x5D-7E` (visible ASCII and space, without `"` and `\`), which also
+/// makes it a valid quoted-string in a challenge (RFC 9110 §5.6.4). Descriptions cite
+/// sections (`§3.2`) and echo what the request sent (a grant type, a scope), so `§` is
+/// spelled out, `"` and `\` become `'` and `/`, and any other character a `?`.
+fn description_text(text: &str) -> Cow<'_, str> {
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e');
+    if text.chars().all(allowed) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            c if allowed(c) => out.push(c),
+            '\u{a7}' => out.push_str("section "),
+            '"' => out.push('\''),
+            '\\' => out.push('/'),
+            _ => out.push('?'),
+        }
+    }
+    Cow::Owned(out)
+}
+
 impl From<AuthError> for AppError {
     fn from(e: AuthError) -> Self {
         Self::from_api(e)
@@ -395,9 +415,10 @@ impl IntoResponse for AppError {
             .challenge
             .as_deref()
             .is_some_and(|c| c.starts_with("Bearer"));
+        let description = description_text(&this.description);
         let body = Body {
             error: this.code,
-            error_description: &this.description,
+            error_description: &description,
             detail: bearer.then_some("Could not validate credentials"),
             mfa_token: this.extra.as_ref().map(|(_, v)| v.as_str()),
         };
@@ -416,5 +437,31 @@ impl IntoResponse for AppError {
             res.extensions_mut().insert(ErrorDetail(detail));
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_keep_to_the_rfc_6749_section_5_2_characters() {
+        assert!(matches!(
+            description_text("missing parameter `x`: see RFC 6749 (~!#$%&'*+,-./:;<=>?@[]^_{|}`)"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            description_text("repeated (RFC 6749 \u{a7}3.2)"),
+            "repeated (RFC 6749 section 3.2)"
+        );
+        assert_eq!(
+            description_text("scope `\"caf\u{e9}\\\t\u{7f}` is not allowed"),
+            "scope `'caf?/??` is not allowed"
+        );
+        let res = AppError::insufficient_scope("needs \"admin\" \u{a7}1").into_response();
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"tessera\", error=\"insufficient_scope\", error_description=\"needs 'admin' section 1\""
+        );
     }
 }

@@ -368,3 +368,71 @@ async fn a_form_that_is_not_utf_8_is_refused_not_read_as_something_else() {
         assert_eq!(res.status(), 200, "{content_type}");
     }
 }
+
+#[tokio::test]
+async fn error_descriptions_hold_only_the_characters_rfc_6749_section_5_2_allows() {
+    // RFC 6749 §5.2: `%x20-21 / %x23-5B / %x5D-7E`, no `"`, no `\`, nothing beyond ASCII.
+    // The answers that cite a section carried a `§`, and an unsupported grant type or a
+    // refused scope was echoed as sent.
+    let app = spawn_app().await;
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e');
+    let both_methods = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth("svc", Some("x"))
+        .form(&[("grant_type", "client_credentials"), ("client_secret", "x")])
+        .send()
+        .await
+        .unwrap();
+    let json_body = app
+        .client
+        .post(app.url("/token"))
+        .json(&serde_json::json!({"username": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    let repeated_revoke = app
+        .client
+        .post(app.url("/revoke"))
+        .form(&[("token", "a"), ("token", "b")])
+        .send()
+        .await
+        .unwrap();
+    let malformed_basic = app
+        .client
+        .post(app.url("/introspect"))
+        .header("authorization", "Basic !!!")
+        .form(&[("token", "a")])
+        .send()
+        .await
+        .unwrap();
+    let responses = [
+        app.post_token(&[("grant_type", "password"), ("grant_type", "password")])
+            .await,
+        app.post_token(&[("grant_type", "caf\u{e9} \"x\" \\y")])
+            .await,
+        app.post_token(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("scope", "profile \"caf\u{e9}\\"),
+        ])
+        .await,
+        both_methods,
+        json_body,
+        repeated_revoke,
+        malformed_basic,
+    ];
+    let mut descriptions = Vec::new();
+    for res in responses {
+        let (s, b) = error_of(res).await;
+        assert!(s == 400 || s == 401, "{s}: {b}");
+        let d = b["error_description"].as_str().unwrap().to_owned();
+        assert!(!d.is_empty() && d.chars().all(allowed), "{b}");
+        descriptions.push(d);
+    }
+    assert_eq!(
+        descriptions[0],
+        "parameter `grant_type` is repeated (RFC 6749 section 3.2)"
+    );
+    assert!(descriptions[2].contains("`'caf?/`"), "{}", descriptions[2]);
+}
