@@ -92,7 +92,10 @@ pub struct TokenResponse {
     /// The refresh token, when one is issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// Granted scope.
+    /// Granted scope. Omitted when empty (a client with no scopes): the scope grammar needs
+    /// at least one scope-token (RFC 6749 §3.3), and §5.1 lets the answer leave out a scope
+    /// identical to the one requested.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
 }
 
@@ -176,7 +179,8 @@ pub struct Introspection {
     /// Ory Hydra names it: `token_type` cannot say it, being the §5.1 type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_use: Option<&'static str>,
-    /// Granted scope.
+    /// Granted scope; `None` for a token granted none (an empty string is no scope list,
+    /// RFC 6749 §3.3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Client id.
@@ -1450,7 +1454,7 @@ impl<S: Store> Auth<S> {
                         Some(u) if !u.disabled => Introspection {
                             active: true,
                             token_use: Some("refresh_token"),
-                            scope: Some(s.scope.clone()),
+                            scope: Some(s.scope.clone()).filter(|s| !s.is_empty()),
                             client_id: Some(s.client_id.clone()),
                             username: Some(u.username.to_string()),
                             sub: Some(u.id.to_string()),
@@ -1480,7 +1484,9 @@ impl<S: Store> Auth<S> {
             active: true,
             token_type: Some("bearer"),
             token_use: Some("access_token"),
-            scope: Some(ctx.scope().to_owned()),
+            // RFC 7662 §2.2: `scope` is a list of scope-tokens (RFC 6749 §3.3), so none
+            // at all is no `scope`, not an empty string.
+            scope: Some(ctx.scope().to_owned()).filter(|s| !s.is_empty()),
             client_id: Some(ctx.client_id().to_owned()),
             sub: Some(if tutorial {
                 ctx.username().to_owned()

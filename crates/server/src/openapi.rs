@@ -262,8 +262,8 @@ pub(crate) struct TokenResponse {
     expires_in: i64,
     /// The refresh token (absent for client_credentials).
     refresh_token: Option<String>,
-    /// Granted scope.
-    scope: String,
+    /// Granted scope (absent when none is granted: a client with no scopes).
+    scope: Option<String>,
 }
 
 /// An error (RFC 6749 §5.2, RFC 6750 §3).

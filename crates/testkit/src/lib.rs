@@ -59,7 +59,8 @@ pub struct Tokens {
     pub expires_in: i64,
     /// The refresh token.
     pub refresh_token: Option<String>,
-    /// Granted scope.
+    /// Granted scope (empty when the answer has none: a client with no scopes).
+    #[serde(default)]
     pub scope: String,
 }
 

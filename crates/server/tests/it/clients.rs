@@ -358,3 +358,47 @@ async fn basic_credentials_are_decoded_as_rfc_6749_section_2_3_1_says() {
     let res = feed(basic(&format!("junk&v=svc:{secret}"))).await.unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[tokio::test]
+async fn a_client_with_no_scopes_gets_no_scope_member_not_an_empty_one() {
+    // RFC 6749 §3.3: a scope is one or more scope-tokens, so "" is no scope at all; §5.1
+    // lets the answer leave out a scope identical to the one requested (none). The token
+    // and introspection answers said `"scope": ""`.
+    let app = spawn_app().await;
+    let secret = confidential(&app, "heartbeat", &[]).await;
+    let res = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth("heartbeat", Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = json(res).await;
+    assert!(body.get("scope").is_none(), "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert!(claims_of(token).get("scope").is_none());
+    let res = app
+        .client
+        .post(app.url("/introspect"))
+        .basic_auth("heartbeat", Some(&secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let r = json(res).await;
+    assert_eq!(r["active"], true, "{r}");
+    assert!(r.get("scope").is_none(), "{r}");
+    // A client with scopes still gets them named.
+    let other = confidential(&app, "reports", &["reports:read"]).await;
+    let res = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth("reports", Some(&other))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["scope"], "reports:read");
+}
