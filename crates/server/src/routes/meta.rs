@@ -95,12 +95,18 @@ fn metadata(state: &AppState, openid: bool) -> serde_json::Value {
             // the document exists for JWT middleware that finds `jwks_uri` this way.
             obj.insert("subject_types_supported".into(), json!(["public"]));
             obj.insert("id_token_signing_alg_values_supported".into(), json!([alg]));
+            // The claims our access tokens carry, as `auth` issues them per profile: the
+            // tutorial's have no `aud` and add `uid` (their `sub` is the username).
+            let audience_or_uid = match state.config.profile {
+                Profile::Standard => "aud",
+                Profile::Tutorial => "uid",
+            };
             obj.insert(
                 "claims_supported".into(),
                 json!([
                     "iss",
                     "sub",
-                    "aud",
+                    audience_or_uid,
                     "exp",
                     "iat",
                     "jti",

@@ -171,3 +171,50 @@ async fn operations_document_the_errors_extractors_and_middleware_give() {
     }
     assert!(doc["paths"]["/token"]["post"]["responses"]["429"].is_object());
 }
+
+#[tokio::test]
+async fn claims_supported_names_the_claims_our_tokens_carry_in_each_profile() {
+    // The OpenID document listed `aud` in the tutorial profile, whose tokens have none,
+    // and not the `uid` they do have.
+    for profile in [
+        tessera_auth::Profile::Standard,
+        tessera_auth::Profile::Tutorial,
+    ] {
+        let app = spawn_app_with(|c| c.profile = profile).await;
+        let oidc = json(
+            app.client
+                .get(app.url("/.well-known/openid-configuration"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let listed: Vec<&str> = oidc["claims_supported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let token = app.admin_login().await.access_token;
+        let claims = crate::claims_of(&token);
+        let carried: Vec<&str> = claims
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for claim in &carried {
+            assert!(
+                listed.contains(claim),
+                "{profile:?}: `{claim}` not in {listed:?}"
+            );
+        }
+        for claim in ["aud", "uid"] {
+            assert_eq!(
+                listed.contains(&claim),
+                carried.contains(&claim),
+                "{profile:?}: `{claim}` listed {listed:?}, carried {carried:?}"
+            );
+        }
+    }
+}
