@@ -355,8 +355,8 @@ impl Jwk {
                     ));
                 }
                 Ok(PublicParts::Rsa {
-                    n: member(&self.n, "n")?,
-                    e: member(&self.e, "e")?,
+                    n: uint_member(&self.n, "n")?,
+                    e: uint_member(&self.e, "e")?,
                 })
             }
             KeyKind::Ec => {
@@ -381,12 +381,12 @@ impl Jwk {
     pub(crate) fn private_parts(&self, alg: Algorithm) -> Result<PrivateParts> {
         match alg.key_kind() {
             KeyKind::Rsa => Ok(PrivateParts::Rsa([
-                secret(&self.d, "d")?,
-                secret(&self.p, "p")?,
-                secret(&self.q, "q")?,
-                secret(&self.dp, "dp")?,
-                secret(&self.dq, "dq")?,
-                secret(&self.qi, "qi")?,
+                uint_secret(&self.d, "d")?,
+                uint_secret(&self.p, "p")?,
+                uint_secret(&self.q, "q")?,
+                uint_secret(&self.dp, "dp")?,
+                uint_secret(&self.dq, "dq")?,
+                uint_secret(&self.qi, "qi")?,
             ])),
             KeyKind::Ec => Ok(PrivateParts::Ec {
                 d: secret(&self.d, "d")?,
@@ -451,6 +451,36 @@ fn member(m: &Option<String>, name: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::invalid_key(format!("JWK is missing `{name}`")))?;
     base64url::decode(v)
         .ok_or_else(|| Error::invalid_key(format!("JWK member `{name}` is not valid base64url")))
+}
+
+/// An RSA integer member (`Base64urlUInt`, RFC 7518 §2): its octets "MUST utilize the
+/// minimum number of octets needed to represent the value", so a leading zero octet is
+/// refused, with that reason (RFC 7518 §6.3.1.1 names the 257-octet modulus some libraries
+/// emit). A JWK then has one encoding per key, the one this crate exports.
+fn uint_member(m: &Option<String>, name: &str) -> Result<Vec<u8>> {
+    let v = member(m, name)?;
+    check_minimal_uint(&v, name)?;
+    Ok(v)
+}
+
+/// [`uint_member`] for the private RSA integers.
+fn uint_secret(m: &Option<JwkSecret>, name: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let v = secret(m, name)?;
+    check_minimal_uint(&v, name)?;
+    Ok(v)
+}
+
+fn check_minimal_uint(v: &[u8], name: &str) -> Result<()> {
+    match v {
+        [] => Err(Error::invalid_key(format!(
+            "JWK member `{name}` is empty; zero is \"AA\" (RFC 7518 §2, Base64urlUInt)"
+        ))),
+        [0, _, ..] => Err(Error::invalid_key(format!(
+            "JWK member `{name}` has a leading zero octet; an integer must use the minimum \
+             number of octets (RFC 7518 §2, Base64urlUInt)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn secret(m: &Option<JwkSecret>, name: &str) -> Result<Zeroizing<Vec<u8>>> {

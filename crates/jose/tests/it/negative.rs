@@ -11,8 +11,8 @@
 use std::sync::LazyLock;
 
 use tessera_jose::{
-    Algorithm, Error, JwkSet, KeySet, Limits, NoCustomClaims, Part, Segment, SigningKey,
-    Validation, VerifyingKey, base64url,
+    Algorithm, Error, Jwk, JwkSecret, JwkSet, KeySet, Limits, NoCustomClaims, Part, Segment,
+    SigningKey, Validation, VerifyingKey, base64url,
 };
 
 use crate::common::{NOW, key};
@@ -578,5 +578,70 @@ fn proptest_time_error_messages_do_not_overflow_at_extreme_clocks() {
         },
     ] {
         assert!(err.to_string().contains(&i64::MAX.to_string()), "{err}");
+    }
+}
+
+/// RFC 7518 §2 (`Base64urlUInt`): an RSA JWK's integers use the minimum number of octets.
+/// The private ones (`d`, `p`, `q`, `dp`, `dq`, `qi`) with a leading zero octet were
+/// accepted; a modulus or exponent with one was refused only by aws-lc, as "inconsistent
+/// components", which does not tell the user what to fix (§6.3.1.1 names the 257-octet
+/// modulus some libraries emit). Every RSA integer member is now checked here and refused
+/// with the rule it breaks.
+#[test]
+fn rsa_jwk_integers_with_a_leading_zero_octet_are_refused() {
+    let with_leading_zero = |b64: &str| {
+        let mut bytes = vec![0];
+        bytes.extend(base64url::decode(b64).unwrap());
+        base64url::encode(bytes)
+    };
+    let public = FX.rs256.to_public_jwk().unwrap();
+    // The canonical JWK loads and names the same key as the PEM.
+    let from_pem = VerifyingKey::from_pem(Algorithm::Rs256, &rs256_public_pem()).unwrap();
+    let canonical = VerifyingKey::from_jwk(
+        &Jwk {
+            kid: None,
+            ..public.clone()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(canonical.kid(), from_pem.kid());
+
+    let mut padded_n = public.clone();
+    padded_n.n = Some(with_leading_zero(public.n.as_deref().unwrap()));
+    let mut padded_e = public;
+    padded_e.e = Some("AAEAAQ".to_owned());
+    for jwk in [padded_n, padded_e] {
+        assert!(
+            matches!(
+                VerifyingKey::from_jwk(&jwk, None),
+                Err(Error::InvalidKey { ref reason }) if reason.contains("leading zero")
+            ),
+            "{:?}",
+            VerifyingKey::from_jwk(&jwk, None).map(|k| k.kid().map(str::to_owned))
+        );
+    }
+
+    let private = FX.rs256.to_private_jwk().unwrap();
+    assert!(SigningKey::from_jwk(&private, None).is_ok());
+    for member in ["d", "p", "q", "dp", "dq", "qi"] {
+        let mut jwk = private.clone();
+        let slot = match member {
+            "d" => &mut jwk.d,
+            "p" => &mut jwk.p,
+            "q" => &mut jwk.q,
+            "dp" => &mut jwk.dp,
+            "dq" => &mut jwk.dq,
+            _ => &mut jwk.qi,
+        };
+        let padded = with_leading_zero(slot.as_ref().unwrap().expose());
+        *slot = Some(JwkSecret::new(padded));
+        assert!(
+            matches!(
+                SigningKey::from_jwk(&jwk, None),
+                Err(Error::InvalidKey { ref reason }) if reason.contains("leading zero")
+            ),
+            "{member}"
+        );
     }
 }
