@@ -20,8 +20,9 @@
 //! 3. NumericDate types: tessera wants `exp`/`nbf`/`iat` to be JSON numbers within ±2^53
 //!    (where JSON numbers are exact) and refuses strings, booleans and the rest; jsonwebtoken
 //!    parses `exp`/`nbf` as u64 and never reads `iat`. RFC 7519 §2 allows fractional and
-//!    negative NumericDates, which tessera floors and jsonwebtoken refuses: for those
-//!    (jsonwebtoken the stricter) the comparison is skipped, not asserted.
+//!    negative NumericDates, which tessera rounds (`exp` down, `nbf`/`iat` up) and
+//!    jsonwebtoken refuses: for those (jsonwebtoken the stricter) the comparison is
+//!    skipped, not asserted.
 //! 4. `iat` in the future: tessera refuses it (beyond the leeway); jsonwebtoken never checks
 //!    `iat`.
 //! 5. Duplicate member names in the header or claims: tessera refuses them (RFC 7515 §5.2

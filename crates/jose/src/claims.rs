@@ -17,6 +17,12 @@ use crate::header::{Key, KeyLog, StrOrOther};
 
 /// Seconds since the Unix epoch, as JWT `exp`, `nbf` and `iat` carry them
 /// (RFC 7519 §2 "NumericDate").
+///
+/// RFC 7519 §2 allows a non-integer NumericDate. When claims are parsed, a fractional `exp`
+/// is rounded down and a fractional `nbf` or `iat` up, so rounding never widens a token's
+/// validity: against a whole-second `now`, `nbf` and `iat` are then compared exactly and
+/// `exp` at worst a second early. Values beyond ±(2^53 − 1), where JSON numbers stop being
+/// exact, are refused. Tokens this crate signs carry whole seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NumericDate(pub i64);
 
@@ -457,7 +463,13 @@ impl<'de> DeserializeSeed<'de> for DateSeed<'_> {
     type Value = NumericDate;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(DateVisitor)?.ok_or_else(|| {
+        // Rounding must never widen the validity window (RFC 7519 §4.1.4–4.1.6): an early
+        // `exp` only shortens it, but a `nbf` or `iat` rounded down would accept a token up to
+        // a second before its `nbf`, or issued up to a second in the future.
+        let visitor = DateVisitor {
+            round_up: self.claim != "exp",
+        };
+        d.deserialize_any(visitor)?.ok_or_else(|| {
             type_error(
                 self.failure,
                 self.claim,
@@ -468,8 +480,11 @@ impl<'de> DeserializeSeed<'de> for DateSeed<'_> {
 }
 
 /// Accepts JSON numbers only; fractional seconds are allowed by RFC 7519 §2 and are rounded
-/// down. Values outside ±2^53 (where JSON numbers stop being exact) are refused.
-struct DateVisitor;
+/// down, or up when `round_up`. Values outside ±2^53 (where JSON numbers stop being exact)
+/// are refused.
+struct DateVisitor {
+    round_up: bool,
+}
 
 const MAX_SAFE: i64 = (1 << 53) - 1;
 
@@ -497,10 +512,10 @@ impl<'de> Visitor<'de> for DateVisitor {
         reason = "range-checked just before the cast"
     )]
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        let floor = v.floor();
+        let whole = if self.round_up { v.ceil() } else { v.floor() };
         let limit = MAX_SAFE as f64;
-        Ok((floor.is_finite() && (-limit..=limit).contains(&floor))
-            .then_some(NumericDate(floor as i64)))
+        Ok((whole.is_finite() && (-limit..=limit).contains(&whole))
+            .then_some(NumericDate(whole as i64)))
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
@@ -871,8 +886,11 @@ mod tests {
 
     #[test]
     fn numeric_dates_accept_fractions_and_refuse_huge_values() {
-        let c: Claims<'_, NoCustomClaims> = parse(br#"{"exp":1700000000.9}"#).unwrap();
+        let c: Claims<'_, NoCustomClaims> =
+            parse(br#"{"exp":1700000000.9,"nbf":1699999999.1,"iat":-0.5}"#).unwrap();
         assert_eq!(c.registered.exp, Some(NumericDate(1_700_000_000)));
+        assert_eq!(c.registered.nbf, Some(NumericDate(1_700_000_000)));
+        assert_eq!(c.registered.iat, Some(NumericDate(0)));
         assert!(parse::<NoCustomClaims>(br#"{"exp":1e300}"#).is_err());
         assert!(parse::<NoCustomClaims>(br#"{"exp":18446744073709551615}"#).is_err());
     }

@@ -645,3 +645,46 @@ fn rsa_jwk_integers_with_a_leading_zero_octet_are_refused() {
         );
     }
 }
+
+/// RFC 7519 §2 allows fractional NumericDates. Every one was rounded down, which for `nbf`
+/// and `iat` widened the validity window: with no leeway, a token whose `nbf` was half a
+/// second ahead was accepted, and so was one issued half a second in the future. `nbf` and
+/// `iat` now round up (exact against a whole-second clock); `exp` still rounds down.
+#[test]
+fn fractional_nbf_and_iat_are_not_rounded_into_validity() {
+    let strict = Validation::new().with_leeway(0);
+    let verify = |claims: &[(&str, &str)]| {
+        FX.hs256
+            .verifying_key()
+            .verify_jwt::<NoCustomClaims>(&token(Via::Hs256, &[], claims), &strict, NOW)
+            .map(drop)
+    };
+    let half_past = format!("{NOW}.5");
+    let half_before = format!("{}.5", NOW - 1);
+    assert_eq!(
+        verify(&[("nbf", &half_past)]),
+        Err(Error::NotYetValid {
+            nbf: NOW + 1,
+            now: NOW,
+            leeway: 0
+        })
+    );
+    assert_eq!(
+        verify(&[("iat", &half_past)]),
+        Err(Error::IssuedInFuture {
+            iat: NOW + 1,
+            now: NOW,
+            leeway: 0
+        })
+    );
+    assert_eq!(
+        verify(&[("exp", &half_past)]),
+        Err(Error::Expired {
+            exp: NOW,
+            now: NOW,
+            leeway: 0
+        })
+    );
+    // Already past: accepted.
+    verify(&[("nbf", &half_before), ("iat", &half_before)]).unwrap();
+}
