@@ -171,7 +171,8 @@ impl Jwk {
             || self.oth.is_some()
     }
 
-    /// A copy without any private member, suitable for publishing.
+    /// A copy without any private member, suitable for publishing. `key_ops` becomes the
+    /// public half's operations (`sign` becomes `verify`, RFC 7517 §4.3).
     ///
     /// # Errors
     /// [`Error::KeyUsage`] for `oct` keys, which have no public half.
@@ -184,10 +185,7 @@ impl Jwk {
         Ok(Self {
             kty: self.kty.clone(),
             key_use: self.key_use.clone(),
-            key_ops: self
-                .key_ops
-                .as_ref()
-                .map(|ops| ops.iter().filter(|o| *o == "verify").cloned().collect()),
+            key_ops: self.key_ops.as_deref().map(public_key_ops),
             alg: self.alg.clone(),
             kid: self.kid.clone(),
             crv: self.crv.clone(),
@@ -443,6 +441,27 @@ impl Jwk {
         }
         self
     }
+}
+
+/// The operations of a key's public half, from those of the whole key (RFC 7517 §4.3): the
+/// public half does what undoes or checks the private operations (`sign` → `verify`,
+/// `decrypt` → `encrypt`, `unwrapKey` → `wrapKey`) and keeps the public ones; the private
+/// operations themselves, and key agreement, go. A signing-only private JWK
+/// (`"key_ops":["sign"]`) thus publishes `["verify"]`, which verifiers accept, not `[]`.
+fn public_key_ops(ops: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for op in ops {
+        let public = match op.as_str() {
+            "sign" | "verify" => "verify",
+            "decrypt" | "encrypt" => "encrypt",
+            "unwrapKey" | "wrapKey" => "wrapKey",
+            _ => continue,
+        };
+        if !out.iter().any(|o| o == public) {
+            out.push(public.to_owned());
+        }
+    }
+    out
 }
 
 fn member(m: &Option<String>, name: &str) -> Result<Vec<u8>> {

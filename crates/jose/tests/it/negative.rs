@@ -688,3 +688,26 @@ fn fractional_nbf_and_iat_are_not_rounded_into_validity() {
     // Already past: accepted.
     verify(&[("nbf", &half_before), ("iat", &half_before)]).unwrap();
 }
+
+/// RFC 7517 §4.3: a private JWK meant only for signing says `"key_ops":["sign"]`. Its public
+/// copy kept only the operations literally named `verify`, so it was published with
+/// `"key_ops":[]`, which no verifier (this crate's included) accepts: a JWKS built with
+/// `JwkSet::to_public` could not be loaded. The public half now gets `["verify"]`.
+#[test]
+fn a_signing_only_jwk_publishes_a_public_jwk_that_verifies() {
+    let mut private = FX.es256.to_private_jwk().unwrap();
+    private.key_use = None;
+    private.key_ops = Some(vec!["sign".to_owned()]);
+    let signer = SigningKey::from_jwk(&private, None).unwrap();
+    let published = JwkSet {
+        keys: vec![private],
+    }
+    .to_public();
+    assert_eq!(
+        published.keys[0].key_ops.as_deref(),
+        Some(&["verify".to_owned()][..])
+    );
+    let set = KeySet::from_jwks(&published).unwrap();
+    let token = signer.sign_jws(b"{}", None, None).unwrap();
+    set.verify_jws(&token, &Limits::default()).unwrap();
+}
