@@ -9,7 +9,8 @@
 //! - `rfc7520`: the RFC 7520 cookbook in `tests/data/rfc7520/` (JWS outputs, the §3 JWKs,
 //!   RFC 8037 Ed25519, the RFC 7797 `b64` case).
 //! - `wycheproof_jws`: Wycheproof `json_web_signature_test.json` and the JWS part of
-//!   `json_web_crypto_test.json`, with the documented upstream errata.
+//!   `json_web_crypto_test.json`, with the documented upstream errata; and the `private`
+//!   JWKs of those files and `json_web_key_test.json`, checked against their public halves.
 //! - `wycheproof_jwk`: Wycheproof `json_web_key_test.json` through `KeySet::from_jwks`.
 //! - `wycheproof_primitives`: Wycheproof ECDSA (P1363), Ed25519, RSA PKCS#1 v1.5, RSA-PSS
 //!   and HMAC files through `VerifyingKey::verify_signature`.

@@ -11,7 +11,9 @@
 //! behaviour for them instead of the label, and does not count them as failures.
 
 use serde_json::Value;
-use tessera_jose::{Algorithm, Error, Jwk, JwkSet, KeySet, Limits, Segment, VerifyingKey};
+use tessera_jose::{
+    Algorithm, Error, Jwk, JwkSet, KeySet, Limits, Segment, SigningKey, VerifyingKey,
+};
 
 use crate::common::{data, str_at};
 
@@ -231,4 +233,114 @@ fn wycheproof_jws_vectors_agree_except_documented_errata() {
     );
     assert_eq!(tally.exceptions.len(), 8);
     assert_eq!(tally.passed + tally.exceptions.len(), tally.total);
+}
+
+/// The `private` JWK of each group that also has a `public` one (all three JWS files), which
+/// the tests above never load: it must be the same key as its public half. Where the public
+/// key is refused the private one is too (a private key never slips past a check its public
+/// half fails: ROCA, 1024 bits, e = 1, off-curve point, wrong curve or `kty`); where both
+/// load, they have the same `kid` and give the same verdict on every token of the group; and
+/// a private JWK that may sign produces tokens the public key verifies.
+///
+/// One documented exception: `json_web_signature_test.json` group 13 writes the private
+/// key's `key_ops` as the single string `"sign, verify"`, which names no operation, so that
+/// private JWK may neither sign nor verify (RFC 7517 §4.3).
+#[test]
+fn wycheproof_private_jwks_are_the_same_keys_as_their_public_halves() {
+    let limits = Limits::default();
+    let (mut groups, mut tokens, mut signed) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for file in [
+        "json_web_signature_test.json",
+        "json_web_key_test.json",
+        "json_web_crypto_test.json",
+    ] {
+        let doc = data(&format!("wycheproof/{file}"));
+        for (index, group) in doc["testGroups"].as_array().unwrap().iter().enumerate() {
+            let (Some(public), Some(private)) = (
+                group.get("public").filter(|v| !v.is_null()),
+                group.get("private").filter(|v| !v.is_null()),
+            ) else {
+                continue;
+            };
+            groups += 1;
+            let label = format!("{file} group {index} ({})", group["comment"]);
+            // Single JWKs and one-key sets alike: the JWKs, and a verifier for each side.
+            let jwks = |v: &Value| -> Vec<Value> {
+                v.get("keys")
+                    .map_or_else(|| vec![v.clone()], |k| k.as_array().unwrap().clone())
+            };
+            let build = |v: &Value| -> Result<KeySet, Error> {
+                let set = JwkSet {
+                    keys: jwks(v)
+                        .iter()
+                        .map(|k| Jwk::from_json(&k.to_string()).unwrap())
+                        .collect(),
+                };
+                KeySet::from_jwks(&set)
+            };
+            let (from_public, from_private) = (build(public), build(private));
+            let typo = file == "json_web_signature_test.json" && index == 13;
+            match (&from_public, &from_private) {
+                (Err(_), Err(_)) => continue,
+                (Err(e), Ok(_)) => {
+                    failures.push(format!(
+                        "{label}: public refused ({e}) but private accepted"
+                    ));
+                    continue;
+                }
+                (Ok(_), Err(Error::KeyUsage { .. })) if typo => continue,
+                (Ok(_), Err(e)) => {
+                    failures.push(format!("{label}: public accepted but private refused: {e}"));
+                    continue;
+                }
+                (Ok(p), Ok(s)) => {
+                    let kids = |set: &KeySet| {
+                        set.iter()
+                            .map(|k| (k.kid().map(str::to_owned), k.thumbprint().unwrap()))
+                            .collect::<Vec<_>>()
+                    };
+                    if kids(p) != kids(s) {
+                        failures.push(format!("{label}: kids or thumbprints differ"));
+                    }
+                    for test in group["tests"].as_array().unwrap() {
+                        let Value::String(token) = &test["jws"] else {
+                            continue;
+                        };
+                        tokens += 1;
+                        let (a, b) = (p.verify_jws(token, &limits), s.verify_jws(token, &limits));
+                        if a.is_ok() != b.is_ok() {
+                            failures.push(format!(
+                                "{label} tcId {}: public {a:?}, private {b:?}",
+                                test["tcId"]
+                            ));
+                        }
+                    }
+                }
+            }
+            // Keys marked for encryption are skipped by `from_jwks`: nothing to sign with.
+            let verifier = from_public.unwrap();
+            if verifier.is_empty() {
+                continue;
+            }
+            for key in jwks(private) {
+                let jwk = Jwk::from_json(&key.to_string()).unwrap();
+                let Ok(signer) = SigningKey::from_jwk(&jwk, None) else {
+                    failures.push(format!("{label}: private JWK cannot sign"));
+                    continue;
+                };
+                signed += 1;
+                let token = signer.sign_jws(b"wycheproof", None, None).unwrap();
+                if let Err(e) = verifier.verify_jws(&token, &limits) {
+                    failures.push(format!("{label}: own token refused by the public key: {e}"));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "wycheproof private JWKs: {groups} groups with both halves, {tokens} tokens compared, \
+         {signed} private keys signed a token their public half verified"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!((groups, tokens, signed), (33, 387, 15));
 }
