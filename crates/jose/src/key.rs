@@ -140,6 +140,9 @@ impl VerifyingKey {
 
     /// A verifying key from DER: SubjectPublicKeyInfo, or PKCS#1 RSAPublicKey for RSA.
     ///
+    /// An `id-RSASSA-PSS` SubjectPublicKeyInfo is a key for RSASSA-PSS only (RFC 4055 §1.2):
+    /// it serves PS256/384/512, or only the one whose hash its parameters name (§3.1).
+    ///
     /// # Errors
     /// As [`VerifyingKey::from_pem`].
     pub fn from_public_der(alg: Algorithm, der: &[u8]) -> Result<Self> {

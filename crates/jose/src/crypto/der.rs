@@ -18,6 +18,9 @@ pub(crate) const OID_RSA_ENCRYPTION: &[u8] =
 pub(crate) const OID_RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
 pub(crate) const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 pub(crate) const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+pub(crate) const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+pub(crate) const OID_SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+pub(crate) const OID_SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
 pub(crate) const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 pub(crate) const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 pub(crate) const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
@@ -102,9 +105,24 @@ fn bad(reason: &str) -> Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyOid {
     Rsa,
+    /// `id-RSASSA-PSS`: a key for RSASSA-PSS only (RFC 4055 §1.2), perhaps with one hash.
+    RsaPss(PssHash),
     Ec(Curve),
     Ed25519,
     Unknown,
+}
+
+/// The hash an `id-RSASSA-PSS` key is restricted to by its parameters (RFC 4055 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PssHash {
+    /// No parameters: any RSASSA-PSS parameters may be used.
+    Any,
+    Sha256,
+    Sha384,
+    Sha512,
+    /// SHA-1 (the default when the parameters omit the hash), another hash, or parameters
+    /// we cannot read: no JWA algorithm fits.
+    Other,
 }
 
 /// A NIST curve named in EC key parameters.
@@ -140,7 +158,8 @@ fn read_algorithm_identifier(r: &mut Reader<'_>) -> Result<KeyOid> {
     let mut alg = Reader::new(r.read(TAG_SEQUENCE)?);
     let oid = alg.read(TAG_OID)?;
     Ok(match oid {
-        OID_RSA_ENCRYPTION | OID_RSASSA_PSS => KeyOid::Rsa,
+        OID_RSA_ENCRYPTION => KeyOid::Rsa,
+        OID_RSASSA_PSS => KeyOid::RsaPss(read_pss_hash(&mut alg)),
         OID_ED25519 => KeyOid::Ed25519,
         OID_EC_PUBLIC_KEY => {
             // Only named curves (RFC 5480 §2.1.1); explicit parameters are refused later.
@@ -152,6 +171,33 @@ fn read_algorithm_identifier(r: &mut Reader<'_>) -> Result<KeyOid> {
         }
         _ => KeyOid::Unknown,
     })
+}
+
+/// The hash named by the parameters of an `id-RSASSA-PSS` AlgorithmIdentifier:
+/// `RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0] HashAlgorithm DEFAULT sha1, ... }`
+/// (RFC 4055 §3.1). Absent parameters leave the key unrestricted.
+fn read_pss_hash(alg: &mut Reader<'_>) -> PssHash {
+    fn hash(alg: &mut Reader<'_>) -> Result<PssHash> {
+        let mut params = Reader::new(alg.read(TAG_SEQUENCE)?);
+        if params.is_empty() {
+            return Ok(PssHash::Other);
+        }
+        let (tag, explicit) = params.read_any()?;
+        if tag != 0xa0 {
+            return Ok(PssHash::Other);
+        }
+        let mut hash = Reader::new(Reader::new(explicit).read(TAG_SEQUENCE)?);
+        Ok(match hash.read(TAG_OID)? {
+            OID_SHA256 => PssHash::Sha256,
+            OID_SHA384 => PssHash::Sha384,
+            OID_SHA512 => PssHash::Sha512,
+            _ => PssHash::Other,
+        })
+    }
+    if alg.is_empty() {
+        return PssHash::Any;
+    }
+    hash(alg).unwrap_or(PssHash::Other)
 }
 
 /// Splits a SubjectPublicKeyInfo into its algorithm and the subjectPublicKey bits.

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::algorithm::{Algorithm, KeyKind};
 use crate::error::{Error, Result};
-use der::{Curve, KeyOid};
+use der::{Curve, KeyOid, PssHash};
 
 // ------------------------------------------------------------------ public facade
 
@@ -291,6 +291,16 @@ fn curve_alg(curve: Curve) -> Option<Algorithm> {
 fn describe_oid(oid: KeyOid) -> String {
     match oid {
         KeyOid::Rsa => "an RSA key".into(),
+        KeyOid::RsaPss(PssHash::Any) => "an RSASSA-PSS-only key (RFC 4055 §1.2)".into(),
+        KeyOid::RsaPss(hash) => {
+            let hash = match hash {
+                PssHash::Sha256 => "SHA-256",
+                PssHash::Sha384 => "SHA-384",
+                PssHash::Sha512 => "SHA-512",
+                PssHash::Any | PssHash::Other => "a hash no JWA algorithm uses",
+            };
+            format!("an RSASSA-PSS-only key restricted to {hash} (RFC 4055 §3.1)")
+        }
         KeyOid::Ec(c) => format!("an EC key on {}", c.name()),
         KeyOid::Ed25519 => "an Ed25519 key".into(),
         KeyOid::Unknown => "a key of an unsupported type".into(),
@@ -301,6 +311,17 @@ fn describe_oid(oid: KeyOid) -> String {
 fn check_oid(alg: Algorithm, oid: KeyOid) -> Result<()> {
     let ok = match (alg.key_kind(), oid) {
         (KeyKind::Rsa, KeyOid::Rsa) | (KeyKind::Okp, KeyOid::Ed25519) => true,
+        // RFC 4055 §1.2: an `id-RSASSA-PSS` key is for RSASSA-PSS only, never PKCS#1 v1.5;
+        // parameters naming a hash restrict it to that hash (§3.1).
+        (KeyKind::Rsa, KeyOid::RsaPss(hash)) => matches!(
+            (alg, hash),
+            (
+                Algorithm::Ps256 | Algorithm::Ps384 | Algorithm::Ps512,
+                PssHash::Any
+            ) | (Algorithm::Ps256, PssHash::Sha256)
+                | (Algorithm::Ps384, PssHash::Sha384)
+                | (Algorithm::Ps512, PssHash::Sha512)
+        ),
         (KeyKind::Ec, KeyOid::Ec(c)) => curve_alg(c) == Some(alg),
         _ => false,
     };
@@ -359,7 +380,7 @@ impl PublicKey {
             Ok((oid, key_bits)) => {
                 check_oid(alg, oid)?;
                 match oid {
-                    KeyOid::Rsa => {
+                    KeyOid::Rsa | KeyOid::RsaPss(_) => {
                         let (n, e) = der::rsa_public_components(key_bits)?;
                         Self::from_parts(
                             alg,

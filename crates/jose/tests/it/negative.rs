@@ -711,3 +711,67 @@ fn a_signing_only_jwk_publishes_a_public_jwk_that_verifies() {
     let token = signer.sign_jws(b"{}", None, None).unwrap();
     set.verify_jws(&token, &Limits::default()).unwrap();
 }
+
+/// RFC 4055 §1.2: a public key whose SubjectPublicKeyInfo names `id-RSASSA-PSS` is for
+/// RSASSA-PSS only, and parameters naming a hash restrict it to that hash (§3.1). Such a
+/// key was read as a plain RSA key and accepted for RS256 (PKCS#1 v1.5) or any PS algorithm.
+/// Now it serves only the PS algorithms its parameters allow.
+#[test]
+fn rsassa_pss_only_public_keys_serve_only_their_pss_algorithms() {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        match len {
+            0..=0x7f => out.push(u8::try_from(len).unwrap()),
+            0x80..=0xff => out.extend([0x81, u8::try_from(len).unwrap()]),
+            _ => out.extend([
+                0x82,
+                u8::try_from(len >> 8).unwrap(),
+                u8::try_from(len & 0xff).unwrap(),
+            ]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    const PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+    const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+    // The RS256 key's SubjectPublicKeyInfo: SEQUENCE { rsaEncryption, BIT STRING }.
+    let pem = rs256_public_pem();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let b64url = b64.replace('+', "-").replace('/', "_").replace('=', "");
+    let spki = base64url::decode(b64url).unwrap();
+    assert_eq!(&spki[..2], &[0x30, 0x82]);
+    let body = &spki[4..];
+    let bit_string = &body[2 + usize::from(body[1])..];
+    let with_pss = |params: &[u8]| {
+        let alg = tlv(0x30, &[tlv(0x06, PSS), params.to_vec()].concat());
+        tlv(0x30, &[alg, bit_string.to_vec()].concat())
+    };
+    let unrestricted = with_pss(&[]);
+    let sha256_only = with_pss(&tlv(0x30, &tlv(0xa0, &tlv(0x30, &tlv(0x06, SHA256)))));
+    let sha1_default = with_pss(&tlv(0x30, &[]));
+    for (der, alg, usable) in [
+        (&unrestricted, Algorithm::Ps256, true),
+        (&unrestricted, Algorithm::Ps512, true),
+        (&unrestricted, Algorithm::Rs256, false),
+        (&unrestricted, Algorithm::Rs512, false),
+        (&sha256_only, Algorithm::Ps256, true),
+        (&sha256_only, Algorithm::Ps384, false),
+        (&sha256_only, Algorithm::Rs256, false),
+        (&sha1_default, Algorithm::Ps256, false),
+    ] {
+        let key = VerifyingKey::from_public_der(alg, der);
+        if usable {
+            assert_eq!(
+                key.unwrap().thumbprint().unwrap(),
+                FX.rs256.verifying_key().thumbprint().unwrap()
+            );
+        } else {
+            assert!(
+                matches!(key, Err(Error::KeyAlgorithmMismatch { .. })),
+                "{alg}: {:?}",
+                key.map(|k| k.algorithm())
+            );
+        }
+    }
+}
