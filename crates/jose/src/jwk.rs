@@ -171,6 +171,25 @@ impl Jwk {
             || self.oth.is_some()
     }
 
+    /// True if the JWK carries a private member of a key of `kind`: `d`, and for RSA also
+    /// the CRT members (`p`, `q`, `dp`, `dq`, `qi`, `oth`), any of which makes it a private
+    /// key that must then be complete (RFC 7518 §6.3.2).
+    pub(crate) fn has_private_members(&self, kind: KeyKind) -> bool {
+        let crt = || {
+            self.p.is_some()
+                || self.q.is_some()
+                || self.dp.is_some()
+                || self.dq.is_some()
+                || self.qi.is_some()
+                || self.oth.is_some()
+        };
+        match kind {
+            KeyKind::Rsa => self.d.is_some() || crt(),
+            KeyKind::Ec | KeyKind::Okp => self.d.is_some(),
+            KeyKind::Hmac => self.k.is_some(),
+        }
+    }
+
     /// A copy without any private member, suitable for publishing. `key_ops` becomes the
     /// public half's operations (`sign` becomes `verify`, RFC 7517 §4.3).
     ///

@@ -156,7 +156,8 @@ impl VerifyingKey {
     /// The algorithm is the JWK's `alg`; `alg` here is used only when the JWK has none (or
     /// for EC/OKP keys the curve decides). A JWK whose `alg` disagrees with `alg` is refused.
     /// `use` must be `sig` if present and `key_ops` must contain `verify` if present
-    /// (RFC 7517 §4.2–4.3). The `kid` is the JWK's, else its thumbprint.
+    /// (RFC 7517 §4.2–4.3). A JWK with private members must hold a complete private key
+    /// matching its public members. The `kid` is the JWK's, else its thumbprint.
     ///
     /// # Errors
     /// [`Error::KeyUsage`], [`Error::KeyAlgorithmMismatch`], [`Error::InvalidKey`] or
@@ -168,8 +169,9 @@ impl VerifyingKey {
             Verifier::Hmac(Box::new(HmacKey::new(alg, &jwk.hmac_secret()?)?))
         } else {
             let public = PublicKey::from_parts(alg, jwk.public_parts(alg)?)?;
-            if jwk.d.is_some() {
-                // A private JWK: make sure its private half matches what we verify with.
+            if jwk.has_private_members(alg.key_kind()) {
+                // A private JWK: make sure its private half is complete and matches what we
+                // verify with (RFC 7518 §6.3.2: an RSA JWK with `p` but no `d` is neither).
                 PrivateKey::from_parts(alg, public.parts(), &jwk.private_parts(alg)?)?;
             }
             Verifier::Public(public)
@@ -362,7 +364,7 @@ impl SigningKey {
         let mut key = if alg.is_symmetric() {
             Self::hmac(alg, HmacKey::new(alg, &jwk.hmac_secret()?)?)
         } else {
-            if jwk.d.is_none() {
+            if !jwk.has_private_members(alg.key_kind()) {
                 return Err(Error::key_usage(
                     "this JWK has no private part, so it cannot sign",
                 ));

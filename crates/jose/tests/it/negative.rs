@@ -775,3 +775,37 @@ fn rsassa_pss_only_public_keys_serve_only_their_pss_algorithms() {
         }
     }
 }
+
+/// RFC 7518 §6.3.2: `d` is required in an RSA private key, and the CRT members come all
+/// together or not at all. A JWK with the public members plus `p` and `q` but no `d` was
+/// loaded as a public key without looking at them, so private members that belong to no key
+/// at all (here: another key's primes) went unnoticed. Any private member now makes the JWK
+/// a private key that must be complete and match its public members.
+#[test]
+fn an_rsa_jwk_with_crt_members_but_no_d_is_refused() {
+    let private = FX.rs256.to_private_jwk().unwrap();
+    let other = SigningKey::generate(Algorithm::Rs256)
+        .unwrap()
+        .to_private_jwk()
+        .unwrap();
+    for donor in [&private, &other] {
+        let mut jwk = private.to_public().unwrap();
+        jwk.p = donor.p.clone();
+        jwk.q = donor.q.clone();
+        assert!(
+            matches!(
+                VerifyingKey::from_jwk(&jwk, None),
+                Err(Error::InvalidKey { ref reason }) if reason.contains("`d`")
+            ),
+            "{:?}",
+            VerifyingKey::from_jwk(&jwk, None).map(|k| k.algorithm())
+        );
+        assert!(matches!(
+            SigningKey::from_jwk(&jwk, None),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+    // The complete private JWK still verifies, and its public half alone too.
+    VerifyingKey::from_jwk(&private, None).unwrap();
+    VerifyingKey::from_jwk(&private.to_public().unwrap(), None).unwrap();
+}
