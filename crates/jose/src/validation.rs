@@ -82,6 +82,11 @@ pub struct Validation {
     /// When set, `iss` must be present and equal.
     pub issuer: Option<String>,
     /// When non-empty, `aud` must be present and contain at least one of these.
+    ///
+    /// When empty, `aud` is not looked at, and a token naming other audiences passes. RFC 7519
+    /// §4.1.3 says a recipient that does not identify itself with a value of a present `aud`
+    /// MUST reject the token: a verifier that serves an audience should name it here
+    /// (tessera-axum's verifier refuses such tokens unless told to accept any audience).
     pub audiences: Vec<String>,
     /// When set, the header `typ` must be this media type (compared case-insensitively,
     /// with or without the `application/` prefix, RFC 7515 §4.1.9).
