@@ -241,12 +241,18 @@ pub(crate) fn sec1_curve(der: &[u8]) -> Result<Curve> {
     Ok(Curve::Other)
 }
 
-/// The modulus and public exponent of a PKCS#1 RSAPublicKey.
+/// The modulus and public exponent of a PKCS#1 RSAPublicKey
+/// (`SEQUENCE { modulus INTEGER, publicExponent INTEGER }`, RFC 8017 App. A.1.1), with
+/// nothing inside or after it: like a SubjectPublicKeyInfo, a key with bytes appended is
+/// not the key it claims to be.
 pub(crate) fn rsa_public_components(der: &[u8]) -> Result<(&[u8], &[u8])> {
     let mut outer = Reader::new(der);
     let mut key = Reader::new(outer.read(TAG_SEQUENCE)?);
     let n = key.read_unsigned()?;
     let e = key.read_unsigned()?;
+    if !key.is_empty() || !outer.is_empty() {
+        return Err(bad("trailing data after RSA public key"));
+    }
     Ok((n, e))
 }
 

@@ -809,3 +809,49 @@ fn an_rsa_jwk_with_crt_members_but_no_d_is_refused() {
     VerifyingKey::from_jwk(&private, None).unwrap();
     VerifyingKey::from_jwk(&private.to_public().unwrap(), None).unwrap();
 }
+
+/// A SubjectPublicKeyInfo with bytes after it was refused ("trailing data after public key"),
+/// but a PKCS#1 RSAPublicKey (the `RSA PUBLIC KEY` PEM, or the key inside an SPKI's BIT
+/// STRING) was read up to its exponent and whatever followed was ignored, inside the
+/// SEQUENCE or after it. Both are now refused the same way.
+#[test]
+fn rsa_public_keys_with_trailing_data_are_refused() {
+    let pem = rs256_public_pem();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let spki = base64url::decode(b64.replace('+', "-").replace('/', "_").replace('=', "")).unwrap();
+    // SEQUENCE { AlgorithmIdentifier (15 bytes), BIT STRING { 0x00, RSAPublicKey } }
+    assert_eq!(spki[..4], [0x30, 0x82, 0x01, 0x22]);
+    let pkcs1 = &spki[4 + 15 + 5..];
+    assert_eq!(pkcs1[..4], [0x30, 0x82, 0x01, 0x0a]);
+    let fingerprint = FX.rs256.verifying_key().thumbprint().unwrap();
+    let load = |der: &[u8]| VerifyingKey::from_public_der(Algorithm::Rs256, der);
+    assert_eq!(load(pkcs1).unwrap().thumbprint().unwrap(), fingerprint);
+
+    let after = [pkcs1, &[0x00, 0x00][..]].concat();
+    // The same RSAPublicKey with an extra INTEGER inside its SEQUENCE (length 0x010a + 3).
+    let inside = [
+        &[0x30, 0x82, 0x01, 0x0d][..],
+        &pkcs1[4..],
+        &[0x02, 0x01, 0x07],
+    ]
+    .concat();
+    // And as the BIT STRING of an SPKI (lengths grown by 2).
+    let in_spki = [
+        &[0x30, 0x82, 0x01, 0x24][..],
+        &spki[4..19],
+        &[0x03, 0x82, 0x01, 0x11, 0x00],
+        &after,
+    ]
+    .concat();
+    for (what, der) in [
+        ("after", &after),
+        ("inside", &inside),
+        ("in an SPKI", &in_spki),
+    ] {
+        assert!(
+            matches!(load(der), Err(Error::InvalidKey { .. })),
+            "{what}: {:?}",
+            load(der).map(|k| k.algorithm())
+        );
+    }
+}
