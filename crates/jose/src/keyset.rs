@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result, truncate};
 use crate::header::Header;
-use crate::jwk::JwkSet;
+use crate::jwk::{Jwk, JwkSet};
 use crate::key::VerifyingKey;
 
 /// Keys of a JWK Set that could not be used, with the reason: `(kid, error)`.
@@ -53,7 +53,10 @@ impl KeySet {
     }
 
     /// Builds a set from a JWK Set, strictly: every key must be usable for signature
-    /// verification, except keys marked `use: enc`, which are skipped.
+    /// verification, except keys meant for encryption, which are skipped: those marked
+    /// `use: enc`, and those without `use` whose `key_ops` or `alg` say encryption (JWE
+    /// operations, a JWE algorithm) while nothing says signature (RFC 7517 §4.2–4.4). A key
+    /// whose members disagree (say `use: sig` with `alg: A256GCM`) is an error.
     ///
     /// # Errors
     /// The first key's error, or the set errors of [`KeySet::new`].
@@ -61,7 +64,7 @@ impl KeySet {
         let keys = jwks
             .keys
             .iter()
-            .filter(|k| k.key_use.as_deref() != Some("enc"))
+            .filter(|k| !meant_for_encryption(k))
             .map(|k| VerifyingKey::from_jwk(k, None))
             .collect::<Result<Vec<_>>>()?;
         Self::new(keys)
@@ -136,6 +139,65 @@ impl KeySet {
     pub fn to_public_jwks(&self) -> JwkSet {
         JwkSet {
             keys: self.keys.iter().filter_map(|k| k.to_jwk().ok()).collect(),
+        }
+    }
+}
+
+/// Key operations of encryption and key agreement (RFC 7517 §4.3).
+const ENCRYPTION_OPS: [&str; 6] = [
+    "encrypt",
+    "decrypt",
+    "wrapKey",
+    "unwrapKey",
+    "deriveKey",
+    "deriveBits",
+];
+
+/// JWE algorithms: key management (RFC 7518 §4.1, plus RSA-OAEP-384/512 from the IANA JOSE
+/// registry) and content encryption (§5.1).
+const ENCRYPTION_ALGS: [&str; 25] = [
+    "RSA1_5",
+    "RSA-OAEP",
+    "RSA-OAEP-256",
+    "RSA-OAEP-384",
+    "RSA-OAEP-512",
+    "A128KW",
+    "A192KW",
+    "A256KW",
+    "dir",
+    "ECDH-ES",
+    "ECDH-ES+A128KW",
+    "ECDH-ES+A192KW",
+    "ECDH-ES+A256KW",
+    "A128GCMKW",
+    "A192GCMKW",
+    "A256GCMKW",
+    "PBES2-HS256+A128KW",
+    "PBES2-HS384+A192KW",
+    "PBES2-HS512+A256KW",
+    "A128CBC-HS256",
+    "A192CBC-HS384",
+    "A256CBC-HS512",
+    "A128GCM",
+    "A192GCM",
+    "A256GCM",
+];
+
+/// True for a JWK meant for encryption rather than signatures: `use: enc`, or no `use` and
+/// `key_ops`/`alg` that name encryption only (every one present, at least one present).
+fn meant_for_encryption(jwk: &Jwk) -> bool {
+    match jwk.key_use.as_deref() {
+        Some(u) => u == "enc",
+        None => {
+            let ops = jwk.key_ops.as_ref().map(|ops| {
+                !ops.is_empty() && ops.iter().all(|o| ENCRYPTION_OPS.contains(&o.as_str()))
+            });
+            let alg = jwk.alg.as_deref().map(|a| ENCRYPTION_ALGS.contains(&a));
+            match (ops, alg) {
+                (None, None) => false,
+                (Some(x), None) | (None, Some(x)) => x,
+                (Some(x), Some(y)) => x && y,
+            }
         }
     }
 }

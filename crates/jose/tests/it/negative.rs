@@ -855,3 +855,45 @@ fn rsa_public_keys_with_trailing_data_are_refused() {
         );
     }
 }
+
+/// RFC 7517 §4.2–4.4: `use`, `key_ops` and `alg` each say what a key is for. A JWK Set that
+/// publishes a signing key next to an encryption key marked only by `alg` (`RSA-OAEP`) or
+/// `key_ops` (`["deriveKey"]`), both without `use`, could not be loaded by the strict
+/// `KeySet::from_jwks` at all: only `use: enc` keys were skipped, so the encryption key
+/// failed as "unsupported algorithm" or "key_ops does not permit verify" and took the set
+/// down with it. Such keys are now skipped like `use: enc` ones; keys whose members
+/// disagree are still refused.
+#[test]
+fn encryption_keys_marked_by_alg_or_key_ops_are_skipped_by_strict_jwks_loading() {
+    let signing = FX.es256.to_public_jwk().unwrap();
+    let mut by_alg = FX.rs256.to_public_jwk().unwrap();
+    by_alg.key_use = None;
+    by_alg.alg = Some("RSA-OAEP".into());
+    by_alg.kid = Some("enc-rsa".into());
+    let mut by_ops = FX.es384.to_public_jwk().unwrap();
+    by_ops.key_use = None;
+    by_ops.alg = None;
+    by_ops.key_ops = Some(vec!["deriveKey".into(), "deriveBits".into()]);
+    by_ops.kid = Some("enc-ecdh".into());
+    let set = KeySet::from_jwks(&JwkSet {
+        keys: vec![signing.clone(), by_alg.clone(), by_ops],
+    })
+    .unwrap();
+    assert_eq!(set.len(), 1);
+    set.verify_jwt::<NoCustomClaims>(&token(Via::Es256, &[], &[]), &validation(), NOW)
+        .unwrap();
+
+    // Members that disagree are not "meant for encryption": the set is refused.
+    let mut mixed = by_alg;
+    mixed.key_ops = Some(vec!["verify".into()]);
+    let mut sig_but_aes = FX.es384.to_public_jwk().unwrap();
+    sig_but_aes.alg = Some("A256GCM".into());
+    for odd in [mixed, sig_but_aes] {
+        assert!(
+            KeySet::from_jwks(&JwkSet {
+                keys: vec![signing.clone(), odd],
+            })
+            .is_err()
+        );
+    }
+}
