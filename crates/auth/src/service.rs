@@ -92,6 +92,12 @@ pub struct TokenResponse {
     /// The refresh token, when one is issued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Seconds until the refresh token expires, with it: its session's idle expiry, which
+    /// never passes the absolute one (`session_max_age` after login). Not part of the token
+    /// response (RFC 6749 §5.1 has no such member); cookie mode sets the refresh cookie's
+    /// `Max-Age` from it, so that the cookie does not outlive its session.
+    #[serde(skip)]
+    pub refresh_expires_in: Option<i64>,
     /// Granted scope. Omitted when empty (a client with no scopes): the scope grammar needs
     /// at least one scope-token (RFC 6749 §3.3), and §5.1 lets the answer leave out a scope
     /// identical to the one requested.
@@ -805,6 +811,7 @@ impl<S: Store> Auth<S> {
             token_type: "bearer",
             expires_in,
             refresh_token: Some(refresh),
+            refresh_expires_in: Some(session.idle_expires_at.saturating_sub(now).max(0)),
             scope: scope.to_owned(),
         })
     }
@@ -925,6 +932,15 @@ impl<S: Store> Auth<S> {
             token_type: "bearer",
             expires_in,
             refresh_token: Some(successor),
+            // The rotation moved the idle expiry on, never past the absolute one; both are
+            // taken anyway, should a store not cap it.
+            refresh_expires_in: Some(
+                session
+                    .idle_expires_at
+                    .min(session.absolute_expires_at)
+                    .saturating_sub(now)
+                    .max(0),
+            ),
             scope: granted,
         })
     }
@@ -1087,6 +1103,7 @@ impl<S: Store> Auth<S> {
             token_type: "bearer",
             expires_in: exp - now,
             refresh_token: None,
+            refresh_expires_in: None,
             scope,
         })
     }

@@ -120,10 +120,16 @@ pub(crate) fn cookies_for(
             None => session::new_csrf_token()?,
         },
     };
-    let refresh_ttl = state
-        .config
-        .refresh_token_ttl
-        .min(state.config.session_max_age);
+    // The refresh cookie lasts as long as its token: the session's idle expiry, which the
+    // absolute one caps. A refresh must not give it `refresh_token_ttl` afresh once the
+    // session's `session_max_age` is nearer (the cookie, and the CSRF cookie with it, would
+    // outlive the session).
+    let refresh_ttl = tokens.refresh_expires_in.unwrap_or_else(|| {
+        state
+            .config
+            .refresh_token_ttl
+            .min(state.config.session_max_age)
+    });
     let cookies = session::session_cookies(
         &tokens.access_token,
         tokens.expires_in,

@@ -1679,3 +1679,52 @@ async fn the_openapi_document_has_the_cookie_endpoints_optional_body_and_their_4
         .unwrap();
     assert_eq!(res.status(), 204);
 }
+
+/// Each refresh set the refresh cookie's `Max-Age` to `refresh_token_ttl` afresh (at most
+/// `session_max_age`), so near the session's absolute expiry the cookie (and the CSRF
+/// cookie with it) outlived the session. It now lasts as long as the refresh token: never
+/// past the absolute expiry.
+#[tokio::test]
+async fn the_refresh_cookie_never_outlives_the_session() {
+    const HOUR: i64 = 3600;
+    let app = spawn_app_with(|c| {
+        c.refresh_token_ttl = 24 * HOUR;
+        c.session_max_age = 48 * HOUR;
+    })
+    .await;
+    app.create_user("ada", PW, &["user"]).await;
+    let mut b = sign_in(&app, "ada").await;
+    let max_ages = |res: &reqwest::Response| {
+        let c = set_cookies(res.headers());
+        (
+            c["__Secure-tessera_rt"].attr("max-age").unwrap().to_owned(),
+            c["__Host-tessera_csrf"].attr("max-age").unwrap().to_owned(),
+        )
+    };
+    // 20 hours in: 28 hours of the session are left, more than a refresh token's 24.
+    app.advance(20 * HOUR).await;
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let day = (24 * HOUR).to_string();
+    assert_eq!(max_ages(&res), (day.clone(), day));
+    b = b.renewed(res.headers());
+    // 40 hours in: 8 hours are left, and the refresh token expires with the session.
+    app.advance(20 * HOUR).await;
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let left = (8 * HOUR).to_string();
+    assert_eq!(max_ages(&res), (left.clone(), left));
+    // The pages' renewal sets the same.
+    b = b.renewed(res.headers());
+    app.advance(4 * HOUR).await;
+    let res = browser_get(&app, &b, "/session/resume").await;
+    assert_eq!(res.status(), 303);
+    let left = (4 * HOUR).to_string();
+    assert_eq!(max_ages(&res), (left.clone(), left));
+}
