@@ -158,6 +158,17 @@ pub fn clearing_cookies() -> Vec<HeaderValue> {
     ]
 }
 
+/// [`clearing_cookies`] but for the CSRF cookie, for a browser whose CSRF cookie names no
+/// session: a signed-out visitor's belongs to the sign-in form (which another tab may
+/// show), not to a session.
+#[must_use]
+pub fn clearing_cookies_but_csrf() -> Vec<HeaderValue> {
+    vec![
+        set_cookie(ACCESS_COOKIE, "", "/", 0, true),
+        set_cookie(REFRESH_COOKIE, "", REFRESH_PATH, 0, true),
+    ]
+}
+
 /// A fresh CSRF token: 256 random bits, base64url.
 ///
 /// # Errors

@@ -319,10 +319,31 @@ pub(crate) async fn refresh(
     let meta = client_meta.0;
     let rt = match session::refresh_cookie(&headers) {
         RefreshCookie::One(rt) => rt,
+        // Without its refresh cookie (expired with its session, or deleted) the session
+        // cannot be renewed: the browser's other session cookies are of no more use, so
+        // they go too, as after any refresh that fails for good, and the session a valid
+        // access cookie still names ends (its cookies were its only holder). The CSRF
+        // cookie goes only if it names a session: a signed-out visitor's one belongs to
+        // the sign-in form, which another tab may show.
         RefreshCookie::Missing => {
-            return Err(AppError::from_grant(AuthError::InvalidGrant(
-                "no refresh cookie: sign in again",
-            )));
+            let ctx = session::cookie(&headers, session::ACCESS_COOKIE)
+                .and_then(|t| state.auth.authenticate(t).ok())
+                .filter(|ctx| !ctx.is_client && ctx.session_id().is_some());
+            if let Some(ctx) = ctx {
+                state.auth.logout(&ctx, false, &meta).await?;
+            }
+            let res =
+                AppError::from_grant(AuthError::InvalidGrant("no refresh cookie: sign in again"))
+                    .into_response();
+            let signed_in = session::cookie(&headers, session::CSRF_COOKIE)
+                .and_then(session::csrf_session)
+                .is_some();
+            let clearing = if signed_in {
+                session::clearing_cookies()
+            } else {
+                session::clearing_cookies_but_csrf()
+            };
+            return Ok(with_cookies(res, clearing));
         }
         // A cookie planted by another subdomain shadows ours: use neither, and leave the
         // cookies alone (clearing would delete ours and keep the planted one).

@@ -1728,3 +1728,58 @@ async fn the_refresh_cookie_never_outlives_the_session() {
     let left = (4 * HOUR).to_string();
     assert_eq!(max_ages(&res), (left.clone(), left));
 }
+
+/// `POST /session/refresh` without a refresh cookie answered 400 and left the browser's
+/// other session cookies, of no use without it, and the session its access cookie named.
+/// They are now deleted and the session ends; a signed-out visitor's CSRF cookie, which
+/// the sign-in form needs, stays.
+#[tokio::test]
+async fn a_refresh_without_a_refresh_cookie_clears_the_session_cookies() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let res = app
+        .client
+        .post(app.url("/session/refresh"))
+        .header(
+            COOKIE,
+            format!("__Host-tessera_at={}; __Host-tessera_csrf={}", b.at, b.csrf),
+        )
+        .header(ORIGIN, &app.base)
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &b.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let c = set_cookies(res.headers());
+    for name in [
+        "__Host-tessera_at",
+        "__Secure-tessera_rt",
+        "__Host-tessera_csrf",
+    ] {
+        assert_eq!(c[name].attr("max-age"), Some("0"), "{name}");
+    }
+    assert_eq!(json(res).await["error"], "invalid_grant");
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+    assert_eq!(users_me(&app, &b).await, 401);
+
+    // A signed-out visitor's CSRF cookie is the sign-in form's: kept.
+    let res = app.client.get(app.url("/login")).send().await.unwrap();
+    let anonymous = set_cookies(res.headers())["__Host-tessera_csrf"]
+        .value
+        .clone();
+    let res = app
+        .client
+        .post(app.url("/session/refresh"))
+        .header(COOKIE, format!("__Host-tessera_csrf={anonymous}"))
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &anonymous)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let c = set_cookies(res.headers());
+    assert_eq!(c["__Host-tessera_at"].attr("max-age"), Some("0"));
+    assert!(!c.contains_key("__Host-tessera_csrf"), "{c:?}");
+}
