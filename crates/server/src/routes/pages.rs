@@ -11,7 +11,8 @@
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -227,6 +228,60 @@ fn notice(q: &NoticeQuery) -> Option<&'static str> {
     NOTICES.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
+/// A page's query string. A malformed one (a parameter repeated where one is read, say)
+/// is answered with the error page, as the JSON endpoints answer it with the RFC 6749 error
+/// shape ([`crate::extract::ApiQuery`]), never with axum's plain-text rejection.
+pub(crate) struct PageQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned> FromRequestParts<AppState> for PageQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Self(v)),
+            Err(e) => Err(malformed_address(&parts.uri, &e.body_text())),
+        }
+    }
+}
+
+/// A page's path parameter, whose rejections (`%ff`: not UTF-8) get the error page, as
+/// [`PageQuery`].
+pub(crate) struct PagePath<T>(T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<AppState> for PagePath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Self(v)),
+            Err(e) => Err(malformed_address(&parts.uri, &e.body_text())),
+        }
+    }
+}
+
+/// The error page for a page address that does not parse: 400, with a way back to the
+/// sign-in page (for its own addresses) or the account page.
+fn malformed_address(uri: &Uri, detail: &str) -> Response {
+    tracing::debug!(detail, "malformed page address");
+    let back = if uri.path().starts_with("/login") {
+        "/login"
+    } else {
+        "/account"
+    };
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "This address is not valid",
+        "The address of this page is malformed: a parameter is repeated or cannot be read. Follow the link below instead.".into(),
+        back,
+    )
+}
+
 fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
@@ -247,7 +302,7 @@ pub(crate) async fn resume(
     State(state): State<AppState>,
     client_meta: ClientMeta,
     headers: HeaderMap,
-    Query(q): Query<ResumeQuery>,
+    PageQuery(q): PageQuery<ResumeQuery>,
 ) -> Result<Response, AppError> {
     let elsewhere = headers
         .get("sec-fetch-site")
@@ -383,7 +438,7 @@ async fn checked_form(
 pub(crate) async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<NoticeQuery>,
+    PageQuery(q): PageQuery<NoticeQuery>,
 ) -> Result<Response, AppError> {
     if page_user(&state, &headers).is_some() {
         return Ok(see_other("/account"));
@@ -502,7 +557,7 @@ pub(crate) async fn login_submit(
 pub(crate) async fn account_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<NoticeQuery>,
+    PageQuery(q): PageQuery<NoticeQuery>,
 ) -> Result<Response, AppError> {
     let Some(ctx) = page_user(&state, &headers) else {
         // The access cookie lives as long as an access token (15 min); the session, as
@@ -731,7 +786,7 @@ pub(crate) async fn change_password(
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,
     ClientMeta(meta): ClientMeta,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -1783,3 +1783,55 @@ async fn a_refresh_without_a_refresh_cookie_clears_the_session_cookies() {
     assert_eq!(c["__Host-tessera_at"].attr("max-age"), Some("0"));
     assert!(!c.contains_key("__Host-tessera_csrf"), "{c:?}");
 }
+
+/// A page's query string that does not parse (a notice repeated) got axum's plain-text
+/// 400; a page's path parameter that is not UTF-8 too. Pages now answer with the error
+/// page (and its security headers), as the JSON endpoints answer with the RFC 6749 shape.
+#[tokio::test]
+async fn malformed_page_addresses_get_the_error_page() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    for path in [
+        "/login?notice=signed_out&notice=renewed",
+        "/account?notice=a&notice=b",
+        "/account?resumed=1&resumed=1",
+        "/session/resume?notice=a&notice=b",
+    ] {
+        let res = browser_get(&app, &b, path).await;
+        assert_eq!(res.status(), 400, "{path}");
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        assert_eq!(res.headers()["x-frame-options"], "DENY", "{path}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains("This address is not valid"), "{path}: {html}");
+        assert!(!html.contains("duplicate field"), "{path}");
+    }
+    let res = browser_form_post(
+        &app,
+        &b,
+        "/account/sessions/%ff/revoke",
+        &[("csrf_token", b.csrf.as_str())],
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("This address is not valid")
+    );
+    // The JSON endpoints: the RFC 6749 error shape.
+    let res = browser_post(&app, &b, "/session/logout?all=true&all=false")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["error"], "invalid_request");
+    assert_eq!(users_me(&app, &b).await, 200, "nothing ended");
+}
