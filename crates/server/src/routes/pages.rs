@@ -25,8 +25,8 @@ use crate::error::AppError;
 use crate::extract::ClientMeta;
 use crate::ratelimit::Bucket;
 use crate::routes::session::{
-    BrowserRefresh, SignIn, cookies_for, end_session, field, optional_form, refresh_browser,
-    sign_in, with_cookies,
+    BrowserRefresh, SignIn, cookies_for, end_replaced_session, end_session, field, optional_form,
+    refresh_browser, sign_in, with_cookies,
 };
 use crate::session::{self, CSRF_FIELD};
 use crate::state::AppState;
@@ -514,6 +514,9 @@ pub(crate) async fn login_submit(
     };
     match sign_in(&state, &meta, step).await {
         Ok(tokens) => {
+            // A session this browser still held ends (the one its access cookie names: the
+            // refresh cookie does not come to `/login`).
+            end_replaced_session(&state, &headers, &meta.0).await;
             let (cookies, _) = cookies_for(&state, &tokens, None)?;
             Ok(with_cookies(see_other("/account"), cookies))
         }

@@ -250,6 +250,7 @@ pub(crate) async fn create(
     }
     let step = step_from_form(&form)?;
     let tokens = sign_in(&state, &meta, step).await?;
+    end_replaced_session(&state, &headers, &meta.0).await;
     let (cookies, csrf_token) = cookies_for(&state, &tokens, None)?;
     let body = SessionStarted {
         expires_in: tokens.expires_in,
@@ -257,6 +258,86 @@ pub(crate) async fn create(
         csrf_token,
     };
     Ok(with_cookies(Json(body).into_response(), cookies))
+}
+
+/// A sign-in has succeeded and its cookies are about to replace the browser's: ends the
+/// session those belonged to. Once replaced, its cookies (the only copy of its tokens, all
+/// `HttpOnly`) are gone, and the session would otherwise live on unused until its idle
+/// expiry, listed among the user's sessions and its refresh token still good.
+///
+/// Only a session the browser proves it holds ends:
+/// - the one a valid access cookie names (`__Host-`: no other origin can set it), and
+/// - the one of a refresh cookie whose session the `__Host-` CSRF cookie names, as
+///   [`refresh_browser`] requires before using one: a `__Secure-` refresh cookie alone may
+///   have been planted by a sibling subdomain, and another browser's session is not this
+///   sign-in's to end. It ends by revoking the refresh token (RFC 7009 §2.1: the grant and
+///   its tokens end with it).
+///
+/// The refresh cookie (`Path=/session`) reaches `POST /session` only, not the pages'
+/// `POST /login`, so there only a valid access cookie ends its session.
+///
+/// Called only after the sign-in succeeded (a failed attempt ends nothing) on a request
+/// that passed the sign-in's CSRF check (Fetch-Metadata/`Origin`; the pages' forms also
+/// the double-submit token). It changes nothing the sign-in's own cookies do not: they
+/// replace the old ones whatever happens here, and the session is then out of this
+/// browser's reach. Best effort: the new session exists by now, and failing the sign-in
+/// would leave both alive, so a failure is logged and the sign-in stands.
+pub(crate) async fn end_replaced_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+) {
+    let mut ended: Option<String> = None;
+    let access = session::cookie(headers, session::ACCESS_COOKIE)
+        .and_then(|t| state.auth.authenticate(t).ok())
+        .filter(|ctx| !ctx.is_client);
+    if let Some(ctx) = access
+        && let Some(sid) = ctx.session_id()
+    {
+        match state.auth.logout(&ctx, false, meta).await {
+            Ok(_) => ended = Some(sid.to_owned()),
+            Err(e) => {
+                tracing::warn!(target: "tessera::auth", error = %e, "a new sign-in could not end the session it replaced");
+            }
+        }
+    }
+    let Some(browser_sid) =
+        session::cookie(headers, session::CSRF_COOKIE).and_then(session::csrf_session)
+    else {
+        return;
+    };
+    if ended.as_deref() == Some(browser_sid) {
+        return;
+    }
+    let rts = match session::refresh_cookie(headers) {
+        RefreshCookie::Missing => Vec::new(),
+        RefreshCookie::One(rt) => vec![rt],
+        RefreshCookie::Ambiguous(rts) => rts,
+    };
+    for rt in rts {
+        let ours = match state.auth.refresh_token_session(rt).await {
+            Ok(sid) => sid.is_some_and(|sid| sid.to_string() == browser_sid),
+            Err(e) => {
+                tracing::warn!(target: "tessera::auth", error = %e, "a new sign-in could not end the session it replaced");
+                false
+            }
+        };
+        if !ours {
+            continue;
+        }
+        if let Err(e) = state
+            .auth
+            .revoke_token(
+                rt,
+                Some("refresh_token"),
+                Some(crate::config::DEFAULT_CLIENT_ID),
+                meta,
+            )
+            .await
+        {
+            tracing::warn!(target: "tessera::auth", error = %e, "a new sign-in could not end the session it replaced");
+        }
+    }
 }
 
 fn step_from_form(form: &OAuthForm) -> Result<SignIn, AppError> {

@@ -1835,3 +1835,109 @@ async fn malformed_page_addresses_get_the_error_page() {
     assert_eq!(json(res).await["error"], "invalid_request");
     assert_eq!(users_me(&app, &b).await, 200, "nothing ended");
 }
+
+/// A second sign-in in a browser that still held a live session replaced its cookies and
+/// left the session alive server-side (its refresh token still good, the session listed)
+/// until it timed out. `POST /session` receives the refresh cookie (`Path=/session`), so
+/// the session it held ends, through the access cookie while it is valid and through the
+/// refresh cookie once it is not; one the browser cannot prove it holds (a refresh cookie
+/// of another session than its CSRF cookie names) is left alone, and so is every session
+/// when the sign-in fails.
+#[tokio::test]
+async fn a_second_sign_in_ends_the_session_the_browser_held() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    app.create_user("bob", PW, &["user"]).await;
+    app.create_user("mallory", PW, &["user"]).await;
+    let sign_in_over = |b: &Browser, user: &str, password: &str| {
+        app.client
+            .post(app.url("/session"))
+            .header(COOKIE, b.cookie_header())
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("username", user), ("password", password)])
+    };
+    let live = || async { app.state.auth.list_sessions(None).await.unwrap().len() };
+
+    // With a valid access cookie, as another user.
+    let first = sign_in(&app, "ada").await;
+    let res = sign_in_over(&first, "bob", PW).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let second = first.renewed(res.headers());
+    assert_eq!(users_me(&app, &first).await, 401, "the first session ended");
+    let res = browser_post(&app, &first, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "its refresh token is dead");
+    assert_eq!(live().await, 1);
+    assert_eq!(users_me(&app, &second).await, 200);
+
+    // A failed sign-in ends nothing.
+    let res = sign_in_over(&second, "ada", "not the password at all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(users_me(&app, &second).await, 200);
+    assert_eq!(live().await, 1);
+
+    // Once the access cookie has expired, through the refresh cookie.
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = sign_in_over(&second, "ada", PW).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let third = second.renewed(res.headers());
+    let res = browser_post(&app, &second, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "the second session ended");
+    assert_eq!(live().await, 1);
+
+    // A refresh cookie of a session the CSRF cookie does not name (planted by a sibling
+    // subdomain) is not this browser's to end.
+    let mallory = sign_in(&app, "mallory").await;
+    let planted = Browser {
+        rt: mallory.rt.clone(),
+        ..third.clone()
+    };
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = sign_in_over(&planted, "ada", PW).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = browser_post(&app, &mallory, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "mallory's session lives");
+}
+
+/// The hosted sign-in form ends the session the browser held too, through its access
+/// cookie (the refresh cookie does not come to `/login`).
+#[tokio::test]
+async fn signing_in_again_on_the_sign_in_page_ends_the_session_the_browser_held() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let first = sign_in(&app, "ada").await;
+    let res = browser_form_post(
+        &app,
+        &first,
+        "/login",
+        &[
+            ("csrf_token", first.csrf.as_str()),
+            ("username", "ada"),
+            ("password", PW),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/account");
+    let second = first.renewed(res.headers());
+    assert_eq!(users_me(&app, &first).await, 401, "the first session ended");
+    let res = browser_post(&app, &first, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
+    assert_eq!(users_me(&app, &second).await, 200);
+}
