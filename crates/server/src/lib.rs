@@ -528,6 +528,17 @@ fn routes(state: &AppState) -> Routes {
             "/login/mfa",
             post(routes::pages::login_submit).get(routes::pages::to_login),
         )
+        // Where the sign-in page's forms post: under `/session`, so that the refresh cookie
+        // comes along and a session the browser still holds ends with its access cookie
+        // expired. `POST /login` and `/login/mfa` stay for pages served before.
+        .route(
+            "/session/login",
+            post(routes::pages::login_submit).get(routes::pages::to_login),
+        )
+        .route(
+            "/session/login/mfa",
+            post(routes::pages::login_submit).get(routes::pages::to_login),
+        )
         .route("/account", get(routes::pages::account_page))
         .route("/session/resume", get(routes::pages::resume))
         .route(

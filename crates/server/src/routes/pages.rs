@@ -350,7 +350,8 @@ pub(crate) async fn to_account() -> Response {
     see_other("/account")
 }
 
-/// `GET /login/mfa`: back to the sign-in page (the second step needs the first).
+/// `GET` on the sign-in forms' URLs (`/login/mfa`, `/session/login`,
+/// `/session/login/mfa`): back to the sign-in page (the second step needs the first).
 pub(crate) async fn to_login() -> Response {
     see_other("/login")
 }
@@ -466,7 +467,11 @@ fn anonymous_csrf(headers: &HeaderMap) -> Result<(String, Option<HeaderValue>), 
     Ok((c, Some(cookie)))
 }
 
-/// `POST /login` (username and password) and `POST /login/mfa` (the second step).
+/// `POST /session/login` (username and password) and `POST /session/login/mfa` (the second
+/// step), where the sign-in page's forms post; `POST /login` and `POST /login/mfa`, where
+/// they posted before, are served alike. Under `/session` the refresh cookie comes along:
+/// a session this browser still holds ends ([`end_replaced_session`]) even once its access
+/// cookie has expired.
 pub(crate) async fn login_submit(
     State(state): State<AppState>,
     meta: ClientMeta,
@@ -514,8 +519,8 @@ pub(crate) async fn login_submit(
     };
     match sign_in(&state, &meta, step).await {
         Ok(tokens) => {
-            // A session this browser still held ends (the one its access cookie names: the
-            // refresh cookie does not come to `/login`).
+            // A session this browser still held ends (at `POST /login`, only through the
+            // access cookie: the refresh cookie does not come there).
             end_replaced_session(&state, &headers, &meta.0).await;
             let (cookies, _) = cookies_for(&state, &tokens, None)?;
             Ok(with_cookies(see_other("/account"), cookies))

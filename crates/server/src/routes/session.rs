@@ -273,8 +273,9 @@ pub(crate) async fn create(
 ///   sign-in's to end. It ends by revoking the refresh token (RFC 7009 §2.1: the grant and
 ///   its tokens end with it).
 ///
-/// The refresh cookie (`Path=/session`) reaches `POST /session` only, not the pages'
-/// `POST /login`, so there only a valid access cookie ends its session.
+/// The refresh cookie (`Path=/session`) comes to `POST /session` and to the sign-in page's
+/// forms (`POST /session/login`, `/session/login/mfa`), not to `POST /login`, where the
+/// page's forms posted before: there only a valid access cookie ends its session.
 ///
 /// Called only after the sign-in succeeded (a failed attempt ends nothing) on a request
 /// that passed the sign-in's CSRF check (Fetch-Metadata/`Origin`; the pages' forms also

@@ -1051,6 +1051,8 @@ async fn opening_a_page_forms_url_goes_back_to_its_page() {
     let app = spawn_app().await;
     for (path, to) in [
         ("/login/mfa", "/login"),
+        ("/session/login", "/login"),
+        ("/session/login/mfa", "/login"),
         ("/session/end", "/account"),
         ("/account/logout", "/account"),
         ("/account/password", "/account"),
@@ -1911,33 +1913,59 @@ async fn a_second_sign_in_ends_the_session_the_browser_held() {
     assert_eq!(res.status(), 200, "mallory's session lives");
 }
 
-/// The hosted sign-in form ends the session the browser held too, through its access
-/// cookie (the refresh cookie does not come to `/login`).
+/// The hosted sign-in page ends the session the browser held too. Its forms post under
+/// `/session`, so that the refresh cookie comes along: the session ends once the access
+/// cookie has expired as well (the usual case, as `/login` sends a browser with a working
+/// one to `/account`). At `POST /login`, where they posted before, the access cookie alone
+/// can end it.
 #[tokio::test]
 async fn signing_in_again_on_the_sign_in_page_ends_the_session_the_browser_held() {
     let app = spawn_app().await;
     app.create_user("ada", PW, &["user"]).await;
     let first = sign_in(&app, "ada").await;
-    let res = browser_form_post(
-        &app,
-        &first,
-        "/login",
-        &[
-            ("csrf_token", first.csrf.as_str()),
+    async fn post(app: &TestApp, b: &Browser, path: &str) -> reqwest::Response {
+        let form = [
+            ("csrf_token", b.csrf.as_str()),
             ("username", "ada"),
             ("password", PW),
-        ],
-    )
-    .await;
+        ];
+        browser_form_post(app, b, path, &form).await
+    }
+
+    // The access cookie expired: the page shows the form, posting under `/session`.
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = browser_get(&app, &first, "/login").await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"action="/session/login""#), "{html}");
+    assert!(html.contains(&format!(r#"value="{}""#, first.csrf)));
+    let res = post(&app, &first, "/session/login").await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), "/account");
     let second = first.renewed(res.headers());
-    assert_eq!(users_me(&app, &first).await, 401, "the first session ended");
     let res = browser_post(&app, &first, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "the first session ended");
+    assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
+    assert_eq!(users_me(&app, &second).await, 200);
+
+    // The former URL, with a valid access cookie.
+    let res = post(&app, &second, "/login").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/account");
+    let third = second.renewed(res.headers());
+    assert_eq!(
+        users_me(&app, &second).await,
+        401,
+        "the second session ended"
+    );
+    let res = browser_post(&app, &second, "/session/refresh")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
-    assert_eq!(users_me(&app, &second).await, 200);
+    assert_eq!(users_me(&app, &third).await, 200);
 }
