@@ -62,7 +62,9 @@ pub struct JwksOptions {
     /// unknown `kid` started, or one already under way that may bring the key. After that
     /// it is answered with the keys at hand (401 for the unknown `kid`, 503 if no key set
     /// was ever fetched) while the fetch goes on for the requests after it. Zero never
-    /// waits. [`crate::Verifier::refresh_keys`] and the background refresh are not bounded.
+    /// waits; `Duration::MAX` waits for the fetch however long it takes (its `timeout`
+    /// bounds it). [`crate::Verifier::refresh_keys`] and the background refresh are not
+    /// bounded.
     pub max_fetch_wait: Duration,
     /// Delay before the background task retries after a failed fetch, whoever made it
     /// (default 10 s; not zero).
@@ -274,14 +276,20 @@ impl JwksCache {
         if let Flight::Running = self.begin(seen, true)?
             && !self.opts.max_fetch_wait.is_zero()
         {
-            let deadline = tokio::time::Instant::now() + self.opts.max_fetch_wait;
+            // No deadline when the bound is too far to represent (`Duration::MAX`): then the
+            // request waits for the fetch, which its own timeouts bound.
+            let deadline = tokio::time::Instant::now().checked_add(self.opts.max_fetch_wait);
             let mut seen = seen;
             let mut again = true;
             // Failures are logged by the fetch; the lookup below reports what is missing.
             // Past the bound the fetch goes on in its task, for the requests after this one.
-            while let Ok(Ok(a)) =
-                tokio::time::timeout_at(deadline, finished.wait_for(|a| a.count != seen)).await
-            {
+            while let Ok(Ok(a)) = {
+                let fetched = finished.wait_for(|a| a.count != seen);
+                match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, fetched).await,
+                    None => Ok(fetched.await),
+                }
+            } {
                 let (count, cut_short) = (a.count, a.cut_short);
                 drop(a);
                 // A fetch cut short (its runtime shut down) says nothing about the issuer,

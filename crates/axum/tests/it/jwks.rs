@@ -1433,3 +1433,27 @@ fn a_runtime_per_call_does_not_fetch_the_key_set_on_every_call_while_the_issuer_
         v.stats()
     );
 }
+
+/// `max_fetch_wait` has no upper bound: `Duration::MAX` (as for `max_staleness`) means a
+/// request waits for the fetch its unknown `kid` started however long it takes (the fetch's
+/// own timeouts bound it), and is answered from it, not a panic.
+#[tokio::test]
+async fn an_unbounded_max_fetch_wait_waits_for_the_fetch() {
+    let clock = ManualClock::new();
+    let (k1, k2) = (es256("k1"), es256("k2"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let mut o = options();
+    o.max_fetch_wait = Duration::MAX;
+    let v = verifier(&issuer, &clock, o).await;
+    v.refresh_keys().await.unwrap();
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_delay(Duration::from_millis(200));
+    clock.advance(31);
+    let t2 = sign(&k2, &claims(&issuer.base), Some("at+jwt"));
+    let verified = tokio::spawn({
+        let v = v.clone();
+        async move { v.verify::<NoCustomClaims>(&t2).await.map(|_| ()) }
+    })
+    .await;
+    assert!(matches!(verified, Ok(Ok(()))), "{verified:?}");
+}
