@@ -622,6 +622,7 @@ impl JwksCache {
             reason,
         };
         let text = std::str::from_utf8(&body).map_err(|_| invalid("not UTF-8".into()))?;
+        check_jwk_set_shape(text).map_err(invalid)?;
         let jwks = JwkSet::from_json(text).map_err(|e| invalid(e.to_string()))?;
         // RFC 7517 §5: a JWK Set is the set of keys its issuer publishes, and entries a
         // verifier does not understand are ignored ("Implementations SHOULD ignore JWKs
@@ -870,6 +871,28 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
         // A fetch under way is as good as a new one: join it. A failure is noted by the
         // attempt, and the wait above is the retry.
         let _ = cache.refresh(cache.attempts().saturating_add(1)).await;
+    }
+}
+
+/// RFC 7517 §5: a JWK Set is a JSON object whose `keys` member is an array of JWKs, each a
+/// JSON object (§4). Checked before the set is read, because serde also reads a JSON array
+/// as a struct (its members in order): `[[]]` would be an empty set, and an array in place
+/// of an entry an unusable one, and either would withdraw the keys held. A body that is
+/// not a JWK Set is a failed fetch, which keeps them.
+fn check_jwk_set_shape(text: &str) -> Result<(), String> {
+    let doc: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("not JSON: {}", truncate(&e.to_string(), 160)))?;
+    let keys = doc
+        .as_object()
+        .ok_or("not a JSON object")?
+        .get("keys")
+        .ok_or("no `keys` member")?
+        .as_array()
+        .ok_or("`keys` is not an array")?;
+    if keys.iter().all(serde_json::Value::is_object) {
+        Ok(())
+    } else {
+        Err("an entry of `keys` is not a JSON object".into())
     }
 }
 

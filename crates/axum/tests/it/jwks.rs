@@ -1457,3 +1457,33 @@ async fn an_unbounded_max_fetch_wait_waits_for_the_fetch() {
     .await;
     assert!(matches!(verified, Ok(Ok(()))), "{verified:?}");
 }
+
+/// Only a JWK Set withdraws the keys held: RFC 7517 §5 (a JSON object with a `keys` array)
+/// whose entries are JWKs (§4: JSON objects). A body that is not one, however it parses as
+/// JSON (an array in the place of the set, or of an entry), is a failed fetch: the keys
+/// held stay in use.
+#[tokio::test]
+async fn a_body_that_is_not_a_jwk_set_never_withdraws_the_keys_held() {
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    for body in [
+        "[[]]",
+        r#"[[{"kty":"EC"}]]"#,
+        r#"{"keys":[["EC"]]}"#,
+        r#"{"keys":[["EC", null, null, null, "k1"]]}"#,
+        r#"{"keys":[{"kty":"EC"}, "k1"]}"#,
+    ] {
+        *issuer.state.jwks.lock().unwrap() = body.into();
+        let refreshed = v.refresh_keys().await;
+        assert!(
+            matches!(refreshed, Err(Error::InvalidDocument { .. })),
+            "{body}: {refreshed:?}"
+        );
+        assert_eq!(v.key_status().unwrap().kids, ["k1"], "{body}");
+        v.verify::<NoCustomClaims>(&token).await.unwrap();
+    }
+}
