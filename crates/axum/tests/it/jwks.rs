@@ -1487,3 +1487,61 @@ async fn a_body_that_is_not_a_jwk_set_never_withdraws_the_keys_held() {
         v.verify::<NoCustomClaims>(&token).await.unwrap();
     }
 }
+
+/// A 200 whose body is cut short (fewer bytes than its `Content-Length`, or a
+/// close-delimited body that ends early) is a failed fetch, never a key set: whatever
+/// arrived is not read as one, and the keys held stay in use.
+#[tokio::test]
+async fn a_truncated_answer_never_withdraws_the_keys_held() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let clock = ManualClock::new();
+    let k1 = es256("k1");
+    let issuer = Issuer::start(&[&k1]).await;
+    let full = issuer.state.jwks.lock().unwrap().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    // Each connection in turn: the first gets the whole set, then truncated answers.
+    let answers = [
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{full}",
+            full.len()
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{\"keys\":[]}}",
+            full.len()
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{}",
+            &full[..full.len() - 2]
+        ),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nb\r\n{\"keys\":[]}\r\n"
+            .to_owned(),
+    ];
+    let rounds = answers.len();
+    tokio::spawn(async move {
+        for answer in answers {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+        }
+    });
+    let v = Verifier::builder()
+        .jwks_uri(uri)
+        .issuer(&issuer.base)
+        .jwks_options(options())
+        .clock(clock.shared())
+        .token_cache_capacity(0)
+        .build()
+        .unwrap();
+    v.refresh_keys().await.unwrap();
+    let token = sign(&k1, &claims(&issuer.base), Some("at+jwt"));
+    for round in 1..rounds {
+        let refreshed = v.refresh_keys().await;
+        assert!(refreshed.is_err(), "answer {round}: {refreshed:?}");
+        assert_eq!(v.key_status().unwrap().kids, ["k1"], "answer {round}");
+        v.verify::<NoCustomClaims>(&token).await.unwrap();
+    }
+}
