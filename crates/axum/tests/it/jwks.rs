@@ -1545,3 +1545,56 @@ async fn a_truncated_answer_never_withdraws_the_keys_held() {
         v.verify::<NoCustomClaims>(&token).await.unwrap();
     }
 }
+
+/// The bound on giving back the unknown-`kid` cooldown: runtimes that keep shutting down
+/// before a slow issuer answers (here four threads, each a runtime per call, each call with
+/// a made-up `kid`, within one cooldown by the clock) cost the issuer at most two demand
+/// fetches per cooldown, not one per call: the first fetch cut short gives the cooldown
+/// back, the second does not.
+#[test]
+fn runtimes_that_keep_shutting_down_mid_fetch_cost_at_most_two_fetches_per_cooldown() {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let k1 = es256("k1");
+    let issuer = server.block_on(Issuer::start(&[&k1]));
+    let clock = ManualClock::new();
+    let mut o = options();
+    o.max_fetch_wait = Duration::from_millis(30);
+    let v = runtime().block_on(async {
+        let v = verifier(&issuer, &clock, o).await;
+        v.refresh_keys().await.unwrap();
+        v
+    });
+    issuer.set_delay(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(100));
+    let before = issuer.jwks_fetches();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let v = v.clone();
+            let iss = issuer.base.clone();
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    let k = es256(&format!("made-up-{t}-{i}"));
+                    let tok = sign(&k, &claims(&iss), Some("at+jwt"));
+                    runtime().block_on(async {
+                        let _ = v.verify::<NoCustomClaims>(&tok).await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    });
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let fetches = issuer.jwks_fetches() - before;
+    assert!(
+        fetches <= 2,
+        "{fetches} demand fetches within one cooldown: {:?}",
+        v.stats()
+    );
+}
