@@ -253,7 +253,9 @@ impl JwksCache {
     /// Waits for a fetch (its own, or one under way) for at most `max_fetch_wait`: within
     /// the cooldown with no fetch running, an unknown `kid` is answered at once. When the
     /// fetch waited for is cut short (the runtime that ran it shut down), it asks once
-    /// more, within the same bound, and so fetches on its own runtime.
+    /// more, within the same bound: it fetches on its own runtime when the cooldown allows
+    /// (the fetch cut short gave it back, or was not one on demand), else it is answered
+    /// with the keys at hand.
     pub(crate) async fn key_for(
         self: &Arc<Self>,
         header: &Header,

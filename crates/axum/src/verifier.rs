@@ -44,8 +44,8 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// within bounds: the feed is read `poll_interval` after the last read, not on every call;
 /// while key-set fetches fail (cut short included), the background refresh asks again only
 /// [`JwksOptions::retry_interval`] after the last one; an unknown-`kid` fetch cut short
-/// gives back its cooldown (at most once per cooldown), and a request sharing it asks
-/// again. But revocations arrive only when a read completes within a call: keep one
+/// gives back its cooldown (at most once per cooldown), and a request sharing it then
+/// fetches again. But revocations arrive only when a read completes within a call: keep one
 /// runtime running for the verifier where they must arrive within the poll interval, or
 /// call [`Verifier::sync_revocations`] yourself, and see
 /// [`VerifierBuilder::revocation_feed_max_staleness`].
