@@ -63,29 +63,17 @@ impl OAuthForm {
             })
     }
 
-    /// Checks a `Content-Type` value: `application/x-www-form-urlencoded`, with no `charset`
-    /// or `charset=UTF-8` (RFC 6749 Appendix B: the form is UTF-8, and a body declared in
-    /// another charset would be read as something other than what was sent).
+    /// Checks a `Content-Type` value before the body is read: `application/x-www-form-urlencoded`
+    /// (RFC 6749 §3.2). Its `charset`, if any, is checked against the body by
+    /// [`OAuthForm::parse`].
     ///
     /// # Errors
     /// `invalid_request` naming what is wrong.
     pub fn check_content_type(content_type: Option<&str>) -> Result<(), AppError> {
-        if !Self::is_form_content_type(content_type) {
-            return Err(not_a_form());
-        }
-        let other_charset = content_type
-            .into_iter()
-            .flat_map(|v| v.split(';').skip(1))
-            .filter_map(|p| p.split_once('='))
-            .filter(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
-            .map(|(_, value)| value.trim().trim_matches('"'))
-            .find(|charset| !charset.eq_ignore_ascii_case("utf-8"));
-        match other_charset {
-            Some(charset) => Err(AppError::invalid_request(format!(
-                "the form must be UTF-8 (RFC 6749 Appendix B), not charset={}",
-                charset.chars().take(32).collect::<String>()
-            ))),
-            None => Ok(()),
+        if Self::is_form_content_type(content_type) {
+            Ok(())
+        } else {
+            Err(not_a_form())
         }
     }
 
@@ -99,31 +87,81 @@ impl OAuthForm {
     /// U+FFFD, and so a different password was checked than the one sent, and counted
     /// against the name as a failed guess.
     ///
+    /// A `charset` parameter naming another encoding than UTF-8 is refused when the form
+    /// holds a byte outside ASCII, which that encoding would read differently; a form of
+    /// ASCII alone reads the same in UTF-8 and in the charsets clients declare (HTTP
+    /// libraries that label every form `charset=ISO-8859-1` whatever it holds), and is read.
+    ///
     /// # Errors
     /// `invalid_request` if the body is not `application/x-www-form-urlencoded` in UTF-8
     /// (RFC 6749 §3.2, Appendix B).
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Self, AppError> {
         Self::check_content_type(content_type)?;
-        body.split(|b| *b == b'&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (name, value) = match pair.iter().position(|b| *b == b'=') {
-                    Some(i) => (
-                        pair.get(..i).unwrap_or_default(),
-                        pair.get(i + 1..).unwrap_or_default(),
-                    ),
-                    None => (pair, &[][..]),
-                };
-                Ok((form_urldecode(name)?, form_urldecode(value)?))
-            })
-            .collect::<Result<_, AppError>>()
-            .map(Self)
+        decode_form(body, other_charset(content_type)).map(Self)
     }
 }
 
-/// One name or value of a form (WHATWG URL §5.1 "percent-decode", `+` first read as a
-/// space; a `%` not followed by two hex digits stays as it is), which must be UTF-8.
-fn form_urldecode(raw: &[u8]) -> Result<String, AppError> {
+/// The `charset` of a `Content-Type` value when it names another encoding than UTF-8
+/// (compared as the WHATWG Encoding Standard §4.2 labels of UTF-8, quoted or not).
+fn other_charset(content_type: Option<&str>) -> Option<&str> {
+    const UTF_8_LABELS: [&str; 6] = [
+        "utf-8",
+        "utf8",
+        "unicode-1-1-utf-8",
+        "unicode11utf8",
+        "unicode20utf8",
+        "x-unicode20utf8",
+    ];
+    content_type
+        .into_iter()
+        .flat_map(|v| v.split(';').skip(1))
+        .filter_map(|p| p.split_once('='))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim().trim_matches('"').trim())
+        .find(|charset| !UTF_8_LABELS.iter().any(|l| charset.eq_ignore_ascii_case(l)))
+}
+
+/// The pairs of an `application/x-www-form-urlencoded` body (see [`OAuthForm::parse`]),
+/// each name and value UTF-8; with `other_charset`, ASCII only.
+///
+/// # Errors
+/// `invalid_request` naming the rule a name or value breaks.
+pub(crate) fn decode_form(
+    body: &[u8],
+    other_charset: Option<&str>,
+) -> Result<Vec<(String, String)>, AppError> {
+    let text = |raw: &[u8]| {
+        let bytes = form_urldecode(raw);
+        if let Some(charset) = other_charset.filter(|_| !bytes.is_ascii()) {
+            return Err(AppError::invalid_request(format!(
+                "the form must be UTF-8 (RFC 6749 Appendix B), not charset={}",
+                charset.chars().take(32).collect::<String>()
+            )));
+        }
+        String::from_utf8(bytes).map_err(|_| {
+            AppError::invalid_request(
+                "the form body is not UTF-8: encode each value as UTF-8, then percent-encode it (RFC 6749 Appendix B)",
+            )
+        })
+    };
+    body.split(|b| *b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (
+                    pair.get(..i).unwrap_or_default(),
+                    pair.get(i + 1..).unwrap_or_default(),
+                ),
+                None => (pair, &[][..]),
+            };
+            Ok((text(name)?, text(value)?))
+        })
+        .collect()
+}
+
+/// One name or value of a form, as bytes (WHATWG URL §5.1 "percent-decode", `+` first read
+/// as a space; a `%` not followed by two hex digits stays as it is).
+fn form_urldecode(raw: &[u8]) -> Vec<u8> {
     let hex = |b: Option<&u8>| {
         b.and_then(|b| char::from(*b).to_digit(16))
             .and_then(|d| u8::try_from(d).ok())
@@ -145,11 +183,7 @@ fn form_urldecode(raw: &[u8]) -> Result<String, AppError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| {
-        AppError::invalid_request(
-            "the form body is not UTF-8: encode each value as UTF-8, then percent-encode it (RFC 6749 Appendix B)",
-        )
-    })
+    out
 }
 
 fn not_a_form() -> AppError {

@@ -313,19 +313,12 @@ async fn a_form_that_is_not_utf_8_is_refused_not_read_as_something_else() {
         (FORM, b"username=chef&password=x&scope%FF=a".to_vec()),
         (
             "application/x-www-form-urlencoded; charset=ISO-8859-1",
-            format!(
-                "username=admin&password={}",
-                ADMIN_PASSWORD.replace(' ', "+")
-            )
-            .into_bytes(),
+            b"username=chef&password=violet+gramophone+caf%E9+harbour".to_vec(),
         ),
         (
             "application/x-www-form-urlencoded;charset=\"windows-1252\"",
-            format!(
-                "username=admin&password={}",
-                ADMIN_PASSWORD.replace(' ', "+")
-            )
-            .into_bytes(),
+            // The UTF-8 bytes of the password, which windows-1252 reads as `Ã©`.
+            b"username=chef&password=violet+gramophone+caf%C3%A9+harbour".to_vec(),
         ),
     ];
     for (content_type, body) in cases {
@@ -435,4 +428,35 @@ async fn error_descriptions_hold_only_the_characters_rfc_6749_section_5_2_allows
         "parameter `grant_type` is repeated (RFC 6749 section 3.2)"
     );
     assert!(descriptions[2].contains("`'caf?/`"), "{}", descriptions[2]);
+}
+
+#[tokio::test]
+async fn a_form_of_ascii_is_read_whatever_charset_it_is_labelled_with() {
+    // A form of ASCII alone reads the same in UTF-8 and in the charsets clients label forms
+    // with (HTTP libraries that send `charset=ISO-8859-1` whatever the form holds), and
+    // `utf8` is a label of UTF-8 (WHATWG Encoding §4.2): all of these were refused with
+    // "the form must be UTF-8".
+    let app = spawn_app().await;
+    let body = format!(
+        "grant_type=password&username=admin&password={}",
+        ADMIN_PASSWORD.replace(' ', "+")
+    );
+    for content_type in [
+        "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        "application/x-www-form-urlencoded;charset=\"windows-1252\"",
+        "application/x-www-form-urlencoded; charset=US-ASCII",
+        "application/x-www-form-urlencoded; charset=utf8",
+        "Application/X-WWW-Form-Urlencoded ; Charset=\"UTF-8\" ; q=1",
+    ] {
+        let res = app
+            .client
+            .post(app.url("/token"))
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        assert_eq!(status, 200, "{content_type}: {}", res.text().await.unwrap());
+    }
 }
