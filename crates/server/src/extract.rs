@@ -103,7 +103,7 @@ impl OAuthForm {
 
 /// The `charset` of a `Content-Type` value when it names another encoding than UTF-8
 /// (compared as the WHATWG Encoding Standard §4.2 labels of UTF-8, quoted or not).
-fn other_charset(content_type: Option<&str>) -> Option<&str> {
+pub(crate) fn other_charset(content_type: Option<&str>) -> Option<&str> {
     const UTF_8_LABELS: [&str; 6] = [
         "utf-8",
         "utf8",

@@ -556,24 +556,20 @@ pub(crate) async fn end_session(
     Ok(())
 }
 
-/// Form fields of an optional `application/x-www-form-urlencoded` body (empty without one).
+/// Form fields of an optional `application/x-www-form-urlencoded` body (empty without one),
+/// decoded as [`OAuthForm::parse`] decodes the OAuth endpoints' (UTF-8, never replaced: a
+/// password typed on the login page is checked as sent, or refused).
 pub(crate) fn optional_form(
     headers: &HeaderMap,
     body: &axum::body::Bytes,
 ) -> Result<Vec<(String, String)>, AppError> {
-    let is_form = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form || body.is_empty() {
+        .and_then(|v| v.to_str().ok());
+    if !OAuthForm::is_form_content_type(content_type) || body.is_empty() {
         return Ok(Vec::new());
     }
-    serde_urlencoded::from_bytes(body)
-        .map_err(|e| AppError::invalid_request(format!("malformed form body: {e}")))
+    crate::extract::decode_form(body, crate::extract::other_charset(content_type))
 }
 
 /// The first value of `name` in a form, if non-empty.

@@ -1968,4 +1968,51 @@ async fn signing_in_again_on_the_sign_in_page_ends_the_session_the_browser_held(
     assert_eq!(res.status(), 400);
     assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
     assert_eq!(users_me(&app, &third).await, 200);
+
+/// The login page's form (and the other pages' and `/session/refresh`'s) was decoded with
+/// bytes that are not UTF-8 replaced by U+FFFD, as `POST /token`'s no longer is: a password
+/// sent as Latin-1 was checked as another password, and the failure counted towards the
+/// name's lockout. It is now refused as at `POST /token`, before anything is checked.
+#[tokio::test]
+async fn the_login_page_refuses_a_form_that_is_not_utf_8_as_the_token_endpoint_does() {
+    use tessera_auth::store::AuditStore as _;
+    let app = spawn_app().await;
+    app.create_user("chef", "violet gramophone caf\u{e9} harbour", &["user"])
+        .await;
+    let res = app.client.get(app.url("/login")).send().await.unwrap();
+    let csrf = set_cookies(res.headers())["__Host-tessera_csrf"]
+        .value
+        .clone();
+    let post = |body: String| {
+        app.client
+            .post(app.url("/login"))
+            .header(COOKIE, format!("__Host-tessera_csrf={csrf}"))
+            .header(ORIGIN, &app.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let res = post(format!(
+        "username=chef&password=violet+gramophone+caf%E9+harbour&csrf_token={csrf}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("UTF-8"), "{html}");
+    let rows = app.state.db().list_audit(0, None, None, 100).await.unwrap();
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.event.event == "login" && r.event.outcome == "failure"),
+        "{:?}",
+        rows.iter().map(|r| &r.event).collect::<Vec<_>>()
+    );
+    // The same password in UTF-8 signs in.
+    let res = post(format!(
+        "username=chef&password=violet+gramophone+caf%C3%A9+harbour&csrf_token={csrf}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 303);
 }
