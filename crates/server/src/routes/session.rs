@@ -215,8 +215,10 @@ pub(crate) fn with_cookies(mut res: Response, cookies: Vec<HeaderValue>) -> Resp
 pub(crate) struct SessionStarted {
     /// Seconds until the access cookie expires (refresh before then).
     expires_in: i64,
-    /// Granted scope.
-    scope: String,
+    /// Granted scope; absent when none is granted (a first-party client with no default
+    /// scopes), as in the token answer: RFC 6749 §3.3 has no empty scope list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     /// The CSRF token (also in the `__Host-tessera_csrf` cookie): echo it in `X-CSRF-Token`.
     csrf_token: String,
 }
@@ -254,7 +256,7 @@ pub(crate) async fn create(
     let (cookies, csrf_token) = cookies_for(&state, &tokens, None)?;
     let body = SessionStarted {
         expires_in: tokens.expires_in,
-        scope: tokens.scope,
+        scope: Some(tokens.scope).filter(|s| !s.is_empty()),
         csrf_token,
     };
     Ok(with_cookies(Json(body).into_response(), cookies))
@@ -444,7 +446,7 @@ pub(crate) async fn refresh(
         } => {
             let body = SessionStarted {
                 expires_in: tokens.expires_in,
-                scope: tokens.scope,
+                scope: Some(tokens.scope).filter(|s| !s.is_empty()),
                 csrf_token,
             };
             Ok(with_cookies(Json(body).into_response(), cookies))

@@ -2016,3 +2016,61 @@ async fn the_login_page_refuses_a_form_that_is_not_utf_8_as_the_token_endpoint_d
     .unwrap();
     assert_eq!(res.status(), 303);
 }
+
+/// `POST /token` leaves `scope` out when none is granted (RFC 6749 §3.3 has no empty scope
+/// list); cookie mode's answers said `"scope": ""` for the same sign-in.
+#[tokio::test]
+async fn cookie_mode_answers_leave_out_an_empty_scope_as_the_token_answer_does() {
+    let app = spawn_app_with(|c| c.default_scopes = Vec::new()).await;
+    app.create_user("ada", PW, &["user"]).await;
+    let token = app
+        .client
+        .post(app.url("/token"))
+        .form(&[("username", "ada"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200);
+    let token = json(token).await;
+    assert_eq!(token.get("scope"), None, "{token}");
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[("username", "ada"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let b = Browser {
+        at: set_cookies(res.headers())["__Host-tessera_at"]
+            .value
+            .clone(),
+        rt: set_cookies(res.headers())["__Secure-tessera_rt"]
+            .value
+            .clone(),
+        csrf: set_cookies(res.headers())["__Host-tessera_csrf"]
+            .value
+            .clone(),
+    };
+    let started = json(res).await;
+    assert_eq!(started.get("scope"), None, "{started}");
+    assert!(started["csrf_token"].is_string(), "{started}");
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let renewed = json(res).await;
+    assert_eq!(renewed.get("scope"), None, "{renewed}");
+    // With default scopes, both still name them.
+    let app = spawn_app_with(|c| c.default_scopes = vec!["profile".into()]).await;
+    app.create_user("ada", PW, &["user"]).await;
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[("username", "ada"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["scope"], "profile");
+}
