@@ -108,7 +108,8 @@ impl IntoResponse for AuthRejection {
                 None,
             ),
         };
-        let body = serde_json::json!({ "error": code, "error_description": description });
+        // The body carries the text the challenge does (RFC 6749 §5.2 characters).
+        let body = serde_json::json!({ "error": code, "error_description": quoted(&description) });
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -137,12 +138,24 @@ impl std::error::Error for AuthRejection {
     }
 }
 
-/// Role names and scopes are set by the application, but keep the header well-formed.
+/// `error_description` (and any challenge attribute; role names and scopes are set by the
+/// application, but the header must stay well-formed) as RFC 6749 §5.2 and RFC 6750 §3
+/// allow it: only `%x20-21 / %x23-5B / %x5D-7E`, which is also a valid quoted-string (RFC
+/// 9110 §5.6.4). As the Tessera server writes it: `§` is spelled out, `"` and `\` become
+/// `'` and `/`, any other character a `?` (dropping them made `RFC 6750 §2.1` read
+/// `RFC 6750 2.1`, and left the body's copy with the `§`).
 fn quoted(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .filter(|c| *c != '"' && *c != '\\')
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e' => out.push(c),
+            '\u{a7}' => out.push_str("section "),
+            '"' => out.push('\''),
+            '\\' => out.push('/'),
+            _ => out.push('?'),
+        }
+    }
+    out
 }
 
 /// The bearer token of a request: `Ok(None)` without an `Authorization` header.

@@ -521,3 +521,25 @@ async fn a_bearer_header_gets_the_answer_the_tessera_server_gives() {
         assert_eq!(ours.0, want, "{value:?}");
     }
 }
+
+/// RFC 6749 §5.2 and RFC 6750 §3: `error_description` holds only `%x20-21 / %x23-5B /
+/// %x5D-7E`. A malformed header's body said `(RFC 6750 §2.1)`, while its challenge dropped
+/// the `§` (`RFC 6750 2.1`); the Tessera server spells it out in both.
+#[tokio::test]
+async fn a_malformed_header_is_described_in_the_characters_rfc_6749_allows() {
+    let f = fixture().await;
+    let (status, challenge, body) = f.get("/me", Some("Bearer a b")).await;
+    assert_eq!(status, 400);
+    let challenge = challenge.unwrap();
+    let description = body["error_description"].as_str().unwrap();
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e');
+    assert!(description.chars().all(allowed), "{description}");
+    assert!(
+        description.contains("(RFC 6750 section 2.1)"),
+        "{description}"
+    );
+    assert!(
+        challenge.ends_with(&format!("error_description=\"{description}\"")),
+        "{challenge} / {description}"
+    );
+}
