@@ -18,11 +18,14 @@ use crate::header::{Key, KeyLog, StrOrOther};
 /// Seconds since the Unix epoch, as JWT `exp`, `nbf` and `iat` carry them
 /// (RFC 7519 §2 "NumericDate").
 ///
-/// RFC 7519 §2 allows a non-integer NumericDate. When claims are parsed, a fractional `exp`
-/// is rounded down and a fractional `nbf` or `iat` up, so rounding never widens a token's
-/// validity: against a whole-second `now`, `nbf` and `iat` are then compared exactly and
-/// `exp` at worst a second early. Values beyond ±(2^53 − 1), where JSON numbers stop being
-/// exact, are refused. Tokens this crate signs carry whole seconds.
+/// RFC 7519 §2 allows a non-integer NumericDate. When claims are parsed, a fractional `nbf`
+/// is rounded up and a fractional `exp` or `iat` down, so rounding never widens what a token
+/// is accepted for: against a whole-second `now`, `nbf` is compared exactly and `exp` at
+/// worst a second early, and `iat` is the second the token was issued in, so a revocation
+/// cut-off "issued at or before second T" covers a token issued at T.5. (A token issued less
+/// than a second ahead of the clock thus passes the "issued in the future" check.) Values
+/// beyond ±(2^53 − 1), where JSON numbers stop being exact, are refused. Tokens this crate
+/// signs carry whole seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NumericDate(pub i64);
 
@@ -463,11 +466,16 @@ impl<'de> DeserializeSeed<'de> for DateSeed<'_> {
     type Value = NumericDate;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        // Rounding must never widen the validity window (RFC 7519 §4.1.4–4.1.6): an early
-        // `exp` only shortens it, but a `nbf` or `iat` rounded down would accept a token up to
-        // a second before its `nbf`, or issued up to a second in the future.
+        // Rounding must never widen what a token is accepted for. An `exp` rounded down only
+        // shortens its life (RFC 7519 §4.1.4), and a `nbf` is rounded up so the token is never
+        // accepted before it (§4.1.5). An `iat` is rounded down, to the second the token was
+        // issued in: user-wide revocation cut-offs (tessera-auth, tessera-axum) revoke tokens
+        // issued at or before a whole second, so a token issued during that second must not
+        // read as issued in the next one. At worst a token issued less than a second ahead of
+        // the verifier's clock passes the "issued in the future" check (§4.1.6 sets no rule
+        // for that; the check is a sanity check with leeway anyway).
         let visitor = DateVisitor {
-            round_up: self.claim != "exp",
+            round_up: self.claim == "nbf",
         };
         d.deserialize_any(visitor)?.ok_or_else(|| {
             type_error(
@@ -890,7 +898,7 @@ mod tests {
             parse(br#"{"exp":1700000000.9,"nbf":1699999999.1,"iat":-0.5}"#).unwrap();
         assert_eq!(c.registered.exp, Some(NumericDate(1_700_000_000)));
         assert_eq!(c.registered.nbf, Some(NumericDate(1_700_000_000)));
-        assert_eq!(c.registered.iat, Some(NumericDate(0)));
+        assert_eq!(c.registered.iat, Some(NumericDate(-1)));
         assert!(parse::<NoCustomClaims>(br#"{"exp":1e300}"#).is_err());
         assert!(parse::<NoCustomClaims>(br#"{"exp":18446744073709551615}"#).is_err());
     }

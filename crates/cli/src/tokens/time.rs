@@ -75,7 +75,8 @@ fn duration(body: &str) -> Option<i64> {
 
 pub(super) use tessera_server::timestamp::rfc3339;
 
-/// The whole seconds of a JSON NumericDate (fractions rounded down, like `jose` does).
+/// The whole seconds of a JSON NumericDate, for display: fractions rounded down, as `jose`
+/// reads `exp` and `iat` (it reads a fractional `nbf` rounded up, so it is never early).
 pub(super) fn numeric_date(value: &Value) -> Option<i64> {
     if let Some(i) = value.as_i64() {
         return Some(i);

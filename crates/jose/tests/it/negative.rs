@@ -647,17 +647,22 @@ fn rsa_jwk_integers_with_a_leading_zero_octet_are_refused() {
 }
 
 /// RFC 7519 §2 allows fractional NumericDates. Every one was rounded down, which for `nbf`
-/// and `iat` widened the validity window: with no leeway, a token whose `nbf` was half a
-/// second ahead was accepted, and so was one issued half a second in the future. `nbf` and
-/// `iat` now round up (exact against a whole-second clock); `exp` still rounds down.
+/// widened the validity window: with no leeway, a token whose `nbf` was half a second ahead
+/// was accepted. `nbf` now rounds up (exact against a whole-second clock); `exp` still rounds
+/// down.
+///
+/// `iat` rounds down too: it is the second the token was issued in. User-wide revocation
+/// cut-offs (tessera-auth's and tessera-axum's) revoke the tokens "issued at or before second
+/// T"; an `iat` of T.5 rounded up to T + 1 would escape a cut-off at T though the token may
+/// well predate the revocation, so rounding it up widened validity instead of narrowing it.
 #[test]
-fn fractional_nbf_and_iat_are_not_rounded_into_validity() {
+fn fractional_nbf_is_not_rounded_into_validity_and_iat_keeps_its_second() {
     let strict = Validation::new().with_leeway(0);
     let verify = |claims: &[(&str, &str)]| {
         FX.hs256
             .verifying_key()
             .verify_jwt::<NoCustomClaims>(&token(Via::Hs256, &[], claims), &strict, NOW)
-            .map(drop)
+            .map(|c| c.claims.registered.iat)
     };
     let half_past = format!("{NOW}.5");
     let half_before = format!("{}.5", NOW - 1);
@@ -670,14 +675,6 @@ fn fractional_nbf_and_iat_are_not_rounded_into_validity() {
         })
     );
     assert_eq!(
-        verify(&[("iat", &half_past)]),
-        Err(Error::IssuedInFuture {
-            iat: NOW + 1,
-            now: NOW,
-            leeway: 0
-        })
-    );
-    assert_eq!(
         verify(&[("exp", &half_past)]),
         Err(Error::Expired {
             exp: NOW,
@@ -685,6 +682,20 @@ fn fractional_nbf_and_iat_are_not_rounded_into_validity() {
             leeway: 0
         })
     );
+    // Issued during the second `NOW`: `iat` is `NOW`, which a cut-off at `NOW` covers.
+    assert_eq!(
+        verify(&[("iat", &half_past)]),
+        Ok(Some(tessera_jose::NumericDate(NOW)))
+    );
+    assert_eq!(
+        verify(&[("iat", &half_before)]),
+        Ok(Some(tessera_jose::NumericDate(NOW - 1)))
+    );
+    // A whole second ahead is still issued in the future.
+    assert!(matches!(
+        verify(&[("iat", &format!("{}.5", NOW + 1))]),
+        Err(Error::IssuedInFuture { iat, .. }) if iat == NOW + 1
+    ));
     // Already past: accepted.
     verify(&[("nbf", &half_before), ("iat", &half_before)]).unwrap();
 }
