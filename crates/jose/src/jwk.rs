@@ -191,7 +191,8 @@ impl Jwk {
     }
 
     /// A copy without any private member, suitable for publishing. `key_ops` becomes the
-    /// public half's operations (`sign` becomes `verify`, RFC 7517 §4.3).
+    /// public half's operations (`sign` becomes `verify`, `decrypt` `encrypt`, `unwrapKey`
+    /// `wrapKey`; `deriveKey` and `deriveBits` stay; RFC 7517 §4.3).
     ///
     /// # Errors
     /// [`Error::KeyUsage`] for `oct` keys, which have no public half.
@@ -464,8 +465,11 @@ impl Jwk {
 
 /// The operations of a key's public half, from those of the whole key (RFC 7517 §4.3): the
 /// public half does what undoes or checks the private operations (`sign` → `verify`,
-/// `decrypt` → `encrypt`, `unwrapKey` → `wrapKey`) and keeps the public ones; the private
-/// operations themselves, and key agreement, go. A signing-only private JWK
+/// `decrypt` → `encrypt`, `unwrapKey` → `wrapKey`) and keeps the public ones. Key agreement
+/// (`deriveKey`, `deriveBits`) is kept: an ECDH-ES sender derives the key from the
+/// recipient's public key (RFC 7518 §4.6), and a public half left with `"key_ops":[]` would
+/// say nothing about what it is for, so a strict verifier could not tell it is not a
+/// signature key. Operations this crate does not know go. A signing-only private JWK
 /// (`"key_ops":["sign"]`) thus publishes `["verify"]`, which verifiers accept, not `[]`.
 fn public_key_ops(ops: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -474,6 +478,8 @@ fn public_key_ops(ops: &[String]) -> Vec<String> {
             "sign" | "verify" => "verify",
             "decrypt" | "encrypt" => "encrypt",
             "unwrapKey" | "wrapKey" => "wrapKey",
+            "deriveKey" => "deriveKey",
+            "deriveBits" => "deriveBits",
             _ => continue,
         };
         if !out.iter().any(|o| o == public) {

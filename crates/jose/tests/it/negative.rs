@@ -723,6 +723,52 @@ fn a_signing_only_jwk_publishes_a_public_jwk_that_verifies() {
     set.verify_jws(&token, &Limits::default()).unwrap();
 }
 
+/// `JwkSet::to_public` round trip with a key-agreement key. A WebCrypto-style ECDH private
+/// JWK (`"key_ops":["deriveKey","deriveBits"]`, no `use`, no `alg`) next to a signing key:
+/// the private set loads strictly (the ECDH key is skipped as meant for encryption), and so
+/// must the published set. `to_public` dropped the key-agreement operations, leaving
+/// `"key_ops":[]`, an EC key that says nothing about its purpose, which `KeySet::from_jwks`
+/// then tried to load as an ES256 verifying key and refused, taking the set down with it.
+#[test]
+fn a_published_set_with_an_ecdh_key_loads_like_its_private_set() {
+    let signing = FX.es256.to_private_jwk().unwrap();
+    let mut ecdh = SigningKey::generate(Algorithm::Es256)
+        .unwrap()
+        .to_private_jwk()
+        .unwrap();
+    ecdh.key_use = None;
+    ecdh.alg = None;
+    ecdh.kid = Some("ecdh-1".into());
+    ecdh.key_ops = Some(vec!["deriveKey".into(), "deriveBits".into()]);
+    let private = JwkSet {
+        keys: vec![signing, ecdh],
+    };
+    assert_eq!(KeySet::from_jwks(&private).unwrap().len(), 1);
+    let published = private.to_public();
+    let set = KeySet::from_jwks(&published).unwrap();
+    assert_eq!(
+        published.keys[1].key_ops.as_deref(),
+        Some(&["deriveKey".to_owned(), "deriveBits".to_owned()][..])
+    );
+    assert_eq!(set.len(), 1);
+    set.verify_jwt::<NoCustomClaims>(&token(Via::Es256, &[], &[]), &validation(), NOW)
+        .unwrap();
+    // Every operation's public counterpart, in order and without duplicates.
+    let mut all = FX.es256.to_private_jwk().unwrap();
+    all.key_ops = Some(
+        [
+            "sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey", "deriveKey",
+            "deriveBits", "other",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+    assert_eq!(
+        all.to_public().unwrap().key_ops.unwrap(),
+        ["verify", "encrypt", "wrapKey", "deriveKey", "deriveBits"]
+    );
+}
+
 /// RFC 4055 §1.2: a public key whose SubjectPublicKeyInfo names `id-RSASSA-PSS` is for
 /// RSASSA-PSS only, and parameters naming a hash restrict it to that hash (§3.1). Such a
 /// key was read as a plain RSA key and accepted for RS256 (PKCS#1 v1.5) or any PS algorithm.
