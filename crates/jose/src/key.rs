@@ -141,7 +141,11 @@ impl VerifyingKey {
     /// A verifying key from DER: SubjectPublicKeyInfo, or PKCS#1 RSAPublicKey for RSA.
     ///
     /// An `id-RSASSA-PSS` SubjectPublicKeyInfo is a key for RSASSA-PSS only (RFC 4055 §1.2):
-    /// it serves PS256/384/512, or only the one whose hash its parameters name (§3.1).
+    /// without parameters it serves PS256/384/512; with them, only the PS algorithm they fit
+    /// (its hash for both the digest and MGF1, a minimum salt length no longer than the hash,
+    /// RFC 4055 §3.1, §3.3), if any. (`openssl genpkey -algorithm RSA-PSS` needs
+    /// `-pkeyopt rsa_pss_keygen_mgf1_md:sha256` as well as `rsa_pss_keygen_md:sha256` for a
+    /// PS256 key: MGF1 otherwise stays SHA-1.)
     ///
     /// # Errors
     /// As [`VerifyingKey::from_pem`].

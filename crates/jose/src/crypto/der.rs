@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub(crate) const TAG_INTEGER: u8 = 0x02;
 pub(crate) const TAG_BIT_STRING: u8 = 0x03;
 pub(crate) const TAG_OCTET_STRING: u8 = 0x04;
+pub(crate) const TAG_NULL: u8 = 0x05;
 pub(crate) const TAG_OID: u8 = 0x06;
 pub(crate) const TAG_SEQUENCE: u8 = 0x30;
 
@@ -21,6 +22,7 @@ pub(crate) const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 pub(crate) const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
 pub(crate) const OID_SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
 pub(crate) const OID_SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
+pub(crate) const OID_MGF1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
 pub(crate) const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 pub(crate) const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 pub(crate) const OID_P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
@@ -112,16 +114,22 @@ pub(crate) enum KeyOid {
     Unknown,
 }
 
-/// The hash an `id-RSASSA-PSS` key is restricted to by its parameters (RFC 4055 §3.1).
+/// What the parameters of an `id-RSASSA-PSS` key allow (RFC 4055 §3.1, §3.3), in terms of
+/// the JWA PS algorithms (RFC 7518 §3.5: the hash, MGF1 with the same hash, a salt as long
+/// as the hash, trailer field 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PssHash {
     /// No parameters: any RSASSA-PSS parameters may be used.
     Any,
+    /// SHA-256 for the hash and MGF1, a minimum salt length of at most 32: PS256 only.
     Sha256,
+    /// SHA-384 likewise, salt at most 48: PS384 only.
     Sha384,
+    /// SHA-512 likewise, salt at most 64: PS512 only.
     Sha512,
-    /// SHA-1 (the default when the parameters omit the hash), another hash, or parameters
-    /// we cannot read: no JWA algorithm fits.
+    /// Parameters no JWA algorithm fits: SHA-1 (the default hash and MGF1 hash) or another
+    /// hash, an MGF1 hash other than the hash, a minimum salt length longer than the hash,
+    /// another trailer field, or parameters we cannot read.
     Other,
 }
 
@@ -173,31 +181,98 @@ fn read_algorithm_identifier(r: &mut Reader<'_>) -> Result<KeyOid> {
     })
 }
 
-/// The hash named by the parameters of an `id-RSASSA-PSS` AlgorithmIdentifier:
-/// `RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0] HashAlgorithm DEFAULT sha1, ... }`
-/// (RFC 4055 §3.1). Absent parameters leave the key unrestricted.
+/// What the parameters of an `id-RSASSA-PSS` AlgorithmIdentifier allow (RFC 4055 §3.1):
+///
+/// ```text
+/// RSASSA-PSS-params ::= SEQUENCE {
+///     hashAlgorithm      [0] HashAlgorithm    DEFAULT sha1,
+///     maskGenAlgorithm   [1] MaskGenAlgorithm DEFAULT mgf1SHA1,
+///     saltLength         [2] INTEGER          DEFAULT 20,
+///     trailerField       [3] INTEGER          DEFAULT 1 }
+/// ```
+///
+/// Absent parameters leave the key unrestricted. Present ones bind every signature to the
+/// same hash, mask generation function and trailer field, and to a salt at least
+/// `saltLength` long (§3.3), so a JWA PS algorithm fits only when the hash and the MGF1 hash
+/// are both its SHA-2 hash and the minimum salt is no longer than the hash. Reading only the
+/// hash is not enough: `openssl genpkey -algorithm RSA-PSS -pkeyopt rsa_pss_keygen_md:sha256`
+/// leaves MGF1 at its SHA-1 default, and OpenSSL itself refuses to sign PS256 with that key.
 fn read_pss_hash(alg: &mut Reader<'_>) -> PssHash {
-    fn hash(alg: &mut Reader<'_>) -> Result<PssHash> {
-        let mut params = Reader::new(alg.read(TAG_SEQUENCE)?);
-        if params.is_empty() {
-            return Ok(PssHash::Other);
-        }
-        let (tag, explicit) = params.read_any()?;
-        if tag != 0xa0 {
-            return Ok(PssHash::Other);
-        }
-        let mut hash = Reader::new(Reader::new(explicit).read(TAG_SEQUENCE)?);
-        Ok(match hash.read(TAG_OID)? {
-            OID_SHA256 => PssHash::Sha256,
-            OID_SHA384 => PssHash::Sha384,
-            OID_SHA512 => PssHash::Sha512,
-            _ => PssHash::Other,
-        })
-    }
     if alg.is_empty() {
         return PssHash::Any;
     }
-    hash(alg).unwrap_or(PssHash::Other)
+    pss_params(alg).unwrap_or(PssHash::Other)
+}
+
+fn pss_params(alg: &mut Reader<'_>) -> Result<PssHash> {
+    let mut params = Reader::new(alg.read(TAG_SEQUENCE)?);
+    // Absent fields take their defaults: SHA-1, MGF1 with SHA-1, 20, 1.
+    let (mut hash, mut mgf_hash, mut salt, mut trailer) =
+        (PssHash::Other, PssHash::Other, 20u64, 1u64);
+    let mut previous = None;
+    while !params.is_empty() {
+        let (tag, value) = params.read_any()?;
+        // DER: the fields in order, each at most once.
+        if previous.is_some_and(|p| tag <= p) {
+            return Ok(PssHash::Other);
+        }
+        previous = Some(tag);
+        let mut field = Reader::new(value);
+        match tag {
+            0xa0 => hash = read_hash_algorithm(&mut field)?,
+            0xa1 => {
+                let mut mgf = Reader::new(field.read(TAG_SEQUENCE)?);
+                if mgf.read(TAG_OID)? != OID_MGF1 {
+                    return Ok(PssHash::Other);
+                }
+                mgf_hash = read_hash_algorithm(&mut mgf)?;
+                if !mgf.is_empty() {
+                    return Ok(PssHash::Other);
+                }
+            }
+            0xa2 => salt = read_small_uint(&mut field)?,
+            0xa3 => trailer = read_small_uint(&mut field)?,
+            _ => return Ok(PssHash::Other),
+        }
+        if !field.is_empty() {
+            return Ok(PssHash::Other);
+        }
+    }
+    let hash_len = match hash {
+        PssHash::Sha256 => 32,
+        PssHash::Sha384 => 48,
+        PssHash::Sha512 => 64,
+        PssHash::Any | PssHash::Other => return Ok(PssHash::Other),
+    };
+    let fits = mgf_hash == hash && salt <= hash_len && trailer == 1 && alg.is_empty();
+    Ok(if fits { hash } else { PssHash::Other })
+}
+
+/// A HashAlgorithm (an AlgorithmIdentifier whose parameters are NULL or absent, RFC 4055
+/// §2.1) as the SHA-2 hash of a PS algorithm, or `Other`.
+fn read_hash_algorithm(r: &mut Reader<'_>) -> Result<PssHash> {
+    let mut id = Reader::new(r.read(TAG_SEQUENCE)?);
+    let hash = match id.read(TAG_OID)? {
+        OID_SHA256 => PssHash::Sha256,
+        OID_SHA384 => PssHash::Sha384,
+        OID_SHA512 => PssHash::Sha512,
+        _ => PssHash::Other,
+    };
+    match id.read_any() {
+        Err(_) if id.is_empty() => Ok(hash),
+        Ok((TAG_NULL, [])) if id.is_empty() => Ok(hash),
+        _ => Ok(PssHash::Other),
+    }
+}
+
+/// A non-negative INTEGER, saturated at `u64::MAX`.
+fn read_small_uint(r: &mut Reader<'_>) -> Result<u64> {
+    let v = r.read_unsigned()?;
+    Ok(if v.len() > 8 {
+        u64::MAX
+    } else {
+        v.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    })
 }
 
 /// Splits a SubjectPublicKeyInfo into its algorithm and the subjectPublicKey bits.

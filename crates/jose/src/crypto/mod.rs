@@ -297,7 +297,12 @@ fn describe_oid(oid: KeyOid) -> String {
                 PssHash::Sha256 => "SHA-256",
                 PssHash::Sha384 => "SHA-384",
                 PssHash::Sha512 => "SHA-512",
-                PssHash::Any | PssHash::Other => "a hash no JWA algorithm uses",
+                PssHash::Any | PssHash::Other => {
+                    return "an RSASSA-PSS-only key whose parameters fit no JWA algorithm \
+                            (PS256/384/512 need one SHA-2 hash for the digest and MGF1, and a \
+                            minimum salt length no longer than the hash; RFC 4055 §3.1)"
+                        .into();
+                }
             };
             format!("an RSASSA-PSS-only key restricted to {hash} (RFC 4055 §3.1)")
         }
@@ -312,7 +317,7 @@ fn check_oid(alg: Algorithm, oid: KeyOid) -> Result<()> {
     let ok = match (alg.key_kind(), oid) {
         (KeyKind::Rsa, KeyOid::Rsa) | (KeyKind::Okp, KeyOid::Ed25519) => true,
         // RFC 4055 §1.2: an `id-RSASSA-PSS` key is for RSASSA-PSS only, never PKCS#1 v1.5;
-        // parameters naming a hash restrict it to that hash (§3.1).
+        // parameters restrict it to the one PS algorithm they fit, if any (§3.1, §3.3).
         (KeyKind::Rsa, KeyOid::RsaPss(hash)) => matches!(
             (alg, hash),
             (

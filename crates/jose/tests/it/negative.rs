@@ -757,8 +757,15 @@ fn a_published_set_with_an_ecdh_key_loads_like_its_private_set() {
     let mut all = FX.es256.to_private_jwk().unwrap();
     all.key_ops = Some(
         [
-            "sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey", "deriveKey",
-            "deriveBits", "other",
+            "sign",
+            "verify",
+            "encrypt",
+            "decrypt",
+            "wrapKey",
+            "unwrapKey",
+            "deriveKey",
+            "deriveBits",
+            "other",
         ]
         .map(str::to_owned)
         .to_vec(),
@@ -770,9 +777,13 @@ fn a_published_set_with_an_ecdh_key_loads_like_its_private_set() {
 }
 
 /// RFC 4055 §1.2: a public key whose SubjectPublicKeyInfo names `id-RSASSA-PSS` is for
-/// RSASSA-PSS only, and parameters naming a hash restrict it to that hash (§3.1). Such a
-/// key was read as a plain RSA key and accepted for RS256 (PKCS#1 v1.5) or any PS algorithm.
-/// Now it serves only the PS algorithms its parameters allow.
+/// RSASSA-PSS only, and parameters restrict it further (§3.1): every signature must use
+/// their hash, mask generation function and trailer field, and a salt at least their
+/// `saltLength` long (§3.3). Such a key was read as a plain RSA key and accepted for RS256
+/// (PKCS#1 v1.5) or any PS algorithm; then only its hash was read, so a key whose MGF1 hash
+/// is SHA-1 (OpenSSL's `rsa_pss_keygen_md:sha256` alone), or whose minimum salt is longer
+/// than the hash, was still accepted for PS256. Now it serves only the PS algorithm its
+/// parameters fit (RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash).
 #[test]
 fn rsassa_pss_only_public_keys_serve_only_their_pss_algorithms() {
     fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -792,6 +803,9 @@ fn rsassa_pss_only_public_keys_serve_only_their_pss_algorithms() {
     }
     const PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
     const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+    const SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+    const SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
+    const MGF1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
     // The RS256 key's SubjectPublicKeyInfo: SEQUENCE { rsaEncryption, BIT STRING }.
     let pem = rs256_public_pem();
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -805,16 +819,58 @@ fn rsassa_pss_only_public_keys_serve_only_their_pss_algorithms() {
         tlv(0x30, &[alg, bit_string.to_vec()].concat())
     };
     let unrestricted = with_pss(&[]);
-    let sha256_only = with_pss(&tlv(0x30, &tlv(0xa0, &tlv(0x30, &tlv(0x06, SHA256)))));
+    // RSASSA-PSS-params fields (RFC 4055 §3.1), hash identifiers with NULL parameters as
+    // OpenSSL writes them or without any.
+    let hash_id = |oid: &[u8]| tlv(0x30, &[tlv(0x06, oid), vec![0x05, 0x00]].concat());
+    let hash = |oid: &[u8]| tlv(0xa0, &hash_id(oid));
+    let mgf1 = |oid: &[u8]| tlv(0xa1, &tlv(0x30, &[tlv(0x06, MGF1), hash_id(oid)].concat()));
+    let int = |tag: u8, v: u8| tlv(tag, &tlv(0x02, &[v]));
+    let params = |fields: &[Vec<u8>]| with_pss(&tlv(0x30, &fields.concat()));
+    let sha256 = params(&[hash(SHA256), mgf1(SHA256)]);
+    let sha256_no_null = with_pss(&tlv(
+        0x30,
+        &[
+            tlv(0xa0, &tlv(0x30, &tlv(0x06, SHA256))),
+            tlv(
+                0xa1,
+                &tlv(
+                    0x30,
+                    &[tlv(0x06, MGF1), tlv(0x30, &tlv(0x06, SHA256))].concat(),
+                ),
+            ),
+        ]
+        .concat(),
+    ));
+    let sha256_salt_32 = params(&[hash(SHA256), mgf1(SHA256), int(0xa2, 32), int(0xa3, 1)]);
+    let sha512 = params(&[hash(SHA512), mgf1(SHA512), int(0xa2, 64)]);
+    // What `openssl genpkey -algorithm RSA-PSS -pkeyopt rsa_pss_keygen_md:sha256` writes:
+    // MGF1 stays SHA-1 (the default), which PS256 (MGF1 with SHA-256) does not fit, and
+    // OpenSSL itself refuses to sign with MGF1-SHA-256 under that key.
+    let sha256_mgf1_sha1 = params(&[hash(SHA256)]);
+    let sha256_mgf1_sha384 = params(&[hash(SHA256), mgf1(SHA384)]);
+    // A minimum salt longer than PS256's 32 octets (RFC 4055 §3.3).
+    let sha256_salt_33 = params(&[hash(SHA256), mgf1(SHA256), int(0xa2, 33)]);
+    let sha256_trailer_2 = params(&[hash(SHA256), mgf1(SHA256), int(0xa3, 2)]);
+    let out_of_order = params(&[mgf1(SHA256), hash(SHA256)]);
     let sha1_default = with_pss(&tlv(0x30, &[]));
     for (der, alg, usable) in [
         (&unrestricted, Algorithm::Ps256, true),
         (&unrestricted, Algorithm::Ps512, true),
         (&unrestricted, Algorithm::Rs256, false),
         (&unrestricted, Algorithm::Rs512, false),
-        (&sha256_only, Algorithm::Ps256, true),
-        (&sha256_only, Algorithm::Ps384, false),
-        (&sha256_only, Algorithm::Rs256, false),
+        (&sha256, Algorithm::Ps256, true),
+        (&sha256, Algorithm::Ps384, false),
+        (&sha256, Algorithm::Rs256, false),
+        (&sha256_no_null, Algorithm::Ps256, true),
+        (&sha256_salt_32, Algorithm::Ps256, true),
+        (&sha512, Algorithm::Ps512, true),
+        (&sha512, Algorithm::Ps256, false),
+        (&sha256_mgf1_sha1, Algorithm::Ps256, false),
+        (&sha256_mgf1_sha384, Algorithm::Ps256, false),
+        (&sha256_mgf1_sha384, Algorithm::Ps384, false),
+        (&sha256_salt_33, Algorithm::Ps256, false),
+        (&sha256_trailer_2, Algorithm::Ps256, false),
+        (&out_of_order, Algorithm::Ps256, false),
         (&sha1_default, Algorithm::Ps256, false),
     ] {
         let key = VerifyingKey::from_public_der(alg, der);
