@@ -415,7 +415,10 @@ impl VerifierBuilder {
     }
 
     /// Verifies with the keys of a JWK Set document (e.g. a JWKS file the application
-    /// read). Keys that cannot verify (encryption keys, unknown types) are refused.
+    /// read), loaded strictly ([`KeySet::from_jwks`]): keys meant for encryption (`use: enc`,
+    /// or a JWE `alg` or encryption `key_ops` and no `use`) are skipped, and any other key
+    /// that cannot verify (an unknown type, an RSA key without `alg`, a weak key) makes
+    /// [`VerifierBuilder::build`] fail.
     pub fn jwks_json(mut self, json: &str) -> Self {
         self.source = Some(
             JwkSet::from_json(json)
