@@ -409,6 +409,31 @@ async fn revoked_tokens_sessions_and_users_are_refused() {
     assert_eq!(f.verifier.stats().feed_cursor, 3);
 }
 
+/// A user-wide revocation at second T revokes the tokens issued at or before T. A token
+/// whose `iat` is a fraction of a second into T (RFC 7519 §2 allows fractional dates) was
+/// issued during T, maybe before the revocation, so it is revoked too. tessera-jose rounded
+/// a fractional `iat` up for a while, reading T.5 as T + 1, past the cut-off: the token
+/// stayed valid.
+#[tokio::test]
+async fn a_user_revocation_covers_a_token_issued_a_fraction_into_its_second() {
+    let f = fixture().await;
+    let now = unix_now();
+    #[allow(clippy::cast_precision_loss, reason = "a Unix time is far below 2^53")]
+    let iat = now as f64 + 0.5;
+    let during = format!(
+        "Bearer {}",
+        f.token(&with(
+            json!({"jti": "j-5", "sid": "s-5", "sub": "user-10", "iat": iat})
+        ))
+    );
+    assert_eq!(f.get("/me", Some(&during)).await.0, 200);
+    f.issuer.revoke("user", "user-10", now);
+    assert_eq!(f.verifier.sync_revocations().await.unwrap(), 1);
+    let (status, challenge, _) = f.get("/me", Some(&during)).await;
+    assert_eq!(status, 401);
+    assert_eq!(challenge.as_deref(), Some(INVALID));
+}
+
 /// RFC 7519 §4.1.3: a token that names audiences must be refused by a principal that does
 /// not identify itself with one of them. A verifier configured with no audience identifies
 /// itself with none, so a token for another API (`aud` present) is refused; a token without
