@@ -1968,6 +1968,7 @@ async fn signing_in_again_on_the_sign_in_page_ends_the_session_the_browser_held(
     assert_eq!(res.status(), 400);
     assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
     assert_eq!(users_me(&app, &third).await, 200);
+}
 
 /// The login page's form (and the other pages' and `/session/refresh`'s) was decoded with
 /// bytes that are not UTF-8 replaced by U+FFFD, as `POST /token`'s no longer is: a password
