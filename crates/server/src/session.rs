@@ -9,11 +9,13 @@
 //! | [`REFRESH_COOKIE`] `__Secure-tessera_rt` | yes | `/session` | the refresh token |
 //! | [`CSRF_COOKIE`] `__Host-tessera_csrf` | **no** | `/` | the double-submit CSRF token |
 //!
-//! The refresh cookie is scoped to `/session` (so it is sent to `/session/refresh`,
-//! `/session/logout` and the pages' `/session/resume` and `/session/end`, and to nothing else
-//! an application serves); a `Path` other than `/` rules out the `__Host-` prefix, so it
-//! carries `__Secure-`. It goes to `/session/logout` and `/session/end` too because signing
-//! out must end the session even after the access token has expired.
+//! The refresh cookie is scoped to `/session` (so it is sent to `POST /session`,
+//! `/session/refresh`, `/session/logout` and the pages' `/session/resume`, `/session/end`,
+//! `/session/login` and `/session/login/mfa`, and to nothing else an application serves); a
+//! `Path` other than `/` rules out the `__Host-` prefix, so it carries `__Secure-`. It goes
+//! to `/session/logout` and `/session/end` too because signing out must end the session even
+//! after the access token has expired, and to the sign-ins because a new one ends the
+//! session the browser still held, even once its access cookie has expired.
 //!
 //! CSRF (every state-changing request authenticated by cookie): first the Fetch-Metadata /
 //! `Origin` check of tower-http's `csrf` layer (the scheme of Go 1.25's
