@@ -25,9 +25,12 @@ function binary() {
  */
 export async function startServer(env = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'tessera-browser-'));
+  // TESSERA_BIN names the binary; passed on, the server would read it as a configuration
+  // key (`bin`) and refuse to start.
+  const { TESSERA_BIN: _bin, ...inherited } = process.env;
   const child = spawn(binary(), ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
     env: {
-      ...process.env,
+      ...inherited,
       TESSERA_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
       RUST_LOG: process.env.RUST_LOG ?? 'warn',
       ...env,
