@@ -129,3 +129,58 @@ test('the account page renews a session whose access cookie has expired', async 
   assert.match(page.url(), /\/login/);
   await context.close();
 });
+
+test('signing in again on the page ends the session the browser held, never a planted one', async () => {
+  // The sign-in forms post under /session, so Chromium sends the refresh cookie along once
+  // the access cookie has expired. A sibling subdomain has planted Mallory's refresh cookie
+  // for the parent domain on that path: Chromium sends both; only Alice's old session,
+  // the one her CSRF cookie names, may end.
+  const port = new URL(server.base).port;
+  const auth = `http://auth.app.localhost:${port}`;
+  const res = await fetch(`${server.base}/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ username: 'mallory', password: PASSWORD }),
+  });
+  const mallory = Object.fromEntries(
+    res.headers.getSetCookie().map((c) => c.split(';')[0].split(/=(.*)/s).slice(0, 2)),
+  );
+  const evil = createServer((_req, out) => {
+    out.setHeader(
+      'set-cookie',
+      `__Secure-tessera_rt=${mallory['__Secure-tessera_rt']}; Domain=app.localhost; Path=/session/login; Secure; HttpOnly; Max-Age=600`,
+    );
+    out.end('hello');
+  });
+  await new Promise((r) => evil.listen(0, '127.0.0.1', r));
+  const asCookie = (at) =>
+    fetch(`${server.base}/users/me`, { headers: { cookie: `__Host-tessera_at=${at}` } }).then((r) => r.status);
+  try {
+    const context = await browser.newContext();
+    const page = await signedIn(context, auth, 'alice');
+    const first = (await context.cookies()).find((c) => c.name === '__Host-tessera_at').value;
+    assert.equal(await asCookie(first), 200);
+    const visit = await context.newPage();
+    await visit.goto(`http://evil.app.localhost:${evil.address().port}/`);
+    await visit.close();
+    // The access cookie's Max-Age has passed; the session and its refresh cookie live on.
+    await context.clearCookies({ name: '__Host-tessera_at' });
+    const posted = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST') posted.push(r);
+    });
+    await page.goto(`${auth}/login`);
+    await page.getByLabel('Username').fill('alice');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${auth}/account`);
+    assert.equal(new URL(posted[0].url()).pathname, '/session/login');
+    const sent = (await posted[0].allHeaders()).cookie ?? '';
+    assert.equal(sent.match(/__Secure-tessera_rt=/g)?.length, 2, 'both refresh cookies came along');
+    assert.equal(await asCookie(first), 401, "Alice's old session ended");
+    assert.equal(await asCookie(mallory['__Host-tessera_at']), 200, "Mallory's session lives");
+    await context.close();
+  } finally {
+    evil.close();
+  }
+});
