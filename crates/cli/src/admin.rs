@@ -26,6 +26,7 @@ pub(crate) enum UsersCommand {
     /// Create a user (the password is prompted for, or read with --password-stdin)
     Add {
         /// Username
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// Role (repeatable; the first is the primary role)
         #[arg(long = "role", value_name = "ROLE")]
@@ -42,11 +43,13 @@ pub(crate) enum UsersCommand {
     /// Show one user
     Show {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Replace a user's roles
     SetRoles {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// The new roles (none to clear)
         roles: Vec<String>,
@@ -54,16 +57,19 @@ pub(crate) enum UsersCommand {
     /// Disable a user: ends every session and refuses every token already issued
     Disable {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Enable a disabled user
     Enable {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Set a user's password (ends every session)
     Passwd {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
         #[command(flatten)]
         password: PasswordSource,
@@ -71,17 +77,20 @@ pub(crate) enum UsersCommand {
     /// Delete a user and their sessions
     Delete {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Lift a login lockout (failed passwords or second-factor codes)
     Unlock {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Turn a user's TOTP second factor off and delete their recovery codes (for a lost
     /// authenticator; the user enrols again after signing in)
     ResetMfa {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Import users with existing password hashes from a JSON-lines file
@@ -132,6 +141,7 @@ pub(crate) enum KeysCommand {
     /// Revoke a signing key at once: every token it signed stops verifying
     Revoke {
         /// Key id
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Generate a key file for any algorithm (offline; does not touch the server's keys)
@@ -144,7 +154,7 @@ pub(crate) enum SessionsCommand {
     /// List live sessions
     List {
         /// Only this user's sessions
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
         user: Option<String>,
         /// Print JSON instead of a table
         #[arg(long)]
@@ -153,11 +163,13 @@ pub(crate) enum SessionsCommand {
     /// Revoke one session (its refresh token and access tokens)
     Revoke {
         /// Session id
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Revoke every session of a user
     RevokeAll {
         /// Username or id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
 }
@@ -168,6 +180,7 @@ pub(crate) enum ClientsCommand {
     /// Register an OAuth client (a confidential client's secret is shown once)
     Add {
         /// Client id (letters, digits, `. _ -`)
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// Scope the client may be granted (repeatable)
         #[arg(long = "scope", value_name = "SCOPE")]
@@ -185,6 +198,7 @@ pub(crate) enum ClientsCommand {
     /// Delete a client
     Delete {
         /// Client id
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
 }

@@ -21,7 +21,7 @@ pub(crate) enum AuditCommand {
     /// List security events, oldest first (the most recent `--limit` of them)
     List {
         /// Only events about this user (username, or id for a deleted user)
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
         user: Option<String>,
         /// Only events at or after this time: RFC 3339 (2026-11-24T10:00:00Z), Unix
         /// seconds, or an age such as 30m, 12h, 7d

@@ -1250,3 +1250,23 @@ async fn a_database_from_before_the_check_never_records_a_wrong_key() {
     std::fs::write(h.path().join("master.key"), key).unwrap();
     h.run_hmac(&["users", "show", "pavel"]).success();
 }
+
+/// A key id is base64url, so one in 64 begins with `-`, and so may a username: clap took
+/// such a value for an unknown flag (`keys revoke -wX…`: "unexpected argument '-w' found"),
+/// which made `keys revoke` of such a key impossible without `--`. Positional names, ids and
+/// `--user` now take a leading hyphen as part of the value.
+#[test]
+fn names_and_key_ids_may_begin_with_a_hyphen() {
+    let d = Data::new();
+    d.add_user("-dash", &[]);
+    let out = d
+        .run(&["users", "disable", "-dash"])
+        .success()
+        .stdout_text();
+    assert!(out.contains("disabled -dash"), "{out}");
+    d.run(&["users", "show", "-dash"]).success();
+    d.run(&["sessions", "list", "--user", "-dash"]).success();
+    d.run(&["audit", "list", "--user", "-dash"]).success();
+    d.run(&["keys", "revoke", "-wNoSuchKey"])
+        .fails(1, "no signing key `-wNoSuchKey`");
+}
