@@ -130,9 +130,14 @@ pub(crate) fn decode_form(
     body: &[u8],
     other_charset: Option<&str>,
 ) -> Result<Vec<(String, String)>, AppError> {
+    // An ASCII-compatible charset reads ASCII bytes as ASCII; one that is not (UTF-16,
+    // UTF-7, ISO-2022-JP, ...) writes other characters with them (`%2BAOk-` is `é` in
+    // UTF-7), so a form labelled with it is refused whatever bytes it holds.
+    let ascii_reads_as_ascii = other_charset.is_none_or(is_ascii_compatible);
     let text = |raw: &[u8]| {
         let bytes = form_urldecode(raw);
-        if let Some(charset) = other_charset.filter(|_| !bytes.is_ascii()) {
+        if let Some(charset) = other_charset.filter(|_| !ascii_reads_as_ascii || !bytes.is_ascii())
+        {
             return Err(AppError::invalid_request(format!(
                 "the form must be UTF-8 (RFC 6749 Appendix B), not charset={}",
                 charset.chars().take(32).collect::<String>()
@@ -157,6 +162,61 @@ pub(crate) fn decode_form(
             Ok((text(name)?, text(value)?))
         })
         .collect()
+}
+
+/// True for a charset label (not UTF-8's) of an encoding in which bytes below 0x80 are the
+/// ASCII characters: US-ASCII, ISO-8859-*, windows-125x and the other ASCII-compatible
+/// encodings of the WHATWG Encoding Standard (§4.2). UTF-16/32, UTF-7, ISO-2022-*, HZ,
+/// EBCDIC and labels we do not know are not: an ASCII form so labelled is not what it reads
+/// as in UTF-8.
+fn is_ascii_compatible(charset: &str) -> bool {
+    const LABELS: [&str; 33] = [
+        "us-ascii",
+        "ascii",
+        "ansi_x3.4-1968",
+        "iso646-us",
+        "cp367",
+        "ibm367",
+        "csascii",
+        "latin1",
+        "l1",
+        "cp819",
+        "ibm819",
+        "iso-ir-100",
+        "csisolatin1",
+        "shift_jis",
+        "sjis",
+        "ms932",
+        "ms_kanji",
+        "windows-31j",
+        "x-sjis",
+        "euc-jp",
+        "euc-kr",
+        "gbk",
+        "gb2312",
+        "gb18030",
+        "big5",
+        "big5-hkscs",
+        "koi8-r",
+        "koi8-u",
+        "macintosh",
+        "ibm866",
+        "cp866",
+        "x-mac-cyrillic",
+        "tis-620",
+    ];
+    const PREFIXES: [&str; 6] = [
+        "iso-8859-",
+        "iso8859",
+        "iso_8859-",
+        "windows-125",
+        "cp125",
+        "x-cp125",
+    ];
+    let lower = charset.to_ascii_lowercase();
+    LABELS.contains(&lower.as_str())
+        || lower == "windows-874"
+        || PREFIXES.iter().any(|p| lower.starts_with(p))
 }
 
 /// One name or value of a form, as bytes (WHATWG URL §5.1 "percent-decode", `+` first read

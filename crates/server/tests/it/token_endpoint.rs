@@ -460,3 +460,42 @@ async fn a_form_of_ascii_is_read_whatever_charset_it_is_labelled_with() {
         assert_eq!(status, 200, "{content_type}: {}", res.text().await.unwrap());
     }
 }
+
+#[tokio::test]
+async fn a_form_labelled_with_a_charset_that_is_not_ascii_compatible_is_refused() {
+    // In UTF-7, ISO-2022-JP or UTF-16 ASCII bytes write other characters: `+AOk-` is a
+    // UTF-7 `é`. Read as UTF-8 such a form is another password than the one sent, checked
+    // and counted against the name: it must be refused, ASCII or not.
+    let app = spawn_app().await;
+    for (content_type, password) in [
+        (
+            "application/x-www-form-urlencoded; charset=UTF-7",
+            "%2BAOk-",
+        ),
+        (
+            "application/x-www-form-urlencoded; charset=ISO-2022-JP",
+            "%1B%24BF%7CK%5C%1B%28B",
+        ),
+        (
+            "application/x-www-form-urlencoded; charset=UTF-16BE",
+            "%00a%00b",
+        ),
+        ("application/x-www-form-urlencoded; charset=x-unknown", "ab"),
+    ] {
+        let res = app
+            .client
+            .post(app.url("/token"))
+            .header("content-type", content_type)
+            .body(format!(
+                "grant_type=password&username=admin&password={password}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{content_type}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{content_type}: {body}");
+        let description = body["error_description"].as_str().unwrap_or_default();
+        assert!(description.contains("UTF-8"), "{content_type}: {body}");
+    }
+}
