@@ -887,6 +887,35 @@ fn rsassa_pss_only_public_keys_serve_only_their_pss_algorithms() {
             );
         }
     }
+    // The hand-written reader of RSASSA-PSS-params on every truncation and every bit flip
+    // of the AlgorithmIdentifier of two restricted keys: never a panic, never an RS
+    // algorithm, and never more than one PS algorithm for a key with parameters.
+    for der in [&sha256_salt_32, &sha512, &sha256_no_null] {
+        let alg_end = 4 + 2 + usize::from(der[5]);
+        let mut variants: Vec<Vec<u8>> = (0..der.len()).map(|n| der[..n].to_vec()).collect();
+        for byte in 0..alg_end {
+            for bit in 0..8 {
+                let mut v = der.clone();
+                v[byte] ^= 1 << bit;
+                variants.push(v);
+            }
+        }
+        for v in &variants {
+            let fits: Vec<Algorithm> = [
+                Algorithm::Ps256,
+                Algorithm::Ps384,
+                Algorithm::Ps512,
+                Algorithm::Rs256,
+            ]
+            .into_iter()
+            .filter(|alg| VerifyingKey::from_public_der(*alg, v).is_ok())
+            .collect();
+            assert!(
+                fits.len() <= 1 && !fits.contains(&Algorithm::Rs256),
+                "{fits:?} for {v:02x?}"
+            );
+        }
+    }
 }
 
 /// RFC 7518 §6.3.2: `d` is required in an RSA private key, and the CRT members come all
