@@ -89,6 +89,19 @@ pub enum RefreshCookie<'h> {
     Ambiguous(Vec<&'h str>),
 }
 
+impl<'h> RefreshCookie<'h> {
+    /// Every value sent, whichever case: ending a session goes through all of them (ours
+    /// among them, and a planted one with it).
+    #[must_use]
+    pub fn all(self) -> Vec<&'h str> {
+        match self {
+            Self::Missing => Vec::new(),
+            Self::One(rt) => vec![rt],
+            Self::Ambiguous(rts) => rts,
+        }
+    }
+}
+
 /// The refresh cookie(s) of a request: see [`RefreshCookie`].
 #[must_use]
 pub fn refresh_cookie(headers: &HeaderMap) -> RefreshCookie<'_> {

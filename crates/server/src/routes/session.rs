@@ -312,11 +312,7 @@ pub(crate) async fn end_replaced_session(
     if ended.as_deref() == Some(browser_sid) {
         return;
     }
-    let rts = match session::refresh_cookie(headers) {
-        RefreshCookie::Missing => Vec::new(),
-        RefreshCookie::One(rt) => vec![rt],
-        RefreshCookie::Ambiguous(rts) => rts,
-    };
+    let rts = session::refresh_cookie(headers).all();
     for rt in rts {
         let ours = match state.auth.refresh_token_session(rt).await {
             Ok(sid) => sid.is_some_and(|sid| sid.to_string() == browser_sid),
@@ -328,16 +324,7 @@ pub(crate) async fn end_replaced_session(
         if !ours {
             continue;
         }
-        if let Err(e) = state
-            .auth
-            .revoke_token(
-                rt,
-                Some("refresh_token"),
-                Some(crate::config::DEFAULT_CLIENT_ID),
-                meta,
-            )
-            .await
-        {
+        if let Err(e) = revoke_refresh_cookie(state, rt, meta).await {
             tracing::warn!(target: "tessera::auth", error = %e, "a new sign-in could not end the session it replaced");
         }
     }
@@ -529,22 +516,9 @@ pub(crate) async fn end_session(
     }
     // Every refresh cookie sent: with one planted by another subdomain among them, ours
     // still ends (and the planted one, its planter's, with it).
-    let rts = match session::refresh_cookie(headers) {
-        RefreshCookie::Missing => Vec::new(),
-        RefreshCookie::One(rt) => vec![rt],
-        RefreshCookie::Ambiguous(rts) => rts,
-    };
+    let rts = session::refresh_cookie(headers).all();
     for rt in rts {
-        match state
-            .auth
-            .revoke_token(
-                rt,
-                Some("refresh_token"),
-                Some(crate::config::DEFAULT_CLIENT_ID),
-                meta,
-            )
-            .await
-        {
+        match revoke_refresh_cookie(state, rt, meta).await {
             Ok(()) => {}
             // A refresh token of another client (RFC 7009 §2.1: not ours to revoke). Only
             // a cookie planted by another subdomain holds one; it must not stop this
@@ -556,6 +530,25 @@ pub(crate) async fn end_session(
         }
     }
     Ok(())
+}
+
+/// Revokes a refresh token a browser sent as its cookie, as the browser client's (RFC 7009
+/// §2.1: another client's token is refused with `Forbidden`, which only a cookie planted by
+/// another subdomain can hold).
+async fn revoke_refresh_cookie(
+    state: &AppState,
+    rt: &str,
+    meta: &RequestMeta,
+) -> Result<(), AuthError> {
+    state
+        .auth
+        .revoke_token(
+            rt,
+            Some("refresh_token"),
+            Some(crate::config::DEFAULT_CLIENT_ID),
+            meta,
+        )
+        .await
 }
 
 /// Form fields of an optional `application/x-www-form-urlencoded` body (empty without one),
