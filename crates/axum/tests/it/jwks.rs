@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tessera_axum::{Error, JwksOptions, Verifier};
-use tessera_jose::NoCustomClaims;
+use tessera_jose::{NoCustomClaims, SigningKey};
 
 use crate::{Issuer, ManualClock, es256, eventually, runtime, sign, unix_now};
 
@@ -1015,25 +1015,7 @@ async fn an_empty_key_set_withdraws_every_key_held_before() {
     v.verify::<NoCustomClaims>(&token).await.unwrap();
     assert_eq!(v.key_status().unwrap().kids, ["k1"]);
 
-    *issuer.state.jwks.lock().unwrap() = r#"{"keys":[]}"#.into();
-    v.refresh_keys().await.unwrap();
-    let status = v.key_status().unwrap();
-    assert!(status.kids.is_empty(), "{status:?}");
-    assert_eq!(status.fetched_at, clock.now());
-    let unknown_kid = |r: Result<_, Error>| {
-        matches!(r, Err(Error::Token(tessera_jose::Error::UnknownKid { .. })))
-    };
-    assert!(unknown_kid(v.verify::<NoCustomClaims>(&token).await));
-    let mut c = claims(&issuer.base);
-    c["jti"] = json!("never seen");
-    assert!(unknown_kid(
-        v.verify::<NoCustomClaims>(&sign(&k1, &c, Some("at+jwt")))
-            .await
-    ));
-
-    issuer.set_keys(&[&k1]);
-    v.refresh_keys().await.unwrap();
-    v.verify::<NoCustomClaims>(&token).await.unwrap();
+    withdraws_every_key_then_restores(&v, &issuer, &clock, &k1, &token, r#"{"keys":[]}"#).await;
 }
 
 /// RFC 7517 §5: entries of a JWK Set that a verifier cannot use are ignored, so a set whose
@@ -1068,7 +1050,23 @@ async fn a_key_set_with_no_usable_key_withdraws_every_key_held_before() {
         enc,
         {"kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"},
     ]});
-    *issuer.state.jwks.lock().unwrap() = unusable.to_string();
+    withdraws_every_key_then_restores(&v, &issuer, &clock, &k1, &token, &unusable.to_string())
+        .await;
+}
+
+/// Serves `set`, which holds no key the verifier can use, and checks that the keys held
+/// before are withdrawn: a token seen before (the verified-token cache holds nothing past
+/// the set) and a new one signed by `k1` are both refused as of an unknown `kid`. Then
+/// `k1` published again restores service.
+async fn withdraws_every_key_then_restores(
+    v: &Verifier,
+    issuer: &Issuer,
+    clock: &ManualClock,
+    k1: &SigningKey,
+    token: &str,
+    set: &str,
+) {
+    *issuer.state.jwks.lock().unwrap() = set.into();
     v.refresh_keys().await.unwrap();
     let status = v.key_status().unwrap();
     assert!(status.kids.is_empty(), "{status:?}");
@@ -1076,18 +1074,17 @@ async fn a_key_set_with_no_usable_key_withdraws_every_key_held_before() {
     let unknown_kid = |r: Result<_, Error>| {
         matches!(r, Err(Error::Token(tessera_jose::Error::UnknownKid { .. })))
     };
-    // The token seen before too: the verified-token cache holds nothing past the set.
-    assert!(unknown_kid(v.verify::<NoCustomClaims>(&token).await));
+    assert!(unknown_kid(v.verify::<NoCustomClaims>(token).await));
     let mut c = claims(&issuer.base);
     c["jti"] = json!("never seen");
     assert!(unknown_kid(
-        v.verify::<NoCustomClaims>(&sign(&k1, &c, Some("at+jwt")))
+        v.verify::<NoCustomClaims>(&sign(k1, &c, Some("at+jwt")))
             .await
     ));
 
-    issuer.set_keys(&[&k1]);
+    issuer.set_keys(&[k1]);
     v.refresh_keys().await.unwrap();
-    v.verify::<NoCustomClaims>(&token).await.unwrap();
+    v.verify::<NoCustomClaims>(token).await.unwrap();
 }
 
 /// A fetch made on demand (for an unknown `kid`) is a refresh like any other: the
