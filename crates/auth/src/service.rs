@@ -749,7 +749,7 @@ impl<S: Store> Auth<S> {
             Some(client_id),
             detail,
         );
-        if let Err(e) = self
+        let stored = match self
             .store
             .create_session_audited(
                 &session,
@@ -760,14 +760,17 @@ impl<S: Store> Auth<S> {
             )
             .await
         {
-            // A user deleted while this login was being checked (here or on another
-            // instance): the session's foreign key refuses it, and the login fails as one
-            // for an unknown user does, not with a 500.
-            if matches!(self.store.find_user_by_id(user.id).await, Ok(None)) {
-                return Err(AuthError::InvalidCredentials);
+            Ok(stored) => stored,
+            Err(e) => {
+                // A user deleted while this login was being checked (here or on another
+                // instance): the session's foreign key refuses it, and the login fails as
+                // one for an unknown user does, not with a 500.
+                if matches!(self.store.find_user_by_id(user.id).await, Ok(None)) {
+                    return Err(AuthError::InvalidCredentials);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
         // Logged once stored: the login has happened only if its transaction committed.
         log_audit(&event);
         self.observe_audit(&event);
@@ -775,12 +778,12 @@ impl<S: Store> Auth<S> {
         // wait in the hashing queue). A password change or a disable that committed
         // meanwhile, here or on another instance, ended the user's sessions before this one
         // existed, so it would have outlived them, signed in with the old password or for
-        // a disabled account. Read the user again now that the session is stored: a change
-        // not visible yet commits after it, and ends it like the others (both first update
-        // the user, then revoke the sessions). The hash is compared, not
-        // `password_changed_at`, which has one-second resolution.
-        let current = self.store.find_user_by_id(user.id).await?;
-        if let Some(reason) = match &current {
+        // a disabled account. The store read the user again with the session, so that a
+        // change not visible to that read commits after the session, and ends it like the
+        // others (both first update the user, then revoke the sessions;
+        // `StoredLogin::user`). The hash is compared, not `password_changed_at`, which has
+        // one-second resolution.
+        if let Some(reason) = match &stored.user {
             None => Some("user_deleted"),
             Some(u) if u.disabled => Some("user_disabled"),
             Some(u) if u.password_hash != user.password_hash => Some("password_changed"),

@@ -121,6 +121,19 @@ pub trait UserStore: Send + Sync {
     fn delete_user(&self, id: UserId) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
+/// What [`SessionStore::create_session_audited`] stored and read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLogin {
+    /// The `login` audit row's id.
+    pub audit_id: i64,
+    /// The session's user, read so that a change to it that this read does not see commits
+    /// after the session and so ends it with the user's other sessions (a password change
+    /// or a disable first updates the user, then revokes the sessions): read in the
+    /// session's own write transaction where no other write can commit before it (SQLite),
+    /// after the commit otherwise. `None` if the user is gone.
+    pub user: Option<User>,
+}
+
 /// How to rotate a refresh token (RFC 9700 §4.14.2), done as one atomic step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotateRequest {
@@ -182,7 +195,8 @@ pub trait SessionStore: Send + Sync {
     /// commit instead of two. The login's throttle keys (`clear`, as
     /// [`SecurityStore::clear_throttle`]) are cleared in the same transaction: the success
     /// that clears them is the one stored, and a login costs no commit of its own for it.
-    /// Returns the audit row's id.
+    /// Returns the audit row's id and the session's user as it stands once the session is
+    /// stored (see [`StoredLogin`]).
     fn create_session_audited(
         &self,
         session: &Session,
@@ -190,7 +204,7 @@ pub trait SessionStore: Send + Sync {
         event: &AuditEvent,
         chain: ChainFn,
         clear: &[&str],
-    ) -> impl Future<Output = StoreResult<i64>> + Send;
+    ) -> impl Future<Output = StoreResult<StoredLogin>> + Send;
     /// Rotates a refresh token atomically; see [`RotateOutcome`].
     fn rotate_refresh_token(
         &self,

@@ -25,7 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, FromRow};
+use sqlx::{Connection, FromRow, Row};
 use tessera_auth::model::{
     Attempt, AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent,
     RevocationKind, Role, Session, SessionId, StoredKey, Throttle, TotpState, User, UserId,
@@ -35,7 +35,7 @@ use tessera_auth::security::SecurityPolicy;
 use tessera_auth::store::{
     AuditStore, ChainFn, ClientStore, KeyStore, MetaStore, RevocationStore, RotateGuard,
     RotateOutcome, RotateRequest, SecurityStore, SessionStore, Store, StoreError, StoreErrorKind,
-    StoreResult, UserStore,
+    StoreResult, StoredLogin, UserStore,
 };
 
 mod rows;
@@ -789,24 +789,8 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn create_session_audited(&self, s: &Session, refresh_hash: &[u8; 32], e: &AuditEvent, chain: ChainFn, clear: &[&str]) -> StoreResult<i64> {
-                let mut turn = self.write_turn().await?;
-                let mut tx = turn.begin_with($begin).await?;
-                // First: the audit lock (PostgreSQL) must be the last lock taken, and a
-                // throttle row is otherwise only locked by `reserve_attempt`'s transaction,
-                // which takes no other lock.
-                for key in clear {
-                    sqlx::query("DELETE FROM login_throttle WHERE key = $1")
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                }
-                insert_session!(tx, s, refresh_hash);
-                let id = append_audit_in!(tx, e, chain, $audit_lock);
-                tx.commit().await.map_err(map_err)?;
-                turn.committed();
-                Ok(id)
+            async fn create_session_audited(&self, s: &Session, refresh_hash: &[u8; 32], e: &AuditEvent, chain: ChainFn, clear: &[&str]) -> StoreResult<StoredLogin> {
+                self.store_login(s, refresh_hash, e, chain, clear).await
             }
 
             async fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome> {
@@ -1714,7 +1698,7 @@ sql_store!(
     PgStore,
     begin = "BEGIN",
     ping = "SELECT 1",
-    audit_lock = Some("SELECT pg_advisory_xact_lock(7411020001)"),
+    audit_lock = Some(PG_AUDIT_LOCK),
     key_lock = Some("SELECT pg_advisory_xact_lock(7411020003)")
 );
 
@@ -1873,6 +1857,181 @@ impl PgStore {
     }
 }
 
+/// The advisory lock that serializes audit-chain appends on PostgreSQL (`sql_store!`).
+const PG_AUDIT_LOCK: &str = "SELECT pg_advisory_xact_lock(7411020001)";
+
+/// A login's session, its first refresh token and its audit row, on SQLite: the throttle
+/// keys cleared (`$12`, a JSON array), the session and its token inserted, the audit chain's
+/// last hash read (32 zero bytes for an empty log) and the user read again, all in the
+/// write transaction this batch opens. The audit row follows in [`LOGIN_AUDIT_SQL`], which
+/// commits. The statements are `insert_session!` and `append_audit_in!`'s, bound by number.
+const LOGIN_SESSION_SQL: &str = concat!(
+    "BEGIN IMMEDIATE;
+     DELETE FROM login_throttle WHERE key IN (SELECT value FROM json_each($12));
+     INSERT INTO sessions (id, user_id, client_id, scope, amr, created_at, last_used_at, idle_expires_at,
+                           absolute_expires_at, revoked_at, revoke_reason, ip, user_agent)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11);
+     INSERT INTO refresh_tokens (hash, session_id, created_at, used_at, successor_hash) VALUES ($13, $1, $6, NULL, NULL);
+     SELECT COALESCE((SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1), zeroblob(32));
+     SELECT ",
+    user_columns_sql!(),
+    " FROM users WHERE id = $2"
+);
+
+/// The second half of a SQLite login (see [`LOGIN_SESSION_SQL`]): the audit row, chained
+/// to the hash the first half read, then `COMMIT`.
+const LOGIN_AUDIT_SQL: &str = "INSERT INTO audit_log (at, event, outcome, user_id, username, client_id, ip, user_agent, request_id, detail, prev_hash, hash)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id;
+     COMMIT";
+
+impl SqliteStore {
+    /// [`SessionStore::create_session_audited`] in two commands to the writer connection's
+    /// thread where one per statement took eight: `BEGIN`, the throttle clear, the two
+    /// inserts, the audit chain's read and its insert, `COMMIT`, and the user read again on a
+    /// reader after the commit. Every command wakes that thread and then the waiting task,
+    /// and under a login load both cores are hashing passwords: each wake preempts a hash
+    /// (docs/BENCHMARKS.md, "Why login misses"). Two, not one: the audit row's hash chains
+    /// the last row's, which is read in the first.
+    ///
+    /// The user is read inside the transaction, where no other write can commit until this
+    /// one has (the write lock is taken by `BEGIN IMMEDIATE`, other processes included): a
+    /// password change or a disable it does not see commits after the session and ends it.
+    /// On the writer, too, it reads pages the write has just had in hand.
+    ///
+    /// The batches open and commit their own transaction, out of sqlx's sight, as
+    /// [`Self::rotate_current`]'s does, and under the same rules: they run in a task of their
+    /// own (a dropped request cannot stop them half-way), and after any error the connection
+    /// is closed and replaced (closing rolls back).
+    async fn store_login(
+        &self,
+        s: &Session,
+        refresh_hash: &[u8; 32],
+        e: &AuditEvent,
+        chain: ChainFn,
+        clear: &[&str],
+    ) -> StoreResult<StoredLogin> {
+        let writer = self.writer.clone();
+        let (s, e, refresh_hash) = (s.clone(), e.clone(), *refresh_hash);
+        let clear =
+            serde_json::to_string(clear).map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
+        let task = tokio::spawn(async move {
+            let mut turn = writer.turn().await?;
+            let stored = async {
+                let conn = turn.conn()?;
+                let rows = sqlx::query(LOGIN_SESSION_SQL)
+                    .bind(s.id.to_string())
+                    .bind(s.user_id.to_string())
+                    .bind(&s.client_id)
+                    .bind(&s.scope)
+                    .bind(strings_json(&s.amr))
+                    .bind(s.created_at)
+                    .bind(s.last_used_at)
+                    .bind(s.idle_expires_at)
+                    .bind(s.absolute_expires_at)
+                    .bind(&s.ip)
+                    .bind(&s.user_agent)
+                    .bind(clear)
+                    .bind(&refresh_hash[..])
+                    // Drained: a stream dropped early would stop the batch where it is.
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+                let mut rows = rows.iter();
+                let prev: Vec<u8> = rows
+                    .next()
+                    .ok_or_else(|| {
+                        StoreError::new(
+                            StoreErrorKind::Other,
+                            "the audit chain's last hash was not read",
+                        )
+                    })?
+                    .try_get(0)
+                    .map_err(map_err)?;
+                let user = rows
+                    .next()
+                    .map(|r| {
+                        UserRow::from_row(r)
+                            .map_err(map_err)
+                            .and_then(User::try_from)
+                    })
+                    .transpose()?;
+                let hash = chain(&prev, &e);
+                let audit_id: i64 = sqlx::query_scalar(LOGIN_AUDIT_SQL)
+                    .bind(e.at)
+                    .bind(&e.event)
+                    .bind(&e.outcome)
+                    .bind(&e.user_id)
+                    .bind(&e.username)
+                    .bind(&e.client_id)
+                    .bind(&e.ip)
+                    .bind(&e.user_agent)
+                    .bind(&e.request_id)
+                    .bind(e.detail.to_string())
+                    .bind(&prev)
+                    .bind(&hash[..])
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_err)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        StoreError::new(
+                            StoreErrorKind::Other,
+                            "the audit row's id was not returned",
+                        )
+                    })?;
+                Ok::<_, StoreError>(StoredLogin { audit_id, user })
+            }
+            .await;
+            match stored {
+                Ok(stored) => {
+                    turn.committed();
+                    Ok(stored)
+                }
+                Err(e) => {
+                    turn.discard().await;
+                    Err(e)
+                }
+            }
+        });
+        task.await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?
+    }
+}
+
+impl PgStore {
+    /// [`SessionStore::create_session_audited`]: one transaction, then the user read again
+    /// after its commit. PostgreSQL's writers do not wait for each other the way SQLite's
+    /// do: a password change committing while this transaction is open would not see its
+    /// session, so the read must follow the commit (see [`StoredLogin::user`]).
+    async fn store_login(
+        &self,
+        s: &Session,
+        refresh_hash: &[u8; 32],
+        e: &AuditEvent,
+        chain: ChainFn,
+        clear: &[&str],
+    ) -> StoreResult<StoredLogin> {
+        let mut turn = self.write_turn().await?;
+        let mut tx = turn.begin_with("BEGIN").await?;
+        // First: the audit lock must be the last lock taken, and a throttle row is otherwise
+        // only locked by `reserve_attempt`'s transaction, which takes no other lock.
+        for key in clear {
+            sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        insert_session!(tx, s, refresh_hash);
+        let audit_id = append_audit_in!(tx, e, chain, Some(PG_AUDIT_LOCK));
+        tx.commit().await.map_err(map_err)?;
+        turn.committed();
+        let user = self.find_user_by_id(s.user_id).await?;
+        Ok(StoredLogin { audit_id, user })
+    }
+}
+
 /// Forwards every trait method to the selected backend.
 macro_rules! delegate {
     ($($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* })*) => {
@@ -1902,7 +2061,7 @@ delegate! {
     }
     SessionStore {
         fn create_session(&self, session: &Session, refresh_hash: &[u8; 32]) -> StoreResult<()>;
-        fn create_session_audited(&self, session: &Session, refresh_hash: &[u8; 32], event: &AuditEvent, chain: ChainFn, clear: &[&str]) -> StoreResult<i64>;
+        fn create_session_audited(&self, session: &Session, refresh_hash: &[u8; 32], event: &AuditEvent, chain: ChainFn, clear: &[&str]) -> StoreResult<StoredLogin>;
         fn rotate_refresh_token(&self, req: &RotateRequest) -> StoreResult<RotateOutcome>;
         fn find_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
         fn find_refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<(Session, Option<i64>)>>;

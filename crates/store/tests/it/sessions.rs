@@ -5,7 +5,7 @@ use tessera_auth::audit::{chain_hash, verify_chain};
 use tessera_auth::model::{RevocationEvent, RevocationKind, SessionId};
 use tessera_auth::security::SecurityPolicy;
 use tessera_auth::store::{
-    AuditStore as _, RevocationStore as _, SecurityStore as _, SessionStore as _,
+    AuditStore as _, RevocationStore as _, SecurityStore as _, SessionStore as _, UserStore as _,
 };
 
 use crate::support::{
@@ -15,6 +15,7 @@ use crate::support::{
 conformance!(
     created_session_round_trips_with_its_refresh_token,
     a_session_and_its_audit_row_are_stored_together_or_not_at_all,
+    a_stored_login_reads_its_user_as_it_stands_with_the_session,
     unknown_sessions_and_refresh_tokens_are_not_found,
     duplicate_refresh_token_hash_is_refused_and_stores_nothing,
     live_sessions_exclude_revoked_and_expired_ones_and_come_newest_first,
@@ -46,7 +47,8 @@ async fn a_session_and_its_audit_row_are_stored_together_or_not_at_all(db: TestD
     let id = db
         .create_session_audited(&s, &token(1), &login, chain_hash, &["user:alice"])
         .await
-        .unwrap();
+        .unwrap()
+        .audit_id;
     assert_eq!(db.find_throttle("user:alice").await.unwrap(), None);
     assert!(db.find_throttle("mfa:alice").await.unwrap().is_some());
     assert!(id > first, "{id} after {first}");
@@ -117,6 +119,84 @@ async fn created_session_round_trips_with_its_refresh_token(db: TestDb) {
     bare.user_agent = None;
     db.create_session(&bare, &token(2)).await.unwrap();
     assert_eq!(db.find_session(bare.id).await.unwrap(), Some(bare));
+}
+
+async fn a_stored_login_reads_its_user_as_it_stands_with_the_session(db: TestDb) {
+    let u = insert_user(&db, "alice").await;
+    for key in ["user:alice", "mfa:alice", "user:bob"] {
+        db.reserve_attempt(key, NOW, &SecurityPolicy::default())
+            .await
+            .unwrap();
+    }
+    // The first row of the audit log, chained to 32 zero bytes; both keys cleared.
+    let login = audit_event(NOW, "login", Some("u-1"));
+    let s = session(u.id, NOW);
+    let stored = db
+        .create_session_audited(
+            &s,
+            &token(1),
+            &login,
+            chain_hash,
+            &["user:alice", "mfa:alice"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.user.as_ref(), Some(&u));
+    for key in ["user:alice", "mfa:alice"] {
+        assert_eq!(db.find_throttle(key).await.unwrap(), None, "{key}");
+    }
+    assert!(db.find_throttle("user:bob").await.unwrap().is_some());
+    let rows = db.list_audit(0, None, None, 100).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].id, &rows[0].event), (stored.audit_id, &login));
+    assert!(verify_chain(vec![0; 32], &rows).is_ok(), "{rows:?}");
+
+    // What changed before the login was stored is what it reads.
+    assert!(
+        db.update_password_hash(u.id, "$argon2id$changed", NOW + 1, true)
+            .await
+            .unwrap()
+    );
+    assert!(db.update_user_disabled(u.id, true, NOW + 1).await.unwrap());
+    let stored = db
+        .create_session_audited(&session(u.id, NOW + 2), &token(2), &login, chain_hash, &[])
+        .await
+        .unwrap();
+    let read = stored.user.expect("the user exists");
+    assert_eq!(read.password_hash, "$argon2id$changed");
+    assert!(read.disabled);
+    assert_eq!(
+        Some(&read),
+        db.find_user_by_id(u.id).await.unwrap().as_ref()
+    );
+
+    // A user deleted before the login is stored: its session is refused, nothing is kept,
+    // and the store goes on working.
+    assert!(db.delete_user(u.id).await.unwrap());
+    let gone = session(u.id, NOW + 3);
+    assert!(
+        db.create_session_audited(&gone, &token(3), &login, chain_hash, &["user:bob"])
+            .await
+            .is_err()
+    );
+    assert_eq!(db.find_session(gone.id).await.unwrap(), None);
+    assert!(db.find_throttle("user:bob").await.unwrap().is_some());
+    assert_eq!(db.list_audit(0, None, None, 100).await.unwrap().len(), 2);
+    let v = insert_user(&db, "bob").await;
+    let stored = db
+        .create_session_audited(
+            &session(v.id, NOW + 4),
+            &token(4),
+            &login,
+            chain_hash,
+            &["user:bob"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.user, Some(v));
+    assert_eq!(db.find_throttle("user:bob").await.unwrap(), None);
+    let rows = db.list_audit(0, None, None, 100).await.unwrap();
+    assert!(verify_chain(vec![0; 32], &rows).is_ok(), "{rows:?}");
 }
 
 async fn unknown_sessions_and_refresh_tokens_are_not_found(db: TestDb) {
