@@ -27,7 +27,9 @@ use totp_rs::{Algorithm as TotpAlgorithm, Builder as TotpBuilder, Totp};
 use zeroize::Zeroizing;
 
 use crate::error::{AuthError, Result};
-use crate::model::{Attempt, MfaChallenge, RequestMeta, Session, SessionId, User, UserId};
+use crate::model::{
+    Attempt, MfaChallenge, RequestMeta, Session, SessionId, User, UserId, Username,
+};
 use crate::service::{
     AccessContext, Actor, Auth, ClientPolicy, SecondFactor, TokenResponse, USERNAME_THROTTLE_PREFIX,
 };
@@ -138,6 +140,17 @@ pub(crate) enum Reserved {
     },
 }
 
+impl Reserved {
+    fn from_attempt(attempt: Attempt, now: i64) -> Self {
+        match attempt {
+            Attempt::Admitted { attempts, lock } => Self::Admitted(Admission { attempts, lock }),
+            Attempt::Refused { until } => Self::Refused {
+                retry_after: until.saturating_sub(now).max(1),
+            },
+        }
+    }
+}
+
 /// An attempt admitted by [`Auth::reserve_attempt`], counted as a failure until a success
 /// clears its key.
 #[derive(Debug, Clone, Copy)]
@@ -240,18 +253,29 @@ impl<S: Store> Auth<S> {
     /// Storage failures.
     pub(crate) async fn reserve_attempt(&self, key: &str) -> Result<Reserved> {
         let now = self.now();
-        match self
+        let attempt = self
             .store()
             .reserve_attempt(key, now, &self.config().security)
-            .await?
-        {
-            Attempt::Admitted { attempts, lock } => {
-                Ok(Reserved::Admitted(Admission { attempts, lock }))
-            }
-            Attempt::Refused { until } => Ok(Reserved::Refused {
-                retry_after: until.saturating_sub(now).max(1),
-            }),
-        }
+            .await?;
+        Ok(Reserved::from_attempt(attempt, now))
+    }
+
+    /// [`Self::reserve_attempt`] for a password login, and the user named `username` read
+    /// with it ([`crate::store::SecurityStore::reserve_login`]).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub(crate) async fn reserve_login(
+        &self,
+        key: &str,
+        username: Option<&Username>,
+    ) -> Result<(Reserved, Option<User>)> {
+        let now = self.now();
+        let (attempt, user) = self
+            .store()
+            .reserve_login(key, now, &self.config().security, username)
+            .await?;
+        Ok((Reserved::from_attempt(attempt, now), user))
     }
 
     /// An admitted attempt could not be checked (the hashing queue full, the database
@@ -1043,7 +1067,7 @@ impl<S: Store> Auth<S> {
                 crate::password::supported_hashes()
             )));
         }
-        let username = crate::model::Username::parse_new(username)?;
+        let username = Username::parse_new(username)?;
         let roles = crate::model::Role::parse_all(roles)?;
         let now = self.now();
         let user = User {

@@ -495,10 +495,6 @@ impl<S: Store> Auth<S> {
             .map_or_else(|| truncate(&req.username, 64), |u| u.to_string());
         // The lockout is per username, existing or not, so it reveals nothing.
         let throttle_key = self.username_throttle_key(&audit_name);
-        let user = match &username {
-            Some(u) => self.store.find_user_by_username(u).await?,
-            None => None,
-        };
         // OWASP Authentication Cheat Sheet, "Account Lockout": the attempt is reserved
         // (counted as a failure) before the password is checked, in one statement with the
         // check of the lock. Guesses sent at once each take their own count, and the one
@@ -510,7 +506,9 @@ impl<S: Store> Auth<S> {
             .attempt_gates
             .enter(&throttle_key, &self.config.security)
             .await;
-        let admission = match self.reserve_attempt(&throttle_key).await? {
+        // The user is read with the reservation, in one step (`reserve_login`).
+        let (reserved, user) = self.reserve_login(&throttle_key, username.as_ref()).await?;
+        let admission = match reserved {
             Reserved::Admitted(a) => a,
             Reserved::Refused { retry_after } => {
                 // While a username is locked, the password alone neither logs in nor

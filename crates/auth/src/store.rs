@@ -474,6 +474,17 @@ pub trait SecurityStore: Send + Sync {
         now: i64,
         policy: &SecurityPolicy,
     ) -> impl Future<Output = StoreResult<Attempt>> + Send;
+    /// [`SecurityStore::reserve_attempt`] for a password login, with the user named
+    /// `username` read in the same step (`None` when `username` is): a login needs both
+    /// before it checks the password, and one step costs a backend less than two (SQLite
+    /// runs them in one command to its writer thread, in the reservation's transaction).
+    fn reserve_login(
+        &self,
+        key: &str,
+        now: i64,
+        policy: &SecurityPolicy,
+        username: Option<&Username>,
+    ) -> impl Future<Output = StoreResult<(Attempt, Option<User>)>> + Send;
     /// Forgets a throttle key (success or admin unlock). False if there was nothing.
     fn clear_throttle(&self, key: &str) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Gives back one attempt reserved with [`SecurityStore::reserve_attempt`] that could

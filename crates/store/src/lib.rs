@@ -25,7 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, FromRow, Row};
+use sqlx::{Column as _, Connection, FromRow, Row};
 use tessera_auth::model::{
     Attempt, AuditEvent, AuditRecord, Client, ClientId, MfaChallenge, RevocationEvent,
     RevocationKind, Role, Session, SessionId, StoredKey, Throttle, TotpState, User, UserId,
@@ -1527,51 +1527,11 @@ macro_rules! sql_store {
             }
 
             async fn reserve_attempt(&self, key: &str, now: i64, policy: &SecurityPolicy) -> StoreResult<Attempt> {
-                let mut turn = self.write_turn().await?;
-                let mut tx = turn.begin_with($begin).await?;
-                // Counted only while the key is not locked (`WHERE`). On PostgreSQL the
-                // upsert locks the row until this transaction ends, whether or not it
-                // updates it, so a concurrent reservation waits and then sees the lock set
-                // below; on SQLite the write transaction (`BEGIN IMMEDIATE`) serializes them.
-                let counted: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO login_throttle (key, failures, locked_until, last_failure_at) VALUES ($1, 1, 0, $2)
-                     ON CONFLICT (key) DO UPDATE SET
-                         failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END,
-                         last_failure_at = $2
-                     WHERE login_throttle.locked_until <= $2
-                     RETURNING failures",
-                )
-                .bind(key)
-                .bind(now)
-                .bind(now.saturating_sub(policy.failure_window))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                let outcome = match counted {
-                    Some(attempts) => {
-                        let lock = policy.lock_for(attempts);
-                        if lock > 0 {
-                            sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2")
-                                .bind(now.saturating_add(lock))
-                                .bind(key)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(map_err)?;
-                        }
-                        Attempt::Admitted { attempts, lock }
-                    }
-                    None => {
-                        let until: i64 = sqlx::query_scalar("SELECT locked_until FROM login_throttle WHERE key = $1")
-                            .bind(key)
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(map_err)?;
-                        Attempt::Refused { until }
-                    }
-                };
-                tx.commit().await.map_err(map_err)?;
-                turn.committed();
-                Ok(outcome)
+                Ok(self.reserve(key, now, policy, None).await?.0)
+            }
+
+            async fn reserve_login(&self, key: &str, now: i64, policy: &SecurityPolicy, username: Option<&Username>) -> StoreResult<(Attempt, Option<User>)> {
+                self.reserve(key, now, policy, username).await
             }
 
             async fn release_attempt(&self, key: &str, lifts_lock: bool) -> StoreResult<()> {
@@ -1999,7 +1959,191 @@ impl SqliteStore {
     }
 }
 
+/// A reservation on SQLite (see [`SqliteStore::reserve`]): `$1` the key, `$2` now, `$3` the
+/// start of the failure window, `$4` the lockout threshold, `$5` the lock each count from
+/// the threshold on sets (a JSON array of `locked_until` values, `null` for none), `$6` the
+/// username to read (NULL for none).
+const RESERVE_SQL: &str = concat!(
+    "BEGIN IMMEDIATE;
+     INSERT INTO login_throttle (key, failures, locked_until, last_failure_at) VALUES ($1, 1, 0, $2)
+     ON CONFLICT (key) DO UPDATE SET
+         failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END,
+         last_failure_at = $2
+     WHERE login_throttle.locked_until <= $2
+     RETURNING failures;
+     UPDATE login_throttle
+     SET locked_until = COALESCE(json_extract($5, '$[' || MIN(failures - $4, 30) || ']'), locked_until)
+     WHERE key = $1 AND changes() = 1 AND failures >= $4;
+     SELECT locked_until FROM login_throttle WHERE key = $1;
+     SELECT ",
+    user_columns_sql!(),
+    " FROM users WHERE username = $6;
+     COMMIT"
+);
+
+impl SqliteStore {
+    /// [`SecurityStore::reserve_attempt`], and the user named `username` read in the same
+    /// transaction, in one command to the writer connection's thread where the steps took
+    /// four (the user read on a reader, then `BEGIN`, the count, `COMMIT`): under a login
+    /// load every command wakes a thread that preempts a password hash (see
+    /// [`Self::store_login`]).
+    ///
+    /// The count and the lock it sets are one transaction, as on PostgreSQL: the count is
+    /// taken only while the key is not locked, and the lock follows from the count in the
+    /// same batch. What [`SecurityPolicy::lock_for`] gives each count from the threshold on
+    /// is computed here and bound as a list (it stops growing 30 counts past the threshold),
+    /// so the batch needs no answer from this side half-way. The batch runs under the same
+    /// rules as [`Self::rotate_current`]'s (a task of its own; after an error the connection
+    /// is replaced).
+    async fn reserve(
+        &self,
+        key: &str,
+        now: i64,
+        policy: &SecurityPolicy,
+        username: Option<&Username>,
+    ) -> StoreResult<(Attempt, Option<User>)> {
+        let locks: Vec<Option<i64>> = (0..=30)
+            .map(|i| {
+                let lock = policy.lock_for(policy.lockout_threshold.saturating_add(i));
+                (lock > 0).then(|| now.saturating_add(lock))
+            })
+            .collect();
+        let locks =
+            serde_json::to_string(&locks).map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
+        let writer = self.writer.clone();
+        let key = key.to_owned();
+        let username = username.map(|u| u.as_str().to_owned());
+        let (window_start, threshold) = (
+            now.saturating_sub(policy.failure_window),
+            policy.lockout_threshold,
+        );
+        let task = tokio::spawn(async move {
+            let mut turn = writer.turn().await?;
+            let rows = sqlx::query(RESERVE_SQL)
+                .bind(key)
+                .bind(now)
+                .bind(window_start)
+                .bind(threshold)
+                .bind(locks)
+                .bind(username)
+                // Drained: a stream dropped early would stop the batch where it is.
+                .fetch_all(turn.conn()?)
+                .await;
+            match rows {
+                Ok(rows) => {
+                    turn.committed();
+                    Ok(rows)
+                }
+                Err(e) => {
+                    turn.discard().await;
+                    Err(map_err(e))
+                }
+            }
+        });
+        let rows = task
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))??;
+        // The rows: the count (`RETURNING`, only if the attempt was counted), the key's
+        // `locked_until`, then the user's, if there is one.
+        let mut rows = rows.iter().peekable();
+        let counted = match rows.peek() {
+            Some(row)
+                if row
+                    .columns()
+                    .first()
+                    .is_some_and(|c| c.name() == "failures") =>
+            {
+                let attempts: i64 = row.try_get(0).map_err(map_err)?;
+                rows.next();
+                Some(attempts)
+            }
+            _ => None,
+        };
+        let until: i64 = rows
+            .next()
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Other, "the throttle row was not read"))?
+            .try_get(0)
+            .map_err(map_err)?;
+        let user = rows
+            .next()
+            .map(|r| {
+                UserRow::from_row(r)
+                    .map_err(map_err)
+                    .and_then(User::try_from)
+            })
+            .transpose()?;
+        let attempt = match counted {
+            Some(attempts) => Attempt::Admitted {
+                attempts,
+                lock: policy.lock_for(attempts),
+            },
+            None => Attempt::Refused { until },
+        };
+        Ok((attempt, user))
+    }
+}
+
 impl PgStore {
+    /// [`SecurityStore::reserve_attempt`], after reading the user named `username` (as
+    /// [`UserStore::find_user_by_username`]) if there is one.
+    async fn reserve(
+        &self,
+        key: &str,
+        now: i64,
+        policy: &SecurityPolicy,
+        username: Option<&Username>,
+    ) -> StoreResult<(Attempt, Option<User>)> {
+        let user = match username {
+            Some(name) => self.find_user_by_username(name).await?,
+            None => None,
+        };
+        let mut turn = self.write_turn().await?;
+        let mut tx = turn.begin_with("BEGIN").await?;
+        // Counted only while the key is not locked (`WHERE`). The upsert locks the row
+        // until this transaction ends, whether or not it updates it, so a concurrent
+        // reservation waits and then sees the lock set below.
+        let counted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO login_throttle (key, failures, locked_until, last_failure_at) VALUES ($1, 1, 0, $2)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END,
+                 last_failure_at = $2
+             WHERE login_throttle.locked_until <= $2
+             RETURNING failures",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(now.saturating_sub(policy.failure_window))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let outcome = match counted {
+            Some(attempts) => {
+                let lock = policy.lock_for(attempts);
+                if lock > 0 {
+                    sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2")
+                        .bind(now.saturating_add(lock))
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                Attempt::Admitted { attempts, lock }
+            }
+            None => {
+                let until: i64 =
+                    sqlx::query_scalar("SELECT locked_until FROM login_throttle WHERE key = $1")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                Attempt::Refused { until }
+            }
+        };
+        tx.commit().await.map_err(map_err)?;
+        turn.committed();
+        Ok((outcome, user))
+    }
+
     /// [`SessionStore::create_session_audited`]: one transaction, then the user read again
     /// after its commit. PostgreSQL's writers do not wait for each other the way SQLite's
     /// do: a password change committing while this transaction is open would not see its
@@ -2104,6 +2248,7 @@ delegate! {
         fn consume_mfa_challenge(&self, hash: &[u8; 32], now: i64, max_attempts: i64) -> StoreResult<bool>;
         fn find_throttle(&self, key: &str) -> StoreResult<Option<Throttle>>;
         fn reserve_attempt(&self, key: &str, now: i64, policy: &SecurityPolicy) -> StoreResult<Attempt>;
+        fn reserve_login(&self, key: &str, now: i64, policy: &SecurityPolicy, username: Option<&Username>) -> StoreResult<(Attempt, Option<User>)>;
         fn clear_throttle(&self, key: &str) -> StoreResult<bool>;
         fn release_attempt(&self, key: &str, lifts_lock: bool) -> StoreResult<()>;
     }
@@ -2421,7 +2566,7 @@ mod tests {
             .await
             .unwrap()
             .iter()
-            .map(|row| sqlx::Row::get::<String, _>(row, 3))
+            .map(|row| Row::get::<String, _>(row, 3))
             .collect();
         let sessions: Vec<&String> = plan.iter().filter(|l| l.contains("sessions")).collect();
         assert!(!sessions.is_empty(), "{plan:?}");

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use tessera_auth::model::{Attempt, MfaChallenge, Throttle, TotpState, UserId};
+use tessera_auth::model::{Attempt, MfaChallenge, Throttle, TotpState, UserId, Username};
 use tessera_auth::security::SecurityPolicy;
 use tessera_auth::store::{SecurityStore as _, StoreErrorKind, UserStore as _};
 use tessera_store::Database;
@@ -20,6 +20,7 @@ conformance!(
     concurrent_reservations_are_all_counted,
     the_upgrade_deletes_throttle_rows_keyed_by_a_plain_name,
     a_reservation_counts_locks_at_the_threshold_and_is_refused_while_locked,
+    a_login_reservation_counts_and_locks_as_any_and_reads_the_user,
     concurrent_reservations_admit_no_more_than_the_threshold,
     a_released_reservation_is_one_failure_fewer_and_lifts_the_lock_it_set,
     a_new_user_has_totp_off_and_an_unknown_user_has_no_totp_state,
@@ -233,6 +234,95 @@ async fn a_lock_is_stored_until_the_throttle_is_cleared(db: TestDb) {
             last_failure_at: NOW + 2,
         })
     );
+}
+
+async fn a_login_reservation_counts_and_locks_as_any_and_reads_the_user(db: TestDb) {
+    // Every lock from the threshold on, doubling up to the 30 doublings `lock_for` stops
+    // at, and on past them: a login's reservation (`login`) and a plain one (`plain`) on
+    // two keys stay in step, each lock waited out before the next attempt.
+    let policy = SecurityPolicy {
+        lockout_threshold: 3,
+        lockout_base: 1,
+        lockout_max: i64::MAX,
+        failure_window: 1 << 40,
+        ..SecurityPolicy::default()
+    };
+    let alice = insert_user(&db, "alice").await;
+    let name = Username::parse("alice").unwrap();
+    let mut t = NOW;
+    for attempt in 1..=(policy.lockout_threshold + 33) {
+        let (login, user) = db
+            .reserve_login("user:alice", t, &policy, Some(&name))
+            .await
+            .unwrap();
+        let plain = db.reserve_attempt("other", t, &policy).await.unwrap();
+        let lock = policy.lock_for(attempt);
+        assert_eq!(
+            login,
+            Attempt::Admitted {
+                attempts: attempt,
+                lock
+            },
+            "{attempt}"
+        );
+        assert_eq!(plain, login, "{attempt}");
+        assert_eq!(user.as_ref(), Some(&alice));
+        let row = db.find_throttle("user:alice").await.unwrap();
+        assert_eq!(row, db.find_throttle("other").await.unwrap());
+        let locked_until = if lock > 0 { t + lock } else { 0 };
+        assert_eq!(
+            row,
+            Some(Throttle {
+                failures: attempt,
+                locked_until,
+                last_failure_at: t,
+            })
+        );
+        if lock > 0 {
+            // Refused while locked, with the user still read.
+            let (refused, user) = db
+                .reserve_login("user:alice", t + lock - 1, &policy, Some(&name))
+                .await
+                .unwrap();
+            assert_eq!(refused, Attempt::Refused { until: t + lock });
+            assert_eq!(user.as_ref(), Some(&alice));
+            assert_eq!(
+                db.reserve_attempt("other", t + lock - 1, &policy)
+                    .await
+                    .unwrap(),
+                refused
+            );
+            t += lock;
+        }
+    }
+    assert_eq!(policy.lock_for(policy.lockout_threshold + 33), 1 << 30);
+
+    // No name, or a name no user has: no user, and the attempt counted all the same.
+    let (first, none) = db
+        .reserve_login("user:x", NOW, &policy, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        Attempt::Admitted {
+            attempts: 1,
+            lock: 0
+        }
+    );
+    assert_eq!(none, None);
+    let bob = Username::parse("bob").unwrap();
+    let (second, none) = db
+        .reserve_login("user:x", NOW, &policy, Some(&bob))
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        Attempt::Admitted {
+            attempts: 2,
+            lock: 0
+        }
+    );
+    assert_eq!(none, None);
 }
 
 async fn throttle_keys_are_independent(db: TestDb) {
