@@ -58,7 +58,14 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     cookies(headers, name).next()
 }
 
-/// Every non-empty value of cookie `name`, in the order the browser sent them.
+/// Every non-empty, well-formed value of cookie `name`, in the order the browser sent them.
+///
+/// Each `Cookie` header is split into its `cookie-pair`s (RFC 6265 §4.2.1) as bytes, and
+/// each pair is judged on its own: as a user agent ignores a malformed cookie and keeps the
+/// others (§5.2, §5.4), a malformed pair is ignored, never the whole header. A header is not
+/// read as text first: one pair with a byte outside visible ASCII (a cookie a
+/// sibling subdomain or a script planted, `junk=\xe9`) would fail that for the header, and
+/// every cookie of ours in it would go unseen, signing the browser out of every page.
 fn cookies<'h, 'n>(headers: &'h HeaderMap, name: &'n str) -> impl Iterator<Item = &'h str> + 'n
 where
     'h: 'n,
@@ -66,12 +73,35 @@ where
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(move |(k, _)| *k == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
-        .filter(|v| !v.is_empty())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(move |pair| pair_value(pair, name))
+}
+
+/// The value of one `name=value` pair if it is `name`'s, non-empty, and a `cookie-value`
+/// (RFC 6265 §4.1.1: `cookie-octet`s, optionally in one pair of double quotes, which are
+/// dropped). Our cookies hold base64url and JWS compact values, all `cookie-octet`s; any
+/// other value under one of their names is not ours and is ignored.
+fn pair_value<'h>(pair: &'h [u8], name: &str) -> Option<&'h str> {
+    let mut parts = pair.splitn(2, |&b| b == b'=');
+    let (key, value) = (parts.next()?, parts.next()?);
+    if key.trim_ascii() != name.as_bytes() {
+        return None;
+    }
+    let value = value.trim_ascii();
+    let value = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    if value.is_empty() || !value.iter().all(|&b| is_cookie_octet(b)) {
+        return None;
+    }
+    // Cookie octets are ASCII, so this never fails.
+    std::str::from_utf8(value).ok()
+}
+
+/// RFC 6265 §4.1.1 `cookie-octet`: visible ASCII but `"`, `,`, `;` and `\`.
+fn is_cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
 /// The refresh cookie a request carries.
@@ -355,6 +385,62 @@ mod tests {
         assert_eq!(cookie(&h, CSRF_COOKIE), None);
         h.append(header::COOKIE, "__Host-tessera_csrf=c".parse().unwrap());
         assert_eq!(cookie(&h, CSRF_COOKIE), Some("c"));
+    }
+
+    /// RFC 6265 §5.2/§5.4: a malformed pair is ignored, not the header it came in.
+    #[test]
+    fn a_malformed_cookie_pair_hides_only_itself() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"junk=\xe9; __Host-tessera_at=tok; x\x80y; bare").unwrap(),
+        );
+        assert_eq!(cookie(&h, ACCESS_COOKIE), Some("tok"));
+        // A second header with such bytes hides nothing of the first, nor of itself.
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"__Host-tessera_csrf=c; junk2=\xff\xfe").unwrap(),
+        );
+        assert_eq!(cookie(&h, ACCESS_COOKIE), Some("tok"));
+        assert_eq!(cookie(&h, CSRF_COOKIE), Some("c"));
+    }
+
+    /// Our cookies' values must be RFC 6265 §4.1.1 `cookie-value`s; anything else under
+    /// their names is skipped (a later well-formed one is still read).
+    #[test]
+    fn our_cookie_values_are_strictly_validated() {
+        let value = |raw: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_bytes(raw).unwrap());
+            cookie(&h, ACCESS_COOKIE).map(str::to_owned)
+        };
+        for bad in [
+            &b"__Host-tessera_at=t\xe9k"[..],
+            b"__Host-tessera_at=a\\b",
+            b"__Host-tessera_at=a,b",
+            b"__Host-tessera_at=a b",
+            b"__Host-tessera_at=\"tok",
+            b"__Host-tessera_at=\"\"tok\"\"",
+            b"__Host-tessera_at=",
+            b"__Host-tessera_at=\"\"",
+        ] {
+            assert_eq!(value(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            value(b"__Host-tessera_at=\"a.b-c_d\""),
+            Some("a.b-c_d".into())
+        );
+        assert_eq!(value(b" __Host-tessera_at = tok "), Some("tok".into()));
+        assert_eq!(
+            value(b"__Host-tessera_at=t\xe9k; __Host-tessera_at=tok"),
+            Some("tok".into())
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"__Secure-tessera_rt=\xe9; __Secure-tessera_rt=rt").unwrap(),
+        );
+        assert_eq!(refresh_cookie(&h), RefreshCookie::One("rt"));
     }
 
     #[test]

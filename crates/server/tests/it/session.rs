@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::header::{COOKIE, HeaderMap, ORIGIN, SET_COOKIE};
+use reqwest::header::{COOKIE, HeaderMap, HeaderValue, ORIGIN, SET_COOKIE};
 use tessera_testkit::{TestApp, spawn_app, spawn_app_with};
 
 use crate::json;
@@ -1784,6 +1784,136 @@ async fn a_refresh_without_a_refresh_cookie_clears_the_session_cookies() {
     let c = set_cookies(res.headers());
     assert_eq!(c["__Host-tessera_at"].attr("max-age"), Some("0"));
     assert!(!c.contains_key("__Host-tessera_csrf"), "{c:?}");
+}
+
+/// A cookie whose value is not visible ASCII (`junk=\xe9`), which a sibling subdomain or a
+/// script can plant, hid every cookie sent in the same `Cookie` header (the one header an
+/// HTTP/1.1 browser sends): the server saw no cookies at all, so the browser was signed out
+/// of every page and could not refresh. A malformed pair now hides only itself (RFC 6265
+/// §5.2, §5.4). In a header of its own (as HTTP/2 allows, RFC 9113 §8.2.3) it hid only
+/// that header before too; both layouts are checked.
+#[tokio::test]
+async fn a_planted_cookie_that_is_not_ascii_hides_none_of_the_session_cookies() {
+    /// The browser's cookies for `path` (the refresh cookie only under `/session`) and a
+    /// planted one, as one header or two.
+    fn planted(b: &Browser, path: &str, own_header: bool) -> Vec<HeaderValue> {
+        let ours = if path.starts_with("/session/") {
+            b.cookie_header()
+        } else {
+            format!("__Host-tessera_at={}; __Host-tessera_csrf={}", b.at, b.csrf)
+        };
+        if own_header {
+            vec![
+                HeaderValue::from_bytes(b"junk=\xe9\xff").unwrap(),
+                HeaderValue::from_str(&ours).unwrap(),
+            ]
+        } else {
+            let mut v = b"junk=\xe9; ".to_vec();
+            v.extend_from_slice(ours.as_bytes());
+            v.extend_from_slice(b"; tail=caf\xc3\xa9");
+            vec![HeaderValue::from_bytes(&v).unwrap()]
+        }
+    }
+    fn request(
+        app: &TestApp,
+        method: reqwest::Method,
+        b: &Browser,
+        path: &str,
+        own_header: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut req = app
+            .client
+            .request(method, app.url(path))
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .header("x-csrf-token", &b.csrf);
+        for v in planted(b, path, own_header) {
+            req = req.header(COOKIE, v);
+        }
+        req
+    }
+
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    for own_header in [false, true] {
+        let mut b = sign_in(&app, "ada").await;
+        let get = reqwest::Method::GET;
+        let post = reqwest::Method::POST;
+
+        let res = request(&app, get.clone(), &b, "/users/me", own_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "own header: {own_header}");
+        assert_eq!(json(res).await["username"], "ada");
+        let res = request(&app, get.clone(), &b, "/account", own_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "own header: {own_header}");
+        assert!(res.text().await.unwrap().contains("ada"));
+
+        // The refresh cookie and the double-submit CSRF cookie are read too.
+        let res = request(&app, post.clone(), &b, "/session/refresh", own_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "own header: {own_header}");
+        b = b.renewed(res.headers());
+        assert_eq!(users_me(&app, &b).await, 200);
+
+        // The pages' way back in once the access cookie has expired.
+        app.advance(app.state.config.access_token_ttl + 120).await;
+        let res = request(&app, get.clone(), &b, "/account", own_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            location(&res),
+            "/session/resume",
+            "own header: {own_header}"
+        );
+        let res = request(&app, get.clone(), &b, "/session/resume", own_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            location(&res),
+            "/account?resumed=1",
+            "own header: {own_header}"
+        );
+        b = b.renewed(res.headers());
+
+        // And the CSRF-checked sign-out ends the session.
+        let res = request(&app, post, &b, "/session/logout", own_header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204, "own header: {own_header}");
+        assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+        assert_eq!(users_me(&app, &b).await, 401);
+    }
+}
+
+/// Our cookies' values are still strictly RFC 6265 §4.1.1 `cookie-value`s: an access
+/// cookie with a byte outside them is no credential, and a well-formed one after it is.
+#[tokio::test]
+async fn a_session_cookie_value_that_is_not_a_cookie_value_is_ignored() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let me = |raw: Vec<u8>| {
+        app.client
+            .get(app.url("/users/me"))
+            .header(COOKIE, HeaderValue::from_bytes(&raw).unwrap())
+            .send()
+    };
+    let bad = [b"__Host-tessera_at=".as_slice(), b.at.as_bytes(), b"\xe9"].concat();
+    assert_eq!(me(bad.clone()).await.unwrap().status(), 401);
+    let quoted = [b"__Host-tessera_at=\"".as_slice(), b.at.as_bytes()].concat();
+    assert_eq!(me(quoted).await.unwrap().status(), 401);
+    let then_good = [&bad, b"; __Host-tessera_at=".as_slice(), b.at.as_bytes()].concat();
+    assert_eq!(me(then_good).await.unwrap().status(), 200);
 }
 
 /// A page's query string that does not parse (a notice repeated) got axum's plain-text
