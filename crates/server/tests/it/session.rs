@@ -1916,6 +1916,34 @@ async fn a_session_cookie_value_that_is_not_a_cookie_value_is_ignored() {
     assert_eq!(me(then_good).await.unwrap().status(), 200);
 }
 
+/// `GET /session/resume` without a refresh cookie goes to sign-in and, unlike
+/// `POST /session/refresh`, clears nothing and ends nothing (docs/api.md): it is a GET with
+/// no double-submit check, reached from `/account` only once the access cookie no longer
+/// works, so no live session is named by it, and the stale cookies lapse with their
+/// `Max-Age`.
+#[tokio::test]
+async fn resuming_without_a_refresh_cookie_goes_to_sign_in_and_leaves_the_cookies() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    app.advance(app.state.config.access_token_ttl + 120).await;
+    let res = app
+        .client
+        .get(app.url("/session/resume"))
+        .header(
+            COOKIE,
+            format!("__Host-tessera_at={}; __Host-tessera_csrf={}", b.at, b.csrf),
+        )
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/login");
+    assert!(res.headers().get(SET_COOKIE).is_none());
+    assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
+}
+
 /// A page's query string that does not parse (a notice repeated) got axum's plain-text
 /// 400; a page's path parameter that is not UTF-8 too. Pages now answer with the error
 /// page (and its security headers), as the JSON endpoints answer with the RFC 6749 shape.
