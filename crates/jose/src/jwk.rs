@@ -536,6 +536,27 @@ fn secret(m: &Option<JwkSecret>, name: &str) -> Result<Zeroizing<Vec<u8>>> {
         .ok_or_else(|| Error::invalid_key(format!("JWK member `{name}` is not valid base64url")))
 }
 
+/// Entries of a JWK Set that are not JWKs, as [`JwkSet::from_json_lenient`] reports them:
+/// `(index in keys, why)`.
+pub type UnreadEntries = Vec<(usize, Error)>;
+
+/// A serde_json error as text, without the value its message may quote
+/// (`invalid type: string "..."`), which could be key material: syntax errors and a missing
+/// or duplicated member (serde names the member only) keep their message, any other data
+/// error is located instead.
+fn without_values(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if !e.is_data() || msg.starts_with("missing field") || msg.starts_with("duplicate field") {
+        crate::error::truncate(&msg, 96)
+    } else {
+        format!(
+            "a member of the wrong JSON type or value at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    }
+}
+
 /// A JWK Set (RFC 7517 §5).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwkSet {
@@ -551,6 +572,69 @@ impl JwkSet {
     pub fn from_json(json: &str) -> Result<Self> {
         serde_json::from_str(json)
             .map_err(|e| Error::invalid_key(format!("not a valid JWK Set: {e}")))
+    }
+
+    /// Parses a JWK Set from JSON, leniently: entries that are not JWKs are left out and
+    /// reported by their index in `keys`, instead of failing the whole set. For JWK Sets
+    /// published by someone else (an issuer's `jwks_uri`), where one entry of a shape this
+    /// crate does not read must not take down the keys beside it; keys of our own are read
+    /// with the strict [`JwkSet::from_json`].
+    ///
+    /// RFC 7517 §5: "Implementations SHOULD ignore JWKs within a JWK Set that use "kty"
+    /// (key type) values that are not understood by them, that are missing required
+    /// members, or for which values are out of the supported ranges." Left out here: an
+    /// entry without `kty`, with a member of the wrong JSON type (`"n": 123`,
+    /// `"key_ops": "sign"`), or naming a member twice (which copy counts is ambiguous). An
+    /// entry read here may still be unusable (an unknown `kty`, a weak key):
+    /// [`KeySet::from_jwks_lenient`](crate::KeySet::from_jwks_lenient) sorts those out.
+    ///
+    /// The document itself must be a JWK Set (RFC 7517 §5, §4): a JSON object, naming each
+    /// member once, whose `keys` member is an array of JSON objects. Anything else fails as
+    /// a whole, so that a caller can tell a set with no readable key (the issuer publishes
+    /// none it can use) from a document that is no key set at all.
+    ///
+    /// The reasons reported name members and positions, never values: serde's messages
+    /// quote the value they refused, which may be key material.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the text is not a JWK Set.
+    pub fn from_json_lenient(json: &str) -> Result<(Self, UnreadEntries)> {
+        /// The set with its entries unread. A struct, not a map, so a second `keys` is
+        /// refused; `RawValue` keeps each entry's text, so its own duplicate members are
+        /// still seen when it is read as a [`Jwk`].
+        #[derive(Deserialize)]
+        struct RawSet {
+            keys: Vec<Box<serde_json::value::RawValue>>,
+        }
+        let not_a_set = |why: &str| Error::invalid_key(format!("not a valid JWK Set: {why}"));
+        // serde reads a JSON array as a struct, its elements in member order: `[[...]]`
+        // would otherwise pass for a set. JSON whitespace only (RFC 8259 §2).
+        if !json
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return Err(not_a_set("not a JSON object"));
+        }
+        let raw: RawSet = serde_json::from_str(json).map_err(|e| not_a_set(&without_values(&e)))?;
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        let mut unread = Vec::new();
+        for (index, entry) in raw.keys.iter().enumerate() {
+            // RFC 7517 §4: a JWK is a JSON object. Not even that (an array read as a
+            // struct, a string) means the document is not a JWK Set.
+            if !entry.get().starts_with('{') {
+                return Err(not_a_set(&format!(
+                    "entry {index} of `keys` is not a JSON object"
+                )));
+            }
+            match serde_json::from_str::<Jwk>(entry.get()) {
+                Ok(jwk) => keys.push(jwk),
+                Err(e) => unread.push((
+                    index,
+                    Error::invalid_key(format!("not a valid JWK: {}", without_values(&e))),
+                )),
+            }
+        }
+        Ok((Self { keys }, unread))
     }
 
     /// Serializes to compact JSON.
@@ -617,6 +701,69 @@ mod tests {
         assert_eq!(public.keys.len(), 1);
         assert!(!public.keys[0].is_private());
         assert!(!public.to_json().contains("\"d\""));
+    }
+
+    #[test]
+    fn lenient_reading_leaves_out_entries_that_are_not_jwks() {
+        let good = r#"{"kty":"OKP","crv":"Ed25519","kid":"ok","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        let text = format!(
+            r#"{{"issuer":"extra members are ignored","keys":[
+                {good},
+                {{"kty":"RSA","kid":"n","n":987654321,"e":"AQAB"}},
+                {{"kty":"EC","kid":"ops","key_ops":"s3cr3t-ops"}},
+                {{"crv":"P-256","kid":"no-kty"}},
+                {{"kty":"oct","k":"AAAA","k":"BBBB"}},
+                {{"kty":"future-kty","kid":"f","x":["shapes", "not", "read"]}}
+            ]}}"#
+        );
+        assert!(
+            JwkSet::from_json(&text).is_err(),
+            "the strict reader stays strict"
+        );
+        let (set, unread) = JwkSet::from_json_lenient(&text).unwrap();
+        let kids: Vec<_> = set.keys.iter().map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, [Some("ok")]);
+        let indices: Vec<_> = unread.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indices, [1, 2, 3, 4, 5]);
+        for (_, why) in &unread {
+            let why = why.to_string();
+            assert!(
+                !why.contains("987654321") && !why.contains("s3cr3t"),
+                "{why}"
+            );
+        }
+        assert!(unread[2].1.to_string().contains("`kty`"), "{:?}", unread[2]);
+        assert!(unread[3].1.to_string().contains("`k`"), "{:?}", unread[3]);
+        let (set, unread) = JwkSet::from_json_lenient(&format!(r#"{{"keys":[{good}]}}"#)).unwrap();
+        assert_eq!(
+            set,
+            JwkSet::from_json(&format!(r#"{{"keys":[{good}]}}"#)).unwrap()
+        );
+        assert!(unread.is_empty());
+        let (set, unread) = JwkSet::from_json_lenient(" \n{\"keys\":[]}").unwrap();
+        assert!(set.keys.is_empty() && unread.is_empty());
+    }
+
+    #[test]
+    fn lenient_reading_still_refuses_what_is_not_a_jwk_set() {
+        for text in [
+            "",
+            "not json",
+            "[]",
+            "[[]]",
+            r#"[[{"kty":"EC"}]]"#,
+            "{}",
+            r#"{"keys":5}"#,
+            r#"{"keys":null}"#,
+            r#"{"keys":{"kty":"EC"}}"#,
+            r#"{"keys":[["EC"]]}"#,
+            r#"{"keys":[{"kty":"EC"}, "k1"]}"#,
+            r#"{"keys":[{"kty":"EC"}, null]}"#,
+            r#"{"keys":[],"keys":[]}"#,
+            r#"{"keys":[{"kty":"EC"}]"#,
+        ] {
+            assert!(JwkSet::from_json_lenient(text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub use algorithm::{Algorithm, KeyKind};
 pub use claims::{Audience, Claims, NoCustomClaims, NumericDate, RegisteredClaims};
 pub use error::{Error, Part, Result, Segment};
 pub use header::Header;
-pub use jwk::{Jwk, JwkSecret, JwkSet};
+pub use jwk::{Jwk, JwkSecret, JwkSet, UnreadEntries};
 pub use jws::{Unverified, UnverifiedParts, VerifiedJws, VerifiedJwt, decode_unverified};
 pub use key::{SigningKey, VerifyingKey};
 pub use keyset::{KeySet, SkippedKeys};

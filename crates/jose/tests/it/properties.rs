@@ -332,6 +332,7 @@ proptest! {
         let _ = decode_unverified(&s, &limits);
         let _ = Jwk::from_json(&s);
         let _ = JwkSet::from_json(&s);
+        let _ = JwkSet::from_json_lenient(&s);
         let _ = key(Algorithm::Es256).verifying_key().verify_jws(&s, &limits);
     }
 
@@ -343,6 +344,7 @@ proptest! {
         let _ = decode_unverified(&s, &limits);
         let _ = Jwk::from_json(&s);
         let _ = JwkSet::from_json(&s);
+        let _ = JwkSet::from_json_lenient(&s);
         // The same bytes as every segment of a token, validly encoded.
         let b = base64url::encode(&bytes);
         let token = format!("{b}.{b}.{b}");
