@@ -624,8 +624,13 @@ impl JwksCache {
             reason,
         };
         let text = std::str::from_utf8(&body).map_err(|_| invalid("not UTF-8".into()))?;
-        check_jwk_set_shape(text).map_err(invalid)?;
-        let jwks = JwkSet::from_json(text).map_err(|e| invalid(e.to_string()))?;
+        // Only a document that is not a JWK Set at all fails here (RFC 7517 §5: a JSON
+        // object whose `keys` are JSON objects; serde alone would read `[[]]` as an empty
+        // set). An entry that is not a JWK (a member of the wrong type, `"n": 123` or
+        // `"key_ops": "sign"`, a missing `kty`) is left out like any other key unusable
+        // here, below: one odd entry must not take down the keys beside it.
+        let (jwks, unread) = JwkSet::from_json_lenient(text).map_err(|e| invalid(e.to_string()))?;
+        log_unread_entries(&unread);
         // RFC 7517 §5: a JWK Set is the set of keys its issuer publishes, and entries a
         // verifier does not understand are ignored ("Implementations SHOULD ignore JWKs
         // within a JWK Set that use 'kty' values that are not understood by them, that are
@@ -655,7 +660,7 @@ impl JwksCache {
         };
         Ok(CachedKeys {
             set,
-            entries: jwks.keys.len(),
+            entries: jwks.keys.len().saturating_add(unread.len()),
             epoch,
             fetched_at: now,
             fresh_until: now.saturating_add(ttl),
@@ -876,25 +881,19 @@ pub(crate) async fn run_refresher(cache: Arc<JwksCache>) {
     }
 }
 
-/// RFC 7517 §5: a JWK Set is a JSON object whose `keys` member is an array of JWKs, each a
-/// JSON object (§4). Checked before the set is read, because serde also reads a JSON array
-/// as a struct (its members in order): `[[]]` would be an empty set, and an array in place
-/// of an entry an unusable one, and either would withdraw the keys held. A body that is
-/// not a JWK Set is a failed fetch, which keeps them.
-fn check_jwk_set_shape(text: &str) -> Result<(), String> {
-    let doc: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| format!("not JSON: {}", truncate(&e.to_string(), 160)))?;
-    let keys = doc
-        .as_object()
-        .ok_or("not a JSON object")?
-        .get("keys")
-        .ok_or("no `keys` member")?
-        .as_array()
-        .ok_or("`keys` is not an array")?;
-    if keys.iter().all(serde_json::Value::is_object) {
-        Ok(())
-    } else {
-        Err("an entry of `keys` is not a JSON object".into())
+/// Logs the entries of a fetched JWK Set that are not JWKs (RFC 7517 §5: ignored), by
+/// index and reason, never their content: the first few one by one, then how many in all.
+fn log_unread_entries(unread: &[(usize, tessera_jose::Error)]) {
+    const LOGGED: usize = 16;
+    for (index, why) in unread.iter().take(LOGGED) {
+        tracing::debug!(target: "tessera::auth", index, reason = %why, "JWKS entry skipped");
+    }
+    if unread.len() > LOGGED {
+        tracing::debug!(
+            target: "tessera::auth",
+            skipped = unread.len(),
+            "JWKS entries skipped (only the first {LOGGED} logged)"
+        );
     }
 }
 

@@ -987,6 +987,56 @@ fn the_background_refresh_restarts_on_a_live_runtime_when_its_own_shut_down() {
     });
 }
 
+/// RFC 7517 §5: entries of a JWK Set that are not JWKs as this verifier reads them (a
+/// member of the wrong JSON type, a missing `kty`, a member named twice) are ignored, like
+/// keys it cannot use: the keys beside them stay in use, and replace the keys held. Such an
+/// entry used to fail the whole fetch, so one odd key from the issuer kept every new key
+/// from being picked up.
+#[tokio::test]
+async fn entries_that_are_not_jwks_are_skipped_and_the_other_keys_used() {
+    let clock = ManualClock::new();
+    let (k1, k2, k3) = (es256("k1"), es256("k2"), es256("k3"));
+    let issuer = Issuer::start(&[&k1]).await;
+    let v = verifier(&issuer, &clock, options()).await;
+    v.refresh_keys().await.unwrap();
+    assert_eq!(v.key_status().unwrap().kids, ["k1"]);
+
+    let jwk = |k: &SigningKey| -> Value {
+        serde_json::from_str(&k.to_public_jwk().unwrap().to_json()).unwrap()
+    };
+    let mut wrong_ops = jwk(&k3);
+    wrong_ops["key_ops"] = json!("verify");
+    let mut no_kty = jwk(&k3);
+    no_kty.as_object_mut().unwrap().remove("kty");
+    let set = json!({"keys": [
+        {"kty": "RSA", "kid": "r", "alg": "RS256", "n": 123, "e": "AQAB"},
+        wrong_ops,
+        jwk(&k2),
+        no_kty,
+        {"kty": "EC", "kid": "x", "crv": ["P-256"]},
+    ]});
+    let mut text = set.to_string();
+    // A member named twice, which serde_json's `Value` would have merged.
+    text.insert_str(
+        text.len() - 2,
+        r#",{"kty":"EC","kid":"dup","kid":"dup2","crv":"P-256","x":"AA","y":"AA"}"#,
+    );
+    *issuer.state.jwks.lock().unwrap() = text;
+    v.refresh_keys().await.unwrap();
+    assert_eq!(v.key_status().unwrap().kids, ["k2"]);
+    v.verify::<NoCustomClaims>(&sign(&k2, &claims(&issuer.base), Some("at+jwt")))
+        .await
+        .unwrap();
+    // k1 is no longer published, and k3's entries were unreadable.
+    for k in [&k1, &k3] {
+        assert!(matches!(
+            v.verify::<NoCustomClaims>(&sign(k, &claims(&issuer.base), Some("at+jwt")))
+                .await,
+            Err(Error::Token(tessera_jose::Error::UnknownKid { .. }))
+        ));
+    }
+}
+
 /// RFC 7517 §5: the `keys` of a JWK Set are the keys its issuer publishes, and an issuer
 /// that publishes none trusts none. Once an empty set has been fetched, a token signed by a
 /// key held before (one seen before included) is refused as a token with an unknown `kid`,
@@ -1049,6 +1099,10 @@ async fn a_key_set_with_no_usable_key_withdraws_every_key_held_before() {
         {"kty": "EC", "crv": "P-256", "kid": "bad", "x": "AAAA", "y": "AAAA"},
         enc,
         {"kty": "oct", "kid": "h", "alg": "HS256", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"},
+        // Entries that are not even JWKs as this verifier reads them: ignored the same way.
+        {"kty": "RSA", "kid": "r", "alg": "RS256", "n": 123, "e": "AQAB"},
+        {"kty": "EC", "kid": "ops", "crv": "P-256", "key_ops": "verify"},
+        {"kid": "no-kty"},
     ]});
     withdraws_every_key_then_restores(&v, &issuer, &clock, &k1, &token, &unusable.to_string())
         .await;
@@ -1473,6 +1527,10 @@ async fn a_body_that_is_not_a_jwk_set_never_withdraws_the_keys_held() {
         r#"{"keys":[["EC"]]}"#,
         r#"{"keys":[["EC", null, null, null, "k1"]]}"#,
         r#"{"keys":[{"kty":"EC"}, "k1"]}"#,
+        r#"{"keys":5}"#,
+        "[]",
+        "not JSON",
+        r#"{"keys":[],"keys":[]}"#,
     ] {
         *issuer.state.jwks.lock().unwrap() = body.into();
         let refreshed = v.refresh_keys().await;
