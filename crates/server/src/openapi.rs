@@ -287,9 +287,10 @@ pub(crate) struct RevokeRequest {
     /// The access or refresh token to revoke (an empty value counts as absent, RFC 6749 §3.2).
     #[schema(min_length = 1)]
     token: String,
-    /// `access_token` or `refresh_token`; any other value is refused with
-    /// `unsupported_token_type` (RFC 7009 §2.2.1). Empty counts as absent (RFC 6749 §3.2).
-    #[schema(value_type = String, required = false, pattern = "^(access_token|refresh_token)?$")]
+    /// `access_token` or `refresh_token`. Only a hint: every token type is searched, and
+    /// any other value counts as no hint (RFC 7009 §2.1). Empty counts as absent
+    /// (RFC 6749 §3.2).
+    #[schema(value_type = String, required = false)]
     token_type_hint: Option<String>,
     /// Client id (or HTTP Basic).
     client_id: Option<String>,
@@ -304,7 +305,8 @@ pub(crate) struct IntrospectRequest {
     /// The token to inspect (an empty value counts as absent, RFC 6749 §3.2).
     #[schema(min_length = 1)]
     token: String,
-    /// Ignored hint.
+    /// Accepted and not needed: every token type is searched, whatever the value
+    /// (RFC 7662 §2.1).
     token_type_hint: Option<String>,
 }
 

@@ -149,17 +149,13 @@ pub(crate) async fn revoke(
 ) -> Result<Response, AppError> {
     let client = client_of(&state, &form, &headers).await?;
     let token = form.require("token")?;
-    let hint = form.get("token_type_hint")?;
-    if let Some(h) = hint
-        && h != "access_token"
-        && h != "refresh_token"
-    {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_token_type",
-            "token_type_hint must be access_token or refresh_token",
-        ));
-    }
+    // RFC 7009 §2.1: the hint is only a hint, and the server searches every token type it
+    // supports when the hint does not find the token; a value it does not know is treated
+    // as no hint (as at `/introspect`, RFC 7662 §2.1). `unsupported_token_type` (§2.2.1)
+    // is for a token of a type the server cannot revoke, and it revokes both kinds it issues.
+    let hint = form
+        .get("token_type_hint")?
+        .filter(|h| matches!(*h, "access_token" | "refresh_token"));
     state
         .auth
         .revoke_token(token, hint, Some(&client.id), &meta)

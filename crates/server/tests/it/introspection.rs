@@ -43,6 +43,34 @@ async fn admins_see_active_access_and_refresh_tokens() {
     assert_eq!(r["token_use"], "refresh_token");
 }
 
+/// RFC 7662 §2.1: like `/revoke`'s (RFC 7009 §2.1), the hint is only a hint; a value the
+/// server does not know, or a wrong one, answers as no hint would.
+#[tokio::test]
+async fn an_unknown_or_wrong_token_type_hint_is_no_hint() {
+    let app = spawn_app().await;
+    let admin = app.admin_login().await;
+    let rt = admin.refresh_token.clone().unwrap();
+    for (token, used) in [
+        (admin.access_token.as_str(), "access_token"),
+        (rt.as_str(), "refresh_token"),
+    ] {
+        for hint in ["foo", "id_token", "access_token", "refresh_token"] {
+            let res = app
+                .client
+                .post(app.url("/introspect"))
+                .bearer_auth(&admin.access_token)
+                .form(&[("token", token), ("token_type_hint", hint)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{used} {hint}");
+            let r = json(res).await;
+            assert_eq!(r["active"], true, "{used} {hint}: {r}");
+            assert_eq!(r["token_use"], used, "{used} {hint}: {r}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn revoked_rotated_and_junk_tokens_are_inactive() {
     let app = spawn_app().await;
