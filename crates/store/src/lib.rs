@@ -73,6 +73,10 @@ pub struct PgStore {
 ///   connection unverified, and the next turn pings it first. A connection whose thread has
 ///   stopped (sqlx stops it when a rollback fails), or that sqlx still counts as inside a
 ///   transaction SQLite already ended (a full disk), is then replaced.
+/// - a raw batch (its own `BEGIN IMMEDIATE` … `COMMIT`, which sqlx does not count) that
+///   failed, or whose task stopped half-way, takes the connection with it
+///   ([`SqliteTurn::discard`], and `SqliteTurn`'s `Drop`): the ping cannot see its
+///   transaction.
 #[derive(Debug, Clone)]
 struct SqliteWriter {
     slot: Arc<tokio::sync::Mutex<WriterSlot>>,
@@ -152,7 +156,7 @@ impl SqliteWriter {
                 verified: true,
             };
         }
-        Ok(SqliteTurn { slot })
+        Ok(SqliteTurn { slot, raw: false })
     }
 
     /// Waits for the current turn, then closes the connection for good. A writer lost since
@@ -181,9 +185,35 @@ impl SqliteWriter {
 /// The turn to write on SQLite: the writer connection, until dropped.
 struct SqliteTurn {
     slot: tokio::sync::OwnedMutexGuard<WriterSlot>,
+    /// A raw batch ([`Self::raw_conn`]) may have left its own transaction open: set until
+    /// [`Self::committed`] or [`Self::discard`].
+    raw: bool,
+}
+
+impl Drop for SqliteTurn {
+    /// A turn dropped while a raw batch's transaction may be open (its task panicked, or was
+    /// dropped by a runtime shutting down, between `BEGIN IMMEDIATE` and `COMMIT`) takes
+    /// the connection with it: sqlx does not count a `BEGIN` it did not send
+    /// (`is_in_transaction`), so the next turn's check would pass, and its writes would go
+    /// into that transaction, never to commit, with SQLite's write lock held against every
+    /// other process. Dropped, the connection closes on its own thread once what is queued
+    /// there has run, which rolls the transaction back; the next turn opens another.
+    fn drop(&mut self) {
+        if self.raw && matches!(*self.slot, WriterSlot::Open { .. }) {
+            *self.slot = WriterSlot::Lost;
+        }
+    }
 }
 
 impl SqliteTurn {
+    /// The connection, for a raw batch that opens and commits its own transaction (out of
+    /// sqlx's sight): unless the turn then ends with [`Self::committed`] or
+    /// [`Self::discard`], dropping it closes the connection (see the `Drop` impl).
+    fn raw_conn(&mut self) -> StoreResult<&mut SqliteConnection> {
+        self.raw = matches!(*self.slot, WriterSlot::Open { .. });
+        self.conn()
+    }
+
     /// The connection, unverified until [`Self::committed`].
     fn conn(&mut self) -> StoreResult<&mut SqliteConnection> {
         match &mut *self.slot {
@@ -212,6 +242,7 @@ impl SqliteTurn {
 
     /// The turn's transaction committed: the next turn need not check the connection.
     fn committed(&mut self) {
+        self.raw = false;
         if let WriterSlot::Open { verified, .. } = &mut *self.slot {
             *verified = true;
         }
@@ -224,6 +255,7 @@ impl SqliteTurn {
         {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
         }
+        self.raw = false;
     }
 }
 
@@ -1744,7 +1776,7 @@ impl SqliteStore {
                 .bind(&parent[..])
                 .bind(client_id)
                 .bind(idle)
-                .fetch_all(turn.conn()?)
+                .fetch_all(turn.raw_conn()?)
                 .await;
             match rows {
                 Ok(rows) => {
@@ -1860,8 +1892,9 @@ impl SqliteStore {
     ///
     /// The batches open and commit their own transaction, out of sqlx's sight, as
     /// [`Self::rotate_current`]'s does, and under the same rules: they run in a task of their
-    /// own (a dropped request cannot stop them half-way), and after any error the connection
-    /// is closed and replaced (closing rolls back).
+    /// own (a dropped request cannot stop them half-way), and after any error, or if that task
+    /// stops between them (a panic, a runtime shutting down), the connection is closed and
+    /// replaced (closing rolls back).
     async fn store_login(
         &self,
         s: &Session,
@@ -1877,7 +1910,7 @@ impl SqliteStore {
         let task = tokio::spawn(async move {
             let mut turn = writer.turn().await?;
             let stored = async {
-                let conn = turn.conn()?;
+                let conn = turn.raw_conn()?;
                 let rows = sqlx::query(LOGIN_SESSION_SQL)
                     .bind(s.id.to_string())
                     .bind(s.user_id.to_string())
@@ -2027,7 +2060,7 @@ impl SqliteStore {
                 .bind(locks)
                 .bind(username)
                 // Drained: a stream dropped early would stop the batch where it is.
-                .fetch_all(turn.conn()?)
+                .fetch_all(turn.raw_conn()?)
                 .await;
             match rows {
                 Ok(rows) => {
@@ -2388,6 +2421,113 @@ mod tests {
         let events = store.revocations_since(0, 1, 10).await.unwrap();
         assert_eq!(events.len(), 1, "only the second write committed");
         other.close().await.unwrap();
+    }
+
+    /// A login's two batches leave their transaction open between them, out of sqlx's
+    /// sight (`is_in_transaction` counts only sqlx's own `BEGIN`s). A task that stops there
+    /// (here the audit chain's function panics; a runtime shutting down drops it the same
+    /// way) dropped its turn with `BEGIN IMMEDIATE` open, the next turn's ping found nothing
+    /// wrong, and every later write went into that transaction and was never committed, or
+    /// failed to begin; the write lock stayed held against every other process.
+    #[tokio::test]
+    async fn a_login_batch_stopped_half_way_leaves_no_transaction_open() {
+        fn panicking_chain(_: &[u8], _: &AuditEvent) -> [u8; 32] {
+            panic!("the chain function failed")
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        let user = User {
+            id: UserId::new(),
+            username: Username::parse("alice").unwrap(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$hash".into(),
+            roles: Role::parse_all(["user"]).unwrap(),
+            disabled: false,
+            created_at: 1,
+            updated_at: 1,
+            password_changed_at: 1,
+            totp_enabled: false,
+        };
+        store.insert_user(&user).await.unwrap();
+        let session = Session {
+            id: SessionId::new(),
+            user_id: user.id,
+            client_id: "tessera-web".into(),
+            scope: "openid".into(),
+            amr: vec!["pwd".into()],
+            created_at: 1,
+            last_used_at: 1,
+            idle_expires_at: 100,
+            absolute_expires_at: 200,
+            revoked_at: None,
+            revoke_reason: None,
+            ip: None,
+            user_agent: None,
+        };
+        let event = AuditEvent {
+            at: 1,
+            event: "login".into(),
+            outcome: "success".into(),
+            user_id: Some(user.id.to_string()),
+            username: Some("alice".into()),
+            client_id: Some("tessera-web".into()),
+            ip: None,
+            user_agent: None,
+            request_id: None,
+            detail: serde_json::json!({}),
+        };
+        assert!(
+            store
+                .create_session_audited(&session, &[7; 32], &event, panicking_chain, &[])
+                .await
+                .is_err()
+        );
+        assert_eq!(store.find_session(session.id).await.unwrap(), None);
+        // The next write commits, and nothing of the stopped login came with it.
+        assert_eq!(revoke_all(&store).await.unwrap(), 0);
+        let events = store.revocations_since(0, 1, 10).await.unwrap();
+        assert_eq!(
+            events.len(),
+            1,
+            "the write after the stopped login committed"
+        );
+        assert_eq!(store.find_session(session.id).await.unwrap(), None);
+        assert_eq!(writer_verified(&store).await, Some(true));
+    }
+
+    /// Any raw batch's turn dropped before it committed or discarded (the batches of
+    /// `reserve`, `rotate_current` and `store_login` alike): the connection goes with it.
+    #[tokio::test]
+    async fn a_raw_turn_dropped_with_its_transaction_open_replaces_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        {
+            let mut turn = store.write_turn().await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('raw', 'open')")
+                .execute(turn.raw_conn().unwrap())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            writer_verified(&store).await,
+            None,
+            "closed, to be replaced"
+        );
+        assert_eq!(revoke_all(&store).await.unwrap(), 0);
+        assert_eq!(store.revocations_since(0, 1, 10).await.unwrap().len(), 1);
+        assert_eq!(meta_rows(&store, "raw").await, 0, "rolled back");
+        // A raw turn that committed keeps its connection.
+        {
+            let mut turn = store.write_turn().await.unwrap();
+            sqlx::raw_sql(
+                "BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('raw', 'done'); COMMIT",
+            )
+            .execute(turn.raw_conn().unwrap())
+            .await
+            .unwrap();
+            turn.committed();
+        }
+        assert_eq!(writer_verified(&store).await, Some(true));
+        assert_eq!(meta_rows(&store, "raw").await, 1);
     }
 
     /// Every write goes to the writer; the read pool refuses one, so a write left on it
