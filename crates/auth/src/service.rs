@@ -781,7 +781,8 @@ impl<S: Store> Auth<S> {
         // others (both first update the user, then revoke the sessions;
         // `StoredLogin::user`). The hash is compared, not `password_changed_at`, which has
         // one-second resolution.
-        if let Some(reason) = match &stored.user {
+        let current = stored.user?;
+        if let Some(reason) = match &current {
             None => Some("user_deleted"),
             Some(u) if u.disabled => Some("user_disabled"),
             Some(u) if u.password_hash != user.password_hash => Some("password_changed"),

@@ -122,7 +122,7 @@ pub trait UserStore: Send + Sync {
 }
 
 /// What [`SessionStore::create_session_audited`] stored and read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct StoredLogin {
     /// The `login` audit row's id.
     pub audit_id: i64,
@@ -130,8 +130,9 @@ pub struct StoredLogin {
     /// after the session and so ends it with the user's other sessions (a password change
     /// or a disable first updates the user, then revokes the sessions): read in the
     /// session's own write transaction where no other write can commit before it (SQLite),
-    /// after the commit otherwise. `None` if the user is gone.
-    pub user: Option<User>,
+    /// after the commit otherwise. `None` if the user is gone. An error here is a read that
+    /// failed after the commit: the session and its audit row are stored all the same.
+    pub user: StoreResult<Option<User>>,
 }
 
 /// How to rotate a refresh token (RFC 9700 §4.14.2), done as one atomic step.

@@ -1973,7 +1973,10 @@ impl SqliteStore {
                             "the audit row's id was not returned",
                         )
                     })?;
-                Ok::<_, StoreError>(StoredLogin { audit_id, user })
+                Ok::<_, StoreError>(StoredLogin {
+                    audit_id,
+                    user: Ok(user),
+                })
             }
             .await;
             match stored {
@@ -2204,7 +2207,8 @@ impl PgStore {
         let audit_id = append_audit_in!(tx, e, chain, Some(PG_AUDIT_LOCK));
         tx.commit().await.map_err(map_err)?;
         turn.committed();
-        let user = self.find_user_by_id(s.user_id).await?;
+        // Committed: a failed read is the caller's to report, with the login stored.
+        let user = self.find_user_by_id(s.user_id).await;
         Ok(StoredLogin { audit_id, user })
     }
 }

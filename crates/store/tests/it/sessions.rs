@@ -141,7 +141,7 @@ async fn a_stored_login_reads_its_user_as_it_stands_with_the_session(db: TestDb)
         )
         .await
         .unwrap();
-    assert_eq!(stored.user.as_ref(), Some(&u));
+    assert_eq!(stored.user.unwrap().as_ref(), Some(&u));
     for key in ["user:alice", "mfa:alice"] {
         assert_eq!(db.find_throttle(key).await.unwrap(), None, "{key}");
     }
@@ -162,7 +162,7 @@ async fn a_stored_login_reads_its_user_as_it_stands_with_the_session(db: TestDb)
         .create_session_audited(&session(u.id, NOW + 2), &token(2), &login, chain_hash, &[])
         .await
         .unwrap();
-    let read = stored.user.expect("the user exists");
+    let read = stored.user.unwrap().expect("the user exists");
     assert_eq!(read.password_hash, "$argon2id$changed");
     assert!(read.disabled);
     assert_eq!(
@@ -193,7 +193,7 @@ async fn a_stored_login_reads_its_user_as_it_stands_with_the_session(db: TestDb)
         )
         .await
         .unwrap();
-    assert_eq!(stored.user, Some(v));
+    assert_eq!(stored.user.unwrap(), Some(v));
     assert_eq!(db.find_throttle("user:bob").await.unwrap(), None);
     let rows = db.list_audit(0, None, None, 100).await.unwrap();
     assert!(verify_chain(vec![0; 32], &rows).is_ok(), "{rows:?}");
