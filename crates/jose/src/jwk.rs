@@ -616,7 +616,9 @@ impl JwkSet {
             return Err(not_a_set("not a JSON object"));
         }
         let raw: RawSet = serde_json::from_str(json).map_err(|e| not_a_set(&without_values(&e)))?;
-        let mut keys = Vec::with_capacity(raw.keys.len());
+        // Room for the entries read, not for every entry: an entry left out may be three
+        // bytes (`{}`) where a `Jwk` is over 400.
+        let mut keys = Vec::new();
         let mut unread = Vec::new();
         for (index, entry) in raw.keys.iter().enumerate() {
             // RFC 7517 §4: a JWK is a JSON object. Not even that (an array read as a
@@ -742,6 +744,24 @@ mod tests {
         assert!(unread.is_empty());
         let (set, unread) = JwkSet::from_json_lenient(" \n{\"keys\":[]}").unwrap();
         assert!(set.keys.is_empty() && unread.is_empty());
+    }
+
+    /// An entry left out costs no room in the set: `{}` is three bytes of JSON and a `Jwk`
+    /// over 400, so room reserved for every entry of `keys` let a body of empty entries
+    /// ask for some 150 times its size at once (1 MiB: 150 MiB), which the strict reader,
+    /// failing at the first, never did.
+    #[test]
+    fn lenient_reading_reserves_no_room_for_entries_it_leaves_out() {
+        let n = 10_000;
+        let text = format!(r#"{{"keys":[{}{{}}]}}"#, "{},".repeat(n - 1));
+        let (set, unread) = JwkSet::from_json_lenient(&text).unwrap();
+        assert_eq!(unread.len(), n);
+        assert_eq!(set.keys.capacity(), 0);
+        let good = r#"{"kty":"OKP","crv":"Ed25519","kid":"ok","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        let text = format!(r#"{{"keys":[{}{good}]}}"#, "{},".repeat(n));
+        let (set, unread) = JwkSet::from_json_lenient(&text).unwrap();
+        assert_eq!((set.keys.len(), unread.len()), (1, n));
+        assert!(set.keys.capacity() < 8, "{}", set.keys.capacity());
     }
 
     #[test]
