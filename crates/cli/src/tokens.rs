@@ -55,7 +55,8 @@ pub(crate) struct VerifyArgs {
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub(crate) secret: Option<String>,
     /// Fetch the verification keys from a JWKS URL (public keys only: a shared secret or
-    /// a private key published there is never used)
+    /// a private key published there is never used; entries that are not JWKs are skipped
+    /// with a warning naming their index)
     #[arg(long, value_name = "URL")]
     pub(crate) jwks_url: Option<String>,
     /// Algorithm for PEM keys, secrets and JWKs without `alg` (JWKs otherwise carry their

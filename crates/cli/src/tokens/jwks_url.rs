@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::redirect::{Attempt, Policy};
-use tessera_jose::JwkSet;
+use tessera_jose::{JwkSet, UnreadEntries};
 
 use super::verify::Explain;
 use crate::exit::Failure;
@@ -17,10 +17,16 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BYTES: usize = 1024 * 1024;
 /// Same-host redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
+/// Entries that are not JWKs named one by one on stderr; past these, only how many.
+const LISTED: usize = 16;
 
-/// Fetches and parses the JWK Set at `url`. Every failure is exit 2: the key source is
-/// part of the command's configuration.
-pub(super) async fn fetch(url: &str, explain: &Explain) -> Result<JwkSet, Failure> {
+/// Fetches and parses the JWK Set at `url`, with the entries left out because they are not
+/// JWKs (each already named in a warning on stderr). Every failure is exit 2: the key source
+/// is part of the command's configuration.
+pub(super) async fn fetch(
+    url: &str,
+    explain: &Explain,
+) -> Result<(JwkSet, UnreadEntries), Failure> {
     let parsed = Url::parse(url).map_err(|e| {
         // Not echoed when it may hold credentials (`user:password@`).
         let shown = if url.contains('@') { "" } else { url };
@@ -115,8 +121,37 @@ pub(super) async fn fetch(url: &str, explain: &Explain) -> Result<JwkSet, Failur
     explain.info(format!("received {} bytes (HTTP {status})", body.len()));
     let text = std::str::from_utf8(&body)
         .map_err(|_| Failure::usage(format!("{url} did not return a JWK Set (not UTF-8 text)")))?;
-    JwkSet::from_json(text)
-        .map_err(|e| Failure::usage(format!("{url} did not return a JWK Set: {e}")))
+    // RFC 7517 §5: entries that are not JWKs as read here (a member of the wrong JSON type,
+    // no `kty`, a member named twice) are ignored, as tessera-axum ignores them, so one odd
+    // entry does not hide the issuer's other keys. Only a document that is not a JWK Set at
+    // all is refused. The reasons name members and positions, never values (key material).
+    let (set, unread) = JwkSet::from_json_lenient(text)
+        .map_err(|e| Failure::usage(format!("{url} did not return a JWK Set: {e}")))?;
+    warn_unread(url, &unread);
+    Ok((set, unread))
+}
+
+/// Says on stderr how many entries of the set at `url` were skipped as not JWKs, and why,
+/// by index: the first [`LISTED`] one by one, then how many more.
+fn warn_unread(url: &str, unread: &UnreadEntries) {
+    if unread.is_empty() {
+        return;
+    }
+    let n = unread.len();
+    crate::output::errln!(
+        "warning: {url}: skipped {n} {} of the JWK Set that {} not a JWK (RFC 7517 §5)",
+        if n == 1 { "entry" } else { "entries" },
+        if n == 1 { "is" } else { "are" },
+    );
+    for (index, why) in unread.iter().take(LISTED) {
+        crate::output::errln!("warning: {url}: skipped entry {index}: {why}");
+    }
+    if n > LISTED {
+        crate::output::errln!(
+            "warning: {url}: and {} more entries skipped, not listed",
+            n - LISTED
+        );
+    }
 }
 
 fn too_large(url: &str) -> Failure {

@@ -219,7 +219,7 @@ async fn load_keys(
         });
     }
     if let Some(url) = &args.jwks_url {
-        let mut set = jwks_url::fetch(url, explain).await?;
+        let (mut set, unread) = jwks_url::fetch(url, explain).await?;
         // A fetched JWK Set is published: a shared secret in it (`kty: oct`, RFC 7518 §6.4)
         // or a private key (`d` and RSA's other private members, §6.2.2, §6.3.2) is known
         // to whoever can read it, so a token it verifies proves nothing. Such keys are
@@ -281,12 +281,16 @@ async fn load_keys(
             ));
         }
         if keys.is_empty() {
+            // The entries that are not JWKs count among those skipped (their warnings above
+            // give every reason); the first reason is a key's, else an entry's.
             let why = skipped
                 .first()
-                .map_or_else(String::new, |(_, e)| format!(" (first skipped: {e})"));
+                .map(|(_, e)| e.clone())
+                .or_else(|| unread.first().map(|(i, e)| format!("entry {i}: {e}")))
+                .map_or_else(String::new, |e| format!(" (first skipped: {e})"));
             return Err(Failure::usage(format!(
                 "{url} holds no usable signature verification key: {} skipped{why}",
-                skipped.len()
+                skipped.len().saturating_add(unread.len())
             )));
         }
         from_sets.extend(keys.iter().map(|key| Candidate {

@@ -618,6 +618,73 @@ fn jwks_url_never_verifies_with_a_published_private_key() {
     assert_eq!(out.json()["claims"]["sub"], "alice");
 }
 
+/// RFC 7517 §5: entries of a fetched JWK Set that are not JWKs (a member of the wrong JSON
+/// type, no `kty`, a member named twice) are skipped, as tessera-axum skips them, with a
+/// warning that counts them and gives each one's index and reason, never a value; the other
+/// keys still verify. One such entry made the whole set "not a JWK Set" (exit 2), and the
+/// message quoted the refused value.
+#[test]
+fn jwks_url_skips_entries_that_are_not_jwks_and_says_which_and_why() {
+    let (_dir, key, token) = fixture();
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"RSA","kid":"r","alg":"RS256","n":987654321,"e":"AQAB"}},{},{{"kty":"EC","kid":"ops","crv":"P-256","key_ops":"c2VjcmV0LW9wcw"}},{{"kid":"no-kty"}},{{"kty":"EC","kid":"a","kid":"b"}}]}}"#,
+        public_jwk(&key)
+    );
+    let only_unread = r#"{"keys":[{"kty":"EC","kid":"ops","key_ops":"c2VjcmV0LW9wcw"}]}"#;
+    let port = serve(|_| {
+        vec![
+            http("200 OK", "", jwks.as_bytes()),
+            http("200 OK", "", only_unread.as_bytes()),
+            http("200 OK", "", b"[[]]"),
+        ]
+    });
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let out = verify_from(&url, &token);
+    assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
+    assert_eq!(out.json()["claims"]["sub"], "alice");
+    for expected in [
+        format!("warning: {url}: skipped 4 entries of the JWK Set that are not a JWK"),
+        format!("warning: {url}: skipped entry 0: invalid key: not a valid JWK: "),
+        format!("warning: {url}: skipped entry 2: "),
+        format!(
+            "warning: {url}: skipped entry 3: invalid key: not a valid JWK: missing field `kty`"
+        ),
+        format!(
+            "warning: {url}: skipped entry 4: invalid key: not a valid JWK: duplicate field `kid`"
+        ),
+    ] {
+        assert!(
+            out.stderr.contains(&expected),
+            "missing `{expected}`:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("entry 1"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 5, "{}", out.stderr);
+    for value in ["987654321", "c2VjcmV0"] {
+        assert!(
+            !out.stderr.contains(value),
+            "{value} quoted:\n{}",
+            out.stderr
+        );
+    }
+
+    let out = verify_from(&url, &token);
+    assert_eq!(out.code, 2, "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("skipped 1 entry of the JWK Set that is not a JWK")
+            && out.stderr.contains(
+                "holds no usable signature verification key: 1 skipped (first skipped: entry 0: "
+            )
+            && !out.stderr.contains("c2VjcmV0"),
+        "{}",
+        out.stderr
+    );
+    // Not a JWK Set at all (serde reads a JSON array as the set's struct).
+    verify_from(&url, &token).fails(2, "not a valid JWK Set: not a JSON object");
+}
+
 /// Keys that share a `kid` in a fetched JWK Set are ambiguous: they are dropped, as
 /// tessera-axum drops them, and the set's other keys still verify (the whole set was
 /// refused, so a token tessera-axum accepts was a usage error here).
