@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | [`ACCESS_COOKIE`] `__Host-tessera_at` | yes | `/` | the access token (Max-Age = its lifetime) |
 //! | [`REFRESH_COOKIE`] `__Secure-tessera_rt` | yes | `/session` | the refresh token |
-//! | [`CSRF_COOKIE`] `__Host-tessera_csrf` | **no** | `/` | the double-submit CSRF token |
+//! | [`CSRF_COOKIE`] `__Host-tessera_csrf` | **no** | `/` | the double-submit CSRF token (Max-Age = the longer of the other two's) |
 //!
 //! The refresh cookie is scoped to `/session` (so it is sent to `POST /session`,
 //! `/session/refresh`, `/session/logout` and the pages' `/session/resume`, `/session/end`,
@@ -180,8 +180,13 @@ pub fn session_cookies(
     if let Some((rt, ttl)) = refresh {
         v.push(set_cookie(REFRESH_COOKIE, rt, REFRESH_PATH, ttl, true));
     }
-    // The CSRF cookie lives as long as the refresh cookie can (it is needed to refresh).
-    let csrf_ttl = refresh.map_or(access_ttl, |(_, t)| t);
+    // The CSRF cookie must outlive every cookie whose requests it guards: the refresh
+    // cookie's (to refresh, and to sign out once the access cookie is gone) and the access
+    // cookie's (to sign out, or post any form, while the page still looks signed in). The
+    // refresh token can expire first (`refresh_token_ttl` below `access_token_ttl`, or a
+    // session's idle or absolute expiry nearer than the access token's), so the longer of
+    // the two.
+    let csrf_ttl = refresh.map_or(access_ttl, |(_, t)| t.max(access_ttl));
     v.push(set_cookie(CSRF_COOKIE, csrf, "/", csrf_ttl, false));
     v
 }
@@ -458,6 +463,16 @@ mod tests {
         assert_eq!(
             v[2],
             "__Host-tessera_csrf=cs; Path=/; Max-Age=86400; Secure; SameSite=Strict"
+        );
+    }
+
+    #[test]
+    fn the_csrf_cookie_outlives_a_refresh_cookie_that_expires_first() {
+        let v = session_cookies("at", 3600, Some(("rt", 600)), "cs");
+        let v: Vec<&str> = v.iter().map(|h| h.to_str().unwrap()).collect();
+        assert_eq!(
+            v[2],
+            "__Host-tessera_csrf=cs; Path=/; Max-Age=3600; Secure; SameSite=Strict"
         );
     }
 

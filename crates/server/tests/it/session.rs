@@ -2233,3 +2233,137 @@ async fn cookie_mode_answers_leave_out_an_empty_scope_as_the_token_answer_does()
         .unwrap();
     assert_eq!(json(res).await["scope"], "profile");
 }
+
+/// A browser's cookie jar that honours `Max-Age` on the test's clock (seconds since the
+/// test began), which the client's own jar cannot: it reads the wall clock.
+#[derive(Debug, Default)]
+struct ClockedJar(BTreeMap<String, (String, i64)>);
+
+impl ClockedJar {
+    /// Takes in an answer's `Set-Cookie` headers, received at `now`.
+    fn receive(&mut self, now: i64, headers: &HeaderMap) {
+        for (name, c) in set_cookies(headers) {
+            let max_age: i64 = c.attr("max-age").unwrap().parse().unwrap();
+            if max_age <= 0 {
+                self.0.remove(&name);
+            } else {
+                self.0.insert(name, (c.value, now + max_age));
+            }
+        }
+    }
+
+    /// The value of cookie `name` if the browser still holds it at `now`.
+    fn value(&self, now: i64, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(v, _)| v.as_str())
+    }
+
+    /// The `Cookie` header the browser sends to a `/session` path at `now`.
+    fn cookie_header(&self, now: i64) -> String {
+        self.0
+            .keys()
+            .filter_map(|name| Some(format!("{name}={}", self.value(now, name)?)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// A same-origin POST at `now`, echoing the CSRF cookie (if still held) as a page
+    /// script does.
+    fn post(&self, app: &TestApp, now: i64, path: &str) -> reqwest::RequestBuilder {
+        app.client
+            .post(app.url(path))
+            .header(COOKIE, self.cookie_header(now))
+            .header(ORIGIN, &app.base)
+            .header("sec-fetch-site", "same-origin")
+            .header(
+                "x-csrf-token",
+                self.value(now, "__Host-tessera_csrf").unwrap_or_default(),
+            )
+    }
+}
+
+/// The CSRF cookie's `Max-Age` was the refresh cookie's. With a refresh token that expires
+/// before the access token (`refresh_token_ttl` below `access_token_ttl`, or a session's
+/// idle or absolute expiry nearer than the access token's end), the browser dropped the
+/// CSRF cookie while its access cookie still signed it in: the page looked signed in, yet
+/// every CSRF-checked request (sign-out first) was refused with 403 `csrf_failed`. The CSRF
+/// cookie now lives as long as the longer-lived of the cookies it guards.
+#[tokio::test]
+async fn the_csrf_cookie_lives_as_long_as_the_access_cookie_it_guards() {
+    const HOUR: i64 = 3600;
+    let app = spawn_app_with(|c| {
+        c.access_token_ttl = HOUR;
+        c.refresh_token_ttl = 10 * 60;
+    })
+    .await;
+    app.create_user("ada", PW, &["user"]).await;
+    let max_ages = |res: &reqwest::Response| {
+        let c = set_cookies(res.headers());
+        [
+            "__Host-tessera_at",
+            "__Secure-tessera_rt",
+            "__Host-tessera_csrf",
+        ]
+        .map(|n| c[n].attr("max-age").unwrap().parse::<i64>().unwrap())
+    };
+    let mut jar = ClockedJar::default();
+    let res = app
+        .client
+        .post(app.url("/session"))
+        .form(&[("username", "ada"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(max_ages(&res), [HOUR, 600, HOUR]);
+    jar.receive(0, res.headers());
+
+    // A refresh 5 minutes in: the refresh cookie gets the idle timeout, the CSRF cookie the
+    // new access cookie's lifetime.
+    app.advance(300).await;
+    let res = jar
+        .post(&app, 300, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(max_ages(&res), [HOUR, 600, HOUR]);
+    jar.receive(300, res.headers());
+
+    // 20 minutes in: the refresh cookie is gone (idle), the access cookie still signs the
+    // browser in, and it can sign out.
+    let now = 20 * 60;
+    app.advance(now - 300).await;
+    assert_eq!(jar.value(now, "__Secure-tessera_rt"), None);
+    let me = app
+        .client
+        .get(app.url("/users/me"))
+        .header(COOKIE, jar.cookie_header(now))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let res = jar.post(&app, now, "/session/logout").send().await.unwrap();
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+
+    // Near the session's absolute expiry, every cookie ends with the session (the access
+    // token does too): the CSRF cookie is not made to outlive it.
+    let app = spawn_app_with(|c| {
+        c.access_token_ttl = HOUR;
+        c.refresh_token_ttl = 24 * HOUR;
+        c.session_max_age = 2 * HOUR;
+    })
+    .await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    app.advance(HOUR + 30 * 60).await;
+    let res = browser_post(&app, &b, "/session/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(max_ages(&res), [30 * 60, 30 * 60, 30 * 60]);
+}
