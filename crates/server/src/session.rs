@@ -336,23 +336,26 @@ async fn check(
     let Some(expected) = cookie(headers, CSRF_COOKIE) else {
         return Err(csrf_failed("the CSRF cookie is missing; sign in again"));
     };
-    let presented = headers
-        .get(CSRF_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .or(form.flatten())
-        .ok_or_else(|| {
-            csrf_failed(if form.is_some() {
-                "missing CSRF token: send the X-CSRF-Token header or csrf_token field"
-            } else {
-                "missing CSRF token: send the X-CSRF-Token header"
-            })
-        })?;
+    let presented = header_token(headers).or(form.flatten()).ok_or_else(|| {
+        csrf_failed(if form.is_some() {
+            "missing CSRF token: send the X-CSRF-Token header or csrf_token field"
+        } else {
+            "missing CSRF token: send the X-CSRF-Token header"
+        })
+    })?;
     if tokens_match(expected, presented) {
         Ok(())
     } else {
         tracing::debug!(target: "tessera::auth", "CSRF token mismatch");
         Err(csrf_failed("the CSRF token does not match"))
     }
+}
+
+/// The CSRF token in the `X-CSRF-Token` header, if the header is present and readable. When
+/// it is, the CSRF check uses it and never a form field.
+#[must_use]
+pub fn header_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok())
 }
 
 /// Constant-time comparison of two CSRF tokens. Both are compared as SHA-256 digests so

@@ -375,15 +375,8 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, AppError> {
-    let form = optional_form(&headers, &body)?;
-    session::check_csrf(
-        &state.csrf,
-        &method,
-        &uri,
-        &headers,
-        field(&form, session::CSRF_FIELD),
-    )
-    .await?;
+    let form_token = form_csrf_token(&headers, &body)?;
+    session::check_csrf(&state.csrf, &method, &uri, &headers, form_token.as_deref()).await?;
     // The refresh grant of `POST /token` by cookie: the same per-IP limit (each attempt
     // is a database lookup, and a rotation when it succeeds).
     state.limits.check(Bucket::Token, client_meta.ip())?;
@@ -482,15 +475,8 @@ pub(crate) async fn logout(
     ApiQuery(q): ApiQuery<LogoutQuery>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, AppError> {
-    let form = optional_form(&headers, &body)?;
-    session::check_csrf(
-        &state.csrf,
-        &method,
-        &uri,
-        &headers,
-        field(&form, session::CSRF_FIELD),
-    )
-    .await?;
+    let form_token = form_csrf_token(&headers, &body)?;
+    session::check_csrf(&state.csrf, &method, &uri, &headers, form_token.as_deref()).await?;
     end_session(&state, &headers, q.all, &meta).await?;
     let res = StatusCode::NO_CONTENT.into_response();
     Ok(with_cookies(res, session::clearing_cookies()))
@@ -549,6 +535,25 @@ async fn revoke_refresh_cookie(
             meta,
         )
         .await
+}
+
+/// The `csrf_token` field of `POST /session/refresh`'s and `/session/logout`'s optional form,
+/// the only thing either reads from its body, and only when the `X-CSRF-Token` header does
+/// not carry the token (the header wins in [`session::check_csrf`]). With the header the body
+/// is not parsed at all, so one that is not a UTF-8 form cannot stop a sign-out that needs
+/// nothing from it.
+///
+/// # Errors
+/// `invalid_request` when the token must come from a form that is not UTF-8.
+fn form_csrf_token(
+    headers: &HeaderMap,
+    body: &axum::body::Bytes,
+) -> Result<Option<String>, AppError> {
+    if session::header_token(headers).is_some() {
+        return Ok(None);
+    }
+    let form = optional_form(headers, body)?;
+    Ok(field(&form, session::CSRF_FIELD).map(str::to_owned))
 }
 
 /// Form fields of an optional `application/x-www-form-urlencoded` body (empty without one),

@@ -2367,3 +2367,55 @@ async fn the_csrf_cookie_lives_as_long_as_the_access_cookie_it_guards() {
     assert_eq!(res.status(), 200);
     assert_eq!(max_ages(&res), [30 * 60, 30 * 60, 30 * 60]);
 }
+
+/// `POST /session/logout` and `/session/refresh` parsed their optional form body before
+/// anything else, so a body that is not UTF-8 (`0xFF` labelled as a form) was refused with
+/// 400 even when the CSRF token came in the `X-CSRF-Token` header and nothing in the body
+/// was needed: the browser could not sign out. With the header, the body is now not read;
+/// a token that must come from such a form is still refused, saying why.
+#[tokio::test]
+async fn with_the_csrf_header_a_body_that_is_not_utf8_does_not_stop_logout_or_refresh() {
+    let app = spawn_app().await;
+    app.create_user("ada", PW, &["user"]).await;
+    let b = sign_in(&app, "ada").await;
+    let not_utf8 = |req: reqwest::RequestBuilder, body: &[u8]| {
+        req.header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_vec())
+            .send()
+    };
+
+    let res = not_utf8(browser_post(&app, &b, "/session/refresh"), b"\xff\xfe")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let b = b.renewed(res.headers());
+
+    // The token in a form that is not UTF-8: refused, and the session lives.
+    let form_only = app
+        .client
+        .post(app.url("/session/logout"))
+        .header(COOKIE, b.cookie_header())
+        .header(ORIGIN, &app.base)
+        .header("sec-fetch-site", "same-origin");
+    let mut body = format!("csrf_token={}&x=", b.csrf).into_bytes();
+    body.push(0xff);
+    let res = not_utf8(form_only, &body).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let err = json(res).await;
+    assert_eq!(err["error"], "invalid_request");
+    assert!(
+        err["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not UTF-8"),
+        "{err}"
+    );
+    assert_eq!(app.state.auth.list_sessions(None).await.unwrap().len(), 1);
+
+    let res = not_utf8(browser_post(&app, &b, "/session/logout"), b"\xff")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert!(app.state.auth.list_sessions(None).await.unwrap().is_empty());
+    assert_eq!(users_me(&app, &b).await, 401);
+}
