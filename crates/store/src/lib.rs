@@ -159,6 +159,35 @@ impl SqliteWriter {
         Ok(SqliteTurn { slot, raw: false })
     }
 
+    /// Runs `batch`, a raw batch that opens and commits its own transaction (`BEGIN
+    /// IMMEDIATE` … `COMMIT`, out of sqlx's sight), in one command to the connection's
+    /// thread, and returns every row its statements gave. It runs in a task of its own, so a
+    /// dropped caller cannot stop it between statements; `fetch_all` drains it (a stream
+    /// dropped early stops a batch where it is). After an error, or if the task stops
+    /// half-way, the connection is closed, which rolls the transaction back, and the next
+    /// turn opens another ([`SqliteTurn::raw_conn`]).
+    async fn raw_batch(
+        &self,
+        batch: sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> StoreResult<Vec<sqlx::sqlite::SqliteRow>> {
+        let writer = self.clone();
+        tokio::spawn(async move {
+            let mut turn = writer.turn().await?;
+            match batch.fetch_all(turn.raw_conn()?).await {
+                Ok(rows) => {
+                    turn.committed();
+                    Ok(rows)
+                }
+                Err(e) => {
+                    turn.discard().await;
+                    Err(map_err(e))
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?
+    }
+
     /// Waits for the current turn, then closes the connection for good. A writer lost since
     /// its last turn is opened again to be closed: the last connection to close must be a
     /// read-write one, or the WAL is neither checkpointed nor removed (a read-only
@@ -1732,9 +1761,8 @@ impl SqliteStore {
     /// changed exactly one row (`changes()`, which counts the last completed statement).
     ///
     /// The batch opens and commits its own transaction, out of sqlx's sight, so it must never
-    /// stop half-way with the transaction open on the writer connection: it runs in a task of
-    /// its own (a dropped request cannot cancel it between statements), and after any error
-    /// the connection is closed and replaced (closing rolls back).
+    /// stop half-way with the transaction open on the writer connection
+    /// ([`SqliteWriter::raw_batch`]).
     ///
     /// The batch also reads the session's user, which the grant needs next: a second command
     /// would be a second trip to a connection's thread, and on a connection other than the
@@ -1744,67 +1772,49 @@ impl SqliteStore {
         &self,
         req: &RotateRequest,
     ) -> StoreResult<Option<(Session, Option<User>)>> {
-        let writer = self.writer.clone();
-        let (now, parent, successor) = (req.now, req.parent_hash, req.successor_hash);
-        let client_id = req.client_id.clone();
-        let idle = req.now.saturating_add(req.idle_ttl_secs);
-        let task = tokio::spawn(async move {
-            let mut turn = writer.turn().await?;
-            let sql = concat!(
-                "BEGIN IMMEDIATE;\n",
-                rotate_claim_sql!(),
-                ";\nINSERT INTO refresh_tokens (hash, session_id, created_at, used_at, successor_hash)
-                 SELECT $2, session_id, $1, NULL, NULL FROM refresh_tokens
-                 WHERE hash = $3 AND changes() = 1;
-                 UPDATE sessions SET last_used_at = $1, idle_expires_at = ",
-                new_idle_expiry_sql!(),
-                " WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $3) AND changes() = 1
-                 RETURNING *;
-                 SELECT ",
-                user_columns_sql!(),
-                " FROM users WHERE id = (SELECT user_id FROM sessions
-                                         WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $3))
-                   AND changes() = 1;
-                 COMMIT"
-            );
-            // `fetch_all`: every statement must run, COMMIT included, so the stream is
-            // drained (a stream dropped early stops the batch where it is). The rows are the
-            // session's (from RETURNING), then its user's, if both statements ran.
-            let rows = sqlx::query(sql)
-                .bind(now)
-                .bind(&successor[..])
-                .bind(&parent[..])
-                .bind(client_id)
-                .bind(idle)
-                .fetch_all(turn.raw_conn()?)
-                .await;
-            match rows {
-                Ok(rows) => {
-                    turn.committed();
-                    let mut rows = rows.iter();
-                    let Some(session) = rows.next() else {
-                        return Ok(None);
-                    };
-                    let session =
-                        Session::try_from(SessionRow::from_row(session).map_err(map_err)?)?;
-                    let user = rows
-                        .next()
-                        .map(|r| {
-                            UserRow::from_row(r)
-                                .map_err(map_err)
-                                .and_then(User::try_from)
-                        })
-                        .transpose()?;
-                    Ok(Some((session, user)))
-                }
-                Err(e) => {
-                    turn.discard().await;
-                    Err(map_err(e))
-                }
-            }
-        });
-        task.await
-            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))?
+        let sql = concat!(
+            "BEGIN IMMEDIATE;\n",
+            rotate_claim_sql!(),
+            ";\nINSERT INTO refresh_tokens (hash, session_id, created_at, used_at, successor_hash)
+             SELECT $2, session_id, $1, NULL, NULL FROM refresh_tokens
+             WHERE hash = $3 AND changes() = 1;
+             UPDATE sessions SET last_used_at = $1, idle_expires_at = ",
+            new_idle_expiry_sql!(),
+            " WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $3) AND changes() = 1
+             RETURNING *;
+             SELECT ",
+            user_columns_sql!(),
+            " FROM users WHERE id = (SELECT user_id FROM sessions
+                                     WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $3))
+               AND changes() = 1;
+             COMMIT"
+        );
+        let rows = self
+            .writer
+            .raw_batch(
+                sqlx::query(sql)
+                    .bind(req.now)
+                    .bind(&req.successor_hash[..])
+                    .bind(&req.parent_hash[..])
+                    .bind(req.client_id.clone())
+                    .bind(req.now.saturating_add(req.idle_ttl_secs)),
+            )
+            .await?;
+        // The session's row (from RETURNING), then its user's, if both statements ran.
+        let mut rows = rows.iter();
+        let Some(session) = rows.next() else {
+            return Ok(None);
+        };
+        let session = Session::try_from(SessionRow::from_row(session).map_err(map_err)?)?;
+        let user = rows
+            .next()
+            .map(|r| {
+                UserRow::from_row(r)
+                    .map_err(map_err)
+                    .and_then(User::try_from)
+            })
+            .transpose()?;
+        Ok(Some((session, user)))
     }
 }
 
@@ -1890,11 +1900,11 @@ impl SqliteStore {
     /// password change or a disable it does not see commits after the session and ends it.
     /// On the writer, too, it reads pages the write has just had in hand.
     ///
-    /// The batches open and commit their own transaction, out of sqlx's sight, as
-    /// [`Self::rotate_current`]'s does, and under the same rules: they run in a task of their
-    /// own (a dropped request cannot stop them half-way), and after any error, or if that task
-    /// stops between them (a panic, a runtime shutting down), the connection is closed and
-    /// replaced (closing rolls back).
+    /// The batches open and commit their own transaction, out of sqlx's sight, under the rules
+    /// of [`SqliteWriter::raw_batch`]: they run in a task of their own (a dropped request
+    /// cannot stop them half-way), and after any error, or if that task stops between them (a
+    /// panic, a runtime shutting down), the connection is closed and replaced (closing rolls
+    /// back). Not `raw_batch` itself: the second batch needs the first one's answer.
     async fn store_login(
         &self,
         s: &Session,
@@ -2028,9 +2038,7 @@ impl SqliteStore {
     /// taken only while the key is not locked, and the lock follows from the count in the
     /// same batch. What [`SecurityPolicy::lock_for`] gives each count from the threshold on
     /// is computed here and bound as a list (it stops growing 30 counts past the threshold),
-    /// so the batch needs no answer from this side half-way. The batch runs under the same
-    /// rules as [`Self::rotate_current`]'s (a task of its own; after an error the connection
-    /// is replaced).
+    /// so the batch needs no answer from this side half-way ([`SqliteWriter::raw_batch`]).
     async fn reserve(
         &self,
         key: &str,
@@ -2046,39 +2054,18 @@ impl SqliteStore {
             .collect();
         let locks =
             serde_json::to_string(&locks).map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
-        let writer = self.writer.clone();
-        let key = key.to_owned();
-        let username = username.map(|u| u.as_str().to_owned());
-        let (window_start, threshold) = (
-            now.saturating_sub(policy.failure_window),
-            policy.lockout_threshold,
-        );
-        let task = tokio::spawn(async move {
-            let mut turn = writer.turn().await?;
-            let rows = sqlx::query(RESERVE_SQL)
-                .bind(key)
-                .bind(now)
-                .bind(window_start)
-                .bind(threshold)
-                .bind(locks)
-                .bind(username)
-                // Drained: a stream dropped early would stop the batch where it is.
-                .fetch_all(turn.raw_conn()?)
-                .await;
-            match rows {
-                Ok(rows) => {
-                    turn.committed();
-                    Ok(rows)
-                }
-                Err(e) => {
-                    turn.discard().await;
-                    Err(map_err(e))
-                }
-            }
-        });
-        let rows = task
-            .await
-            .map_err(|e| StoreError::new(StoreErrorKind::Other, e))??;
+        let rows = self
+            .writer
+            .raw_batch(
+                sqlx::query(RESERVE_SQL)
+                    .bind(key.to_owned())
+                    .bind(now)
+                    .bind(now.saturating_sub(policy.failure_window))
+                    .bind(policy.lockout_threshold)
+                    .bind(locks)
+                    .bind(username.map(|u| u.as_str().to_owned())),
+            )
+            .await?;
         // The rows: the count (`RETURNING`, only if the attempt was counted), the key's
         // `locked_until`, then the user's, if there is one.
         let mut rows = rows.iter().peekable();
