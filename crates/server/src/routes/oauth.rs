@@ -199,6 +199,9 @@ pub(crate) async fn introspect(
         }
     }
     let token = form.require("token")?;
+    // RFC 7662 §2.1: the hint is only a hint, and the token is looked up whatever it says;
+    // but like every parameter it may appear once (RFC 6749 §3.1), as at `/revoke`.
+    form.get("token_type_hint")?;
     let result = state.auth.introspect(token).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(result)).into_response())
 }

@@ -69,6 +69,21 @@ async fn an_unknown_or_wrong_token_type_hint_is_no_hint() {
             assert_eq!(r["token_use"], used, "{used} {hint}: {r}");
         }
     }
+    // Like every parameter, it may appear once (RFC 6749 §3.1), as at `/revoke`.
+    let res = app
+        .client
+        .post(app.url("/introspect"))
+        .bearer_auth(&admin.access_token)
+        .form(&[
+            ("token", admin.access_token.as_str()),
+            ("token_type_hint", "access_token"),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["error"], "invalid_request");
 }
 
 #[tokio::test]
