@@ -624,6 +624,41 @@ fn jwks_url_never_verifies_with_a_published_private_key() {
 /// keys still verify. One such entry made the whole set "not a JWK Set" (exit 2), and the
 /// message quoted the refused value.
 #[test]
+fn jwks_url_lists_the_first_sixteen_skipped_entries_then_counts_the_rest() {
+    let (_dir, key, token) = fixture();
+    let junk = vec!["{}"; 20].join(",");
+    let jwks = format!(r#"{{"keys":[{junk},{}]}}"#, public_jwk(&key));
+    let port = serve(|_| vec![http("200 OK", "", jwks.as_bytes())]);
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let out = verify_from(&url, &token);
+    assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: {url}: skipped 20 entries of the JWK Set that are not a JWK"
+        )),
+        "{}",
+        out.stderr
+    );
+    for i in 0..16 {
+        assert!(
+            out.stderr
+                .contains(&format!("warning: {url}: skipped entry {i}: ")),
+            "entry {i}:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("skipped entry 16:"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: {url}: and 4 more entries skipped, not listed"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 18, "{}", out.stderr);
+}
+
+#[test]
 fn jwks_url_skips_entries_that_are_not_jwks_and_says_which_and_why() {
     let (_dir, key, token) = fixture();
     let jwks = format!(
