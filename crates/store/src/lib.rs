@@ -591,8 +591,10 @@ fn roles_json(roles: &[Role]) -> String {
     serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
 }
 
-fn strings_json(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+/// A list of strings as a JSON array (serializing strings cannot fail).
+fn strings_json<S: AsRef<str>>(v: &[S]) -> String {
+    let v: Vec<&str> = v.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
 }
 
 /// Sessions that ended this long ago are deleted by `prune`.
@@ -1915,8 +1917,7 @@ impl SqliteStore {
     ) -> StoreResult<StoredLogin> {
         let writer = self.writer.clone();
         let (s, e, refresh_hash) = (s.clone(), e.clone(), *refresh_hash);
-        let clear =
-            serde_json::to_string(clear).map_err(|e| StoreError::new(StoreErrorKind::Other, e))?;
+        let clear = strings_json(clear);
         let task = tokio::spawn(async move {
             let mut turn = writer.turn().await?;
             let stored = async {
