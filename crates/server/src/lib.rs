@@ -300,6 +300,7 @@ async fn open_for(
             request_ids: Arc::new(telemetry::RequestIds::new().map_err(StartError)?),
             limits: Arc::new(ratelimit::RateLimits::new(&config)),
             config: Arc::new(config),
+            logins: tokio_util::task::TaskTracker::new(),
         }),
         warnings,
     ))
@@ -952,7 +953,6 @@ pub async fn serve(
             );
         }
     }
-    let _ = stop_tx.send(true);
     // The rest is bounded too. Background work stops at its next await, but a database that
     // hangs (a stopped server, a network path dropping packets) can hold a query, or the
     // pool's close, for as long as TCP keeps the connection. Each step gets what is left of
@@ -960,6 +960,34 @@ pub async fn serve(
     // at once (100 ms) and the database gets a second to close.
     let tail_end = || deadline_at.max(tokio::time::Instant::now() + TAIL_FLOOR);
     let force = options.force_shutdown.as_deref();
+    // Logins run to their end even when their clients have gone (`login_to_completion`):
+    // each holds a lockout reservation, counted as a failure until its end resolves it. Cut
+    // off by the exit, a login with the right password stayed counted, and after a restart
+    // during a burst of logins, the next few sign-ins of that name could lock it. So they
+    // finish before the database closes, within the deadline itself (no floor: past it, or
+    // after a second signal, they are not waited for).
+    state.logins.close();
+    let until = if forced {
+        tokio::time::Instant::now()
+    } else {
+        deadline_at
+    };
+    if within(
+        until,
+        Duration::ZERO,
+        &mut forced,
+        force,
+        state.logins.wait(),
+    )
+    .await
+    .is_none()
+    {
+        tracing::warn!(
+            running = state.logins.len(),
+            "logins still running at the shutdown deadline; their attempts stay counted against the lockout until its window ends"
+        );
+    }
+    let _ = stop_tx.send(true);
     // After a second signal, upkeep gets only the moment it needs to see the stop (aborting
     // it is harmless: a write it had begun rolls back), so that a healthy one is not
     // reported as stuck.

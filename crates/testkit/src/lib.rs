@@ -165,14 +165,7 @@ impl TestApp {
                 let mut c = sqlx::PgConnection::connect(url).await.unwrap();
                 sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
             }
-            None => {
-                let options = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(self.dir.path().join("tessera.db"));
-                let mut c = sqlx::SqliteConnection::connect_with(&options)
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
-            }
+            None => sqlite_query_text(self.dir.path(), sql).await,
         }
     }
 
@@ -284,4 +277,18 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Runs `sql`, a query of one text column, on the SQLite database in the data directory
+/// `data_dir` (a server's, running or stopped), and returns its rows.
+pub async fn sqlite_query_text(
+    data_dir: &std::path::Path,
+    sql: impl sqlx::SqlSafeStr,
+) -> Vec<String> {
+    use sqlx::Connection as _;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(data_dir.join("tessera.db"));
+    let mut c = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
 }

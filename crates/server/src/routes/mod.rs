@@ -108,12 +108,15 @@ impl SessionView {
 /// left it counted, so that a client whose requests were cut off (a flaky network, its own
 /// timeouts) locked its own name out after `lockout.threshold` of them, right password or
 /// not. Run to the end, a right answer clears its count, and a session nobody received
-/// idles out.
+/// idles out. The task is tracked in `logins`, which shutdown waits for before it closes the
+/// database: a login cut off there stayed counted too.
 pub(crate) async fn login_to_completion<T: Send + 'static>(
+    logins: &tokio_util::task::TaskTracker,
     login: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, AppError> {
     // In the request's span: its log lines keep the request id.
-    tokio::spawn(tracing::Instrument::in_current_span(login))
+    logins
+        .spawn(tracing::Instrument::in_current_span(login))
         .await
         .map_err(|e| AppError::internal(format!("login task ended abnormally: {e}")))
 }

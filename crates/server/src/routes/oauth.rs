@@ -83,11 +83,10 @@ pub(crate) async fn token(
                 second_factor,
             };
             let (auth, login_meta) = (Arc::clone(&state.auth), meta.clone());
-            let res =
-                super::login_to_completion(
-                    async move { auth.password_grant(grant, &login_meta).await },
-                )
-                .await?;
+            let res = super::login_to_completion(&state.logins, async move {
+                auth.password_grant(grant, &login_meta).await
+            })
+            .await?;
             state.metrics.record_login(&res);
             res
         }
@@ -112,7 +111,7 @@ pub(crate) async fn token(
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             state.limits.check(Bucket::Mfa, ip)?;
             let (auth, login_meta) = (Arc::clone(&state.auth), meta.clone());
-            let res = super::login_to_completion(async move {
+            let res = super::login_to_completion(&state.logins, async move {
                 auth.mfa_grant(
                     &mfa_token,
                     otp.as_deref().map(String::as_str),

@@ -66,8 +66,10 @@ pub(crate) async fn sign_in(
                 second_factor,
             };
             let (auth, login_meta) = (Arc::clone(&state.auth), meta.0.clone());
-            super::login_to_completion(async move { auth.password_grant(grant, &login_meta).await })
-                .await?
+            super::login_to_completion(&state.logins, async move {
+                auth.password_grant(grant, &login_meta).await
+            })
+            .await?
         }
         SignIn::Mfa {
             mfa_token,
@@ -76,7 +78,7 @@ pub(crate) async fn sign_in(
         } => {
             state.limits.check(Bucket::Mfa, meta.ip())?;
             let (auth, login_meta) = (Arc::clone(&state.auth), meta.0.clone());
-            super::login_to_completion(async move {
+            super::login_to_completion(&state.logins, async move {
                 auth.mfa_grant(
                     &mfa_token,
                     otp.as_deref(),

@@ -308,7 +308,7 @@ struct Manual {
     state: tessera_server::AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn start_manual(
@@ -337,7 +337,7 @@ async fn start_manual(
         state,
         stop: Some(tx),
         task,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -728,6 +728,70 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
             .is_err(),
         "no longer accepting"
     );
+}
+
+#[tokio::test]
+async fn shutdown_lets_logins_whose_clients_left_finish_so_their_attempts_are_not_left_counted() {
+    // A login reserves its attempt against the lockout (counted as a failure) before the
+    // hash, and only its end clears it. Four logins with the right password, one hashing and
+    // three queued behind it, whose clients then leave; the server is stopped at once.
+    let mut server = start_manual(
+        |c| {
+            c.hash_params = tessera_auth::password::HashParams::OWASP;
+            c.max_concurrent_hashes = 1;
+        },
+        |_| ServeOptions {
+            metrics_listener: None,
+            tls: None,
+            shutdown_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            force_shutdown: None,
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/token", server.base);
+    let logins: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    let hasher = server.state.auth.hasher();
+    for _ in 0..5000 {
+        if hasher.in_flight() + hasher.queue_depth() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(hasher.in_flight() + hasher.queue_depth(), 4);
+    for login in &logins {
+        login.abort();
+    }
+    drop(client);
+    let _ = server.stop.take().unwrap().send(());
+    server.task.await.unwrap().unwrap();
+    // Every login ran to its end before the database closed: each right password cleared
+    // the count, so none is left (cut off by the exit, they stayed counted: with the
+    // threshold at five, the next sign-in after a restart would lock the name).
+    let failures = tessera_testkit::sqlite_query_text(
+        server.dir.path(),
+        "SELECT CAST(failures AS TEXT) FROM login_throttle",
+    )
+    .await;
+    assert!(failures.is_empty(), "attempts left counted: {failures:?}");
+    let logged_in = tessera_testkit::sqlite_query_text(
+        server.dir.path(),
+        "SELECT outcome FROM audit_log WHERE event = 'login'",
+    )
+    .await;
+    assert_eq!(logged_in, ["success"; 4]);
 }
 
 #[tokio::test]
