@@ -43,8 +43,9 @@ pub struct AppStateInner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Ids for requests that arrive without one.
     pub request_ids: Arc<crate::telemetry::RequestIds>,
-    /// The logins running to their end, their clients gone or not
-    /// (`routes::login_to_completion`); shutdown waits for them before the database closes.
+    /// The logins (and current-password checks) running to their end, their clients gone
+    /// or not (`routes::login_to_completion`); shutdown waits for them before the database
+    /// closes.
     pub logins: tokio_util::task::TaskTracker,
 }
 

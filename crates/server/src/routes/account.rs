@@ -1,6 +1,8 @@
 //! Self-service account endpoints under `/users/me`: password change, sessions and the TOTP
 //! second factor.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -38,20 +40,24 @@ pub(crate) async fn change_password(
     CurrentUser(ctx): CurrentUser,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, AppError> {
-    state
-        .auth
-        .change_password(&ctx, body.current_password, body.new_password, &meta)
-        .await
-        .map_err(|e| match e {
-            // 403, not 401: the bearer token is fine, and a 401 must carry a challenge
-            // for it (RFC 9110 §15.5.2), which would send clients off to refresh it.
-            tessera_auth::AuthError::InvalidCredentials => AppError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_credentials",
-                "the current password is wrong",
-            ),
-            other => AppError::from_api(other),
-        })?;
+    // Run to its end (see `login_to_completion`): the current password is reserved against
+    // the session's lock before the hash, and only the check's end clears a right one.
+    let auth = Arc::clone(&state.auth);
+    super::login_to_completion(&state.logins, async move {
+        auth.change_password(&ctx, body.current_password, body.new_password, &meta)
+            .await
+    })
+    .await?
+    .map_err(|e| match e {
+        // 403, not 401: the bearer token is fine, and a 401 must carry a challenge
+        // for it (RFC 9110 §15.5.2), which would send clients off to refresh it.
+        tessera_auth::AuthError::InvalidCredentials => AppError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "the current password is wrong",
+        ),
+        other => AppError::from_api(other),
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -126,19 +132,20 @@ pub(crate) async fn begin_totp(
     ApiJson(body): ApiJson<BeginTotp>,
 ) -> Result<Json<Enrollment>, AppError> {
     state.limits.check(Bucket::Mfa, client_meta.ip())?;
-    let e = state
-        .auth
-        .begin_totp(&ctx, body.password, &client_meta.0)
-        .await
-        .map_err(|e| match e {
-            // 403, not 401, as for a password change: the bearer token is fine.
-            tessera_auth::AuthError::InvalidCredentials => AppError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_credentials",
-                "the password is wrong",
-            ),
-            other => AppError::from_api(other),
-        })?;
+    let (auth, meta) = (Arc::clone(&state.auth), client_meta.0);
+    let e = super::login_to_completion(&state.logins, async move {
+        auth.begin_totp(&ctx, body.password, &meta).await
+    })
+    .await?
+    .map_err(|e| match e {
+        // 403, not 401, as for a password change: the bearer token is fine.
+        tessera_auth::AuthError::InvalidCredentials => AppError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "the password is wrong",
+        ),
+        other => AppError::from_api(other),
+    })?;
     Ok(Json(Enrollment {
         qr_svg: qr_svg(&e.otpauth_uri)?,
         secret: e.secret,
@@ -223,19 +230,21 @@ pub(crate) async fn disable_totp(
     ApiJson(body): ApiJson<DisableTotp>,
 ) -> Result<StatusCode, AppError> {
     state.limits.check(Bucket::Mfa, client_meta.ip())?;
-    state
-        .auth
-        .disable_totp(&ctx, body.password, &body.code, &client_meta.0)
-        .await
-        .map_err(|e| match e {
-            // 403, not 401: the bearer token is fine, and a 401 must carry a challenge
-            // for it (RFC 9110 §15.5.2), which would send clients off to refresh it.
-            tessera_auth::AuthError::InvalidCredentials => AppError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_credentials",
-                "the password or the code is wrong",
-            ),
-            other => AppError::from_api(other),
-        })?;
+    let (auth, meta) = (Arc::clone(&state.auth), client_meta.0);
+    super::login_to_completion(&state.logins, async move {
+        auth.disable_totp(&ctx, body.password, &body.code, &meta)
+            .await
+    })
+    .await?
+    .map_err(|e| match e {
+        // 403, not 401: the bearer token is fine, and a 401 must carry a challenge
+        // for it (RFC 9110 §15.5.2), which would send clients off to refresh it.
+        tessera_auth::AuthError::InvalidCredentials => AppError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "the password or the code is wrong",
+        ),
+        other => AppError::from_api(other),
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -109,7 +109,10 @@ impl SessionView {
 /// timeouts) locked its own name out after `lockout.threshold` of them, right password or
 /// not. Run to the end, a right answer clears its count, and a session nobody received
 /// idles out. The task is tracked in `logins`, which shutdown waits for before it closes the
-/// database: a login cut off there stayed counted too.
+/// database: a login cut off there stayed counted too. The current password a signed-in user
+/// gives (a password change, TOTP enrolment and removal) is reserved the same way, against
+/// the session's lock, and runs here too: cut off, it locked the owner's session out of its
+/// own password checks.
 pub(crate) async fn login_to_completion<T: Send + 'static>(
     logins: &tokio_util::task::TaskTracker,
     login: impl Future<Output = T> + Send + 'static,

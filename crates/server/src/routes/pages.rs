@@ -9,6 +9,8 @@
 //! same-origin`, and `Strict-Transport-Security` when `public_url` is `https://` (the server
 //! itself speaks plain HTTP; TLS ends at a proxy, and `public_url` is what says so).
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -752,15 +754,18 @@ pub(crate) async fn change_password(
     } else if form.get("confirm_password") != Some(new) {
         Some("The new passwords do not match.".to_owned())
     } else {
-        match state
-            .auth
-            .change_password(
-                &ctx,
-                Zeroizing::new(current.to_owned()),
-                Zeroizing::new(new.to_owned()),
-                &meta,
-            )
-            .await
+        // Run to its end (see `login_to_completion`): the current password is reserved
+        // against the session's lock before the hash, and only the check's end clears it.
+        let (auth, check_ctx, check_meta) = (Arc::clone(&state.auth), ctx.clone(), meta.clone());
+        let (current, new) = (
+            Zeroizing::new(current.to_owned()),
+            Zeroizing::new(new.to_owned()),
+        );
+        match super::login_to_completion(&state.logins, async move {
+            auth.change_password(&check_ctx, current, new, &check_meta)
+                .await
+        })
+        .await?
         {
             Ok(()) => None,
             Err(AuthError::InvalidCredentials) => Some("The current password is wrong.".into()),
@@ -894,15 +899,25 @@ pub(crate) async fn begin_totp(
     let password = Zeroizing::new(form.get("password").unwrap_or_default().to_owned());
     let result = match limited {
         Some(e) => Err(e),
-        None => match state.auth.begin_totp(&ctx, password, &meta.0).await {
-            Err(AuthError::AlreadyExists(_)) => return Ok(see_other("/account#mfa")),
-            other => other.map_err(|e| match e {
-                AuthError::InvalidCredentials => {
-                    AppError::from_api(e).with_description("The password is wrong.")
-                }
-                other => AppError::from_api(other),
-            }),
-        },
+        None => {
+            // Run to its end (see `login_to_completion`): the password is reserved against
+            // the session's lock before the hash, and only the check's end clears it.
+            let (auth, check_ctx, check_meta) =
+                (Arc::clone(&state.auth), ctx.clone(), meta.0.clone());
+            let begun = super::login_to_completion(&state.logins, async move {
+                auth.begin_totp(&check_ctx, password, &check_meta).await
+            })
+            .await?;
+            match begun {
+                Err(AuthError::AlreadyExists(_)) => return Ok(see_other("/account#mfa")),
+                other => other.map_err(|e| match e {
+                    AuthError::InvalidCredentials => {
+                        AppError::from_api(e).with_description("The password is wrong.")
+                    }
+                    other => AppError::from_api(other),
+                }),
+            }
+        }
     };
     match result {
         Ok(e) => totp_page(
@@ -1027,16 +1042,21 @@ pub(crate) async fn disable_totp(
     let code = form.get("code").unwrap_or_default().replace(' ', "");
     let result = match limited {
         Some(e) => Err(e),
-        None => state
-            .auth
-            .disable_totp(&ctx, password, &code, &meta.0)
-            .await
-            .map_err(|e| match e {
-                AuthError::InvalidCredentials => {
-                    AppError::from_api(e).with_description("The password or the code is wrong.")
-                }
-                other => AppError::from_api(other),
-            }),
+        None => {
+            let (auth, check_ctx, check_meta) =
+                (Arc::clone(&state.auth), ctx.clone(), meta.0.clone());
+            super::login_to_completion(&state.logins, async move {
+                auth.disable_totp(&check_ctx, password, &code, &check_meta)
+                    .await
+            })
+            .await?
+        }
+        .map_err(|e| match e {
+            AuthError::InvalidCredentials => {
+                AppError::from_api(e).with_description("The password or the code is wrong.")
+            }
+            other => AppError::from_api(other),
+        }),
     };
     match result {
         Ok(()) => Ok(see_other("/account?notice=totp_off")),

@@ -594,6 +594,70 @@ async fn logins_whose_clients_gave_up_do_not_lock_the_name() {
 }
 
 #[tokio::test]
+async fn password_checks_whose_clients_gave_up_do_not_lock_the_session() {
+    // The current password a signed-in user gives is reserved against the session's own
+    // lock before the hash, as a login's is against the username's: a check cut off half
+    // way (the client hangs up, the request times out) must still settle its count, or a
+    // few of them lock the owner's session out of its own password change, right password
+    // or not.
+    let app = spawn_app_with(|c| {
+        c.rate_mfa_per_minute = 0;
+        // A hash slow enough to hang up in the middle of.
+        c.hash_params = tessera_auth::password::HashParams {
+            memory_kib: 65536,
+            iterations: 3,
+            parallelism: 1,
+        };
+    })
+    .await;
+    app.create_user("ursula", PW, &[]).await;
+    let t = app.login("ursula", PW).await;
+    let counted = || app.query_text("SELECT key FROM login_throttle WHERE key LIKE 'reauth:%'");
+    let hasher = app.state.auth.hasher();
+    for _ in 0..6 {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/users/me/mfa/totp"),
+            t.access_token.clone(),
+        );
+        let begin = tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "password": PW }))
+                .send()
+                .await
+        });
+        // Reserved, so being checked: the client hangs up.
+        for _ in 0..5000 {
+            if hasher.in_flight() + hasher.queue_depth() > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(hasher.in_flight() + hasher.queue_depth() > 0);
+        begin.abort();
+        // The check goes on to its end and clears its count.
+        for _ in 0..300 {
+            if counted().await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(counted().await, Vec::<String>::new());
+    }
+    let res = app
+        .client
+        .post(app.url("/users/me/mfa/totp"))
+        .bearer_auth(&t.access_token)
+        .json(&serde_json::json!({ "password": PW }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", json(res).await);
+}
+
+#[tokio::test]
 async fn a_token_holder_guessing_the_current_password_is_bounded_per_session() {
     // A stolen access token is no password oracle: its session's checks lock after the
     // threshold like logins do. But that lock is the session's, not the username's, so
