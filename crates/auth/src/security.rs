@@ -767,11 +767,18 @@ impl<S: Store> Auth<S> {
             Reserved::Admitted(a) => a,
             Reserved::Refused { retry_after } => return Err(AuthError::Locked { retry_after }),
         };
-        let matches = self
+        let matches = match self
             .hasher()
             .verify(password, Some(&user.password_hash))
-            .await?
-            .matches;
+            .await
+        {
+            Ok(v) => v.matches,
+            Err(e) => {
+                // Not checked (the hashing queue full): no guess was answered, as at login.
+                self.attempt_unchecked(&key, admission).await;
+                return Err(e);
+            }
+        };
         if matches {
             self.store().clear_throttle(&key).await?;
             return Ok(());

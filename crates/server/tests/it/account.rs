@@ -658,6 +658,62 @@ async fn password_checks_whose_clients_gave_up_do_not_lock_the_session() {
 }
 
 #[tokio::test]
+async fn a_password_check_the_hashing_queue_could_not_take_is_given_back() {
+    // As at login: a current password refused unchecked (503, the hashing queue full) was
+    // no guess answered, so it must not stay counted against the session's lock, or an
+    // overloaded server locks its signed-in users out of their own password checks.
+    let app = spawn_app_with(|c| {
+        c.rate_token_per_minute = 0;
+        c.max_concurrent_hashes = 1;
+        c.max_queued_logins = 0;
+        // A hash slow enough to send a request in the middle of.
+        c.hash_params = tessera_auth::password::HashParams {
+            memory_kib: 65536,
+            iterations: 12,
+            parallelism: 1,
+        };
+    })
+    .await;
+    app.create_user("ulla", PW, &[]).await;
+    let t = app.login("ulla", PW).await;
+    let hasher = app.state.auth.hasher();
+    // A login holds the only hashing slot.
+    let (client, url) = (app.client.clone(), app.url("/token"));
+    let login = tokio::spawn(async move {
+        client
+            .post(url)
+            .form(&[("username", "ulla"), ("password", PW)])
+            .send()
+            .await
+    });
+    for _ in 0..5000 {
+        if hasher.in_flight() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let res = app
+        .client
+        .post(app.url("/users/me/password"))
+        .bearer_auth(&t.access_token)
+        .json(&serde_json::json!({
+            "current_password": PW,
+            "new_password": "another fine horse battery 2"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "{}", json(res).await);
+    assert_eq!(login.await.unwrap().unwrap().status(), 200);
+    // Given back: no failure left counted (the row may stay, at zero).
+    assert_eq!(
+        app.query_text("SELECT key FROM login_throttle WHERE key LIKE 'reauth:%' AND failures > 0")
+            .await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
 async fn a_token_holder_guessing_the_current_password_is_bounded_per_session() {
     // A stolen access token is no password oracle: its session's checks lock after the
     // threshold like logins do. But that lock is the session's, not the username's, so
