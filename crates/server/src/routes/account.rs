@@ -48,16 +48,7 @@ pub(crate) async fn change_password(
             .await
     })
     .await?
-    .map_err(|e| match e {
-        // 403, not 401: the bearer token is fine, and a 401 must carry a challenge
-        // for it (RFC 9110 §15.5.2), which would send clients off to refresh it.
-        tessera_auth::AuthError::InvalidCredentials => AppError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
-            "the current password is wrong",
-        ),
-        other => AppError::from_api(other),
-    })?;
+    .map_err(wrong_password("the current password is wrong"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -137,15 +128,7 @@ pub(crate) async fn begin_totp(
         auth.begin_totp(&ctx, body.password, &meta).await
     })
     .await?
-    .map_err(|e| match e {
-        // 403, not 401, as for a password change: the bearer token is fine.
-        tessera_auth::AuthError::InvalidCredentials => AppError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
-            "the password is wrong",
-        ),
-        other => AppError::from_api(other),
-    })?;
+    .map_err(wrong_password("the password is wrong"))?;
     Ok(Json(Enrollment {
         qr_svg: qr_svg(&e.otpauth_uri)?,
         secret: e.secret,
@@ -236,15 +219,18 @@ pub(crate) async fn disable_totp(
             .await
     })
     .await?
-    .map_err(|e| match e {
-        // 403, not 401: the bearer token is fine, and a 401 must carry a challenge
-        // for it (RFC 9110 §15.5.2), which would send clients off to refresh it.
-        tessera_auth::AuthError::InvalidCredentials => AppError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
-            "the password or the code is wrong",
-        ),
-        other => AppError::from_api(other),
-    })?;
+    .map_err(wrong_password("the password or the code is wrong"))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The answer to a signed-in user's wrong current password (or code): 403
+/// `invalid_credentials`, not 401. The bearer token is fine, and a 401 must carry a
+/// challenge for it (RFC 9110 §15.5.2), which would send clients off to refresh it.
+fn wrong_password(message: &'static str) -> impl FnOnce(tessera_auth::AuthError) -> AppError {
+    move |e| match e {
+        tessera_auth::AuthError::InvalidCredentials => {
+            AppError::new(StatusCode::FORBIDDEN, "invalid_credentials", message)
+        }
+        other => AppError::from_api(other),
+    }
 }

@@ -673,10 +673,14 @@ async fn a_changed_certificate_file_is_picked_up_and_a_broken_one_is_ignored() {
     );
 }
 
-#[tokio::test]
-async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
-    // Real Argon2id parameters so the login is still hashing when the signal arrives.
-    let mut server = start_manual(
+/// A server hashing at the real Argon2id cost with one hashing slot, and four logins of the
+/// admin with the right password sent to it: one hashing and three queued behind it (each
+/// already reserved against the lockout) when this returns.
+async fn start_with_four_logins_in_flight() -> (
+    Manual,
+    Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>>,
+) {
+    let server = start_manual(
         |c| {
             c.hash_params = tessera_auth::password::HashParams::OWASP;
             c.max_concurrent_hashes = 1;
@@ -704,7 +708,6 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
             })
         })
         .collect();
-    // Wait until one login is hashing and the others queue behind it.
     let hasher = server.state.auth.hasher();
     for _ in 0..5000 {
         if hasher.in_flight() + hasher.queue_depth() == 4 {
@@ -713,6 +716,12 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(hasher.in_flight() + hasher.queue_depth(), 4);
+    (server, logins)
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
+    let (mut server, logins) = start_with_four_logins_in_flight().await;
     let _ = server.stop.take().unwrap().send(());
     for login in logins {
         let res = login
@@ -733,48 +742,12 @@ async fn shutdown_lets_an_in_flight_request_finish_then_stops() {
 #[tokio::test]
 async fn shutdown_lets_logins_whose_clients_left_finish_so_their_attempts_are_not_left_counted() {
     // A login reserves its attempt against the lockout (counted as a failure) before the
-    // hash, and only its end clears it. Four logins with the right password, one hashing and
-    // three queued behind it, whose clients then leave; the server is stopped at once.
-    let mut server = start_manual(
-        |c| {
-            c.hash_params = tessera_auth::password::HashParams::OWASP;
-            c.max_concurrent_hashes = 1;
-        },
-        |_| ServeOptions {
-            metrics_listener: None,
-            tls: None,
-            shutdown_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            force_shutdown: None,
-        },
-    )
-    .await;
-    let client = reqwest::Client::new();
-    let url = format!("{}/token", server.base);
-    let logins: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
-                    .send()
-                    .await
-            })
-        })
-        .collect();
-    let hasher = server.state.auth.hasher();
-    for _ in 0..5000 {
-        if hasher.in_flight() + hasher.queue_depth() == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert_eq!(hasher.in_flight() + hasher.queue_depth(), 4);
+    // hash, and only its end clears it. The four logins' clients leave, and the server is
+    // stopped at once.
+    let (mut server, logins) = start_with_four_logins_in_flight().await;
     for login in &logins {
         login.abort();
     }
-    drop(client);
     let _ = server.stop.take().unwrap().send(());
     server.task.await.unwrap().unwrap();
     // Every login ran to its end before the database closed: each right password cleared
