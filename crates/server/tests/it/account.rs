@@ -537,6 +537,13 @@ async fn a_burst_of_logins_with_the_right_password_is_not_locked_out() {
     }
 }
 
+/// A hash slow enough (64 MiB, three passes) for a client to hang up in the middle of it.
+const SLOW_HASH: tessera_auth::password::HashParams = tessera_auth::password::HashParams {
+    memory_kib: 65536,
+    iterations: 3,
+    parallelism: 1,
+};
+
 /// A login is counted as a failed attempt from its reservation until its answer: one the
 /// client gave up on half way (a flaky network, its own timeout) was dropped with it and
 /// stayed counted, so that a few cut-off logins locked the name, right password or not.
@@ -546,12 +553,7 @@ async fn logins_whose_clients_gave_up_do_not_lock_the_name() {
     use tessera_auth::store::SecurityStore as _;
     let app = spawn_app_with(|c| {
         c.rate_token_per_minute = 0;
-        // A hash slow enough to hang up in the middle of.
-        c.hash_params = tessera_auth::password::HashParams {
-            memory_kib: 65536,
-            iterations: 3,
-            parallelism: 1,
-        };
+        c.hash_params = SLOW_HASH;
     })
     .await;
     app.create_user("ulrich", PW, &[]).await;
@@ -602,12 +604,7 @@ async fn password_checks_whose_clients_gave_up_do_not_lock_the_session() {
     // or not.
     let app = spawn_app_with(|c| {
         c.rate_mfa_per_minute = 0;
-        // A hash slow enough to hang up in the middle of.
-        c.hash_params = tessera_auth::password::HashParams {
-            memory_kib: 65536,
-            iterations: 3,
-            parallelism: 1,
-        };
+        c.hash_params = SLOW_HASH;
     })
     .await;
     app.create_user("ursula", PW, &[]).await;
